@@ -1,0 +1,1 @@
+//! rbuild-fileop
