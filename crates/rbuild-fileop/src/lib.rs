@@ -1,1 +1,10 @@
-//! rbuild-fileop
+//! rbuild-fileop: filesystem operations performed *inside a root*.
+//!
+//! Every path handled here comes from a hostile source (a Dockerfile, a build
+//! context, an earlier image layer), so every lookup is made relative to an
+//! open root directory with `openat2(RESOLVE_IN_ROOT)` or fd-relative calls;
+//! no path is ever built by string joining and then followed.
+//!
+//! - [`users`]: `USER` / `--chown` resolution from the image's own databases.
+
+pub mod users;
