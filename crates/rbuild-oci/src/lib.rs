@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod media_types;
 pub mod platform;
 pub mod reference;
+pub mod store;
 
 pub use config::{ContainerConfig, Healthcheck, History, ImageConfig, RootFs};
 pub use descriptor::Descriptor;
@@ -21,3 +22,4 @@ pub use digest::{Digest, DigestReader, DigestWriter, Digester};
 pub use manifest::{Built, ImageIndex, ImageManifest, ManifestFormat, Parsed};
 pub use platform::Platform;
 pub use reference::Reference;
+pub use store::{ContentStore, Ingest};

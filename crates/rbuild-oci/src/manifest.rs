@@ -129,6 +129,7 @@ pub struct ImageIndex {
 }
 
 /// A parsed manifest or index.
+#[allow(clippy::large_enum_variant)] // short-lived; boxing would only add noise at call sites
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     /// A single-platform image.

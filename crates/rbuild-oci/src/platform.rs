@@ -49,7 +49,7 @@ impl Platform {
         let ok = |p: &&str| {
             !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
         };
-        if parts.len() > 3 || !parts.iter().all(|p| ok(p)) {
+        if parts.len() > 3 || !parts.iter().all(ok) {
             return Err(bad());
         }
         let p = match parts.as_slice() {
