@@ -1,0 +1,549 @@
+//! The client: HTTP clients per TLS setting, authentication and the one
+//! request loop every API call goes through (auth challenges, retries).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, Request, Response, StatusCode};
+use url::Url;
+
+use crate::auth::{AuthCache, Challenge, Scopes, TokenResponse, parse_challenges};
+use crate::config::{Endpoint, RegistryConfig, Scheme};
+use crate::credentials::{Anonymous, Credential, CredentialProvider};
+use crate::error::{RegistryError, server_message};
+use crate::retry::{RetryPolicy, parse_retry_after};
+
+/// Largest token-service reply we read.
+const MAX_TOKEN_REPLY: u64 = 1 << 20;
+/// Largest error body we read to build a message.
+const MAX_ERROR_BODY: u64 = 64 << 10;
+
+/// Everything a [`RegistryClient`] is configured with.
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// Per-host settings (plain HTTP, insecure TLS, CAs, mirrors).
+    pub config: RegistryConfig,
+    /// Where credentials come from when a registry asks for them.
+    pub credentials: Arc<dyn CredentialProvider>,
+    /// Retry limits.
+    pub retry: RetryPolicy,
+    /// Blobs transferred at the same time by one pull or push.
+    pub max_concurrent_blobs: usize,
+    /// Blobs larger than this are uploaded in chunks (PATCH) rather than
+    /// one PUT; also the chunk size.
+    pub chunk_size: u64,
+    /// Upload blobs larger than `chunk_size` in chunks. Off by default:
+    /// one streamed PUT is faster and every registry supports it; a
+    /// registry that sends `OCI-Chunk-Min-Length` gets chunks anyway.
+    pub chunked_uploads: bool,
+    /// `User-Agent` header.
+    pub user_agent: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            config: RegistryConfig::default(),
+            credentials: Arc::new(Anonymous),
+            retry: RetryPolicy::default(),
+            max_concurrent_blobs: 3,
+            chunk_size: 64 << 20,
+            chunked_uploads: false,
+            user_agent: format!("rbuild/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("config", &self.config)
+            .field("retry", &self.retry)
+            .field("max_concurrent_blobs", &self.max_concurrent_blobs)
+            .field("chunk_size", &self.chunk_size)
+            .field("chunked_uploads", &self.chunked_uploads)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A distribution-API client for any number of registries.
+///
+/// Cheap to clone (shared state behind an `Arc`); tokens and challenges are
+/// cached for the client's lifetime, so one client per process (or per
+/// build) is the intended use.
+#[derive(Clone)]
+pub struct RegistryClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) opts: ClientOptions,
+    default_http: reqwest::Client,
+    /// Clients for hosts with their own TLS settings (CA files, insecure).
+    host_http: HashMap<String, reqwest::Client>,
+    auth: AuthCache,
+    creds: Mutex<HashMap<String, Option<Credential>>>,
+    /// Serialises token fetches so parallel blob transfers share one token.
+    token_fetch: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("opts", &self.inner.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+fn http_builder(user_agent: &str) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(user_agent)
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(120))
+        .pool_idle_timeout(Duration::from_secs(60))
+}
+
+impl RegistryClient {
+    /// Build a client. Fails when a configured CA file cannot be read or
+    /// parsed, naming the file.
+    pub fn new(opts: ClientOptions) -> Result<Self, RegistryError> {
+        let default_http = http_builder(&opts.user_agent)
+            .build()
+            .map_err(|source| RegistryError::ClientBuild {
+                host: "*".into(),
+                source,
+            })?;
+        let mut host_http = HashMap::new();
+        for (host, conf) in &opts.config.hosts {
+            if !conf.insecure && conf.ca.is_empty() {
+                continue;
+            }
+            let mut b = http_builder(&opts.user_agent);
+            if conf.insecure {
+                b = b.danger_accept_invalid_certs(true);
+            }
+            for path in &conf.ca {
+                let pem = std::fs::read(path).map_err(|e| RegistryError::CaCert {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    RegistryError::CaCert {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                if certs.is_empty() {
+                    return Err(RegistryError::CaCert {
+                        path: path.clone(),
+                        message: "no PEM certificate in file".into(),
+                    });
+                }
+                for c in certs {
+                    b = b.add_root_certificate(c);
+                }
+            }
+            let client = b.build().map_err(|source| RegistryError::ClientBuild {
+                host: host.clone(),
+                source,
+            })?;
+            host_http.insert(host.clone(), client);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                opts,
+                default_http,
+                host_http,
+                auth: AuthCache::default(),
+                creds: Mutex::new(HashMap::new()),
+                token_fetch: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The options this client was built with.
+    #[must_use]
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.opts
+    }
+
+    fn http_for(&self, ep: &Endpoint) -> &reqwest::Client {
+        let by_host = self.inner.host_http.get(&ep.host).or_else(|| {
+            // `docker.io` settings apply to the host that serves it.
+            self.inner.host_http.get(&ep.registry).filter(|_| !ep.is_mirror)
+        });
+        by_host.unwrap_or(&self.inner.default_http)
+    }
+
+    /// Credentials for an endpoint, asked of the provider once per client.
+    async fn credentials(&self, ep: &Endpoint) -> Result<Option<Credential>, RegistryError> {
+        let key = ep.credential_key().to_owned();
+        if let Some(c) = lock(&self.inner.creds).get(&key) {
+            return Ok(c.clone());
+        }
+        let provider = Arc::clone(&self.inner.opts.credentials);
+        let k = key.clone();
+        let found = tokio::task::spawn_blocking(move || provider.get(&k))
+            .await
+            .map_err(|e| RegistryError::Task(e.to_string()))??;
+        lock(&self.inner.creds).insert(key, found.clone());
+        Ok(found)
+    }
+
+    /// The `Authorization` value for a request, from what the host
+    /// challenged us with before (none before the first challenge).
+    async fn authorization(
+        &self,
+        ep: &Endpoint,
+        scopes: &Scopes,
+    ) -> Result<Option<String>, RegistryError> {
+        let Some(ch) = self.inner.auth.challenge(&ep.host) else {
+            return Ok(None);
+        };
+        if ch.is_basic() {
+            return Ok(self.credentials(ep).await?.map(|c| c.basic_header()));
+        }
+        if !ch.is_bearer() {
+            return Ok(None);
+        }
+        if let Some(t) = self.inner.auth.token(&ep.host, scopes) {
+            return Ok(Some(format!("Bearer {t}")));
+        }
+        let _guard = self.inner.token_fetch.lock().await;
+        if let Some(t) = self.inner.auth.token(&ep.host, scopes) {
+            return Ok(Some(format!("Bearer {t}")));
+        }
+        let (token, lifetime) = self.fetch_token(ep, &ch, scopes).await?;
+        self.inner
+            .auth
+            .put_token(&ep.host, scopes, token.clone(), lifetime);
+        Ok(Some(format!("Bearer {token}")))
+    }
+
+    /// Ask the challenge's realm for a token covering `scopes`.
+    async fn fetch_token(
+        &self,
+        ep: &Endpoint,
+        ch: &Challenge,
+        scopes: &Scopes,
+    ) -> Result<(String, Duration), RegistryError> {
+        let realm_text = ch.param("realm").unwrap_or_default().to_owned();
+        let fail = |message: String| RegistryError::Token {
+            realm: realm_text.clone(),
+            message,
+        };
+        let realm = Url::parse(&realm_text).map_err(|e| fail(format!("bad realm: {e}")))?;
+        if !matches!(realm.scheme(), "http" | "https") {
+            return Err(fail("realm is not an http(s) URL".into()));
+        }
+        let creds = self.credentials(ep).await?;
+        if creds.is_some() && realm.scheme() == "http" && ep.scheme == Scheme::Https {
+            return Err(fail(
+                "refusing to send credentials to a plain-HTTP token service of an HTTPS registry"
+                    .into(),
+            ));
+        }
+        let mut scope_list = scopes.to_strings();
+        if let Some(s) = ch.param("scope") {
+            for extra in s.split(' ').filter(|x| !x.is_empty()) {
+                if !scope_list.iter().any(|x| x == extra) {
+                    scope_list.push(extra.to_owned());
+                }
+            }
+        }
+        let service = ch.param("service").unwrap_or_default();
+        let http = self.http_for(ep);
+        let build = || -> Result<Request, RegistryError> {
+            let mut url = realm.clone();
+            let req = if let Some(refresh) = creds.as_ref().and_then(|c| c.identity_token()) {
+                let body = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("grant_type", "refresh_token")
+                    .append_pair("service", service)
+                    .append_pair("scope", &scope_list.join(" "))
+                    .append_pair("client_id", "rbuild")
+                    .append_pair("refresh_token", refresh)
+                    .finish();
+                http.post(url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body)
+            } else {
+                {
+                    let mut q = url.query_pairs_mut();
+                    if !service.is_empty() {
+                        q.append_pair("service", service);
+                    }
+                    for s in &scope_list {
+                        q.append_pair("scope", s);
+                    }
+                    if let Some(c) = &creds {
+                        q.append_pair("account", &c.username);
+                    }
+                }
+                let mut rb = http.get(url);
+                if let Some(c) = &creds {
+                    rb = rb.header(AUTHORIZATION, c.basic_header());
+                }
+                rb
+            };
+            req.build().map_err(|e| fail(e.to_string()))
+        };
+        let resp = self
+            .execute_with_retries(http, &build, self.inner.opts.retry)
+            .await?;
+        let status = resp.status();
+        let body = read_limited(resp, MAX_TOKEN_REPLY, "token reply")
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if !status.is_success() {
+            return Err(fail(format!(
+                "answered {status}: {}",
+                server_message(&body)
+            )));
+        }
+        let reply: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| fail(format!("bad JSON: {e}")))?;
+        reply
+            .into_token()
+            .ok_or_else(|| fail("reply has neither `token` nor `access_token`".into()))
+    }
+
+    /// Send without auth handling, retrying connection errors, 5xx and 429.
+    async fn execute_with_retries(
+        &self,
+        http: &reqwest::Client,
+        build: &(dyn Fn() -> Result<Request, RegistryError> + Send + Sync),
+        policy: RetryPolicy,
+    ) -> Result<Response, RegistryError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let req = build()?;
+            let (method, url) = (req.method().to_string(), redact(req.url()));
+            match http.execute(req).await {
+                Err(source) => {
+                    if attempt >= policy.max_attempts {
+                        return Err(RegistryError::Transport {
+                            method,
+                            url,
+                            source,
+                        });
+                    }
+                    tracing::debug!(%url, error = %source, attempt, "retrying after connection error");
+                    tokio::time::sleep(policy.delay(attempt, None)).await;
+                }
+                Ok(resp) => {
+                    let st = resp.status();
+                    let retryable = st.is_server_error() || st == StatusCode::TOO_MANY_REQUESTS;
+                    if !retryable || attempt >= policy.max_attempts {
+                        return Ok(resp);
+                    }
+                    let ra = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after);
+                    tracing::debug!(%url, status = st.as_u16(), attempt, "retrying after server error");
+                    drop(resp);
+                    tokio::time::sleep(policy.delay(attempt, ra)).await;
+                }
+            }
+        }
+    }
+
+    /// Send an API request to `ep` needing `scopes`: authenticates (answering
+    /// a 401 challenge once, refreshing a refused token once), retries
+    /// transient failures, and returns whatever final response the server
+    /// gave. `build` is called once per attempt, so bodies are re-created.
+    pub(crate) async fn send(
+        &self,
+        ep: &Endpoint,
+        scopes: &Scopes,
+        build: &(dyn Fn() -> Result<Request, RegistryError> + Send + Sync),
+    ) -> Result<Response, RegistryError> {
+        self.send_with(ep, scopes, build, self.inner.opts.retry).await
+    }
+
+    /// Like [`RegistryClient::send`] without transient retries: for upload
+    /// steps (PATCH, the final PUT) whose repetition is not idempotent; the
+    /// caller restarts the whole blob instead.
+    pub(crate) async fn send_once(
+        &self,
+        ep: &Endpoint,
+        scopes: &Scopes,
+        build: &(dyn Fn() -> Result<Request, RegistryError> + Send + Sync),
+    ) -> Result<Response, RegistryError> {
+        self.send_with(ep, scopes, build, RetryPolicy::none()).await
+    }
+
+    async fn send_with(
+        &self,
+        ep: &Endpoint,
+        scopes: &Scopes,
+        build: &(dyn Fn() -> Result<Request, RegistryError> + Send + Sync),
+        policy: RetryPolicy,
+    ) -> Result<Response, RegistryError> {
+        let http = self.http_for(ep);
+        let mut auth_rounds = 0;
+        loop {
+            let auth = self.authorization(ep, scopes).await?;
+            let with_auth = || -> Result<Request, RegistryError> {
+                let mut req = build()?;
+                // Credentials only go to the endpoint itself, never to a
+                // host a server-provided URL (upload Location) points at.
+                let same_host = authority(req.url()).as_deref() == Some(ep.host.as_str());
+                if let Some(a) = auth.as_ref().filter(|_| same_host) {
+                    let v = HeaderValue::from_str(a).map_err(|e| RegistryError::Token {
+                        realm: ep.host.clone(),
+                        message: format!("token is not a valid header value: {e}"),
+                    })?;
+                    req.headers_mut().insert(AUTHORIZATION, v);
+                }
+                Ok(req)
+            };
+            let resp = self.execute_with_retries(http, &with_auth, policy).await?;
+            if resp.status() != StatusCode::UNAUTHORIZED {
+                return Ok(resp);
+            }
+            auth_rounds += 1;
+            let challenges: Vec<Challenge> = resp
+                .headers()
+                .get_all(WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(|v| parse_challenges(v).ok())
+                .flatten()
+                .collect();
+            let chosen = challenges
+                .iter()
+                .find(|c| c.is_bearer())
+                .or_else(|| challenges.iter().find(|c| c.is_basic()))
+                .cloned();
+            let had_basic = auth.as_deref().is_some_and(|a| a.starts_with("Basic "));
+            let give_up = auth_rounds > 2 || chosen.is_none() || (had_basic && auth_rounds > 1);
+            if give_up {
+                let body = read_limited(resp, MAX_ERROR_BODY, "error body")
+                    .await
+                    .unwrap_or_default();
+                return Err(self.unauthorized(ep, scopes, &body, auth.is_some()));
+            }
+            if let Some(ch) = chosen {
+                if ch.is_basic() && self.credentials(ep).await?.is_none() {
+                    let body = read_limited(resp, MAX_ERROR_BODY, "error body")
+                        .await
+                        .unwrap_or_default();
+                    return Err(self.unauthorized(ep, scopes, &body, false));
+                }
+                self.inner.auth.set_challenge(&ep.host, ch);
+                self.inner.auth.drop_token(&ep.host, scopes);
+            }
+        }
+    }
+
+    fn unauthorized(&self, ep: &Endpoint, scopes: &Scopes, body: &[u8], had_auth: bool) -> RegistryError {
+        let mut message = server_message(body);
+        if message.is_empty() {
+            message = "access denied".into();
+        }
+        let hint = if had_auth {
+            format!("hint: check the credentials for `{}`", ep.credential_key())
+        } else {
+            format!("hint: log in to `{}` first", ep.credential_key())
+        };
+        RegistryError::Unauthorized {
+            host: ep.host.clone(),
+            scope: scopes.to_string(),
+            message: format!("{message}; {hint}"),
+        }
+    }
+
+    /// A URL under the endpoint's `/v2/` root.
+    pub(crate) fn api_url(ep: &Endpoint, path: &str) -> Result<Url, RegistryError> {
+        let text = format!("{}{}", ep.base_url(), path);
+        Url::parse(&text).map_err(|e| RegistryError::Url {
+            url: text,
+            message: e.to_string(),
+        })
+    }
+
+    /// A request builder (method + URL) for use inside `send` closures.
+    pub(crate) fn request(method: Method, url: Url) -> Request {
+        Request::new(method, url)
+    }
+}
+
+/// Read a whole (small) body, refusing more than `limit` bytes.
+pub(crate) async fn read_limited(
+    resp: Response,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>, RegistryError> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(RegistryError::TooLarge {
+            what: what.to_owned(),
+            limit,
+        });
+    }
+    let url = redact(resp.url());
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|source| RegistryError::Transport {
+            method: "GET".into(),
+            url: url.clone(),
+            source,
+        })?;
+        if out.len() as u64 + chunk.len() as u64 > limit {
+            return Err(RegistryError::TooLarge {
+                what: what.to_owned(),
+                limit,
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Turn a non-success response into an error carrying the server's text.
+pub(crate) async fn status_error(method: &str, resp: Response) -> RegistryError {
+    let url = redact(resp.url());
+    let status = resp.status().as_u16();
+    let body = read_limited(resp, MAX_ERROR_BODY, "error body")
+        .await
+        .unwrap_or_default();
+    RegistryError::Status {
+        method: method.to_owned(),
+        url,
+        status,
+        message: server_message(&body),
+    }
+}
+
+/// A URL for messages: no userinfo, no query (upload URLs carry state
+/// tokens that are not for logs).
+pub(crate) fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.to_string()
+}
+
+/// `host[:port]` of a URL as it would appear in a registry name (the port
+/// only when explicit).
+pub(crate) fn authority(url: &Url) -> Option<String> {
+    let host = match url.host()? {
+        url::Host::Ipv6(a) => format!("[{a}]"),
+        h => h.to_string(),
+    };
+    Some(match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,449 @@
+//! Where usernames and passwords come from.
+//!
+//! The client asks a [`CredentialProvider`] for a registry's credentials only
+//! when the registry challenges it, so anonymous pulls never run a helper.
+//! [`DockerConfigCredentials`] reads `~/.docker/config.json` the way the
+//! Docker CLI does (so `docker login` keeps working for rbuild): a
+//! per-registry `credHelpers` entry wins, then `credsStore`, then the
+//! base64 `auth` field of `auths`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::config::DOCKER_HUB;
+
+/// The key Docker stores Docker Hub credentials under.
+pub const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";
+
+/// A username and a secret (a password or, with the username `<token>`, an
+/// OAuth2 identity token, as Docker's credential helpers return them).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// User name; `<token>` marks `secret` as an identity token.
+    pub username: String,
+    /// Password or identity token.
+    pub secret: String,
+}
+
+impl Credential {
+    /// A username/password pair.
+    #[must_use]
+    pub fn basic(username: &str, password: &str) -> Self {
+        Self {
+            username: username.to_owned(),
+            secret: password.to_owned(),
+        }
+    }
+
+    /// The identity (OAuth2 refresh) token, when this credential is one.
+    #[must_use]
+    pub fn identity_token(&self) -> Option<&str> {
+        (self.username == "<token>").then_some(self.secret.as_str())
+    }
+
+    /// The `Authorization: Basic …` header value.
+    #[must_use]
+    pub fn basic_header(&self) -> String {
+        let raw = format!("{}:{}", self.username, self.secret);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the secret, even in debug logs.
+        f.debug_struct("Credential")
+            .field("username", &self.username)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Errors while looking credentials up.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// The Docker config file exists but cannot be read or parsed.
+    #[error("cannot read docker config `{path}`: {message}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A credential helper failed for a reason other than "not found".
+    #[error("credential helper `docker-credential-{helper}` failed for `{registry}`: {message}")]
+    Helper {
+        /// Helper suffix (`pass`, `secretservice`, ...).
+        helper: String,
+        /// The registry asked about.
+        registry: String,
+        /// What the helper said.
+        message: String,
+    },
+}
+
+/// Supplies credentials for a registry host (`docker.io`, `ghcr.io`,
+/// `localhost:5000`). `Ok(None)` means "go anonymous".
+///
+/// Called from a blocking context (helpers spawn processes), so
+/// implementations may block.
+pub trait CredentialProvider: Send + Sync {
+    /// Credentials for `registry`, if any.
+    fn get(&self, registry: &str) -> Result<Option<Credential>, CredentialsError>;
+}
+
+/// Never any credentials.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Anonymous;
+
+impl CredentialProvider for Anonymous {
+    fn get(&self, _registry: &str) -> Result<Option<Credential>, CredentialsError> {
+        Ok(None)
+    }
+}
+
+/// Fixed credentials per registry (tests, `--username/--password` flags);
+/// falls back to another provider for registries it does not know.
+#[derive(Default)]
+pub struct StaticCredentials {
+    map: HashMap<String, Credential>,
+    fallback: Option<Box<dyn CredentialProvider>>,
+}
+
+impl StaticCredentials {
+    /// An empty set.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add credentials for a registry.
+    #[must_use]
+    pub fn with(mut self, registry: &str, cred: Credential) -> Self {
+        self.map.insert(registry.to_owned(), cred);
+        self
+    }
+
+    /// Ask `fallback` for registries not listed here.
+    #[must_use]
+    pub fn or_else(mut self, fallback: impl CredentialProvider + 'static) -> Self {
+        self.fallback = Some(Box::new(fallback));
+        self
+    }
+}
+
+impl CredentialProvider for StaticCredentials {
+    fn get(&self, registry: &str) -> Result<Option<Credential>, CredentialsError> {
+        if let Some(c) = self.map.get(registry) {
+            return Ok(Some(c.clone()));
+        }
+        match &self.fallback {
+            Some(f) => f.get(registry),
+            None => Ok(None),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DockerConfigFile {
+    #[serde(default)]
+    auths: HashMap<String, AuthEntry>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: HashMap<String, String>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AuthEntry {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HelperReply {
+    #[serde(rename = "Username")]
+    username: String,
+    #[serde(rename = "Secret")]
+    secret: String,
+}
+
+/// Credentials from a Docker CLI config file.
+///
+/// The file is read on every lookup, so a `docker login` during a long
+/// daemon run is picked up.
+#[derive(Debug, Clone)]
+pub struct DockerConfigCredentials {
+    path: PathBuf,
+    helper_dir: Option<PathBuf>,
+}
+
+impl DockerConfigCredentials {
+    /// `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`.
+    #[must_use]
+    pub fn from_env() -> Self {
+        let dir = std::env::var_os("DOCKER_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+            .unwrap_or_else(|| PathBuf::from("/root/.docker"));
+        Self::new(dir.join("config.json"))
+    }
+
+    /// A specific config file.
+    #[must_use]
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            helper_dir: None,
+        }
+    }
+
+    /// Look for `docker-credential-*` in `dir` instead of `$PATH` (tests).
+    #[must_use]
+    pub fn with_helper_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.helper_dir = Some(dir.into());
+        self
+    }
+
+    /// The config file this provider reads.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn load(&self) -> Result<Option<DockerConfigFile>, CredentialsError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(CredentialsError::Config {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CredentialsError::Config {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    fn run_helper(&self, helper: &str, registry: &str) -> Result<Option<Credential>, CredentialsError> {
+        let server = if registry == DOCKER_HUB {
+            DOCKER_HUB_AUTH_KEY
+        } else {
+            registry
+        };
+        let program = match &self.helper_dir {
+            Some(d) => d.join(format!("docker-credential-{helper}")),
+            None => PathBuf::from(format!("docker-credential-{helper}")),
+        };
+        let fail = |message: String| CredentialsError::Helper {
+            helper: helper.to_owned(),
+            registry: registry.to_owned(),
+            message,
+        };
+        let mut child = Command::new(&program)
+            .arg("get")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(format!("cannot run `{}`: {e}", program.display())))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(server.as_bytes())
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            if text.to_ascii_lowercase().contains("credentials not found") {
+                return Ok(None);
+            }
+            return Err(fail(text.trim().chars().take(500).collect()));
+        }
+        let reply: HelperReply =
+            serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("bad reply: {e}")))?;
+        if reply.secret.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Credential {
+            username: reply.username,
+            secret: reply.secret,
+        }))
+    }
+}
+
+/// The `auths` keys that may hold credentials for `registry`.
+fn auth_keys(registry: &str) -> Vec<String> {
+    if registry == DOCKER_HUB {
+        return vec![
+            DOCKER_HUB_AUTH_KEY.to_owned(),
+            "docker.io".to_owned(),
+            "index.docker.io".to_owned(),
+            "registry-1.docker.io".to_owned(),
+            "https://registry-1.docker.io".to_owned(),
+        ];
+    }
+    vec![
+        registry.to_owned(),
+        format!("https://{registry}"),
+        format!("http://{registry}"),
+    ]
+}
+
+/// Docker stores keys as URLs (`https://host/v1/`) or bare hosts.
+fn key_host(key: &str) -> &str {
+    let k = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    k.split('/').next().unwrap_or(k)
+}
+
+fn decode_entry(entry: &AuthEntry) -> Option<Credential> {
+    if let Some(tok) = entry.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+        return Some(Credential::basic("<token>", tok));
+    }
+    if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (user, pass) = text.split_once(':')?;
+        return Some(Credential::basic(user, pass));
+    }
+    match (&entry.username, &entry.password) {
+        (Some(u), Some(p)) => Some(Credential::basic(u, p)),
+        _ => None,
+    }
+}
+
+impl CredentialProvider for DockerConfigCredentials {
+    fn get(&self, registry: &str) -> Result<Option<Credential>, CredentialsError> {
+        let Some(file) = self.load()? else {
+            return Ok(None);
+        };
+        let keys = auth_keys(registry);
+        if let Some(helper) = keys.iter().find_map(|k| file.cred_helpers.get(k)) {
+            return self.run_helper(helper, registry);
+        }
+        if let Some(store) = file.creds_store.as_deref().filter(|s| !s.is_empty())
+            && let Some(c) = self.run_helper(store, registry)? {
+                return Ok(Some(c));
+            }
+        for k in &keys {
+            if let Some(c) = file.auths.get(k).and_then(decode_entry) {
+                return Ok(Some(c));
+            }
+        }
+        // Keys written as URLs with paths (`https://host:5000/v2/`).
+        let wanted = key_host(&keys[0]).to_owned();
+        Ok(file
+            .auths
+            .iter()
+            .filter(|(k, _)| key_host(k) == wanted)
+            .find_map(|(_, e)| decode_entry(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn reads_auths_for_hub_and_other_hosts() {
+        let d = tempfile::tempdir().unwrap();
+        let hub = base64::engine::general_purpose::STANDARD.encode("hubuser:hubpass");
+        let other = base64::engine::general_purpose::STANDARD.encode("me:p:with:colons");
+        let path = write(
+            d.path(),
+            "config.json",
+            &format!(
+                r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{hub}"}},
+                "https://reg.example:5000/v2/":{{"auth":"{other}"}},
+                "tok.example":{{"identitytoken":"refresh"}}}}}}"#
+            ),
+        );
+        let p = DockerConfigCredentials::new(path);
+        assert_eq!(p.get("docker.io").unwrap(), Some(Credential::basic("hubuser", "hubpass")));
+        assert_eq!(
+            p.get("reg.example:5000").unwrap(),
+            Some(Credential::basic("me", "p:with:colons"))
+        );
+        let tok = p.get("tok.example").unwrap().unwrap();
+        assert_eq!(tok.identity_token(), Some("refresh"));
+        assert_eq!(p.get("nobody.example").unwrap(), None);
+    }
+
+    #[test]
+    fn missing_file_is_anonymous_and_broken_file_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let p = DockerConfigCredentials::new(d.path().join("none.json"));
+        assert_eq!(p.get("docker.io").unwrap(), None);
+        let bad = write(d.path(), "bad.json", "{not json");
+        let err = DockerConfigCredentials::new(&bad).get("x").unwrap_err();
+        assert!(err.to_string().contains("bad.json"), "{err}");
+    }
+
+    #[test]
+    fn cred_helpers_and_creds_store_run_the_helper() {
+        let d = tempfile::tempdir().unwrap();
+        // A helper that echoes the server URL it was asked about as the user.
+        let helper = write(
+            d.path(),
+            "docker-credential-fake",
+            "#!/bin/sh\nread url\nif [ \"$url\" = unknown.example ]; then echo 'credentials not found in native keychain'; exit 1; fi\nprintf '{\"ServerURL\":\"%s\",\"Username\":\"%s\",\"Secret\":\"s3\"}' \"$url\" \"$url\"\n",
+        );
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = write(
+            d.path(),
+            "config.json",
+            r#"{"credsStore":"fake","credHelpers":{"helped.example":"fake"},"auths":{"unknown.example":{"auth":"dTpw"}}}"#,
+        );
+        let p = DockerConfigCredentials::new(cfg).with_helper_dir(d.path());
+        assert_eq!(
+            p.get("helped.example").unwrap(),
+            Some(Credential::basic("helped.example", "s3"))
+        );
+        assert_eq!(
+            p.get("docker.io").unwrap(),
+            Some(Credential::basic(DOCKER_HUB_AUTH_KEY, "s3"))
+        );
+        // Helper says "not found": fall back to `auths` ("u:p").
+        assert_eq!(p.get("unknown.example").unwrap(), Some(Credential::basic("u", "p")));
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let c = Credential::basic("user", "hunter2");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.basic_header(), "Basic dXNlcjpodW50ZXIy");
+    }
+}
