@@ -6,5 +6,16 @@
 //! no path is ever built by string joining and then followed.
 //!
 //! - [`users`]: `USER` / `--chown` resolution from the image's own databases.
+//! - [`copy`]: `COPY`/`ADD` semantics of BuildKit's file-op backend.
+//! - [`pattern`]: source wildcards and `--exclude` patterns.
+//! - [`meta`]: `--chmod` specs.
 
+pub mod copy;
+pub mod meta;
+pub mod pattern;
+mod root;
+mod select;
 pub mod users;
+
+pub use copy::{CopyError, CopyOptions, CopyStats, copy};
+pub use meta::Chmod;

@@ -1,0 +1,495 @@
+//! `COPY` / `ADD` (local part) with BuildKit's semantics, confined to roots.
+//!
+//! The rules, as BuildKit's file-op backend applies them:
+//! - a file to `dest` writes `dest`; to `dest/` or to an existing directory
+//!   (symlinks to directories count) writes `dest/<name>`;
+//! - a directory source copies its *contents* (`dir_contents_only`, what the
+//!   Dockerfile uses), otherwise the directory itself;
+//! - several sources (or several wildcard matches) need a directory
+//!   destination — unlike BuildKit, which would silently overwrite, we fail
+//!   with Docker's message when `dest` is neither `…/` nor a directory;
+//! - missing parents are created `0755`, owned by `--chown` when given;
+//! - an existing file is replaced, an existing directory merged;
+//! - symlinks inside sources are copied as symlinks, and only the top-level
+//!   source follows a symlink when `follow_symlinks` is set — always inside
+//!   the source root; hard links between copied files stay hard links.
+//!
+//! Every lookup is fd-relative: sources through [`Root::canonicalize`] of the
+//! source root, the destination through the destination root, so a symlink
+//! in an earlier layer (`/app -> /etc`, `/app -> ../../host`) resolves to the
+//! root's own directories and never outside.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+
+use crate::meta::{Chmod, MetaPlan};
+use crate::pattern::{ExcludeMatcher, PatternError};
+use crate::root::{Root, clean, join};
+use crate::select::{Selected, expand_sources};
+
+/// Options of one copy, mirroring BuildKit's `FileActionCopy`.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Owner of everything copied and of created parents; `None` keeps the
+    /// source owner (pass `Some((0, 0))` for context copies, as Docker does).
+    pub chown: Option<(u32, u32)>,
+    /// `--chmod`, applied to every copied entry.
+    pub chmod: Option<Chmod>,
+    /// `--exclude` patterns, matched against paths relative to each source
+    /// (and, for wildcard matches, against the match's own relative path).
+    pub exclude: Vec<String>,
+    /// `--parents`: keep each source's path (below a `/./` pivot) under `dest`.
+    pub parents: bool,
+    /// Follow a symlink named directly as a source (inside the source root).
+    pub follow_symlinks: bool,
+    /// Expand `*`, `?`, `[…]` in sources.
+    pub allow_wildcard: bool,
+    /// A wildcard that matches nothing is not an error (copies nothing).
+    pub allow_empty_wildcard: bool,
+    /// Create missing parents of `dest`; otherwise the parent must exist.
+    pub create_dest_path: bool,
+    /// A directory source copies its contents rather than itself.
+    pub dir_contents_only: bool,
+    /// Keep source modification times (when `timestamp` is `None`).
+    pub preserve_mtime: bool,
+    /// Force every copied entry's times (`SOURCE_DATE_EPOCH`, `--link`).
+    pub timestamp: Option<SystemTime>,
+}
+
+impl CopyOptions {
+    /// The options a Dockerfile `COPY`/`ADD` from a context or stage uses.
+    pub fn dockerfile() -> Self {
+        CopyOptions {
+            follow_symlinks: true,
+            allow_wildcard: true,
+            allow_empty_wildcard: true,
+            create_dest_path: true,
+            dir_contents_only: true,
+            preserve_mtime: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    /// Devices and FIFOs.
+    pub special: u64,
+    pub bytes: u64,
+}
+
+/// Errors from [`copy`].
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("cannot open root `{path}`")]
+    OpenRoot {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{path}` not found in the source")]
+    NotFound { path: String },
+    #[error("no source files were specified")]
+    NoSources,
+    #[error("when using COPY with more than one source file, the destination must be a directory and end with a / (destination `{dest}`)")]
+    DestNotDir { dest: String },
+    #[error("parent of destination `{dest}` does not exist")]
+    DestParentMissing { dest: String },
+    #[error("cannot replace directory `{path}` with a file")]
+    ReplaceDirWithFile { path: String },
+    #[error("cannot copy a directory to non-directory `{path}`")]
+    CopyDirToNonDir { path: String },
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    #[error("{op} `{path}`")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+pub(crate) fn io_err(op: &'static str, path: impl AsRef<OsStr>) -> impl FnOnce(io::Error) -> CopyError {
+    let path = Path::new(path.as_ref()).to_string_lossy().into_owned();
+    move |source| CopyError::Io { op, path, source }
+}
+
+fn errno(op: &'static str, path: impl AsRef<OsStr>) -> impl FnOnce(rustix::io::Errno) -> CopyError {
+    let f = io_err(op, path);
+    move |e| f(e.into())
+}
+
+/// Copy `sources` (paths inside `src_root`) to `dest` (absolute inside
+/// `dest_root`; a trailing `/` means "a directory").
+pub fn copy(
+    src_root: &Path,
+    sources: &[String],
+    dest_root: &Path,
+    dest: &str,
+    opts: &CopyOptions,
+) -> Result<CopyStats, CopyError> {
+    let src = Root::open(src_root).map_err(|source| CopyError::OpenRoot { path: src_root.into(), source })?;
+    let dst = Root::open(dest_root).map_err(|source| CopyError::OpenRoot { path: dest_root.into(), source })?;
+    let excludes = ExcludeMatcher::new(&opts.exclude)?;
+    if sources.is_empty() {
+        return Err(CopyError::NoSources);
+    }
+    let selected =
+        expand_sources(&src, sources, opts.allow_wildcard, opts.allow_empty_wildcard, opts.follow_symlinks, &excludes)?;
+    if selected.is_empty() {
+        if opts.allow_empty_wildcard {
+            return Ok(CopyStats::default());
+        }
+        return Err(CopyError::NotFound { path: sources.join(" ") });
+    }
+
+    let dest_comps = clean(OsStr::new(dest));
+    let dir_syntax = dest.is_empty() || dest.ends_with('/') || dest.ends_with("/.") || dest_comps.is_empty();
+    let plan = MetaPlan {
+        chown: opts.chown,
+        chmod: opts.chmod.as_ref(),
+        timestamp: opts.timestamp,
+        preserve_mtime: opts.preserve_mtime,
+    };
+    let mut cx = Ctx { src: &src, dst: &dst, plan, excludes: &excludes, links: HashMap::new(), stats: CopyStats::default() };
+
+    // Parents of the destination (or the destination itself for `dir/`).
+    let ensure: &[OsString] = if dir_syntax { &dest_comps } else { &dest_comps[..dest_comps.len().saturating_sub(1)] };
+    let (ensure_canon, exists) = dst.canonicalize(join(ensure).as_os_str(), true).map_err(io_err("resolve", dest))?;
+    if opts.create_dest_path {
+        cx.mkdir_parents(&ensure_canon, dest)?;
+    } else if !exists {
+        return Err(CopyError::DestParentMissing { dest: dest.to_string() });
+    }
+
+    let (dest_canon, _) = dst.canonicalize(join(&dest_comps).as_os_str(), true).map_err(io_err("resolve", dest))?;
+    let dest_is_dir = stat_in(&dst, &dest_canon).is_some_and(|s| is_dir(&s));
+    if (selected.len() > 1 || opts.parents) && !dir_syntax && !dest_is_dir {
+        return Err(CopyError::DestNotDir { dest: dest.to_string() });
+    }
+    for sel in &selected {
+        cx.copy_selected(sel, &dest_canon, opts)?;
+    }
+    Ok(cx.stats)
+}
+
+fn is_dir(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::Directory
+}
+
+/// `stat` (following nothing: the path is canonical) of a path in a root.
+fn stat_in(root: &Root, comps: &[OsString]) -> Option<Stat> {
+    let fd = root.open_canonical(comps, OFlags::PATH).ok()?;
+    rustix::fs::fstat(&fd).ok()
+}
+
+struct Ctx<'a> {
+    src: &'a Root,
+    dst: &'a Root,
+    plan: MetaPlan<'a>,
+    excludes: &'a ExcludeMatcher,
+    /// (dev, ino) of a multiply-linked source file → where we copied it.
+    links: HashMap<(u64, u64), Vec<OsString>>,
+    stats: CopyStats,
+}
+
+impl Ctx<'_> {
+    /// `MkdirAll` with mode 0755, new directories owned by `--chown` and
+    /// given the forced timestamp, like BuildKit's.
+    fn mkdir_parents(&mut self, canon: &[OsString], dest: &str) -> Result<OwnedFd, CopyError> {
+        let chown = self.plan.chown;
+        let ts = self.plan.timestamp;
+        let mut on_create = |dir: BorrowedFd<'_>, name: &OsStr| -> io::Result<()> {
+            if let Some((u, g)) = chown {
+                rustix::fs::chownat(
+                    dir,
+                    name,
+                    Some(rustix::fs::Uid::from_raw(u)),
+                    Some(rustix::fs::Gid::from_raw(g)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+            }
+            // mkdir is subject to the umask; make it exactly 0755.
+            rustix::fs::chmodat(dir, name, Mode::from_raw_mode(0o755), AtFlags::empty())?;
+            if let Some(t) = ts {
+                let ts = crate::meta::timestamps(t);
+                rustix::fs::utimensat(dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW)?;
+            }
+            Ok(())
+        };
+        self.dst.mkdir_all(canon, 0o755, &mut on_create).map_err(io_err("create directory", dest))
+    }
+
+    fn copy_selected(&mut self, sel: &Selected, dest_canon: &[OsString], opts: &CopyOptions) -> Result<(), CopyError> {
+        let shown = join(&sel.named).to_string_lossy().into_owned();
+        let (src_dir, src_name) = self.src_parent(&sel.canon, &shown)?;
+        let st = rustix::fs::statat(&src_dir, &src_name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|_| CopyError::NotFound { path: shown.clone() })?;
+        let src_is_dir = is_dir(&st);
+
+        // Where does it go?
+        let mut target: Vec<OsString> = dest_canon.to_vec();
+        if opts.parents {
+            let rel = &sel.named[sel.pivot.min(sel.named.len())..];
+            if !(src_is_dir && opts.dir_contents_only && rel.is_empty()) {
+                self.make_parent_dirs(sel, &mut target, rel)?;
+            }
+        } else {
+            let dest_st = stat_in(self.dst, dest_canon);
+            let base = sel.named.last().cloned().unwrap_or_else(|| OsString::from("."));
+            if (!opts.dir_contents_only && src_is_dir && dest_st.is_some())
+                || (!src_is_dir && dest_st.as_ref().is_some_and(is_dir))
+            {
+                if base != "." {
+                    target.push(base);
+                }
+            }
+            let parent_only = !(opts.dir_contents_only && src_is_dir && dest_st.is_none());
+            let ensure = if parent_only { &target[..target.len().saturating_sub(1)] } else { &target[..] };
+            let ensure = ensure.to_vec();
+            self.mkdir_parents(&ensure, &shown)?;
+        }
+        let Some(name) = target.last().cloned() else {
+            // The destination is the root itself: merge a directory into it.
+            if !src_is_dir {
+                return Err(CopyError::ReplaceDirWithFile { path: "/".into() });
+            }
+            let sfd = open_src_dir(&src_dir, &src_name, &shown)?;
+            let dfd = open_dir_rw(self.dst.fd(), OsStr::new("."), "/")?;
+            return self.copy_dir_children(&sfd, &dfd, &[], "", &shown);
+        };
+        let parent = &target[..target.len() - 1];
+        let dparent = self.dst.open_dir(parent).map_err(io_err("open directory", join(parent)))?;
+        self.copy_entry(&src_dir, &src_name, &st, &dparent, parent, &name, "", false)
+    }
+
+    /// `--parents`: create `target/rel[..-1]` from the source's own parent
+    /// directories (their mode, owner or `--chown`, times) and push `rel`.
+    fn make_parent_dirs(&mut self, sel: &Selected, target: &mut Vec<OsString>, rel: &[OsString]) -> Result<(), CopyError> {
+        let mut src_prefix: Vec<OsString> = sel.named[..sel.pivot.min(sel.named.len())].to_vec();
+        for (i, comp) in rel.iter().enumerate() {
+            src_prefix.push(comp.clone());
+            target.push(comp.clone());
+            if i + 1 == rel.len() {
+                break;
+            }
+            let (canon, _) = self.src.canonicalize(join(&src_prefix).as_os_str(), true).map_err(io_err("resolve", join(&src_prefix)))?;
+            let sst = stat_in(self.src, &canon);
+            let parent = &target[..target.len() - 1];
+            let pfd = self.mkdir_parents(&parent.to_vec(), &join(parent).to_string_lossy())?;
+            match rustix::fs::mkdirat(&pfd, comp, Mode::from_raw_mode(0o755)) {
+                Ok(()) => {
+                    if let Some(sst) = sst {
+                        let dfd = open_dir_rw(pfd.as_fd(), comp, &join(target).to_string_lossy())?;
+                        self.plan.apply_fd(dfd.as_fd(), &sst, true).map_err(io_err("set metadata", join(&*target)))?;
+                    }
+                }
+                Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(errno("create directory", join(&*target))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Open the parent of a canonical source path; returns it and the name.
+    fn src_parent(&self, canon: &[OsString], shown: &str) -> Result<(OwnedFd, OsString), CopyError> {
+        match canon.split_last() {
+            Some((name, parent)) => {
+                let fd = self.src.open_dir(parent).map_err(|_| CopyError::NotFound { path: shown.to_string() })?;
+                Ok((fd, name.clone()))
+            }
+            None => {
+                // The source root itself: use `.` relative to the root.
+                let fd = self.src.open_dir(&[]).map_err(io_err("open", shown))?;
+                Ok((fd, OsString::from(".")))
+            }
+        }
+    }
+
+    /// Copy one entry `sdir/sname` (lstat `st`) to `ddir/dname`.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_entry(
+        &mut self,
+        sdir: &OwnedFd,
+        sname: &OsStr,
+        st: &Stat,
+        ddir: &OwnedFd,
+        dparent: &[OsString],
+        dname: &OsStr,
+        rel: &str,
+        overwrite_meta: bool,
+    ) -> Result<(), CopyError> {
+        let shown_dst = join(dparent).join(dname).to_string_lossy().into_owned();
+        let ft = FileType::from_raw_mode(st.st_mode);
+        if ft == FileType::Directory {
+            return self.copy_dir(sdir, sname, st, ddir, dparent, dname, rel, overwrite_meta);
+        }
+        if ft == FileType::Socket {
+            tracing::debug!(path = rel, "socket not copied");
+            return Ok(());
+        }
+        // Replace whatever non-directory is there.
+        match rustix::fs::statat(ddir, dname, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(d) if is_dir(&d) => return Err(CopyError::ReplaceDirWithFile { path: shown_dst }),
+            Ok(_) => rustix::fs::unlinkat(ddir, dname, AtFlags::empty()).map_err(errno("remove", &shown_dst))?,
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(errno("stat", &shown_dst)(e)),
+        }
+        match ft {
+            FileType::RegularFile => self.copy_file(sdir, sname, st, ddir, dparent, dname, &shown_dst),
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(sdir, sname, Vec::new()).map_err(errno("read link", rel))?;
+                rustix::fs::symlinkat(target.as_c_str(), ddir, dname).map_err(errno("create symlink", &shown_dst))?;
+                self.plan.apply_symlink(ddir.as_fd(), dname, st).map_err(io_err("set metadata", &shown_dst))?;
+                self.stats.symlinks += 1;
+                Ok(())
+            }
+            _ => {
+                let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+                rustix::fs::mknodat(ddir, dname, kind, Mode::from_raw_mode(st.st_mode & 0o7777), st.st_rdev)
+                    .map_err(errno("create node", &shown_dst))?;
+                self.plan.apply_node(ddir.as_fd(), dname, st).map_err(io_err("set metadata", &shown_dst))?;
+                self.stats.special += 1;
+                Ok(())
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_file(
+        &mut self,
+        sdir: &OwnedFd,
+        sname: &OsStr,
+        st: &Stat,
+        ddir: &OwnedFd,
+        dparent: &[OsString],
+        dname: &OsStr,
+        shown_dst: &str,
+    ) -> Result<(), CopyError> {
+        let key = (st.st_dev, st.st_ino);
+        if st.st_nlink > 1 {
+            if let Some(first) = self.links.get(&key) {
+                let (fname, fparent) = first.split_last().expect("stored link paths are non-empty");
+                let fdir = self.dst.open_dir(fparent).map_err(io_err("open directory", join(fparent)))?;
+                rustix::fs::linkat(&fdir, fname, ddir, dname, AtFlags::empty()).map_err(errno("create hard link", shown_dst))?;
+                self.stats.hardlinks += 1;
+                return Ok(());
+            }
+        }
+        let sfd = rustix::fs::openat(sdir, sname, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
+            .map_err(errno("open", sname))?;
+        let fst = rustix::fs::fstat(&sfd).map_err(errno("stat", sname))?;
+        if fst.st_ino != st.st_ino || FileType::from_raw_mode(fst.st_mode) != FileType::RegularFile {
+            return Err(io_err("source changed while copying", sname)(io::Error::from_raw_os_error(libc::ESTALE)));
+        }
+        let dfd = rustix::fs::openat(
+            ddir,
+            dname,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(errno("create", shown_dst))?;
+        let n = crate::meta::copy_contents(sfd.as_fd(), dfd.as_fd(), fst.st_size as u64).map_err(io_err("copy", shown_dst))?;
+        crate::meta::copy_xattrs(sfd.as_fd(), dfd.as_fd()).map_err(io_err("copy xattrs", shown_dst))?;
+        self.plan.apply_fd(dfd.as_fd(), &fst, false).map_err(io_err("set metadata", shown_dst))?;
+        if st.st_nlink > 1 {
+            let mut p = dparent.to_vec();
+            p.push(dname.to_os_string());
+            self.links.insert(key, p);
+        }
+        self.stats.files += 1;
+        self.stats.bytes += n;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_dir(
+        &mut self,
+        sdir: &OwnedFd,
+        sname: &OsStr,
+        st: &Stat,
+        ddir: &OwnedFd,
+        dparent: &[OsString],
+        dname: &OsStr,
+        rel: &str,
+        overwrite_meta: bool,
+    ) -> Result<(), CopyError> {
+        let shown_dst = join(dparent).join(dname).to_string_lossy().into_owned();
+        let created = match rustix::fs::statat(ddir, dname, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(d) if is_dir(&d) => false,
+            Ok(_) => return Err(CopyError::CopyDirToNonDir { path: shown_dst }),
+            Err(rustix::io::Errno::NOENT) => {
+                rustix::fs::mkdirat(ddir, dname, Mode::from_raw_mode(0o700)).map_err(errno("create directory", &shown_dst))?;
+                self.stats.dirs += 1;
+                true
+            }
+            Err(e) => return Err(errno("stat", &shown_dst)(e)),
+        };
+        let sfd = open_src_dir(sdir, sname, rel)?;
+        let dfd = open_dir_rw(ddir.as_fd(), dname, &shown_dst)?;
+        let mut here = dparent.to_vec();
+        here.push(dname.to_os_string());
+        self.copy_dir_children(&sfd, &dfd, &here, rel, &shown_dst)?;
+        // Times last: adding children changed the directory's mtime.
+        if created || overwrite_meta {
+            crate::meta::copy_xattrs(sfd.as_fd(), dfd.as_fd()).map_err(io_err("copy xattrs", &shown_dst))?;
+            self.plan.apply_fd(dfd.as_fd(), st, true).map_err(io_err("set metadata", &shown_dst))?;
+        }
+        Ok(())
+    }
+
+    fn copy_dir_children(&mut self, sfd: &OwnedFd, dfd: &OwnedFd, here: &[OsString], rel: &str, shown: &str) -> Result<(), CopyError> {
+        for name in read_dir_sorted(sfd).map_err(io_err("read directory", shown))? {
+            let child_rel = if rel.is_empty() { name.to_string_lossy().into_owned() } else { format!("{rel}/{}", name.to_string_lossy()) };
+            let cst = rustix::fs::statat(sfd, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(errno("stat", &child_rel))?;
+            if !self.excludes.is_empty() && self.excludes.is_excluded(&child_rel, is_dir(&cst)) {
+                continue;
+            }
+            self.copy_entry(sfd, &name, &cst, dfd, here, &name, &child_rel, true)?;
+        }
+        Ok(())
+    }
+}
+
+/// Open a source directory for reading, refusing symlinks.
+fn open_src_dir(dir: &OwnedFd, name: &OsStr, shown: &str) -> Result<OwnedFd, CopyError> {
+    rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+        .map_err(errno("open directory", shown))
+}
+
+/// Open a destination directory for metadata changes, refusing symlinks.
+fn open_dir_rw(dir: BorrowedFd<'_>, name: &OsStr, shown: &str) -> Result<OwnedFd, CopyError> {
+    rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+        .map_err(errno("open directory", shown))
+}
+
+/// Directory entries (without `.`/`..`) sorted bytewise: the copy order, and
+/// thus which of several hard links is "first", is deterministic.
+pub(crate) fn read_dir_sorted(fd: &impl AsFd) -> io::Result<Vec<OsString>> {
+    let dup = rustix::fs::openat(fd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut dir = rustix::fs::Dir::read_from(&dup)?;
+    let mut names = Vec::new();
+    while let Some(ent) = dir.read() {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n == b"." || n == b".." {
+            continue;
+        }
+        names.push(OsStr::from_bytes(n).to_os_string());
+    }
+    names.sort();
+    Ok(names)
+}

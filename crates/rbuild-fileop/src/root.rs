@@ -1,0 +1,237 @@
+//! Path resolution confined to a root directory.
+//!
+//! [`Root::canonicalize`] resolves a hostile path the way the kernel's
+//! `RESOLVE_IN_ROOT` does (absolute symlinks restart at the root, `..` stops
+//! at the root) but one component at a time with `fstatat`/`readlinkat` on
+//! directory fds, so it can also report where a *missing* tail would be
+//! created — what BuildKit's `fs.RootPath` computes by string joining.
+//! The result contains no symlinks; it is then opened with
+//! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)` so that a symlink swapped
+//! in afterwards fails the open instead of being followed.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+
+/// How many symlinks one resolution may traverse (Linux uses 40 too).
+const MAX_SYMLINKS: usize = 40;
+
+/// An open root directory and the path it was opened from (for messages).
+#[derive(Debug)]
+pub(crate) struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// Split a path into normal components, dropping `.` and empty ones but
+/// keeping `..` for the resolver to clamp.
+pub(crate) fn split(path: &OsStr) -> Vec<OsString> {
+    path.as_bytes()
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(|c| OsStr::from_bytes(c).to_os_string())
+        .collect()
+}
+
+/// Lexically clean a path relative to a root: `..` never climbs above it.
+pub(crate) fn clean(path: &OsStr) -> Vec<OsString> {
+    let mut out: Vec<OsString> = Vec::new();
+    for c in split(path) {
+        if c == ".." {
+            out.pop();
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Join components into a relative path (`.` when empty).
+pub(crate) fn join(comps: &[OsString]) -> PathBuf {
+    if comps.is_empty() {
+        return PathBuf::from(".");
+    }
+    let mut p = PathBuf::new();
+    for c in comps {
+        p.push(c);
+    }
+    p
+}
+
+impl Root {
+    /// Open `path` as a root. The root itself may be reached through symlinks
+    /// (it is chosen by the caller, not by hostile input).
+    pub(crate) fn open(path: &Path) -> io::Result<Root> {
+        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(Root { fd, path: path.to_path_buf() })
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Resolve `path` inside the root, following symlinks (also in the last
+    /// component when `follow_last`). Components after the first missing one
+    /// are kept lexically. Returns the symlink-free components and whether
+    /// the full path exists.
+    pub(crate) fn canonicalize(&self, path: &OsStr, follow_last: bool) -> io::Result<(Vec<OsString>, bool)> {
+        let mut queue: Vec<OsString> = split(path);
+        queue.reverse(); // pop from the end = next component
+        let mut stack: Vec<OsString> = Vec::new();
+        let mut fds: Vec<OwnedFd> = Vec::new(); // fds[i] = directory of stack[..=i]
+        let mut links = 0usize;
+        while let Some(comp) = queue.pop() {
+            if comp == ".." {
+                stack.pop();
+                fds.pop();
+                continue;
+            }
+            let dir = fds.last().map_or(self.fd.as_fd(), |f| f.as_fd());
+            let st = match rustix::fs::statat(dir, &comp, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(rustix::io::Errno::NOENT) => {
+                    stack.push(comp);
+                    stack.extend(queue.into_iter().rev());
+                    return Ok((clean(join(&stack).as_os_str()), false));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let ft = FileType::from_raw_mode(st.st_mode);
+            let is_last = queue.is_empty();
+            if ft == FileType::Symlink && (!is_last || follow_last) {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                }
+                let target = rustix::fs::readlinkat(dir, &comp, Vec::new())?;
+                let target = OsStr::from_bytes(target.as_bytes()).to_os_string();
+                if target.as_bytes().starts_with(b"/") {
+                    stack.clear();
+                    fds.clear();
+                }
+                let mut t = split(&target);
+                t.reverse();
+                queue.extend(t);
+                continue;
+            }
+            if ft == FileType::Directory && !is_last {
+                let fd = rustix::fs::openat(
+                    dir,
+                    &comp,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                fds.push(fd);
+            } else if !is_last {
+                return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+            }
+            stack.push(comp);
+        }
+        Ok((stack, true))
+    }
+
+    /// Open a canonical (symlink-free) path; fails if a symlink appeared.
+    pub(crate) fn open_canonical(&self, comps: &[OsString], flags: OFlags) -> io::Result<OwnedFd> {
+        Ok(rustix::fs::openat2(
+            self.fd.as_fd(),
+            join(comps),
+            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )?)
+    }
+
+    /// Open the directory at canonical `comps` (as an `O_PATH` fd usable as a
+    /// `dirfd` for `*at` calls).
+    pub(crate) fn open_dir(&self, comps: &[OsString]) -> io::Result<OwnedFd> {
+        self.open_canonical(comps, OFlags::PATH | OFlags::DIRECTORY)
+    }
+
+    /// Create every missing directory of canonical `comps`, calling
+    /// `on_create(dirfd_of_parent, name)` for each one made (to set owner and
+    /// times). Returns an fd for the final directory.
+    pub(crate) fn mkdir_all(
+        &self,
+        comps: &[OsString],
+        mode: u32,
+        on_create: &mut dyn FnMut(BorrowedFd<'_>, &OsStr) -> io::Result<()>,
+    ) -> io::Result<OwnedFd> {
+        let mut cur = self.open_dir(&[])?;
+        for comp in comps {
+            let next = match rustix::fs::openat(
+                cur.as_fd(),
+                comp,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT) => {
+                    match rustix::fs::mkdirat(cur.as_fd(), comp, Mode::from_raw_mode(mode)) {
+                        Ok(()) => on_create(cur.as_fd(), comp)?,
+                        Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    rustix::fs::openat(
+                        cur.as_fd(),
+                        comp,
+                        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            cur = next;
+        }
+        Ok(cur)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn names(v: &[OsString]) -> String {
+        join(v).to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn canonicalize_clamps_and_follows_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::create_dir_all(r.join("data/x")).unwrap();
+        symlink("/etc", r.join("app")).unwrap();
+        symlink("../../../../data", r.join("up")).unwrap();
+        symlink("/", r.join("slash")).unwrap();
+        symlink("loop", r.join("loop")).unwrap();
+        symlink("/nonexistent/dir", r.join("dangling")).unwrap();
+        let root = Root::open(r).unwrap();
+        let cases: &[(&str, &str, bool)] = &[
+            ("/app", "etc", true),
+            ("/app/passwd", "etc/passwd", false),
+            ("/up/x", "data/x", true),
+            ("/slash/etc", "etc", true),
+            ("/../../etc", "etc", true),
+            ("/dangling/a", "nonexistent/dir/a", false),
+            ("/new/../etc", "etc", false),
+            ("/", ".", true),
+        ];
+        for (input, want, exists) in cases {
+            let (got, ex) = root.canonicalize(OsStr::new(input), true).unwrap();
+            assert_eq!(names(&got), *want, "{input}");
+            assert_eq!(ex, *exists, "{input} exists");
+        }
+        let (got, _) = root.canonicalize(OsStr::new("/app"), false).unwrap();
+        assert_eq!(names(&got), "app");
+        assert!(root.canonicalize(OsStr::new("/loop"), true).is_err());
+    }
+}
