@@ -9,13 +9,20 @@
 //! - [`copy`]: `COPY`/`ADD` semantics of BuildKit's file-op backend.
 //! - [`pattern`]: source wildcards and `--exclude` patterns.
 //! - [`meta`]: `--chmod` specs.
+//! - [`ops`]: `mkdir`, `mkfile`, `rm`.
+//! - [`hash`]: content hash of a selection (cache keys), with a stat cache.
+//! - [`walk`]: deterministic context walking with an exclusion predicate.
 
 pub mod copy;
+pub mod hash;
 pub mod meta;
+pub mod ops;
 pub mod pattern;
 mod root;
 mod select;
 pub mod users;
+pub mod walk;
 
 pub use copy::{CopyError, CopyOptions, CopyStats, copy};
+pub use hash::{MemoryStatCache, SelectionOptions, StatCache, StatKey, hash_selection};
 pub use meta::Chmod;
