@@ -164,7 +164,7 @@ pub fn copy(
         timestamp: opts.timestamp,
         preserve_mtime: opts.preserve_mtime,
     };
-    let mut cx = Ctx { src: &src, dst: &dst, plan, excludes: &excludes, links: HashMap::new(), stats: CopyStats::default() };
+    let mut cx = Ctx { src: &src, dst: &dst, plan, excludes: &excludes, links: HashMap::new(), created: Vec::new(), stats: CopyStats::default() };
 
     // Parents of the destination (or the destination itself for `dir/`).
     let ensure: &[OsString] = if dir_syntax { &dest_comps } else { &dest_comps[..dest_comps.len().saturating_sub(1)] };
@@ -183,6 +183,7 @@ pub fn copy(
     for sel in &selected {
         cx.copy_selected(sel, &dest_canon, opts)?;
     }
+    cx.fix_created_times()?;
     Ok(cx.stats)
 }
 
@@ -203,6 +204,8 @@ struct Ctx<'a> {
     excludes: &'a ExcludeMatcher,
     /// (dev, ino) of a multiply-linked source file → where we copied it.
     links: HashMap<(u64, u64), Vec<OsString>>,
+    /// Parent directories this copy created (their times are fixed last).
+    created: Vec<Vec<OsString>>,
     stats: CopyStats,
 }
 
@@ -212,7 +215,9 @@ impl Ctx<'_> {
     fn mkdir_parents(&mut self, canon: &[OsString], dest: &str) -> Result<OwnedFd, CopyError> {
         let chown = self.plan.chown;
         let ts = self.plan.timestamp;
-        let mut on_create = |dir: BorrowedFd<'_>, name: &OsStr| -> io::Result<()> {
+        let created = &mut self.created;
+        let mut on_create = |dir: BorrowedFd<'_>, name: &OsStr, i: usize| -> io::Result<()> {
+            created.push(canon[..=i].to_vec());
             if let Some((u, g)) = chown {
                 rustix::fs::chownat(
                     dir,
@@ -233,6 +238,19 @@ impl Ctx<'_> {
         self.dst.mkdir_all(canon, 0o755, &mut on_create).map_err(io_err("create directory", dest))
     }
 
+    /// With a forced timestamp, directories created for the destination got
+    /// their mtime bumped by later entries; set it again, deepest first.
+    fn fix_created_times(&mut self) -> Result<(), CopyError> {
+        let Some(t) = self.plan.timestamp else { return Ok(()) };
+        let ts = crate::meta::timestamps(t);
+        for comps in self.created.iter().rev() {
+            let shown = join(comps);
+            let fd = self.dst.open_canonical(comps, OFlags::RDONLY | OFlags::DIRECTORY).map_err(io_err("open directory", &shown))?;
+            rustix::fs::futimens(&fd, &ts).map_err(errno("set times", &shown))?;
+        }
+        Ok(())
+    }
+
     fn copy_selected(&mut self, sel: &Selected, dest_canon: &[OsString], opts: &CopyOptions) -> Result<(), CopyError> {
         let shown = join(&sel.named).to_string_lossy().into_owned();
         let (src_dir, src_name) = self.src_parent(&sel.canon, &shown)?;
@@ -250,13 +268,11 @@ impl Ctx<'_> {
         } else {
             let dest_st = stat_in(self.dst, dest_canon);
             let base = sel.named.last().cloned().unwrap_or_else(|| OsString::from("."));
-            if (!opts.dir_contents_only && src_is_dir && dest_st.is_some())
-                || (!src_is_dir && dest_st.as_ref().is_some_and(is_dir))
-            {
-                if base != "." {
+            if ((!opts.dir_contents_only && src_is_dir && dest_st.is_some())
+                || (!src_is_dir && dest_st.as_ref().is_some_and(is_dir)))
+                && base != "." {
                     target.push(base);
                 }
-            }
             let parent_only = !(opts.dir_contents_only && src_is_dir && dest_st.is_none());
             let ensure = if parent_only { &target[..target.len().saturating_sub(1)] } else { &target[..] };
             let ensure = ensure.to_vec();
@@ -289,7 +305,7 @@ impl Ctx<'_> {
             let (canon, _) = self.src.canonicalize(join(&src_prefix).as_os_str(), true).map_err(io_err("resolve", join(&src_prefix)))?;
             let sst = stat_in(self.src, &canon);
             let parent = &target[..target.len() - 1];
-            let pfd = self.mkdir_parents(&parent.to_vec(), &join(parent).to_string_lossy())?;
+            let pfd = self.mkdir_parents(parent, &join(parent).to_string_lossy())?;
             match rustix::fs::mkdirat(&pfd, comp, Mode::from_raw_mode(0o755)) {
                 Ok(()) => {
                     if let Some(sst) = sst {
@@ -380,15 +396,14 @@ impl Ctx<'_> {
         shown_dst: &str,
     ) -> Result<(), CopyError> {
         let key = (st.st_dev, st.st_ino);
-        if st.st_nlink > 1 {
-            if let Some(first) = self.links.get(&key) {
+        if st.st_nlink > 1
+            && let Some(first) = self.links.get(&key) {
                 let (fname, fparent) = first.split_last().expect("stored link paths are non-empty");
                 let fdir = self.dst.open_dir(fparent).map_err(io_err("open directory", join(fparent)))?;
                 rustix::fs::linkat(&fdir, fname, ddir, dname, AtFlags::empty()).map_err(errno("create hard link", shown_dst))?;
                 self.stats.hardlinks += 1;
                 return Ok(());
             }
-        }
         let sfd = rustix::fs::openat(sdir, sname, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
             .map_err(errno("open", sname))?;
         let fst = rustix::fs::fstat(&sfd).map_err(errno("stat", sname))?;

@@ -157,9 +157,9 @@ impl MetaPlan<'_> {
             let ts = to_timespec(t);
             return Some(Timestamps { last_access: ts, last_modification: ts });
         }
-        self.preserve_mtime.then(|| Timestamps {
-            last_access: Timespec { tv_sec: st.st_atime as i64, tv_nsec: st.st_atime_nsec as _ },
-            last_modification: Timespec { tv_sec: st.st_mtime as i64, tv_nsec: st.st_mtime_nsec as _ },
+        self.preserve_mtime.then_some(Timestamps {
+            last_access: Timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec as _ },
+            last_modification: Timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec as _ },
         })
     }
 

@@ -89,7 +89,7 @@ pub fn mkdir(
         return Ok(()); // the root exists
     };
     let pfd = if parents {
-        let mut on_create = |dir: std::os::fd::BorrowedFd<'_>, n: &OsStr| -> io::Result<()> {
+        let mut on_create = |dir: std::os::fd::BorrowedFd<'_>, n: &OsStr, _: usize| -> io::Result<()> {
             let fd = rustix::fs::openat(dir, n, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
             finish(&fd, Some(mode), owner, timestamp)
         };

@@ -38,7 +38,7 @@ pub fn match_path(pattern: &str, name: &str) -> Result<bool, PatternError> {
     validate(pattern)?;
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
-    Ok(match_chars(&p, &n, pattern)?)
+    match_chars(&p, &n, pattern)
 }
 
 /// Check the whole pattern's syntax up front, so that an error is reported
@@ -105,11 +105,10 @@ fn parse_class(p: &[char], start: usize, c: Option<char>) -> Option<(bool, usize
         if lo > hi {
             return None;
         }
-        if let Some(c) = c {
-            if lo <= c && c <= hi {
+        if let Some(c) = c
+            && lo <= c && c <= hi {
                 matched = true;
             }
-        }
     }
     let ok = match c {
         Some(c) => c != '/' && matched != negated,

@@ -156,16 +156,16 @@ impl Root {
     }
 
     /// Create every missing directory of canonical `comps`, calling
-    /// `on_create(dirfd_of_parent, name)` for each one made (to set owner and
+    /// `on_create(dirfd_of_parent, name, index_in_comps)` for each one made (to set owner and
     /// times). Returns an fd for the final directory.
     pub(crate) fn mkdir_all(
         &self,
         comps: &[OsString],
         mode: u32,
-        on_create: &mut dyn FnMut(BorrowedFd<'_>, &OsStr) -> io::Result<()>,
+        on_create: &mut dyn FnMut(BorrowedFd<'_>, &OsStr, usize) -> io::Result<()>,
     ) -> io::Result<OwnedFd> {
         let mut cur = self.open_dir(&[])?;
-        for comp in comps {
+        for (i, comp) in comps.iter().enumerate() {
             let next = match rustix::fs::openat(
                 cur.as_fd(),
                 comp,
@@ -175,7 +175,7 @@ impl Root {
                 Ok(fd) => fd,
                 Err(rustix::io::Errno::NOENT) => {
                     match rustix::fs::mkdirat(cur.as_fd(), comp, Mode::from_raw_mode(mode)) {
-                        Ok(()) => on_create(cur.as_fd(), comp)?,
+                        Ok(()) => on_create(cur.as_fd(), comp, i)?,
                         Err(rustix::io::Errno::EXIST) => {}
                         Err(e) => return Err(e.into()),
                     }
