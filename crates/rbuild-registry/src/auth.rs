@@ -75,7 +75,8 @@ pub fn parse_challenges(header: &str) -> Result<Vec<Challenge>, RegistryError> {
             let Some(current) = out.last_mut() else {
                 return Err(bad_challenge(header));
             };
-            let (value, after_value) = take_value(v.trim_start()).ok_or_else(|| bad_challenge(header))?;
+            let (value, after_value) =
+                take_value(v.trim_start()).ok_or_else(|| bad_challenge(header))?;
             current.params.insert(word.to_ascii_lowercase(), value);
             rest = after_value;
         } else {
@@ -285,16 +286,15 @@ mod tests {
         assert!(c[0].is_bearer());
         assert_eq!(c[0].param("realm"), Some("https://auth.docker.io/token"));
         assert_eq!(c[0].param("service"), Some("registry.docker.io"));
-        assert_eq!(
-            c[0].param("scope"),
-            Some("repository:library/busybox:pull")
-        );
+        assert_eq!(c[0].param("scope"), Some("repository:library/busybox:pull"));
     }
 
     #[test]
     fn parses_several_challenges_escapes_and_bare_tokens() {
-        let c = parse_challenges(r#"Basic realm="a \"quoted\" realm", Bearer realm=https://t.example/tok , service=reg"#)
-            .unwrap();
+        let c = parse_challenges(
+            r#"Basic realm="a \"quoted\" realm", Bearer realm=https://t.example/tok , service=reg"#,
+        )
+        .unwrap();
         assert_eq!(c.len(), 2);
         assert!(c[0].is_basic());
         assert_eq!(c[0].param("realm"), Some(r#"a "quoted" realm"#));
@@ -313,7 +313,9 @@ mod tests {
 
     #[test]
     fn scopes_merge_actions_per_repository() {
-        let s = Scopes::push("team/app").with("library/base", &["pull"]).with("team/app", &["pull"]);
+        let s = Scopes::push("team/app")
+            .with("library/base", &["pull"])
+            .with("team/app", &["pull"]);
         assert_eq!(
             s.to_strings(),
             vec![
@@ -330,8 +332,12 @@ mod tests {
         let (t, life) = r.into_token().unwrap();
         assert_eq!(t, "a");
         assert_eq!(life, Duration::from_secs(60));
-        let r: TokenResponse = serde_json::from_str(r#"{"access_token":"b","expires_in":300}"#).unwrap();
-        assert_eq!(r.into_token().unwrap(), ("b".into(), Duration::from_secs(300)));
+        let r: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"b","expires_in":300}"#).unwrap();
+        assert_eq!(
+            r.into_token().unwrap(),
+            ("b".into(), Duration::from_secs(300))
+        );
         let r: TokenResponse = serde_json::from_str(r#"{"token":""}"#).unwrap();
         assert!(r.into_token().is_none());
     }

@@ -110,12 +110,12 @@ impl RegistryClient {
     /// Build a client. Fails when a configured CA file cannot be read or
     /// parsed, naming the file.
     pub fn new(opts: ClientOptions) -> Result<Self, RegistryError> {
-        let default_http = http_builder(&opts.user_agent)
-            .build()
-            .map_err(|source| RegistryError::ClientBuild {
+        let default_http = http_builder(&opts.user_agent).build().map_err(|source| {
+            RegistryError::ClientBuild {
                 host: "*".into(),
                 source,
-            })?;
+            }
+        })?;
         let mut host_http = HashMap::new();
         for (host, conf) in &opts.config.hosts {
             if !conf.insecure && conf.ca.is_empty() {
@@ -173,7 +173,10 @@ impl RegistryClient {
     fn http_for(&self, ep: &Endpoint) -> &reqwest::Client {
         let by_host = self.inner.host_http.get(&ep.host).or_else(|| {
             // `docker.io` settings apply to the host that serves it.
-            self.inner.host_http.get(&ep.registry).filter(|_| !ep.is_mirror)
+            self.inner
+                .host_http
+                .get(&ep.registry)
+                .filter(|_| !ep.is_mirror)
         });
         by_host.unwrap_or(&self.inner.default_http)
     }
@@ -363,7 +366,8 @@ impl RegistryClient {
         scopes: &Scopes,
         build: &(dyn Fn() -> Result<Request, RegistryError> + Send + Sync),
     ) -> Result<Response, RegistryError> {
-        self.send_with(ep, scopes, build, self.inner.opts.retry).await
+        self.send_with(ep, scopes, build, self.inner.opts.retry)
+            .await
     }
 
     /// Like [`RegistryClient::send`] without transient retries: for upload
@@ -442,7 +446,13 @@ impl RegistryClient {
         }
     }
 
-    fn unauthorized(&self, ep: &Endpoint, scopes: &Scopes, body: &[u8], had_auth: bool) -> RegistryError {
+    fn unauthorized(
+        &self,
+        ep: &Endpoint,
+        scopes: &Scopes,
+        body: &[u8],
+        had_auth: bool,
+    ) -> RegistryError {
         let mut message = server_message(body);
         if message.is_empty() {
             message = "access denied".into();

@@ -245,7 +245,11 @@ impl DockerConfigCredentials {
             })
     }
 
-    fn run_helper(&self, helper: &str, registry: &str) -> Result<Option<Credential>, CredentialsError> {
+    fn run_helper(
+        &self,
+        helper: &str,
+        registry: &str,
+    ) -> Result<Option<Credential>, CredentialsError> {
         let server = if registry == DOCKER_HUB {
             DOCKER_HUB_AUTH_KEY
         } else {
@@ -348,9 +352,10 @@ impl CredentialProvider for DockerConfigCredentials {
             return self.run_helper(helper, registry);
         }
         if let Some(store) = file.creds_store.as_deref().filter(|s| !s.is_empty())
-            && let Some(c) = self.run_helper(store, registry)? {
-                return Ok(Some(c));
-            }
+            && let Some(c) = self.run_helper(store, registry)?
+        {
+            return Ok(Some(c));
+        }
         for k in &keys {
             if let Some(c) = file.auths.get(k).and_then(decode_entry) {
                 return Ok(Some(c));
@@ -392,7 +397,10 @@ mod tests {
             ),
         );
         let p = DockerConfigCredentials::new(path);
-        assert_eq!(p.get("docker.io").unwrap(), Some(Credential::basic("hubuser", "hubpass")));
+        assert_eq!(
+            p.get("docker.io").unwrap(),
+            Some(Credential::basic("hubuser", "hubpass"))
+        );
         assert_eq!(
             p.get("reg.example:5000").unwrap(),
             Some(Credential::basic("me", "p:with:colons"))
@@ -437,7 +445,10 @@ mod tests {
             Some(Credential::basic(DOCKER_HUB_AUTH_KEY, "s3"))
         );
         // Helper says "not found": fall back to `auths` ("u:p").
-        assert_eq!(p.get("unknown.example").unwrap(), Some(Credential::basic("u", "p")));
+        assert_eq!(
+            p.get("unknown.example").unwrap(),
+            Some(Credential::basic("u", "p"))
+        );
     }
 
     #[test]

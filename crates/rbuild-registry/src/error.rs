@@ -251,10 +251,11 @@ pub fn server_message(body: &[u8]) -> String {
             .map(|x| {
                 let mut s = format!("{} {}", x.code, x.message).trim().to_owned();
                 if let Some(d) = &x.detail
-                    && !d.is_null() {
-                        let d = d.to_string();
-                        s.push_str(&format!(" ({})", truncate(&d, 200)));
-                    }
+                    && !d.is_null()
+                {
+                    let d = d.to_string();
+                    s.push_str(&format!(" ({})", truncate(&d, 200)));
+                }
                 s
             })
             .collect();

@@ -43,7 +43,13 @@ pub type ProgressFn<'a> = &'a (dyn Fn(ProgressEvent) + Send + Sync);
 /// A callback that ignores everything.
 pub fn no_progress(_: ProgressEvent) {}
 
-pub(crate) fn emit(progress: ProgressFn<'_>, digest: &Digest, kind: ProgressKind, done: u64, total: u64) {
+pub(crate) fn emit(
+    progress: ProgressFn<'_>,
+    digest: &Digest,
+    kind: ProgressKind,
+    done: u64,
+    total: u64,
+) {
     progress(ProgressEvent {
         digest: digest.clone(),
         kind,

@@ -82,7 +82,11 @@ fn store_err(digest: &Digest, e: impl std::fmt::Display) -> RegistryError {
 impl RegistryClient {
     /// Run `op` against each pull endpoint of `reference` (mirrors first)
     /// until one succeeds; the origin's error is the one reported.
-    async fn on_pull_endpoints<T, F, Fut>(&self, reference: &Reference, op: F) -> Result<T, RegistryError>
+    async fn on_pull_endpoints<T, F, Fut>(
+        &self,
+        reference: &Reference,
+        op: F,
+    ) -> Result<T, RegistryError>
     where
         F: Fn(Endpoint) -> Fut,
         Fut: std::future::Future<Output = Result<T, RegistryError>>,
@@ -109,7 +113,10 @@ impl RegistryClient {
     /// Fetch a manifest or index by tag or digest: its descriptor (digest
     /// computed from the bytes, media type from the document or the
     /// `Content-Type`) and raw bytes. A digest reference is verified.
-    pub async fn fetch_manifest(&self, reference: &Reference) -> Result<(Descriptor, Vec<u8>), RegistryError> {
+    pub async fn fetch_manifest(
+        &self,
+        reference: &Reference,
+    ) -> Result<(Descriptor, Vec<u8>), RegistryError> {
         self.on_pull_endpoints(reference, |ep| async move {
             self.fetch_manifest_from(&ep, reference).await
         })
@@ -123,7 +130,11 @@ impl RegistryClient {
     ) -> Result<(Descriptor, Vec<u8>), RegistryError> {
         let url = Self::api_url(
             ep,
-            &format!("{}/manifests/{}", reference.repository, reference.tag_or_digest()),
+            &format!(
+                "{}/manifests/{}",
+                reference.repository,
+                reference.tag_or_digest()
+            ),
         )?;
         let scopes = Scopes::pull(&reference.repository);
         let build = || {
@@ -150,17 +161,20 @@ impl RegistryClient {
         let bytes = read_limited(resp, MAX_MANIFEST_SIZE, &format!("manifest {reference}")).await?;
         let digest = Digest::sha256(&bytes);
         if let Some(want) = &reference.digest
-            && *want != digest {
-                return Err(RegistryError::DigestMismatch {
-                    expected: want.clone(),
-                    actual: digest,
-                    source_url,
-                });
+            && *want != digest
+        {
+            return Err(RegistryError::DigestMismatch {
+                expected: want.clone(),
+                actual: digest,
+                source_url,
+            });
+        }
+        let parsed = manifest::parse(&bytes, content_type.as_deref()).map_err(|e| {
+            RegistryError::Invalid {
+                kind: "manifest",
+                subject: reference.to_string(),
+                message: e.to_string(),
             }
-        let parsed = manifest::parse(&bytes, content_type.as_deref()).map_err(|e| RegistryError::Invalid {
-            kind: "manifest",
-            subject: reference.to_string(),
-            message: e.to_string(),
         })?;
         let media_type = match &parsed {
             Parsed::Manifest(m) => m.media_type.clone(),
@@ -187,10 +201,12 @@ impl RegistryClient {
         store: &ContentStore,
     ) -> Result<ResolvedImage, RegistryError> {
         let (top_desc, top_bytes) = self.fetch_manifest(reference).await?;
-        let invalid = |kind, subject: &dyn std::fmt::Display, e: &dyn std::fmt::Display| RegistryError::Invalid {
-            kind,
-            subject: subject.to_string(),
-            message: e.to_string(),
+        let invalid = |kind, subject: &dyn std::fmt::Display, e: &dyn std::fmt::Display| {
+            RegistryError::Invalid {
+                kind,
+                subject: subject.to_string(),
+                message: e.to_string(),
+            }
         };
         let (index, manifest_desc, manifest_bytes) = if mt::is_index(&top_desc.media_type) {
             let idx = manifest::ImageIndex::from_slice(&top_bytes)
@@ -310,7 +326,13 @@ impl RegistryClient {
         progress: ProgressFn<'_>,
     ) -> Result<(), RegistryError> {
         if store.contains(&desc.digest) {
-            emit(progress, &desc.digest, ProgressKind::Cached, desc.size, desc.size);
+            emit(
+                progress,
+                &desc.digest,
+                ProgressKind::Cached,
+                desc.size,
+                desc.size,
+            );
             return Ok(());
         }
         self.on_pull_endpoints(reference, |ep| async move {
@@ -364,14 +386,15 @@ impl RegistryClient {
         let resp = self.open_blob_stream(ep, reference, &desc.digest).await?;
         let source_url = redact(resp.url());
         if let Some(len) = resp.content_length()
-            && len > desc.size {
-                return Err(RegistryError::SizeMismatch {
-                    digest: desc.digest.clone(),
-                    expected: desc.size,
-                    actual: len,
-                    source_url,
-                });
-            }
+            && len > desc.size
+        {
+            return Err(RegistryError::SizeMismatch {
+                digest: desc.digest.clone(),
+                expected: desc.size,
+                actual: len,
+                source_url,
+            });
+        }
         let mut ingest = store
             .ingest(Some((&desc.digest, Some(desc.size))))
             .map_err(|e| store_err(&desc.digest, e))?;
@@ -394,9 +417,16 @@ impl RegistryClient {
                     source_url,
                 });
             }
-            std::io::Write::write_all(&mut ingest, &chunk).map_err(|e| store_err(&desc.digest, e))?;
+            std::io::Write::write_all(&mut ingest, &chunk)
+                .map_err(|e| store_err(&desc.digest, e))?;
             if throttle.due(done, desc.size) {
-                emit(progress, &desc.digest, ProgressKind::Transferring, done, desc.size);
+                emit(
+                    progress,
+                    &desc.digest,
+                    ProgressKind::Transferring,
+                    done,
+                    desc.size,
+                );
             }
         }
         if done != desc.size {

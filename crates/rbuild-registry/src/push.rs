@@ -118,9 +118,7 @@ impl RegistryClient {
         };
         let limit = self.inner.opts.max_concurrent_blobs.max(1);
         let mut uploads = futures_util::stream::iter(plan.blobs.iter())
-            .map(|b| {
-                self.push_blob(&ep, &scopes, reference, b, store, &sources, progress)
-            })
+            .map(|b| self.push_blob(&ep, &scopes, reference, b, store, &sources, progress))
             .buffer_unordered(limit);
         while let Some(r) = uploads.next().await {
             match r? {
@@ -136,7 +134,10 @@ impl RegistryClient {
         let last = plan.manifests.len().saturating_sub(1);
         for (i, m) in plan.manifests.iter().enumerate() {
             let target = if i == last {
-                reference.tag.clone().unwrap_or_else(|| m.digest.to_string())
+                reference
+                    .tag
+                    .clone()
+                    .unwrap_or_else(|| m.digest.to_string())
             } else {
                 m.digest.to_string()
             };
@@ -158,11 +159,15 @@ impl RegistryClient {
     ) -> Result<(), RegistryError> {
         let bytes = Bytes::from(read_small(store, reference, &desc.digest)?);
         let url = Self::api_url(ep, &format!("{}/manifests/{target}", reference.repository))?;
-        let media_type = HeaderValue::from_str(&desc.media_type).map_err(|_| RegistryError::Invalid {
-            kind: "manifest",
-            subject: desc.digest.to_string(),
-            message: format!("media type `{}` is not a valid header value", desc.media_type),
-        })?;
+        let media_type =
+            HeaderValue::from_str(&desc.media_type).map_err(|_| RegistryError::Invalid {
+                kind: "manifest",
+                subject: desc.digest.to_string(),
+                message: format!(
+                    "media type `{}` is not a valid header value",
+                    desc.media_type
+                ),
+            })?;
         let build = || {
             let mut req = Self::request(Method::PUT, url.clone());
             req.headers_mut().insert(CONTENT_TYPE, media_type.clone());
@@ -219,7 +224,13 @@ impl RegistryClient {
     ) -> Result<BlobOutcome, RegistryError> {
         let repo = &reference.repository;
         if self.blob_exists(ep, scopes, repo, &desc.digest).await? {
-            emit(progress, &desc.digest, ProgressKind::Exists, desc.size, desc.size);
+            emit(
+                progress,
+                &desc.digest,
+                ProgressKind::Exists,
+                desc.size,
+                desc.size,
+            );
             return Ok(BlobOutcome::Existed);
         }
         let mut session = None;
@@ -231,7 +242,13 @@ impl RegistryClient {
             let resp = self.post_upload(ep, scopes, url).await?;
             match resp.status() {
                 StatusCode::CREATED => {
-                    emit(progress, &desc.digest, ProgressKind::Mounted, desc.size, desc.size);
+                    emit(
+                        progress,
+                        &desc.digest,
+                        ProgressKind::Mounted,
+                        desc.size,
+                        desc.size,
+                    );
                     return Ok(BlobOutcome::Mounted);
                 }
                 // Not mountable from there: the registry opened an upload
@@ -271,12 +288,24 @@ impl RegistryClient {
         let sent = Arc::new(AtomicU64::new(0));
         let upload = async {
             match chunk {
-                Some(c) => self.upload_chunked(ep, scopes, location, desc, store, c.max(1), &sent).await,
-                None => self.upload_monolithic(ep, scopes, location, desc, store, &sent).await,
+                Some(c) => {
+                    self.upload_chunked(ep, scopes, location, desc, store, c.max(1), &sent)
+                        .await
+                }
+                None => {
+                    self.upload_monolithic(ep, scopes, location, desc, store, &sent)
+                        .await
+                }
             }
         };
         with_progress_ticks(upload, &sent, &desc.digest, desc.size, progress).await?;
-        emit(progress, &desc.digest, ProgressKind::Done, desc.size, desc.size);
+        emit(
+            progress,
+            &desc.digest,
+            ProgressKind::Done,
+            desc.size,
+            desc.size,
+        );
         Ok(BlobOutcome::Uploaded(desc.size))
     }
 
@@ -308,7 +337,12 @@ impl RegistryClient {
         }
     }
 
-    async fn post_upload(&self, ep: &Endpoint, scopes: &Scopes, url: Url) -> Result<Response, RegistryError> {
+    async fn post_upload(
+        &self,
+        ep: &Endpoint,
+        scopes: &Scopes,
+        url: Url,
+    ) -> Result<Response, RegistryError> {
         let build = || {
             let mut req = Self::request(Method::POST, url.clone());
             req.headers_mut()
@@ -336,7 +370,10 @@ impl RegistryClient {
             let body = blob_body(store, &desc.digest, 0, desc.size, Arc::clone(sent))?;
             let mut req = Self::request(Method::PUT, location.clone());
             let h = req.headers_mut();
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            h.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
             h.insert(CONTENT_LENGTH, HeaderValue::from(desc.size));
             *req.body_mut() = Some(body);
             Ok(req)
@@ -366,10 +403,17 @@ impl RegistryClient {
                 let body = blob_body(store, &desc.digest, offset, len, Arc::clone(sent))?;
                 let mut req = Self::request(Method::PATCH, url.clone());
                 let h = req.headers_mut();
-                h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                h.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
                 h.insert(CONTENT_LENGTH, HeaderValue::from(len));
                 let range = format!("{offset}-{}", offset + len - 1);
-                h.insert("content-range", HeaderValue::from_str(&range).map_err(|e| RegistryError::Task(e.to_string()))?);
+                h.insert(
+                    "content-range",
+                    HeaderValue::from_str(&range)
+                        .map_err(|e| RegistryError::Task(e.to_string()))?,
+                );
                 *req.body_mut() = Some(body);
                 Ok(req)
             };
@@ -493,46 +537,49 @@ fn blob_body(
         path: path.clone(),
         source,
     };
-    let mut file = store
-        .open_blob(digest)
-        .map_err(|e| RegistryError::Store {
-            digest: digest.to_string(),
-            message: e.to_string(),
-        })?;
+    let mut file = store.open_blob(digest).map_err(|e| RegistryError::Store {
+        digest: digest.to_string(),
+        message: e.to_string(),
+    })?;
     file.seek(SeekFrom::Start(offset))
         .map_err(|e| io_err("seek", e))?;
     let state = (file, len, sent, path.clone());
-    let stream = futures_util::stream::unfold(state, |(mut file, remaining, sent, path)| async move {
-        if remaining == 0 {
-            return None;
-        }
-        let want = usize::try_from(remaining.min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
-        // Reads from the page cache are fast; a blocking read of one buffer
-        // on a runtime thread is the accepted trade-off here.
-        let mut buf = vec![0u8; want];
-        let res = match file.read(&mut buf) {
-            Ok(0) => Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("`{}` ended {remaining} bytes early", path.display()),
-            )),
-            Ok(n) => {
-                buf.truncate(n);
-                sent.fetch_add(n as u64, Ordering::Relaxed);
-                Ok(Bytes::from(buf))
+    let stream =
+        futures_util::stream::unfold(state, |(mut file, remaining, sent, path)| async move {
+            if remaining == 0 {
+                return None;
             }
-            Err(e) => Err(e),
-        };
-        let next = match &res {
-            Ok(b) => remaining - b.len() as u64,
-            Err(_) => 0,
-        };
-        Some((res, (file, next, sent, path)))
-    });
+            let want = usize::try_from(remaining.min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
+            // Reads from the page cache are fast; a blocking read of one buffer
+            // on a runtime thread is the accepted trade-off here.
+            let mut buf = vec![0u8; want];
+            let res = match file.read(&mut buf) {
+                Ok(0) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("`{}` ended {remaining} bytes early", path.display()),
+                )),
+                Ok(n) => {
+                    buf.truncate(n);
+                    sent.fetch_add(n as u64, Ordering::Relaxed);
+                    Ok(Bytes::from(buf))
+                }
+                Err(e) => Err(e),
+            };
+            let next = match &res {
+                Ok(b) => remaining - b.len() as u64,
+                Err(_) => 0,
+            };
+            Some((res, (file, next, sent, path)))
+        });
     Ok(reqwest::Body::wrap_stream(stream))
 }
 
 /// Read a manifest/index from the store (small, capped).
-fn read_small(store: &ContentStore, reference: &Reference, digest: &Digest) -> Result<Vec<u8>, RegistryError> {
+fn read_small(
+    store: &ContentStore,
+    reference: &Reference,
+    digest: &Digest,
+) -> Result<Vec<u8>, RegistryError> {
     if !store.contains(digest) {
         return Err(RegistryError::MissingContent {
             reference: reference.to_string(),
@@ -556,7 +603,11 @@ fn read_small(store: &ContentStore, reference: &Reference, digest: &Digest) -> R
 }
 
 /// Walk the document tree under `desc` and check every blob is present.
-fn plan(reference: &Reference, desc: &Descriptor, store: &ContentStore) -> Result<Plan, RegistryError> {
+fn plan(
+    reference: &Reference,
+    desc: &Descriptor,
+    store: &ContentStore,
+) -> Result<Plan, RegistryError> {
     let mut plan = Plan {
         blobs: Vec::new(),
         manifests: Vec::new(),

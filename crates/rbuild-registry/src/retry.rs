@@ -128,14 +128,23 @@ mod tests {
     fn retry_after_seconds_and_dates() {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
-        assert_eq!(parse_imf_fixdate("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(
+            parse_imf_fixdate("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
         assert_eq!(parse_imf_fixdate("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         // Past date: retry now.
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
             Some(Duration::ZERO)
         );
-        for bad in ["soon", "-1", "Sun, 06 Nov 1994 08:49:37 PST", "Sun, 32 Nov 1994 08:49:37 GMT", ""] {
+        for bad in [
+            "soon",
+            "-1",
+            "Sun, 06 Nov 1994 08:49:37 PST",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "",
+        ] {
             assert_eq!(parse_retry_after(bad), None, "{bad}");
         }
     }
@@ -154,7 +163,13 @@ mod tests {
         assert!(d1 <= Duration::from_millis(100) && d1 >= Duration::from_millis(75));
         assert!(d3 <= Duration::from_millis(400) && d3 >= Duration::from_millis(300));
         assert!(d9 <= Duration::from_millis(500) && d9 >= Duration::from_millis(375));
-        assert_eq!(p.delay(1, Some(Duration::from_secs(1))), Duration::from_secs(1));
-        assert_eq!(p.delay(1, Some(Duration::from_secs(90))), Duration::from_secs(2));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(1))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(90))),
+            Duration::from_secs(2)
+        );
     }
 }

@@ -24,7 +24,10 @@ fn skopeo_inspect(reference: &str, creds: Option<&str>) -> Option<serde_json::Va
     if let Some(c) = creds {
         cmd.arg("--creds").arg(c);
     }
-    let out = cmd.arg(format!("docker://{reference}")).output().expect("skopeo");
+    let out = cmd
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("skopeo");
     assert!(
         out.status.success(),
         "skopeo inspect {reference} failed: {}",
@@ -35,7 +38,9 @@ fn skopeo_inspect(reference: &str, creds: Option<&str>) -> Option<serde_json::Va
 
 #[tokio::test]
 async fn push_then_pull_round_trip_and_second_push_uploads_nothing() {
-    let Some(reg) = TestRegistry::start() else { return };
+    let Some(reg) = TestRegistry::start() else {
+        return;
+    };
     let src = TempStore::new();
     let img = build_image(&src.store, &[b"hello from layer one", b"and layer two"]);
     let reference = Reference::parse(&format!("{}/rbuild/test:v1", reg.addr)).unwrap();
@@ -44,14 +49,24 @@ async fn push_then_pull_round_trip_and_second_push_uploads_nothing() {
     let events = Events::default();
     let cb = events.callback();
     let summary = c
-        .push(&reference, &img.top, &src.store, &PushOptions::default(), &cb)
+        .push(
+            &reference,
+            &img.top,
+            &src.store,
+            &PushOptions::default(),
+            &cb,
+        )
         .await
         .unwrap_or_else(|e| panic!("push failed: {e}\n{}", reg.log()));
     assert_eq!(summary.uploaded, 3, "config + 2 layers");
     assert_eq!(summary.existed, 0);
     assert_eq!(summary.manifests, 1);
     assert_eq!(summary.digest, img.top.digest);
-    let done: Vec<_> = events.all().into_iter().filter(|e| e.kind == ProgressKind::Done).collect();
+    let done: Vec<_> = events
+        .all()
+        .into_iter()
+        .filter(|e| e.kind == ProgressKind::Done)
+        .collect();
     assert_eq!(done.len(), 3);
     assert!(done.iter().all(|e| e.done == e.total));
 
@@ -65,14 +80,24 @@ async fn push_then_pull_round_trip_and_second_push_uploads_nothing() {
     // Pull into another store.
     let dst = TempStore::new();
     let pulled = c
-        .pull(&reference, &Platform::parse("linux/amd64").unwrap(), &dst.store, &no_progress)
+        .pull(
+            &reference,
+            &Platform::parse("linux/amd64").unwrap(),
+            &dst.store,
+            &no_progress,
+        )
         .await
         .unwrap();
     assert_eq!(pulled.manifest_descriptor.digest, img.top.digest);
     assert_eq!(pulled.config_descriptor.digest, img.configs[0].digest);
     assert_eq!(pulled.layers, img.layers);
     assert!(pulled.index.is_none());
-    for d in img.layers.iter().chain(&img.configs).chain(std::iter::once(&img.top)) {
+    for d in img
+        .layers
+        .iter()
+        .chain(&img.configs)
+        .chain(std::iter::once(&img.top))
+    {
         assert_eq!(
             dst.store.read_all(&d.digest).unwrap(),
             src.store.read_all(&d.digest).unwrap(),
@@ -83,21 +108,38 @@ async fn push_then_pull_round_trip_and_second_push_uploads_nothing() {
 
     // Pushing again: every blob is found by HEAD, nothing is uploaded.
     let again = c
-        .push(&reference, &img.top, &src.store, &PushOptions::default(), &no_progress)
+        .push(
+            &reference,
+            &img.top,
+            &src.store,
+            &PushOptions::default(),
+            &no_progress,
+        )
         .await
         .unwrap();
-    assert_eq!((again.uploaded, again.existed, again.bytes_uploaded), (0, 3, 0));
+    assert_eq!(
+        (again.uploaded, again.existed, again.bytes_uploaded),
+        (0, 3, 0)
+    );
 }
 
 #[tokio::test]
 async fn multi_platform_index_push_and_platform_selection() {
-    let Some(reg) = TestRegistry::start() else { return };
+    let Some(reg) = TestRegistry::start() else {
+        return;
+    };
     let src = TempStore::new();
     let img = build_multi_platform(&src.store);
     let reference = Reference::parse(&format!("{}/rbuild/multi:latest", reg.addr)).unwrap();
     let c = client(fast_options());
     let s = c
-        .push(&reference, &img.top, &src.store, &PushOptions::default(), &no_progress)
+        .push(
+            &reference,
+            &img.top,
+            &src.store,
+            &PushOptions::default(),
+            &no_progress,
+        )
         .await
         .unwrap();
     assert_eq!(s.manifests, 3, "two manifests then the index");
@@ -109,7 +151,12 @@ async fn multi_platform_index_push_and_platform_selection() {
 
     let dst = TempStore::new();
     let arm = c
-        .pull(&reference, &Platform::parse("linux/arm64/v8").unwrap(), &dst.store, &no_progress)
+        .pull(
+            &reference,
+            &Platform::parse("linux/arm64/v8").unwrap(),
+            &dst.store,
+            &no_progress,
+        )
         .await
         .unwrap();
     assert_eq!(arm.manifest_descriptor.digest, img.manifests[1].digest);
@@ -118,47 +165,79 @@ async fn multi_platform_index_push_and_platform_selection() {
     assert!(dst.store.contains(&img.top.digest), "index stored");
 
     let err = c
-        .resolve(&reference, &Platform::parse("linux/s390x").unwrap(), &dst.store)
+        .resolve(
+            &reference,
+            &Platform::parse("linux/s390x").unwrap(),
+            &dst.store,
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::NoMatchingPlatform { .. }), "{err}");
+    assert!(
+        matches!(err, RegistryError::NoMatchingPlatform { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("linux/arm64"), "{err}");
 
     // Pull by digest of a child manifest.
     let by_digest = reference.with_digest(img.manifests[0].digest.clone());
     let amd = c
-        .resolve(&by_digest, &Platform::parse("linux/arm64").unwrap(), &dst.store)
+        .resolve(
+            &by_digest,
+            &Platform::parse("linux/arm64").unwrap(),
+            &dst.store,
+        )
         .await
         .unwrap();
-    assert_eq!(amd.config.architecture, "amd64", "a manifest digest is taken as is");
+    assert_eq!(
+        amd.config.architecture, "amd64",
+        "a manifest digest is taken as is"
+    );
 }
 
 #[tokio::test]
 async fn cross_repository_mount_uploads_nothing() {
-    let Some(reg) = TestRegistry::start() else { return };
+    let Some(reg) = TestRegistry::start() else {
+        return;
+    };
     let src = TempStore::new();
     let img = build_image(&src.store, &[b"base layer for mounting"]);
     let c = client(fast_options());
     let base = Reference::parse(&format!("{}/team/base:1", reg.addr)).unwrap();
-    c.push(&base, &img.top, &src.store, &PushOptions::default(), &no_progress)
-        .await
-        .unwrap();
+    c.push(
+        &base,
+        &img.top,
+        &src.store,
+        &PushOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
     let app = Reference::parse(&format!("{}/team/app:1", reg.addr)).unwrap();
     let opts = PushOptions {
         mount_from: vec!["team/nothing-here".into(), "team/base".into()],
     };
-    let s = c.push(&app, &img.top, &src.store, &opts, &no_progress).await.unwrap();
-    assert_eq!((s.uploaded, s.mounted), (0, 2), "{s:?}");
-    let dst = TempStore::new();
-    c.pull(&app, &Platform::parse("linux/amd64").unwrap(), &dst.store, &no_progress)
+    let s = c
+        .push(&app, &img.top, &src.store, &opts, &no_progress)
         .await
         .unwrap();
+    assert_eq!((s.uploaded, s.mounted), (0, 2), "{s:?}");
+    let dst = TempStore::new();
+    c.pull(
+        &app,
+        &Platform::parse("linux/amd64").unwrap(),
+        &dst.store,
+        &no_progress,
+    )
+    .await
+    .unwrap();
     assert!(dst.store.contains(&img.layers[0].digest));
 }
 
 #[tokio::test]
 async fn chunked_upload_to_real_registry() {
-    let Some(reg) = TestRegistry::start() else { return };
+    let Some(reg) = TestRegistry::start() else {
+        return;
+    };
     let src = TempStore::new();
     let big: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
     let img = build_image(&src.store, &[&big]);
@@ -167,13 +246,24 @@ async fn chunked_upload_to_real_registry() {
     opts.chunk_size = 64 << 10;
     let c = client(opts);
     let reference = Reference::parse(&format!("{}/rbuild/chunked:1", reg.addr)).unwrap();
-    c.push(&reference, &img.top, &src.store, &PushOptions::default(), &no_progress)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", reg.log()));
+    c.push(
+        &reference,
+        &img.top,
+        &src.store,
+        &PushOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", reg.log()));
     let dst = TempStore::new();
-    c.pull(&reference, &Platform::parse("linux/amd64").unwrap(), &dst.store, &no_progress)
-        .await
-        .unwrap();
+    c.pull(
+        &reference,
+        &Platform::parse("linux/amd64").unwrap(),
+        &dst.store,
+        &no_progress,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         dst.store.read_all(&img.layers[0].digest).unwrap(),
         src.store.read_all(&img.layers[0].digest).unwrap()
@@ -186,7 +276,10 @@ const BCRYPT_S3CRET: &str = "$2b$05$abcdefghijklmnopqrstuuLK7U1u6pVRmL7L1BBM2aS3
 
 #[tokio::test]
 async fn basic_auth_registry() {
-    let Some(reg) = TestRegistry::start_with(Some(Htpasswd { user: "alice", bcrypt: BCRYPT_S3CRET })) else {
+    let Some(reg) = TestRegistry::start_with(Some(Htpasswd {
+        user: "alice",
+        bcrypt: BCRYPT_S3CRET,
+    })) else {
         return;
     };
     let src = TempStore::new();
@@ -196,7 +289,13 @@ async fn basic_auth_registry() {
     // Anonymous: refused with a hint.
     let anon = client(fast_options());
     let err = anon
-        .push(&reference, &img.top, &src.store, &PushOptions::default(), &no_progress)
+        .push(
+            &reference,
+            &img.top,
+            &src.store,
+            &PushOptions::default(),
+            &no_progress,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
@@ -208,7 +307,13 @@ async fn basic_auth_registry() {
         StaticCredentials::new().with(&reg.addr, Credential::basic("alice", "wrong")),
     );
     let err = client(opts)
-        .push(&reference, &img.top, &src.store, &PushOptions::default(), &no_progress)
+        .push(
+            &reference,
+            &img.top,
+            &src.store,
+            &PushOptions::default(),
+            &no_progress,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
@@ -220,13 +325,24 @@ async fn basic_auth_registry() {
         StaticCredentials::new().with(&reg.addr, Credential::basic("alice", "s3cret")),
     );
     let c = client(opts);
-    c.push(&reference, &img.top, &src.store, &PushOptions::default(), &no_progress)
-        .await
-        .unwrap();
+    c.push(
+        &reference,
+        &img.top,
+        &src.store,
+        &PushOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
     skopeo_inspect(&reference.to_string(), Some("alice:s3cret"));
     let dst = TempStore::new();
     let pulled = c
-        .pull(&reference, &Platform::parse("linux/amd64").unwrap(), &dst.store, &no_progress)
+        .pull(
+            &reference,
+            &Platform::parse("linux/amd64").unwrap(),
+            &dst.store,
+            &no_progress,
+        )
         .await
         .unwrap();
     assert_eq!(pulled.manifest_descriptor.digest, img.top.digest);

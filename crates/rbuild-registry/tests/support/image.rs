@@ -53,7 +53,11 @@ pub fn tar_gz(name: &str, content: &[u8]) -> (Vec<u8>, Digest) {
 
 /// One platform image with `layer_contents.len()` layers, each a tar.gz
 /// holding one file.
-pub fn build_platform_image(store: &ContentStore, platform: &str, layer_contents: &[&[u8]]) -> (Descriptor, Descriptor, Vec<Descriptor>) {
+pub fn build_platform_image(
+    store: &ContentStore,
+    platform: &str,
+    layer_contents: &[&[u8]],
+) -> (Descriptor, Descriptor, Vec<Descriptor>) {
     let platform = Platform::parse(platform).expect("platform");
     let mut config = ImageConfig::new(&platform);
     let mut layers = Vec::new();
@@ -66,7 +70,8 @@ pub fn build_platform_image(store: &ContentStore, platform: &str, layer_contents
     config.config.cmd = Some(vec!["/bin/sh".into()]);
     let cfg = build_config(&config, ManifestFormat::Oci).expect("config");
     store.put_bytes(&cfg.bytes).expect("put config");
-    let man = build_manifest(&cfg.descriptor, &layers, None, ManifestFormat::Oci).expect("manifest");
+    let man =
+        build_manifest(&cfg.descriptor, &layers, None, ManifestFormat::Oci).expect("manifest");
     store.put_bytes(&man.bytes).expect("put manifest");
     let mut desc = man.descriptor;
     desc.platform = Some(platform);
@@ -77,7 +82,10 @@ pub fn build_platform_image(store: &ContentStore, platform: &str, layer_contents
 pub fn build_image(store: &ContentStore, layer_contents: &[&[u8]]) -> TestImage {
     let (m, c, l) = build_platform_image(store, "linux/amd64", layer_contents);
     TestImage {
-        top: Descriptor { platform: None, ..m.clone() },
+        top: Descriptor {
+            platform: None,
+            ..m.clone()
+        },
         manifests: vec![m],
         configs: vec![c],
         layers: l,
