@@ -10,6 +10,7 @@ pub mod config;
 pub mod descriptor;
 pub mod digest;
 pub mod json;
+pub mod layer;
 pub mod manifest;
 pub mod media_types;
 pub mod platform;

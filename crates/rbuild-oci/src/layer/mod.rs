@@ -1,0 +1,181 @@
+//! Layer tars: create one from an overlay upperdir (streamed into the
+//! content store with diffID and compressed digest in one pass) and apply
+//! one to a directory (contained, whatever the tar says).
+//!
+//! The on-disk overlay format is the one agreed for rbuild: a whiteout is a
+//! character device 0:0, an opaque directory carries `user.overlay.opaque=y`
+//! (`trusted.overlay.opaque` is accepted on read), and layer tars never carry
+//! overlay xattrs in either direction.
+
+mod apply;
+mod create;
+mod fsutil;
+mod tarfmt;
+
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+pub use apply::{ApplyOptions, ApplyStats, OPAQUE_XATTR, WhiteoutMode, apply_layer, decompress};
+pub use create::{TarOptions, TarStats, write_layer_tar};
+pub use tarfmt::TarError;
+
+use crate::descriptor::Descriptor;
+use crate::digest::{Digest, DigestWriter};
+use crate::media_types::{self, LayerCompression};
+use crate::store::{ContentStore, StoreError};
+
+/// Errors from creating or applying layers; each names the entry or path.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// A filesystem operation on an entry failed.
+    #[error("layer entry `{path}`: {op} failed")]
+    Io {
+        path: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The tar stream is malformed or uses something we refuse.
+    #[error(transparent)]
+    Tar(#[from] TarError),
+    /// An entry name that tries to leave the target (`..`, whiteout of `..`).
+    #[error("layer entry `{0}` has an unsafe path (`..` or a whiteout of `.`/`..`); refusing the layer")]
+    UnsafePath(String),
+    /// An entry that cannot be applied as described.
+    #[error("layer entry `{path}`: {reason}")]
+    BadEntry { path: String, reason: String },
+    /// The media type is not a layer we can unpack.
+    #[error("unsupported layer media type `{0}`")]
+    UnsupportedMediaType(String),
+    /// Decompression failed (corrupt or truncated stream).
+    #[error("layer decompression failed")]
+    Decompress(#[source] io::Error),
+    /// Compression failed.
+    #[error("layer compression failed")]
+    Compress(#[source] io::Error),
+    /// Storing the blob failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl LayerError {
+    pub(crate) fn io(path: String, op: &'static str, source: io::Error) -> Self {
+        LayerError::Io { path, op, source }
+    }
+}
+
+/// How to compress a created layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// Plain tar (diffID == digest).
+    None,
+    /// gzip, level 0-9 (BuildKit's default is gzip at level 6 or so).
+    Gzip { level: u32 },
+    /// zstd, level 1-22 (3 is the zstd default).
+    Zstd { level: i32 },
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Gzip { level: 6 }
+    }
+}
+
+impl Compression {
+    /// The compression family (for media types).
+    pub fn kind(self) -> LayerCompression {
+        match self {
+            Compression::None => LayerCompression::None,
+            Compression::Gzip { .. } => LayerCompression::Gzip,
+            Compression::Zstd { .. } => LayerCompression::Zstd,
+        }
+    }
+}
+
+/// Options for [`create_layer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CreateOptions {
+    /// Compression of the stored blob.
+    pub compression: Compression,
+    /// Clamp mtimes to `SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: Option<i64>,
+    /// Use Docker v2s2 layer media types instead of OCI ones.
+    pub docker_media_types: bool,
+}
+
+/// A layer stored in the content store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// sha256 of the uncompressed tar (goes into the config's rootfs).
+    pub diff_id: Digest,
+    /// The compressed blob (goes into the manifest).
+    pub descriptor: Descriptor,
+    /// Size of the uncompressed tar.
+    pub uncompressed_size: u64,
+}
+
+enum Encoder<W: Write> {
+    None(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    fn new(w: W, c: Compression) -> io::Result<Self> {
+        Ok(match c {
+            Compression::None => Encoder::None(w),
+            Compression::Gzip { level } => {
+                Encoder::Gzip(flate2::GzBuilder::new().write(w, flate2::Compression::new(level.min(9))))
+            }
+            Compression::Zstd { level } => Encoder::Zstd(zstd::stream::write::Encoder::new(w, level.clamp(1, 22))?),
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::None(w) => Ok(w),
+            Encoder::Gzip(g) => g.finish(),
+            Encoder::Zstd(z) => z.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::None(w) => w.write(buf),
+            Encoder::Gzip(g) => g.write(buf),
+            Encoder::Zstd(z) => z.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::None(w) => w.flush(),
+            Encoder::Gzip(g) => g.flush(),
+            Encoder::Zstd(z) => z.flush(),
+        }
+    }
+}
+
+const BUF: usize = 256 * 1024;
+
+/// Tars `dir` (an overlay upperdir), compresses it and stores the blob, in
+/// one streamed pass: walk → tar → sha256 (diffID) → compressor → store
+/// ingest (which computes the blob digest and publishes atomically).
+pub fn create_layer(store: &ContentStore, dir: &Path, opts: &CreateOptions) -> Result<LayerInfo, LayerError> {
+    let ingest = store.ingest(None)?;
+    let encoder = Encoder::new(BufWriter::with_capacity(BUF, ingest), opts.compression).map_err(LayerError::Compress)?;
+    let hashed = BufWriter::with_capacity(BUF, DigestWriter::new(encoder));
+    let tar_opts = TarOptions { source_date_epoch: opts.source_date_epoch };
+    let (hashed, _stats) = write_layer_tar(dir, hashed, &tar_opts)?;
+    let hashed = hashed.into_inner().map_err(|e| LayerError::Compress(e.into_error()))?;
+    let (encoder, diff_id, uncompressed_size) = hashed.finish();
+    let buffered = encoder.finish().map_err(LayerError::Compress)?;
+    let ingest = buffered.into_inner().map_err(|e| LayerError::Compress(e.into_error()))?;
+    let (digest, size) = ingest.commit()?;
+    let media_type = media_types::layer_type(opts.compression.kind(), !opts.docker_media_types);
+    Ok(LayerInfo { diff_id, descriptor: Descriptor::new(media_type, digest, size), uncompressed_size })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,381 @@
+//! Layer round trips and hostile-tar containment tests (real filesystems).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+use super::tarfmt::{Entry, Kind, TarWriter};
+use super::*;
+use crate::digest::Digest;
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Node {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    data: Option<Digest>,
+    link: Option<PathBuf>,
+    rdev: u64,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for ent in fs::read_dir(&dir).unwrap() {
+            let p = ent.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let ft = m.file_type();
+            let kind = if ft.is_dir() {
+                "dir"
+            } else if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_file() {
+                "file"
+            } else {
+                use std::os::unix::fs::FileTypeExt;
+                if ft.is_char_device() { "chr" } else if ft.is_fifo() { "fifo" } else { "other" }
+            };
+            let xattrs = if ft.is_symlink() || !(ft.is_dir() || ft.is_file()) {
+                Vec::new()
+            } else {
+                let f = fs::File::open(&p).unwrap();
+                fsutil::fd_xattrs(std::os::fd::AsFd::as_fd(&f)).unwrap()
+            };
+            let node = Node {
+                kind,
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+                mtime: if ft.is_symlink() { 0 } else { m.mtime() },
+                data: ft.is_file().then(|| Digest::sha256(&fs::read(&p).unwrap())),
+                link: ft.is_symlink().then(|| fs::read_link(&p).unwrap()),
+                rdev: m.rdev(),
+                xattrs,
+            };
+            if ft.is_dir() {
+                stack.push(p.clone());
+            }
+            out.insert(p.strip_prefix(root).unwrap().to_path_buf(), node);
+        }
+    }
+    out
+}
+
+fn set_mtime(p: &Path, t: i64) {
+    let ts = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec { tv_sec: t, tv_nsec: 0 },
+        last_modification: rustix::fs::Timespec { tv_sec: t, tv_nsec: 0 },
+    };
+    rustix::fs::utimensat(rustix::fs::CWD, p, &ts, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).unwrap();
+}
+
+/// An upperdir with every kind of entry the format supports.
+fn build_upper(root: &Path) {
+    fs::create_dir_all(root.join("etc/deep").join("x".repeat(120))).unwrap();
+    fs::write(root.join("etc/deep").join("x".repeat(120)).join("y".repeat(100)), b"long name").unwrap();
+    fs::write(root.join("etc/passwd"), b"root:x:0:0::/root:/bin/sh\n").unwrap();
+    fs::write(root.join("bin_tool"), vec![7u8; 100_000]).unwrap();
+    fs::set_permissions(root.join("bin_tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::hard_link(root.join("bin_tool"), root.join("etc/tool_link")).unwrap();
+    symlink("../bin_tool", root.join("etc/sym")).unwrap();
+    symlink("/nonexistent/abs", root.join("dangling")).unwrap();
+    rustix::fs::setxattr(root.join("etc/passwd").as_path(), "user.note", b"hello", rustix::fs::XattrFlags::empty()).unwrap();
+    fs::create_dir(root.join("opaque")).unwrap();
+    fs::write(root.join("opaque/new"), b"n").unwrap();
+    rustix::fs::setxattr(root.join("opaque").as_path(), OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::mknodat(rustix::fs::CWD, root.join("fifo").as_path(), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o640), 0)
+        .unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+    if is_root() {
+        rustix::fs::mknodat(rustix::fs::CWD, root.join("etc/gone").as_path(), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::empty(), 0)
+            .unwrap();
+        rustix::fs::chown(root.join("etc/passwd").as_path(), Some(rustix::fs::Uid::from_raw(1234)), Some(rustix::fs::Gid::from_raw(5678))).unwrap();
+    }
+    for (p, t) in [("etc/passwd", 1_000_000), ("bin_tool", 2_000_000), ("etc", 3_000_000), ("opaque/new", 4_000_000)] {
+        set_mtime(&root.join(p), t);
+    }
+}
+
+#[test]
+fn create_is_deterministic_and_round_trips_through_apply() {
+    let t = tempfile::tempdir().unwrap();
+    let upper = t.path().join("upper");
+    fs::create_dir(&upper).unwrap();
+    build_upper(&upper);
+    let store = ContentStore::open(&t.path().join("store")).unwrap();
+    for compression in [Compression::None, Compression::Gzip { level: 6 }, Compression::Zstd { level: 3 }] {
+        let opts = CreateOptions { compression, ..Default::default() };
+        let a = create_layer(&store, &upper, &opts).unwrap();
+        let b = create_layer(&store, &upper, &opts).unwrap();
+        assert_eq!(a, b, "same tree must give the same layer ({compression:?})");
+        assert_eq!(a.descriptor.size, store.size(&a.descriptor.digest).unwrap());
+        if compression == Compression::None {
+            assert_eq!(a.diff_id, a.descriptor.digest);
+        }
+        let out = t.path().join(format!("out-{:?}", compression.kind()));
+        fs::create_dir(&out).unwrap();
+        let blob = store.open_blob(&a.descriptor.digest).unwrap();
+        let opts = ApplyOptions { whiteouts: WhiteoutMode::Overlay, can_mknod: is_root(), preserve_owners: is_root() };
+        let stats = apply_layer(blob, &a.descriptor.media_type, &out, &opts).unwrap();
+        assert_eq!(stats.diff_id, a.diff_id);
+        assert_eq!(stats.uncompressed_size, a.uncompressed_size);
+        assert_eq!(stats.hardlinks, 1);
+        let mut want = snapshot(&upper);
+        want.remove(Path::new("sock"));
+        if !is_root() {
+            for n in want.values_mut() {
+                n.uid = rustix::process::geteuid().as_raw();
+                n.gid = rustix::process::getegid().as_raw();
+            }
+        }
+        let got = snapshot(&out);
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+        for (k, w) in &want {
+            assert_eq!(&got[k], w, "{}", k.display());
+        }
+        let ino = |p: &str| fs::metadata(out.join(p)).unwrap().ino();
+        assert_eq!(ino("bin_tool"), ino("etc/tool_link"));
+    }
+}
+
+#[test]
+fn source_date_epoch_clamps_mtimes() {
+    let t = tempfile::tempdir().unwrap();
+    let upper = t.path().join("upper");
+    fs::create_dir(&upper).unwrap();
+    fs::write(upper.join("old"), b"o").unwrap();
+    fs::write(upper.join("new"), b"n").unwrap();
+    set_mtime(&upper.join("old"), 100);
+    set_mtime(&upper.join("new"), 2_000_000_000);
+    let (tar, _) = write_layer_tar(&upper, Vec::new(), &TarOptions { source_date_epoch: Some(1000) }).unwrap();
+    let mut tr = tarfmt::TarReader::new(&tar[..]);
+    let mut seen = BTreeMap::new();
+    while let Some(e) = tr.next_entry().unwrap() {
+        seen.insert(String::from_utf8(e.path).unwrap(), e.mtime);
+    }
+    assert_eq!(seen["old"], 100);
+    assert_eq!(seen["new"], 1000);
+}
+
+#[test]
+fn apply_mode_deletes_whiteouts_and_clears_opaque_dirs() {
+    let t = tempfile::tempdir().unwrap();
+    let target = t.path().join("rootfs");
+    fs::create_dir_all(target.join("keep")).unwrap();
+    fs::create_dir_all(target.join("op/sub")).unwrap();
+    fs::write(target.join("op/old"), b"old").unwrap();
+    fs::write(target.join("keep/a"), b"a").unwrap();
+    fs::write(target.join("keep/b"), b"b").unwrap();
+    let mut tw = TarWriter::new(Vec::new());
+    let mut d = Entry::new(b"op/".to_vec(), Kind::Dir);
+    d.mode = 0o755;
+    tw.append(&d, None).unwrap();
+    tw.append(&Entry::new(b"op/.wh..wh..opq".to_vec(), Kind::File), None).unwrap();
+    let mut f = Entry::new(b"op/fresh".to_vec(), Kind::File);
+    f.size = 1;
+    tw.append(&f, Some(&mut &b"f"[..])).unwrap();
+    tw.append(&Entry::new(b"keep/.wh.a".to_vec(), Kind::File), None).unwrap();
+    tw.append(&Entry::new(b".wh.missing".to_vec(), Kind::File), None).unwrap();
+    let tar = tw.finish().unwrap();
+    let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, can_mknod: false, preserve_owners: false };
+    let stats = apply_layer(&tar[..], crate::media_types::OCI_LAYER_TAR, &target, &opts).unwrap();
+    assert_eq!(stats.whiteouts, 3);
+    assert!(!target.join("keep/a").exists());
+    assert!(target.join("keep/b").exists());
+    assert!(!target.join("op/old").exists() && !target.join("op/sub").exists());
+    assert_eq!(fs::read(target.join("op/fresh")).unwrap(), b"f");
+}
+
+// ------------------------------------------------------------ hostile tars
+
+struct Jail {
+    _t: tempfile::TempDir,
+    target: PathBuf,
+    outside: PathBuf,
+}
+
+impl Jail {
+    fn new() -> Self {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("target");
+        let outside = t.path().join("outside");
+        fs::create_dir(&target).unwrap();
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("secret"), b"secret").unwrap();
+        Jail { _t: t, target, outside }
+    }
+
+    fn apply(&self, tar: &[u8], whiteouts: WhiteoutMode) -> Result<ApplyStats, LayerError> {
+        let opts = ApplyOptions { whiteouts, can_mknod: false, preserve_owners: false };
+        apply_layer(tar, crate::media_types::OCI_LAYER_TAR, &self.target, &opts)
+    }
+
+    /// The directory next to the target must be exactly as created.
+    fn assert_outside_untouched(&self) {
+        let names: Vec<_> = fs::read_dir(&self.outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("secret")], "files appeared outside the target");
+        assert_eq!(fs::read(self.outside.join("secret")).unwrap(), b"secret");
+        let parent = self.target.parent().unwrap();
+        let mut siblings: Vec<_> = fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name()).collect();
+        siblings.sort();
+        assert_eq!(siblings, vec![std::ffi::OsString::from("outside"), std::ffi::OsString::from("target")]);
+    }
+}
+
+fn file(path: &str, data: &'static [u8]) -> (Entry, &'static [u8]) {
+    let mut e = Entry::new(path.as_bytes().to_vec(), Kind::File);
+    e.size = data.len() as u64;
+    (e, data)
+}
+
+fn link(path: &str, kind: Kind, target: &str) -> (Entry, &'static [u8]) {
+    let mut e = Entry::new(path.as_bytes().to_vec(), kind);
+    e.link = target.as_bytes().to_vec();
+    (e, b"")
+}
+
+fn dir(path: &str) -> (Entry, &'static [u8]) {
+    let mut e = Entry::new(path.as_bytes().to_vec(), Kind::Dir);
+    e.mode = 0o755;
+    (e, b"")
+}
+
+fn tar_of(entries: &[(Entry, &'static [u8])]) -> Vec<u8> {
+    let mut tw = TarWriter::new(Vec::new());
+    for (e, d) in entries {
+        tw.append(e, Some(&mut &d[..])).unwrap();
+    }
+    tw.finish().unwrap()
+}
+
+#[test]
+fn dotdot_names_are_refused() {
+    let j = Jail::new();
+    for name in ["../outside/secret", "a/../../outside/pwned", "../target2"] {
+        let err = j.apply(&tar_of(&[file(name, b"pwned")]), WhiteoutMode::Overlay).unwrap_err();
+        assert!(matches!(err, LayerError::UnsafePath(_)), "{name}: {err}");
+    }
+    j.assert_outside_untouched();
+}
+
+#[test]
+fn absolute_names_land_inside() {
+    let j = Jail::new();
+    let abs = format!("{}/pwned", j.outside.display());
+    j.apply(&tar_of(&[file(&abs, b"x"), file("/etc/passwd", b"y")]), WhiteoutMode::Overlay).unwrap();
+    assert!(j.target.join(abs.trim_start_matches('/')).exists());
+    assert_eq!(fs::read(j.target.join("etc/passwd")).unwrap(), b"y");
+    j.assert_outside_untouched();
+}
+
+#[test]
+fn symlink_then_file_through_it_stays_inside() {
+    for target in ["OUTSIDE", "../outside", "../../../../../../outside", "/"] {
+        let j = Jail::new();
+        let t = if target == "OUTSIDE" { j.outside.display().to_string() } else { target.to_owned() };
+        let tar = tar_of(&[link("l", Kind::Symlink, &t), file("l/pwned", b"x"), file("l/secret", b"x")]);
+        let _ = j.apply(&tar, WhiteoutMode::Overlay);
+        j.assert_outside_untouched();
+    }
+}
+
+#[test]
+fn file_over_symlink_replaces_the_link_not_its_target() {
+    let j = Jail::new();
+    let abs = j.outside.join("secret").display().to_string();
+    let tar = tar_of(&[link("f", Kind::Symlink, &abs), file("f", b"overwritten")]);
+    j.apply(&tar, WhiteoutMode::Overlay).unwrap();
+    assert_eq!(fs::read(j.target.join("f")).unwrap(), b"overwritten");
+    assert!(!fs::symlink_metadata(j.target.join("f")).unwrap().file_type().is_symlink());
+    j.assert_outside_untouched();
+}
+
+#[test]
+fn hardlinks_cannot_reach_out() {
+    let j = Jail::new();
+    let abs = j.outside.join("secret").display().to_string();
+    let err = j.apply(&tar_of(&[link("h", Kind::HardLink, "../outside/secret")]), WhiteoutMode::Overlay).unwrap_err();
+    assert!(matches!(err, LayerError::UnsafePath(_)), "{err}");
+    // Absolute target: resolved inside the root, where it does not exist.
+    assert!(j.apply(&tar_of(&[link("h", Kind::HardLink, &abs)]), WhiteoutMode::Overlay).is_err());
+    // Via a symlinked parent directory: still resolved inside.
+    let tar = tar_of(&[link("d", Kind::Symlink, &j.outside.display().to_string()), link("h", Kind::HardLink, "d/secret")]);
+    assert!(j.apply(&tar, WhiteoutMode::Overlay).is_err());
+    // To a symlink pointing out: links the symlink itself; writing the link
+    // name later replaces it instead of writing through.
+    let tar = tar_of(&[link("s", Kind::Symlink, &abs), link("h2", Kind::HardLink, "s"), file("h2", b"x")]);
+    j.apply(&tar, WhiteoutMode::Overlay).unwrap();
+    assert!(fs::symlink_metadata(j.target.join("s")).unwrap().file_type().is_symlink());
+    j.assert_outside_untouched();
+}
+
+#[test]
+fn symlink_swapped_for_directory_mid_archive() {
+    let j = Jail::new();
+    let out = j.outside.display().to_string();
+    // symlink, then a directory of the same name, then a file below it.
+    let tar = tar_of(&[link("d", Kind::Symlink, &out), dir("d/"), file("d/pwned", b"x")]);
+    j.apply(&tar, WhiteoutMode::Overlay).unwrap();
+    assert!(j.target.join("d").is_dir() && !fs::symlink_metadata(j.target.join("d")).unwrap().file_type().is_symlink());
+    assert!(j.target.join("d/pwned").exists());
+    // directory, then a symlink replacing it, then a file below.
+    let tar = tar_of(&[dir("e/"), file("e/x", b"x"), link("e", Kind::Symlink, &out), file("e/pwned", b"x")]);
+    let _ = j.apply(&tar, WhiteoutMode::Overlay);
+    j.assert_outside_untouched();
+}
+
+#[test]
+fn whiteouts_cannot_escape() {
+    let j = Jail::new();
+    for name in [".wh..", "a/.wh..", ".wh.", "../.wh.secret"] {
+        let err = j.apply(&tar_of(&[file(name, b"")]), WhiteoutMode::Apply).unwrap_err();
+        assert!(matches!(err, LayerError::UnsafePath(_)), "{name}: {err}");
+    }
+    let out = j.outside.display().to_string();
+    let tar = tar_of(&[link("l", Kind::Symlink, &out), file("l/.wh.secret", b""), file("l/.wh..wh..opq", b"")]);
+    j.apply(&tar, WhiteoutMode::Apply).unwrap();
+    let tar = tar_of(&[link("m", Kind::Symlink, "../outside"), file("m/.wh.secret", b"")]);
+    let _ = j.apply(&tar, WhiteoutMode::Apply);
+    j.assert_outside_untouched();
+}
+
+#[test]
+fn devices_skipped_and_overlay_xattrs_refused() {
+    let j = Jail::new();
+    let mut dev = Entry::new(b"dev/sda".to_vec(), Kind::BlockDev);
+    dev.devmajor = 8;
+    let (mut f, data) = file("f", b"x");
+    f.xattrs = vec![(b"trusted.overlay.opaque".to_vec(), b"y".to_vec()), (b"user.overlay.redirect".to_vec(), b"/x".to_vec())];
+    let tar = tar_of(&[(dev, b""), link("dev/hl", Kind::HardLink, "dev/sda"), (f, data)]);
+    let stats = j.apply(&tar, WhiteoutMode::Overlay).unwrap();
+    assert_eq!(stats.devices_skipped, 2);
+    assert_eq!(stats.xattrs_skipped, 2);
+    assert!(!j.target.join("dev/sda").exists());
+    let fd = fs::File::open(j.target.join("f")).unwrap();
+    assert!(fsutil::fd_xattrs(std::os::fd::AsFd::as_fd(&fd)).unwrap().is_empty());
+}
+
+#[test]
+fn corrupt_compressed_stream_is_an_error() {
+    let j = Jail::new();
+    let tar = tar_of(&[file("a", b"hello")]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    let mut bytes = gz.finish().unwrap();
+    let n = bytes.len();
+    bytes.truncate(n / 2);
+    assert!(j.apply(&bytes, WhiteoutMode::Overlay).is_err());
+    assert!(matches!(
+        apply_layer(&b"garbage that is not a tar"[..], "application/x-unknown", &j.target, &ApplyOptions::default()),
+        Err(LayerError::UnsupportedMediaType(_))
+    ));
+}
