@@ -116,8 +116,8 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -147,7 +147,7 @@ pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
         }
     }
     let (d, c) = best?;
-    let limit = (lower.chars().count() / 3).max(1).min(3);
+    let limit = (lower.chars().count() / 3).clamp(1, 3);
     (d <= limit).then_some(c)
 }
 

@@ -1,13 +1,59 @@
 //! rbuild-dockerfile: the Dockerfile language, with BuildKit's semantics.
 //!
-//! (Crate docs are filled in below as modules land.)
+//! Pure code, no I/O: bytes in, typed data out. The layers, in order:
+//!
+//! 1. [`parse_nodes`] (module [`syntax`]): lines, `# syntax/escape/check`
+//!    directives, continuations, comments, BOM, CRLF, heredoc bodies, flags
+//!    and per-keyword argument splitting. Output is exactly BuildKit's node
+//!    tree; it is checked against BuildKit's own golden files.
+//! 2. [`parse`]: typed [`Instruction`]s grouped into [`Stage`]s, flags
+//!    validated, errors with `file:line:col`, the source line, a caret and
+//!    a `hint:` ([`ParseError`]), lint [`Warning`]s.
+//! 3. Expansion ([`expand_word`], [`expand_words`], [`ShellLexer`]): BuildKit's
+//!    shell-word lexer, called by the conversion with the right variables.
+//! 4. [`ignore`]: `.dockerignore` matching; [`stages`]: FROM expansion,
+//!    stage references, target selection and build order.
+//!
+//! # What the conversion must expand
+//!
+//! Nothing in the AST is expanded. BuildKit expands these fields when it
+//! converts a stage, with the stage's environment: the image's ENV, then
+//! ARGs declared so far in the stage (build-arg value, else default), ENV
+//! winning over ARG. Use `expand_word` (one word, quotes removed) unless
+//! the table says otherwise; the escape character is [`Dockerfile::escape`].
+//!
+//! | Instruction | Expanded (with stage env) | Not expanded |
+//! |---|---|---|
+//! | `FROM` | `base` and `platform`, with *global* ARGs + automatic platform ARGs only (see [`stages`]) | |
+//! | `RUN` | every `--mount` value (use [`Run::resolve_mounts`]) | the command (the shell expands it at run time), `--network`, `--security` |
+//! | `CMD` / `ENTRYPOINT` / `SHELL` | | everything |
+//! | `HEALTHCHECK` | | everything (durations are parsed here) |
+//! | `ENV` / `LABEL` | key and value of each [`KeyValue`] (always: this also removes quotes) | |
+//! | `ARG` | name and default of each [`ArgDecl`] | |
+//! | `COPY` / `ADD` | each source, `dest`, `--chown`, `--chmod`, `--from`, each `--exclude`, `--checksum`; heredoc content when `expand` (with quote processing off: `ShellLexer { skip_process_quotes: true, .. }`) | `--link`, `--parents`, `--keep-git-dir`, `--unpack` (parsed here) |
+//! | `WORKDIR` / `USER` / `STOPSIGNAL` | the value | |
+//! | `EXPOSE` | each port spec (then split into ports; ranges, `/tcp`, `/udp`) | |
+//! | `VOLUME` | each path | |
+//! | `ONBUILD` | | the expression (stored verbatim in the image) |
+//! | `MAINTAINER` | | the value |
+//!
+//! Variables referenced by an expanded field can be listed without values
+//! with [`referenced_variables`] (BuildKit uses this for cache keys and
+//! the undefined-variable lint); [`expand_word_with_matches`] returns the
+//! used and unknown names alongside the value.
 
+mod ast;
 mod error;
+mod flags;
+mod instructions;
+pub mod mounts;
 pub mod shell;
 mod shell_pattern;
 pub mod syntax;
 
+pub use ast::*;
 pub use error::{ParseError, Span};
+pub use mounts::{CacheSharing, MountError, MountSpec, MountType};
 pub use shell::{expand_word, expand_word_with_matches, expand_words, referenced_variables, ExpandError, Expansion, ShellLexer};
 pub use shell_pattern::PatternError;
 pub use syntax::{Directives, Heredoc, Node, RawDockerfile, Warning};
@@ -30,10 +76,26 @@ fn decode(source: &[u8]) -> (std::borrow::Cow<'_, str>, Option<Warning>) {
 /// Parses only the node layer (BuildKit's `parser.Parse`): lines, directives,
 /// continuations, heredocs, flags and argument splitting, no validation of
 /// instructions. Most callers want [`parse`].
+#[allow(clippy::result_large_err)] // errors are rare and carry the rendered context
 pub fn parse_nodes(source: &[u8], file_name: &str) -> Result<RawDockerfile, ParseError> {
     let (text, warning) = decode(source);
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut raw = syntax::parse_nodes(&text).map_err(|e| e.into_parse_error(file_name, &lines))?;
     raw.warnings.splice(0..0, warning);
     Ok(raw)
+}
+
+/// Parses a Dockerfile into stages of typed instructions.
+///
+/// `file_name` is only used in error messages and [`Dockerfile::file_name`].
+/// Nothing is expanded here: see the crate docs for which fields the
+/// conversion must expand, and with which variables.
+#[allow(clippy::result_large_err)] // errors are rare and carry the rendered context
+pub fn parse(source: &[u8], file_name: &str) -> Result<Dockerfile, ParseError> {
+    let (text, warning) = decode(source);
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let to_error = |e: error::RawError| e.into_parse_error(file_name, &lines);
+    let mut raw = syntax::parse_nodes(&text).map_err(to_error)?;
+    raw.warnings.splice(0..0, warning);
+    instructions::build(raw, file_name).map_err(to_error)
 }

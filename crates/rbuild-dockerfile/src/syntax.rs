@@ -455,23 +455,19 @@ fn new_node_from_line(line: &str, escape: char, map: &LineMap, depth: usize) -> 
             node.args = args;
             node.json = json;
         }
-        "maintainer" | "stopsignal" | "user" | "workdir" => {
-            if !args_str.is_empty() {
-                node.args = vec![args_str.to_string()];
-            }
+        "maintainer" | "stopsignal" | "user" | "workdir" if !args_str.is_empty() => {
+            node.args = vec![args_str.to_string()];
         }
-        "onbuild" => {
-            if !args_str.is_empty() {
-                if depth >= MAX_ONBUILD_DEPTH {
-                    return Err(NodeError::new("ONBUILD triggers nested too deeply"));
-                }
-                let sub_map = map.shifted(line, args_offset);
-                let sub = new_node_from_line(args_str, escape, &sub_map, depth + 1).map_err(|e| NodeError {
-                    range: e.range.map(|(s, e)| (s + args_offset, e + args_offset)),
-                    ..e
-                })?;
-                node.sub = Some(Box::new(sub));
+        "onbuild" if !args_str.is_empty() => {
+            if depth >= MAX_ONBUILD_DEPTH {
+                return Err(NodeError::new("ONBUILD triggers nested too deeply"));
             }
+            let sub_map = map.shifted(line, args_offset);
+            let sub = new_node_from_line(args_str, escape, &sub_map, depth + 1).map_err(|e| NodeError {
+                range: e.range.map(|(s, e)| (s + args_offset, e + args_offset)),
+                ..e
+            })?;
+            node.sub = Some(Box::new(sub));
         }
         _ => {}
     }

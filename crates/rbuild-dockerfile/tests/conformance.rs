@@ -4,6 +4,8 @@
 //! by default, or `$RBUILD_CONFORMANCE_DIR`); each test skips with a note
 //! when it is absent. See the README there for the formats.
 
+#![allow(clippy::print_stderr)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

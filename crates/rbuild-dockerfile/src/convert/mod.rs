@@ -34,8 +34,10 @@ pub struct ConvertOptions {
     pub no_cache: bool,
     /// `.dockerignore` patterns of the build context.
     pub context_excludes: Vec<String>,
-    /// RFC 3339 time stamped on the image and its new history entries.
-    pub created: String,
+    /// RFC 3339 time for new history entries (`SOURCE_DATE_EPOCH`). When
+    /// `None`, the exporter dates each entry by the step that made it, so a
+    /// fully cached rebuild gives the same image digest.
+    pub created: Option<String>,
 }
 
 /// A resolved base image.

@@ -1,0 +1,526 @@
+//! Walking each needed stage's instructions: the graph vertices they make and
+//! the image config they change, as BuildKit's dockerfile2llb does.
+
+use super::stages::{Base, Resolved, find_stage};
+use super::{BaseImage, BuildPlan, ConvertError, ConvertOptions, ImageKey};
+use crate::{Command, Copy, Dockerfile, Healthcheck, Instruction, InstructionKind, Run, RunScript, expand_word};
+use rbuild_graph::{
+    Chown, ContextSource, CopyAction, ExecOp, FileAction, FileOp, Graph, ImageSource, Network, Op, Security,
+    VertexId, VertexMeta,
+};
+use rbuild_oci::config::{History, ImageConfig};
+use rbuild_oci::platform::Platform;
+use std::collections::BTreeMap;
+
+/// PATH for images that set none (as BuildKit's default for Linux).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The state of a stage being converted.
+#[derive(Clone, Debug)]
+pub(super) struct StageState {
+    pub vertex: VertexId,
+    pub config: ImageConfig,
+    /// Declared ARGs with values, in declaration order.
+    pub args: Vec<(String, String)>,
+    /// Whether CMD was set in this stage (ENTRYPOINT resets an inherited CMD).
+    pub cmd_set: bool,
+    pub platform: String,
+}
+
+impl StageState {
+    fn env(&self) -> Vec<(String, String)> {
+        self.config
+            .config
+            .env
+            .iter()
+            .flatten()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (kv.clone(), String::new()),
+            })
+            .collect()
+    }
+
+    /// Variable lookup for expansion: ENV wins over ARG.
+    fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
+        let env = self.env();
+        move |name: &str| {
+            env.iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| self.args.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        }
+    }
+
+    fn set_env(&mut self, key: &str, value: &str) {
+        let env = self.config.config.env.get_or_insert_with(Vec::new);
+        let entry = format!("{key}={value}");
+        match env.iter_mut().find(|e| e.split_once('=').map(|(k, _)| k) == Some(key) || e.as_str() == key) {
+            Some(e) => *e = entry,
+            None => env.push(entry),
+        }
+    }
+
+    fn workdir(&self) -> String {
+        self.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into())
+    }
+
+    fn shell(&self) -> Vec<String> {
+        self.config.config.shell.clone().unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+    }
+}
+
+pub(super) struct Converter<'a> {
+    df: &'a Dockerfile,
+    opts: &'a ConvertOptions,
+    images: &'a BTreeMap<ImageKey, BaseImage>,
+    resolved: Resolved,
+    graph: Graph,
+    context: Option<VertexId>,
+    done: Vec<Option<StageState>>,
+    used_build_args: std::collections::BTreeSet<String>,
+    warnings: Vec<String>,
+}
+
+pub(super) fn run(
+    df: &Dockerfile,
+    opts: &ConvertOptions,
+    images: &BTreeMap<ImageKey, BaseImage>,
+    resolved: Resolved,
+) -> Result<BuildPlan, ConvertError> {
+    let target = resolved.target;
+    let mut c = Converter {
+        df,
+        opts,
+        images,
+        done: vec![None; df.stages.len()],
+        resolved,
+        graph: Graph::new(),
+        context: None,
+        used_build_args: Default::default(),
+        warnings: Vec::new(),
+    };
+    c.stage(target)?;
+    let mut state = c.done[target].take().expect("target stage was converted");
+    for (k, v) in &opts.labels {
+        state.config.config.labels.get_or_insert_with(BTreeMap::new).insert(k.clone(), v.clone());
+    }
+    state.config.created = opts.created.clone();
+    for ga in c.resolved.global_args.keys() {
+        c.used_build_args.insert(ga.clone());
+    }
+    let unused: Vec<&String> = opts.build_args.keys().filter(|k| !c.used_build_args.contains(*k)).collect();
+    if !unused.is_empty() {
+        let list: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
+        c.warnings.push(format!("build args were not consumed: {}", list.join(", ")));
+    }
+    Ok(BuildPlan { graph: c.graph, target: state.vertex, config: state.config, warnings: c.warnings })
+}
+
+impl<'a> Converter<'a> {
+    fn err(&self, ins: &Instruction, message: impl Into<String>) -> ConvertError {
+        ConvertError::At { file: self.df.file_name.clone(), line: ins.span.start_line, message: message.into() }
+    }
+
+    fn add(&mut self, op: Op, inputs: Vec<VertexId>, name: String) -> VertexId {
+        let meta = VertexMeta { name, ignore_cache: self.opts.no_cache };
+        // Inputs always exist and ops built here index only their inputs.
+        self.graph.add(op, inputs, meta).expect("converter builds valid vertices")
+    }
+
+    fn image_vertex(&mut self, name: &str, platform: &str) -> Result<(VertexId, ImageConfig), ConvertError> {
+        let key = (name.to_string(), platform.to_string());
+        let base = self
+            .images
+            .get(&key)
+            .ok_or_else(|| ConvertError::Unresolved(name.to_string(), platform.to_string()))?;
+        let op = Op::Image(ImageSource { reference: base.reference.clone(), platform: platform.to_string() });
+        let v = self.add(op, vec![], format!("[internal] load {}", base.reference));
+        Ok((v, base.config.clone()))
+    }
+
+    fn context_vertex(&mut self) -> VertexId {
+        if let Some(v) = self.context {
+            return v;
+        }
+        let op = Op::Context(ContextSource {
+            name: "context".into(),
+            exclude_patterns: self.opts.context_excludes.clone(),
+        });
+        let v = self.add(op, vec![], "[internal] load build context".into());
+        self.context = Some(v);
+        v
+    }
+
+    /// Converts stage `i` (after the stages it depends on).
+    fn stage(&mut self, i: usize) -> Result<(), ConvertError> {
+        if self.done[i].is_some() {
+            return Ok(());
+        }
+        let info = self.resolved.stages[i].clone();
+        let stage = &self.df.stages[i];
+        let mut state = match &info.base {
+            Base::Stage(j) => {
+                self.stage(*j)?;
+                let mut s = self.done[*j].clone().expect("converted above");
+                s.args.clear();
+                s.cmd_set = false;
+                s
+            }
+            Base::Scratch => {
+                let platform = Platform::parse(&info.platform)
+                    .map_err(|e| ConvertError::At { file: self.df.file_name.clone(), line: stage.span.start_line, message: e.to_string() })?;
+                let mut config = ImageConfig::new(&platform);
+                config.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
+                let v = self.add(Op::Scratch, vec![], "[internal] scratch".into());
+                StageState { vertex: v, config, args: Vec::new(), cmd_set: false, platform: info.platform.clone() }
+            }
+            Base::Image(name) => {
+                let (v, mut config) = self.image_vertex(name, &info.platform)?;
+                config.created = None;
+                StageState { vertex: v, config, args: Vec::new(), cmd_set: false, platform: info.platform.clone() }
+            }
+        };
+        if let Ok(p) = Platform::parse(&info.platform) {
+            state.config.architecture = p.architecture.clone();
+            state.config.os = p.os.clone();
+            state.config.variant = p.variant.clone();
+        }
+        let triggers = state.config.config.on_build.take().unwrap_or_default();
+        let total = stage.instructions.len() + 1;
+        let mut onbuild = Vec::new();
+        for t in &triggers {
+            let parsed = crate::parse(format!("FROM scratch\n{t}\n").as_bytes(), "ONBUILD")
+                .map_err(|e| ConvertError::At { file: self.df.file_name.clone(), line: stage.span.start_line, message: format!("ONBUILD trigger `{t}` of the base image: {e}") })?;
+            onbuild.extend(parsed.stages.into_iter().flat_map(|s| s.instructions));
+        }
+        for ins in &onbuild {
+            let name = format!("[{} 1/{total}] ONBUILD {}", info.display, ins.original.trim());
+            self.instruction(&mut state, ins, name)?;
+        }
+        for (n, ins) in stage.instructions.iter().enumerate() {
+            let name = format!("[{} {}/{total}] {}", info.display, n + 2, display_text(ins));
+            self.instruction(&mut state, ins, name)?;
+        }
+        self.done[i] = Some(state);
+        Ok(())
+    }
+
+    fn history(&self, state: &mut StageState, created_by: String, layer: bool) {
+        let created_by = if layer { format!("{created_by} # buildkit") } else { created_by };
+        state.config.history.push(History {
+            created: self.opts.created.clone(),
+            created_by: Some(created_by),
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer: !layer,
+            ..History::default()
+        });
+    }
+
+    fn expand(&self, state: &StageState, ins: &Instruction, word: &str) -> Result<String, ConvertError> {
+        let lookup = state.lookup();
+        expand_word(word, &lookup, self.df.escape).map_err(|e| self.err(ins, e.to_string()))
+    }
+
+    fn instruction(&mut self, state: &mut StageState, ins: &Instruction, name: String) -> Result<(), ConvertError> {
+        match &ins.kind {
+            InstructionKind::Env(kvs) => {
+                let mut parts = Vec::new();
+                for kv in kvs {
+                    let v = self.expand(state, ins, &kv.value)?;
+                    state.set_env(&kv.key, &v);
+                    parts.push(format!("{}={}", kv.key, v));
+                }
+                self.history(state, format!("ENV {}", parts.join(" ")), false);
+            }
+            InstructionKind::Arg(decls) => {
+                let mut parts = Vec::new();
+                for d in decls {
+                    let value = if let Some(v) = self.opts.build_args.get(&d.name) {
+                        self.used_build_args.insert(d.name.clone());
+                        Some(v.clone())
+                    } else if let Some(def) = &d.default {
+                        Some(self.expand(state, ins, def)?)
+                    } else {
+                        self.resolved
+                            .global_args
+                            .get(&d.name)
+                            .or_else(|| self.resolved.platform_args.get(&d.name))
+                            .cloned()
+                    };
+                    if let Some(v) = value {
+                        parts.push(format!("{}={}", d.name, v));
+                        state.args.retain(|(k, _)| k != &d.name);
+                        state.args.push((d.name.clone(), v));
+                    } else {
+                        parts.push(d.name.clone());
+                    }
+                }
+                self.history(state, format!("ARG {}", parts.join(" ")), false);
+            }
+            InstructionKind::Label(kvs) => {
+                let mut parts = Vec::new();
+                for kv in kvs {
+                    let k = self.expand(state, ins, &kv.key)?;
+                    let v = self.expand(state, ins, &kv.value)?;
+                    parts.push(format!("{k}={v}"));
+                    state.config.config.labels.get_or_insert_with(BTreeMap::new).insert(k, v);
+                }
+                self.history(state, format!("LABEL {}", parts.join(" ")), false);
+            }
+            InstructionKind::Maintainer(m) => {
+                state.config.author = Some(m.clone());
+                self.history(state, format!("MAINTAINER {m}"), false);
+            }
+            InstructionKind::Workdir(w) => self.workdir(state, ins, w, name)?,
+            InstructionKind::User(u) => {
+                let u = self.expand(state, ins, u)?;
+                state.config.config.user = Some(u.clone());
+                self.history(state, format!("USER {u}"), false);
+            }
+            InstructionKind::Cmd(cmd) => {
+                let args = self.command_args(state, cmd);
+                self.history(state, format!("CMD {}", go_quoted(&args)), false);
+                state.config.config.cmd = Some(args);
+                state.cmd_set = true;
+            }
+            InstructionKind::Entrypoint(cmd) => {
+                let args = self.command_args(state, cmd);
+                self.history(state, format!("ENTRYPOINT {}", go_quoted(&args)), false);
+                state.config.config.entrypoint = Some(args);
+                if !state.cmd_set {
+                    state.config.config.cmd = None;
+                }
+            }
+            InstructionKind::Shell(sh) => {
+                state.config.config.shell = Some(sh.clone());
+                self.history(state, format!("SHELL {}", go_quoted(sh)), false);
+            }
+            InstructionKind::Expose(ports) => {
+                let mut list = Vec::new();
+                for p in ports {
+                    for word in self.expand(state, ins, p)?.split_whitespace() {
+                        let port = if word.contains('/') { word.to_string() } else { format!("{word}/tcp") };
+                        list.push(port.clone());
+                        state.config.config.exposed_ports.get_or_insert_with(BTreeMap::new).insert(port, Default::default());
+                    }
+                }
+                self.history(state, format!("EXPOSE {}", list.join(" ")), false);
+            }
+            InstructionKind::Volume(vols) => {
+                let mut list = Vec::new();
+                for v in vols {
+                    let v = self.expand(state, ins, v)?;
+                    if v.trim().is_empty() {
+                        return Err(self.err(ins, "VOLUME specified can not be an empty string"));
+                    }
+                    list.push(v.clone());
+                    state.config.config.volumes.get_or_insert_with(BTreeMap::new).insert(v, Default::default());
+                }
+                self.history(state, format!("VOLUME [{}]", list.join(" ")), false);
+            }
+            InstructionKind::StopSignal(s) => {
+                let s = self.expand(state, ins, s)?;
+                state.config.config.stop_signal = Some(s.clone());
+                self.history(state, format!("STOPSIGNAL {s}"), false);
+            }
+            InstructionKind::Healthcheck(h) => {
+                state.config.config.healthcheck = Some(healthcheck(h));
+                self.history(state, format!("HEALTHCHECK {}", h.test.to_config().join(" ")), false);
+            }
+            InstructionKind::Onbuild(onbuild) => {
+                let text = onbuild.expression.clone();
+                state.config.config.on_build.get_or_insert_with(Vec::new).push(text.clone());
+                self.history(state, format!("ONBUILD {text}"), false);
+            }
+            InstructionKind::Run(run) => self.run(state, ins, run, name)?,
+            InstructionKind::Copy(copy) => self.copy(state, ins, copy, name, false)?,
+            InstructionKind::Add(copy) => self.copy(state, ins, copy, name, true)?,
+        }
+        Ok(())
+    }
+
+    fn command_args(&self, state: &StageState, cmd: &Command) -> Vec<String> {
+        match cmd {
+            Command::Exec(args) => args.clone(),
+            Command::Shell(s) => {
+                let mut a = state.shell();
+                a.push(s.clone());
+                a
+            }
+        }
+    }
+
+    fn workdir(&mut self, state: &mut StageState, ins: &Instruction, w: &str, name: String) -> Result<(), ConvertError> {
+        let w = self.expand(state, ins, w)?;
+        let path = clean_path(&join_path(&state.workdir(), &w));
+        state.config.config.working_dir = Some(path.clone());
+        let user = state.config.config.user.clone().filter(|u| !u.is_empty());
+        let op = Op::File(FileOp {
+            actions: vec![FileAction::Mkdir { path: path.clone(), mode: 0o755, parents: true, chown: user.map(Chown) }],
+        });
+        state.vertex = self.add(op, vec![state.vertex], name);
+        self.history(state, format!("WORKDIR {path}"), true);
+        Ok(())
+    }
+
+    fn run(&mut self, state: &mut StageState, ins: &Instruction, run: &Run, name: String) -> Result<(), ConvertError> {
+        let args = match run.script() {
+            RunScript::Exec(args) => args,
+            RunScript::Shell(script) => {
+                let mut a = state.shell();
+                a.push(script);
+                a
+            }
+            RunScript::File { .. } => {
+                return Err(self.err(ins, "RUN heredocs with an interpreter line (#!) are not supported yet"));
+            }
+        };
+        if !run.mounts.is_empty() {
+            return Err(self.err(ins, "RUN --mount is not supported yet"));
+        }
+        let mut env: Vec<String> = state.config.config.env.clone().unwrap_or_default();
+        let env_keys: Vec<String> = state.env().into_iter().map(|(k, _)| k).collect();
+        let mut arg_parts = Vec::new();
+        for (k, v) in &state.args {
+            arg_parts.push(format!("{k}={v}"));
+            if !env_keys.contains(k) {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        let network = match run.network {
+            None | Some(crate::NetworkMode::Default) => Network::Sandbox,
+            Some(crate::NetworkMode::None) => Network::None,
+            Some(crate::NetworkMode::Host) => Network::Host,
+        };
+        let security = match run.security {
+            Some(crate::SecurityMode::Insecure) => Security::Insecure,
+            _ => Security::Sandbox,
+        };
+        let op = Op::Exec(ExecOp {
+            args: args.clone(),
+            env,
+            cwd: state.workdir(),
+            user: state.config.config.user.clone().unwrap_or_default(),
+            network,
+            security,
+            mounts: Vec::new(),
+            platform: state.platform.clone(),
+        });
+        state.vertex = self.add(op, vec![state.vertex], name);
+        let prefix = if arg_parts.is_empty() { String::new() } else { format!("|{} {} ", arg_parts.len(), arg_parts.join(" ")) };
+        self.history(state, format!("RUN {prefix}{}", args.join(" ")), true);
+        Ok(())
+    }
+
+    fn copy(&mut self, state: &mut StageState, ins: &Instruction, copy: &Copy, name: String, is_add: bool) -> Result<(), ConvertError> {
+        let keyword = if is_add { "ADD" } else { "COPY" };
+        if !copy.heredocs.is_empty() {
+            return Err(self.err(ins, format!("{keyword} with heredocs is not supported yet")));
+        }
+        let mut sources = Vec::new();
+        for s in &copy.sources {
+            let s = self.expand(state, ins, s)?;
+            if is_add && (s.contains("://") || is_archive_name(&s)) {
+                return Err(self.err(ins, format!("ADD of URLs and archives is not supported yet: `{s}`")));
+            }
+            sources.push(s);
+        }
+        let raw_dest = self.expand(state, ins, &copy.dest)?;
+        let dest = resolve_dest(&state.workdir(), &raw_dest);
+        let source_vertex = match &copy.from {
+            None => self.context_vertex(),
+            Some(from) => {
+                let from = self.expand(state, ins, from)?;
+                match find_stage(self.df, &from, self.df.stages.len()) {
+                    Some(j) => {
+                        self.stage(j)?;
+                        self.done[j].as_ref().expect("converted above").vertex
+                    }
+                    None => self.image_vertex(&from, &state.platform)?.0,
+                }
+            }
+        };
+        let chown = match &copy.chown {
+            Some(c) => Some(Chown(self.expand(state, ins, c)?)),
+            None => None,
+        };
+        let action = CopyAction {
+            source: 1,
+            paths: sources.clone(),
+            dest: dest.clone(),
+            chown,
+            chmod: copy.chmod.clone(),
+            exclude: copy.exclude.clone(),
+            parents: copy.parents,
+            follow_symlinks: true,
+            allow_wildcard: true,
+            allow_empty_wildcard: true,
+            create_dest_path: true,
+        };
+        let op = Op::File(FileOp { actions: vec![FileAction::Copy(action)] });
+        state.vertex = self.add(op, vec![state.vertex, source_vertex], name);
+        self.history(state, format!("{keyword} {} {raw_dest}", sources.join(" ")), true);
+        Ok(())
+    }
+}
+
+/// The image-config form of a HEALTHCHECK (durations in nanoseconds).
+fn healthcheck(h: &Healthcheck) -> rbuild_oci::config::Healthcheck {
+    let ns = |d: Option<std::time::Duration>| d.map(|d| d.as_nanos() as i64);
+    rbuild_oci::config::Healthcheck {
+        test: Some(h.test.to_config()),
+        interval: ns(h.interval),
+        timeout: ns(h.timeout),
+        start_period: ns(h.start_period),
+        start_interval: ns(h.start_interval),
+        retries: h.retries.map(i64::from),
+    }
+}
+
+/// What progress shows for an instruction: its source text on one line.
+fn display_text(ins: &Instruction) -> String {
+    let one_line: String = ins.original.split_whitespace().collect::<Vec<_>>().join(" ");
+    one_line
+}
+
+/// Go's `%q` of a string slice, which BuildKit uses in history entries.
+fn go_quoted(args: &[String]) -> String {
+    let parts: Vec<String> = args.iter().map(|a| serde_json::to_string(a).unwrap_or_default()).collect();
+    format!("[{}]", parts.join(" "))
+}
+
+fn is_archive_name(s: &str) -> bool {
+    [".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst"].iter().any(|e| s.ends_with(e))
+}
+
+fn join_path(base: &str, p: &str) -> String {
+    if p.starts_with('/') { p.to_string() } else { format!("{}/{}", base.trim_end_matches('/'), p) }
+}
+
+/// Lexical path cleaning (`a/./b/../c` → `/a/c`), always absolute.
+pub(super) fn clean_path(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// A COPY destination made absolute against the workdir; a trailing `/` (or
+/// a destination of `.`) keeps meaning "into this directory".
+pub(super) fn resolve_dest(workdir: &str, dest: &str) -> String {
+    let dir_hint = dest.ends_with('/') || dest == "." || dest.ends_with("/.") || dest.is_empty();
+    let cleaned = clean_path(&join_path(workdir, dest));
+    if dir_hint && cleaned != "/" { format!("{cleaned}/") } else { cleaned }
+}
