@@ -9,6 +9,7 @@
 pub mod config;
 pub mod descriptor;
 pub mod digest;
+pub mod export;
 pub mod json;
 pub mod layer;
 pub mod manifest;

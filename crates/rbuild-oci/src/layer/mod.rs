@@ -18,6 +18,7 @@ use std::path::Path;
 pub use apply::{ApplyOptions, ApplyStats, OPAQUE_XATTR, WhiteoutMode, apply_layer, decompress};
 pub use create::{TarOptions, TarStats, write_layer_tar};
 pub use tarfmt::TarError;
+pub(crate) use tarfmt::{TarDirEntry, write_tar};
 
 use crate::descriptor::Descriptor;
 use crate::digest::{Digest, DigestWriter};
@@ -179,3 +180,17 @@ pub fn create_layer(store: &ContentStore, dir: &Path, opts: &CreateOptions) -> R
 
 #[cfg(test)]
 mod tests;
+
+/// Reads a whole (small) tar into a name → contents map, for other modules' tests.
+#[cfg(test)]
+pub(crate) fn tarfmt_reader_for_tests(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use std::io::Read;
+    let mut tr = tarfmt::TarReader::new(bytes);
+    let mut out = std::collections::BTreeMap::new();
+    while let Some(e) = tr.next_entry().expect("valid tar") {
+        let mut d = Vec::new();
+        tr.data().read_to_end(&mut d).expect("entry data");
+        out.insert(String::from_utf8_lossy(&e.path).into_owned(), d);
+    }
+    out
+}

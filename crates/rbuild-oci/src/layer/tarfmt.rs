@@ -531,6 +531,39 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
+/// A plain file or directory for [`write_tar`] (export tars).
+pub(crate) enum TarDirEntry {
+    Dir(String),
+    Bytes(String, Vec<u8>),
+    Reader(String, u64, Box<dyn Read>),
+}
+
+/// Writes a simple tar of directories and files (mode 0755/0644, uid 0,
+/// mtime 0) in the given order, streaming readers.
+pub(crate) fn write_tar<W: Write>(out: W, entries: Vec<TarDirEntry>) -> io::Result<W> {
+    let mut tw = TarWriter::new(out);
+    for e in entries {
+        match e {
+            TarDirEntry::Dir(name) => {
+                let mut h = Entry::new(name.into_bytes(), Kind::Dir);
+                h.mode = 0o755;
+                tw.append(&h, None)?;
+            }
+            TarDirEntry::Bytes(name, bytes) => {
+                let mut h = Entry::new(name.into_bytes(), Kind::File);
+                h.size = bytes.len() as u64;
+                tw.append(&h, Some(&mut &bytes[..]))?;
+            }
+            TarDirEntry::Reader(name, size, mut r) => {
+                let mut h = Entry::new(name.into_bytes(), Kind::File);
+                h.size = size;
+                tw.append(&h, Some(&mut r))?;
+            }
+        }
+    }
+    tw.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

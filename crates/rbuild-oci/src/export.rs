@@ -1,0 +1,307 @@
+//! Exporters: OCI image layout (directory or tar) and docker-archive tar.
+//!
+//! Both formats are written from the content store without decompressing
+//! or re-encoding anything: the bytes in the output are the bytes that were
+//! (or would be) pushed, so digests stay valid. Tars are written with our
+//! deterministic tar writer (sorted paths, fixed times), so exporting the same
+//! images twice gives identical files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::descriptor::{ANNOTATION_CONTAINERD_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor};
+use crate::digest::Digest;
+use crate::layer::{TarDirEntry, write_tar};
+use crate::manifest::{self, ImageIndex, ImageManifest, ManifestError, Parsed};
+use crate::media_types as mt;
+use crate::platform::Platform;
+use crate::reference::Reference;
+use crate::store::{ContentStore, StoreError};
+
+/// Errors from exporting; each names the blob, image or path concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Reading a blob failed (a missing blob is `Store(NotFound)`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A manifest or index in the store did not parse.
+    #[error("manifest {digest} in the content store is invalid")]
+    Manifest {
+        digest: Digest,
+        #[source]
+        source: ManifestError,
+    },
+    /// Writing the output failed.
+    #[error("cannot write export output `{path}`")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The docker format needs one platform, and none matched.
+    #[error("image {digest} has no manifest for platform `{platform}`")]
+    NoPlatform { digest: Digest, platform: String },
+    /// The descriptor is neither a manifest nor an index.
+    #[error("cannot export {digest}: media type `{media_type}` is not an image manifest or index")]
+    NotAnImage { digest: Digest, media_type: String },
+    /// An existing `index.json` in the target layout is invalid.
+    #[error("existing OCI layout index `{0}` is invalid")]
+    BadLayoutIndex(String),
+}
+
+/// One image to export: its manifest or index, and optionally a name
+/// (`docker.io/library/app:v1`) to record in the output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportImage {
+    /// Manifest or index descriptor (its blob and children must be in the store).
+    pub descriptor: Descriptor,
+    /// Full image name, if any.
+    pub name: Option<String>,
+}
+
+fn io_err(path: impl Into<String>) -> impl FnOnce(io::Error) -> ExportError {
+    let path = path.into();
+    move |source| ExportError::Io { path, source }
+}
+
+/// Every blob reachable from `root` (itself, child manifests, configs,
+/// layers), deduplicated, in a stable order.
+pub fn collect_blobs(store: &ContentStore, root: &Descriptor) -> Result<Vec<Descriptor>, ExportError> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut todo = vec![root.clone()];
+    while let Some(d) = todo.pop() {
+        if !seen.insert(d.digest.clone()) {
+            continue;
+        }
+        if mt::is_index(&d.media_type) || mt::is_manifest(&d.media_type) {
+            let bytes = store.read_all(&d.digest)?;
+            let parsed = manifest::parse(&bytes, Some(&d.media_type))
+                .map_err(|source| ExportError::Manifest { digest: d.digest.clone(), source })?;
+            match parsed {
+                Parsed::Index(idx) => todo.extend(idx.manifests.into_iter().rev()),
+                Parsed::Manifest(m) => {
+                    todo.extend(m.layers.into_iter().rev());
+                    todo.push(m.config);
+                }
+            }
+        } else if !store.contains(&d.digest) {
+            return Err(StoreError::NotFound(d.digest.clone()).into());
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+fn index_entry(img: &ExportImage) -> Descriptor {
+    let mut d = img.descriptor.clone();
+    if let Some(name) = &img.name {
+        d = d.with_annotation(ANNOTATION_CONTAINERD_IMAGE_NAME, name.clone());
+        let ref_name = Reference::parse(name).ok().and_then(|r| r.tag).unwrap_or_else(|| name.clone());
+        d = d.with_annotation(ANNOTATION_REF_NAME, ref_name);
+    }
+    d
+}
+
+fn layout_index(entries: Vec<Descriptor>) -> Result<Vec<u8>, ExportError> {
+    let idx = ImageIndex {
+        schema_version: 2,
+        media_type: Some(mt::OCI_INDEX.to_owned()),
+        artifact_type: None,
+        manifests: entries,
+        subject: None,
+        annotations: None,
+    };
+    crate::json::to_canonical_vec(&idx).map_err(|e| io_err("index.json")(io::Error::other(e)))
+}
+
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Writes (or adds to) an OCI image layout directory. Existing entries of
+/// `index.json` are kept unless an exported image has the same ref name.
+pub fn write_oci_layout(store: &ContentStore, dir: &Path, images: &[ExportImage]) -> Result<(), ExportError> {
+    let blobs_dir = dir.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs_dir).map_err(io_err(blobs_dir.display().to_string()))?;
+    for img in images {
+        for d in collect_blobs(store, &img.descriptor)? {
+            let dst = blobs_dir.join(d.digest.hex());
+            if dst.exists() {
+                continue;
+            }
+            let tmp = blobs_dir.join(format!(".{}.tmp-{}", d.digest.hex(), std::process::id()));
+            let mut src = store.open_blob(&d.digest)?;
+            let mut f = fs::File::create(&tmp).map_err(io_err(tmp.display().to_string()))?;
+            io::copy(&mut src, &mut f).map_err(io_err(tmp.display().to_string()))?;
+            f.sync_all().map_err(io_err(tmp.display().to_string()))?;
+            fs::rename(&tmp, &dst).map_err(io_err(dst.display().to_string()))?;
+        }
+    }
+    let index_path = dir.join("index.json");
+    let mut entries: Vec<Descriptor> = match fs::read(&index_path) {
+        Ok(bytes) => {
+            ImageIndex::from_slice(&bytes).map_err(|_| ExportError::BadLayoutIndex(index_path.display().to_string()))?.manifests
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io_err(index_path.display().to_string())(e)),
+    };
+    for img in images {
+        let entry = index_entry(img);
+        let name = entry.annotation(ANNOTATION_CONTAINERD_IMAGE_NAME).map(str::to_owned);
+        entries.retain(|e| name.is_none() || e.annotation(ANNOTATION_CONTAINERD_IMAGE_NAME) != name.as_deref());
+        entries.push(entry);
+    }
+    write_atomic(&dir.join("oci-layout"), OCI_LAYOUT)?;
+    write_atomic(&index_path, &layout_index(entries)?)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, bytes).map_err(io_err(tmp.display().to_string()))?;
+    fs::rename(&tmp, path).map_err(io_err(path.display().to_string()))
+}
+
+/// A file to put in an export tar: in-memory bytes or a store blob.
+enum Source {
+    Bytes(Vec<u8>),
+    Blob(Digest, u64),
+}
+
+fn tar_out<W: Write>(store: &ContentStore, out: W, files: BTreeMap<String, Source>) -> Result<W, ExportError> {
+    let mut entries = Vec::new();
+    let mut dirs = BTreeSet::new();
+    for name in files.keys() {
+        let mut acc = String::new();
+        let parts: Vec<&str> = name.split('/').collect();
+        for p in &parts[..parts.len().saturating_sub(1)] {
+            acc.push_str(p);
+            acc.push('/');
+            dirs.insert(acc.clone());
+        }
+    }
+    for d in dirs {
+        entries.push(TarDirEntry::Dir(d));
+    }
+    for (name, src) in files {
+        entries.push(match src {
+            Source::Bytes(b) => TarDirEntry::Bytes(name, b),
+            Source::Blob(d, size) => TarDirEntry::Reader(name, size, Box::new(LazyBlob { store: store.clone(), digest: d, file: None })),
+        });
+    }
+    write_tar(out, entries).map_err(io_err("export tar"))
+}
+
+/// Opens the blob only when the tar writer reaches it (one open fd at a time).
+struct LazyBlob {
+    store: ContentStore,
+    digest: Digest,
+    file: Option<fs::File>,
+}
+
+impl Read for LazyBlob {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.file.is_none() {
+            self.file = Some(self.store.open_blob(&self.digest).map_err(io::Error::other)?);
+        }
+        match self.file.as_mut() {
+            Some(f) => f.read(buf),
+            None => Ok(0),
+        }
+    }
+}
+
+fn blob_name(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+/// Writes an OCI image layout as a tar (`--output type=oci`).
+pub fn write_oci_tar<W: Write>(store: &ContentStore, out: W, images: &[ExportImage]) -> Result<W, ExportError> {
+    let mut files = BTreeMap::new();
+    for img in images {
+        for d in collect_blobs(store, &img.descriptor)? {
+            files.insert(blob_name(&d.digest), Source::Blob(d.digest.clone(), d.size));
+        }
+    }
+    files.insert("oci-layout".to_owned(), Source::Bytes(OCI_LAYOUT.to_vec()));
+    files.insert("index.json".to_owned(), Source::Bytes(layout_index(images.iter().map(index_entry).collect())?));
+    tar_out(store, out, files)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    repo_tags: Vec<String>,
+    layers: Vec<String>,
+}
+
+/// Resolves an index to the manifest for `platform` (or returns a manifest as is).
+pub fn resolve_platform(store: &ContentStore, desc: &Descriptor, platform: &Platform) -> Result<Descriptor, ExportError> {
+    let mut d = desc.clone();
+    for _ in 0..4 {
+        if mt::is_manifest(&d.media_type) {
+            return Ok(d);
+        }
+        if !mt::is_index(&d.media_type) {
+            return Err(ExportError::NotAnImage { digest: d.digest.clone(), media_type: d.media_type.clone() });
+        }
+        let bytes = store.read_all(&d.digest)?;
+        let idx = ImageIndex::from_slice(&bytes).map_err(|source| ExportError::Manifest { digest: d.digest.clone(), source })?;
+        d = idx
+            .select(platform)
+            .cloned()
+            .ok_or_else(|| ExportError::NoPlatform { digest: desc.digest.clone(), platform: platform.to_string() })?;
+    }
+    Err(ExportError::NotAnImage { digest: d.digest.clone(), media_type: d.media_type.clone() })
+}
+
+/// Writes a docker-archive tar that `docker load` accepts: `manifest.json`
+/// (Config / RepoTags / Layers pointing at `blobs/sha256/<hex>`, as Docker
+/// 25+ writes it) plus an OCI layout in the same tar. Indexes are resolved
+/// to `platform`. Layers are stored as they are in the store (Docker
+/// decompresses on load).
+pub fn write_docker_tar<W: Write>(
+    store: &ContentStore,
+    out: W,
+    images: &[ExportImage],
+    platform: &Platform,
+) -> Result<W, ExportError> {
+    let mut files = BTreeMap::new();
+    let mut manifest_json = Vec::new();
+    let mut index_entries = Vec::new();
+    for img in images {
+        let mdesc = resolve_platform(store, &img.descriptor, platform)?;
+        let bytes = store.read_all(&mdesc.digest)?;
+        let m = ImageManifest::from_slice(&bytes).map_err(|source| ExportError::Manifest { digest: mdesc.digest.clone(), source })?;
+        for d in collect_blobs(store, &mdesc)? {
+            files.insert(blob_name(&d.digest), Source::Blob(d.digest.clone(), d.size));
+        }
+        let repo_tags = img
+            .name
+            .as_deref()
+            .and_then(|n| Reference::parse(n).ok())
+            .filter(|r| r.tag.is_some())
+            .map(|r| Reference { digest: None, ..r }.familiar())
+            .into_iter()
+            .collect();
+        manifest_json.push(DockerManifestEntry {
+            config: blob_name(&m.config.digest),
+            repo_tags,
+            layers: m.layers.iter().map(|l| blob_name(&l.digest)).collect(),
+        });
+        index_entries.push(index_entry(&ExportImage { descriptor: mdesc, name: img.name.clone() }));
+    }
+    let mj = crate::json::to_canonical_vec(&manifest_json).map_err(|e| io_err("manifest.json")(io::Error::other(e)))?;
+    files.insert("manifest.json".to_owned(), Source::Bytes(mj));
+    files.insert("oci-layout".to_owned(), Source::Bytes(OCI_LAYOUT.to_vec()));
+    files.insert("index.json".to_owned(), Source::Bytes(layout_index(index_entries)?));
+    tar_out(store, out, files)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,184 @@
+//! Exporter tests, checked with tools we did not write (oci-image-tool,
+//! umoci, skopeo, GNU tar) when they are installed.
+#![allow(clippy::print_stderr)] // tests print a note when they skip
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use super::*;
+use crate::config::{History, ImageConfig};
+use crate::layer::{Compression, CreateOptions, create_layer};
+use crate::manifest::{ManifestFormat, build_config, build_index, build_manifest};
+
+fn tool(name: &str) -> bool {
+    let ok = Command::new(name).arg("--version").output().is_ok_and(|o| o.status.success())
+        || Command::new(name).arg("--help").output().is_ok();
+    if !ok {
+        eprintln!("note: `{name}` not installed; skipping that check");
+    }
+    ok
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Builds a two-layer image for `platform` in the store; returns the manifest descriptor.
+fn make_image(store: &ContentStore, work: &Path, platform: &str, format: ManifestFormat) -> Descriptor {
+    make_image_with(store, work, platform, format, true)
+}
+
+/// Like [`make_image`]; `zstd` picks zstd for the second layer (old tools
+/// such as oci-image-tool only know gzip).
+fn make_image_with(store: &ContentStore, work: &Path, platform: &str, format: ManifestFormat, zstd: bool) -> Descriptor {
+    let platform = Platform::parse(platform).unwrap();
+    let mut cfg = ImageConfig::new(&platform);
+    cfg.created = Some(crate::config::rfc3339_utc(1_700_000_000));
+    cfg.config.cmd = Some(vec!["/bin/sh".into()]);
+    cfg.config.env = Some(vec!["PATH=/usr/bin:/bin".into()]);
+    let mut layers = Vec::new();
+    for (i, (name, body)) in [("hello.txt", "hello\n"), ("etc/motd", "welcome\n")].into_iter().enumerate() {
+        let dir = work.join(format!("layer-{platform}-{i}-{zstd}").replace('/', "_"));
+        fs::create_dir_all(dir.join(Path::new(name).parent().unwrap())).unwrap();
+        fs::write(dir.join(name), format!("{body}{platform}")).unwrap();
+        let compression = if i == 0 || !zstd { Compression::Gzip { level: 6 } } else { Compression::Zstd { level: 3 } };
+        let opts = CreateOptions { compression, source_date_epoch: Some(1_700_000_000), docker_media_types: false };
+        let info = create_layer(store, &dir, &opts).unwrap();
+        cfg.push_layer(info.diff_id, History { created_by: Some(format!("COPY {name} /")), ..Default::default() });
+        layers.push(info.descriptor);
+    }
+    if format == ManifestFormat::DockerV2S2 {
+        layers.truncate(1); // Docker media types have no zstd
+        cfg.rootfs.diff_ids.truncate(1);
+        cfg.history.truncate(1);
+    }
+    let c = build_config(&cfg, format).unwrap();
+    store.put_bytes(&c.bytes).unwrap();
+    let m = build_manifest(&c.descriptor, &layers, None, format).unwrap();
+    store.put_bytes(&m.bytes).unwrap();
+    m.descriptor.with_platform(platform)
+}
+
+#[test]
+fn oci_layout_validates_and_unpacks() {
+    let t = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(&t.path().join("store")).unwrap();
+    let amd = make_image(&store, t.path(), "linux/amd64", ManifestFormat::Oci);
+    let arm = make_image(&store, t.path(), "linux/arm64", ManifestFormat::Oci);
+    let idx = build_index(&[amd.clone(), arm], None, ManifestFormat::Oci).unwrap();
+    store.put_bytes(&idx.bytes).unwrap();
+    let layout = t.path().join("layout");
+    let images = [ExportImage { descriptor: idx.descriptor.clone(), name: Some("example.com/app:v1".into()) }];
+    write_oci_layout(&store, &layout, &images).unwrap();
+    let index: ImageIndex = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index.manifests.len(), 1);
+    assert_eq!(index.manifests[0].annotation(ANNOTATION_REF_NAME), Some("v1"));
+    assert_eq!(fs::read_dir(layout.join("blobs/sha256")).unwrap().count(), 1 + 2 * 4);
+    // Writing again with another image keeps the first.
+    let single = ExportImage { descriptor: amd, name: Some("example.com/app:amd".into()) };
+    write_oci_layout(&store, &layout, std::slice::from_ref(&single)).unwrap();
+    let index: ImageIndex = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index.manifests.len(), 2);
+    // oci-image-tool and umoci 0.4 know neither zstd nor nested indexes:
+    // check them on a gzip-only layout.
+    let plain = make_image_with(&store, t.path(), "linux/amd64", ManifestFormat::Oci, false);
+    let plain_layout = t.path().join("plain");
+    let img = ExportImage { descriptor: plain, name: Some("example.com/app:plain".into()) };
+    write_oci_layout(&store, &plain_layout, &[img]).unwrap();
+    if tool("oci-image-tool") {
+        run(Command::new("oci-image-tool").args(["validate", "--type", "image"]).arg(&plain_layout));
+    }
+    if tool("umoci") {
+        let bundle = t.path().join("bundle");
+        run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:plain", plain_layout.display())).arg(&bundle));
+        assert_eq!(fs::read_to_string(bundle.join("rootfs/hello.txt")).unwrap(), "hello\nlinux/amd64");
+        assert_eq!(fs::read_to_string(bundle.join("rootfs/etc/motd")).unwrap(), "welcome\nlinux/amd64");
+    }
+    if tool("skopeo") {
+        let out = run(Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci:{}:v1", layout.display())));
+        assert_eq!(out.as_bytes(), &idx.bytes[..]);
+        // A full copy of the zstd image reads and verifies every blob.
+        let dst = t.path().join("copied");
+        run(Command::new("skopeo").args(["copy", "--quiet"]).arg(format!("oci:{}:amd", layout.display())).arg(format!("dir:{}", dst.display())));
+    }
+}
+
+#[test]
+fn oci_tar_is_deterministic_and_readable() {
+    let t = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(&t.path().join("store")).unwrap();
+    let m = make_image_with(&store, t.path(), "linux/amd64", ManifestFormat::Oci, false);
+    let images = [ExportImage { descriptor: m.clone(), name: Some("app:latest".into()) }];
+    let a = write_oci_tar(&store, Vec::new(), &images).unwrap();
+    let b = write_oci_tar(&store, Vec::new(), &images).unwrap();
+    assert_eq!(a, b);
+    let tarfile = t.path().join("img.tar");
+    fs::write(&tarfile, &a).unwrap();
+    if tool("tar") {
+        let x = t.path().join("x");
+        fs::create_dir(&x).unwrap();
+        run(Command::new("tar").arg("-xf").arg(&tarfile).arg("-C").arg(&x));
+        assert!(x.join("oci-layout").is_file());
+        assert!(x.join("blobs/sha256").join(m.digest.hex()).is_file());
+        if tool("oci-image-tool") {
+            run(Command::new("oci-image-tool").args(["validate", "--type", "image"]).arg(&x));
+            // (Its tar mode fails even on GNU-tar-made archives: "unable to walk"; not used.)
+        }
+    }
+    if tool("skopeo") {
+        let out = run(Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci-archive:{}:latest", tarfile.display())));
+        assert_eq!(Digest::sha256(out.as_bytes()), m.digest);
+    }
+}
+
+#[test]
+fn docker_tar_has_manifest_json_and_loads_with_skopeo() {
+    let t = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(&t.path().join("store")).unwrap();
+    let amd = make_image(&store, t.path(), "linux/amd64", ManifestFormat::DockerV2S2);
+    let arm = make_image(&store, t.path(), "linux/arm64", ManifestFormat::DockerV2S2);
+    let idx = build_index(&[amd.clone(), arm], None, ManifestFormat::DockerV2S2).unwrap();
+    store.put_bytes(&idx.bytes).unwrap();
+    let images = [ExportImage { descriptor: idx.descriptor.clone(), name: Some("docker.io/library/app:v2".into()) }];
+    let bytes = write_docker_tar(&store, Vec::new(), &images, &Platform::parse("linux/amd64").unwrap()).unwrap();
+    let tarfile = t.path().join("docker.tar");
+    fs::write(&tarfile, &bytes).unwrap();
+    // manifest.json shape.
+    let mut tr = crate::layer::tarfmt_reader_for_tests(&bytes[..]);
+    let mj = tr.remove("manifest.json").expect("manifest.json in tar");
+    let v: serde_json::Value = serde_json::from_slice(&mj).unwrap();
+    assert_eq!(v[0]["RepoTags"][0], "app:v2");
+    let m = ImageManifest::from_slice(&store.read_all(&amd.digest).unwrap()).unwrap();
+    assert_eq!(v[0]["Config"], format!("blobs/sha256/{}", m.config.digest.hex()));
+    assert_eq!(v[0]["Layers"].as_array().unwrap().len(), 1);
+    assert!(tr.contains_key(&format!("blobs/sha256/{}", m.layers[0].digest.hex())));
+    if tool("skopeo") {
+        let out = run(Command::new("skopeo").args(["inspect", "--config"]).arg(format!("docker-archive:{}", tarfile.display())));
+        let cfg: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(cfg["architecture"], "amd64");
+        // A full copy verifies every layer against the config's diff_ids.
+        let dst = t.path().join("copied");
+        run(Command::new("skopeo").args(["copy", "--quiet"]).arg(format!("docker-archive:{}", tarfile.display())).arg(format!("oci:{}:x", dst.display())));
+        if tool("umoci") {
+            let bundle = t.path().join("bundle");
+            run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:x", dst.display())).arg(&bundle));
+            assert_eq!(fs::read_to_string(bundle.join("rootfs/hello.txt")).unwrap(), "hello\nlinux/amd64");
+        }
+    }
+    let err = write_docker_tar(&store, Vec::new(), &images, &Platform::parse("linux/s390x").unwrap()).unwrap_err();
+    assert!(matches!(err, ExportError::NoPlatform { .. }), "{err}");
+}
+
+#[test]
+fn missing_blob_is_reported_by_digest() {
+    let t = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(&t.path().join("store")).unwrap();
+    let m = make_image(&store, t.path(), "linux/amd64", ManifestFormat::Oci);
+    let parsed = ImageManifest::from_slice(&store.read_all(&m.digest).unwrap()).unwrap();
+    store.remove(&parsed.layers[1].digest).unwrap();
+    let err = write_oci_tar(&store, Vec::new(), &[ExportImage { descriptor: m, name: None }]).unwrap_err();
+    assert!(err.to_string().contains(parsed.layers[1].digest.as_str()), "{err}");
+}
