@@ -53,14 +53,33 @@ pub enum ExportError {
     BadLayoutIndex(String),
 }
 
-/// One image to export: its manifest or index, and optionally a name
-/// (`docker.io/library/app:v1`) to record in the output.
+/// One image to export: its manifest or index, and the names
+/// (`docker.io/library/app:v1`) to record for it in the output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportImage {
     /// Manifest or index descriptor (its blob and children must be in the store).
     pub descriptor: Descriptor,
-    /// Full image name, if any.
-    pub name: Option<String>,
+    /// Full image names; may be empty (an unnamed image).
+    pub names: Vec<String>,
+}
+
+impl ExportImage {
+    /// An image with at most one name.
+    pub fn new(descriptor: Descriptor, name: Option<String>) -> Self {
+        ExportImage { descriptor, names: name.into_iter().collect() }
+    }
+}
+
+impl From<(Descriptor, Option<String>)> for ExportImage {
+    fn from((descriptor, name): (Descriptor, Option<String>)) -> Self {
+        ExportImage::new(descriptor, name)
+    }
+}
+
+impl From<(Descriptor, Vec<String>)> for ExportImage {
+    fn from((descriptor, names): (Descriptor, Vec<String>)) -> Self {
+        ExportImage { descriptor, names }
+    }
 }
 
 fn io_err(path: impl Into<String>) -> impl FnOnce(io::Error) -> ExportError {
@@ -97,14 +116,23 @@ pub fn collect_blobs(store: &ContentStore, root: &Descriptor) -> Result<Vec<Desc
     Ok(out)
 }
 
-fn index_entry(img: &ExportImage) -> Descriptor {
-    let mut d = img.descriptor.clone();
-    if let Some(name) = &img.name {
-        d = d.with_annotation(ANNOTATION_CONTAINERD_IMAGE_NAME, name.clone());
-        let ref_name = Reference::parse(name).ok().and_then(|r| r.tag).unwrap_or_else(|| name.clone());
-        d = d.with_annotation(ANNOTATION_REF_NAME, ref_name);
+/// `index.json` entries for an image: one per name (BuildKit's shape:
+/// the full name for containerd, the tag as the OCI ref name), or one bare
+/// entry when it has no name.
+fn index_entries(img: &ExportImage) -> Vec<Descriptor> {
+    if img.names.is_empty() {
+        return vec![img.descriptor.clone()];
     }
-    d
+    img.names
+        .iter()
+        .map(|name| {
+            let ref_name = Reference::parse(name).ok().and_then(|r| r.tag).unwrap_or_else(|| name.clone());
+            img.descriptor
+                .clone()
+                .with_annotation(ANNOTATION_CONTAINERD_IMAGE_NAME, name.clone())
+                .with_annotation(ANNOTATION_REF_NAME, ref_name)
+        })
+        .collect()
 }
 
 fn layout_index(entries: Vec<Descriptor>) -> Result<Vec<u8>, ExportError> {
@@ -148,8 +176,7 @@ pub fn write_oci_layout(store: &ContentStore, dir: &Path, images: &[ExportImage]
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(io_err(index_path.display().to_string())(e)),
     };
-    for img in images {
-        let entry = index_entry(img);
+    for entry in images.iter().flat_map(index_entries) {
         let name = entry.annotation(ANNOTATION_CONTAINERD_IMAGE_NAME).map(str::to_owned);
         entries.retain(|e| name.is_none() || e.annotation(ANNOTATION_CONTAINERD_IMAGE_NAME) != name.as_deref());
         entries.push(entry);
@@ -228,7 +255,7 @@ pub fn write_oci_tar<W: Write>(store: &ContentStore, out: W, images: &[ExportIma
         }
     }
     files.insert("oci-layout".to_owned(), Source::Bytes(OCI_LAYOUT.to_vec()));
-    files.insert("index.json".to_owned(), Source::Bytes(layout_index(images.iter().map(index_entry).collect())?));
+    files.insert("index.json".to_owned(), Source::Bytes(layout_index(images.iter().flat_map(index_entries).collect())?));
     tar_out(store, out, files)
 }
 
@@ -263,17 +290,19 @@ pub fn resolve_platform(store: &ContentStore, desc: &Descriptor, platform: &Plat
 /// Writes a docker-archive tar that `docker load` accepts: `manifest.json`
 /// (Config / RepoTags / Layers pointing at `blobs/sha256/<hex>`, as Docker
 /// 25+ writes it) plus an OCI layout in the same tar. Indexes are resolved
-/// to `platform`. Layers are stored as they are in the store (Docker
-/// decompresses on load).
+/// to `platform` (the host's when `None`). Layers are stored as they are
+/// in the store (Docker decompresses on load).
 pub fn write_docker_tar<W: Write>(
     store: &ContentStore,
     out: W,
     images: &[ExportImage],
-    platform: &Platform,
+    platform: Option<&Platform>,
 ) -> Result<W, ExportError> {
+    let host = Platform::host();
+    let platform = platform.unwrap_or(&host);
     let mut files = BTreeMap::new();
     let mut manifest_json = Vec::new();
-    let mut index_entries = Vec::new();
+    let mut index = Vec::new();
     for img in images {
         let mdesc = resolve_platform(store, &img.descriptor, platform)?;
         let bytes = store.read_all(&mdesc.digest)?;
@@ -282,24 +311,23 @@ pub fn write_docker_tar<W: Write>(
             files.insert(blob_name(&d.digest), Source::Blob(d.digest.clone(), d.size));
         }
         let repo_tags = img
-            .name
-            .as_deref()
-            .and_then(|n| Reference::parse(n).ok())
+            .names
+            .iter()
+            .filter_map(|n| Reference::parse(n).ok())
             .filter(|r| r.tag.is_some())
             .map(|r| Reference { digest: None, ..r }.familiar())
-            .into_iter()
             .collect();
         manifest_json.push(DockerManifestEntry {
             config: blob_name(&m.config.digest),
             repo_tags,
             layers: m.layers.iter().map(|l| blob_name(&l.digest)).collect(),
         });
-        index_entries.push(index_entry(&ExportImage { descriptor: mdesc, name: img.name.clone() }));
+        index.extend(index_entries(&ExportImage { descriptor: mdesc, names: img.names.clone() }));
     }
     let mj = crate::json::to_canonical_vec(&manifest_json).map_err(|e| io_err("manifest.json")(io::Error::other(e)))?;
     files.insert("manifest.json".to_owned(), Source::Bytes(mj));
     files.insert("oci-layout".to_owned(), Source::Bytes(OCI_LAYOUT.to_vec()));
-    files.insert("index.json".to_owned(), Source::Bytes(layout_index(index_entries)?));
+    files.insert("index.json".to_owned(), Source::Bytes(layout_index(index)?));
     tar_out(store, out, files)
 }
 

@@ -71,14 +71,14 @@ fn oci_layout_validates_and_unpacks() {
     let idx = build_index(&[amd.clone(), arm], None, ManifestFormat::Oci).unwrap();
     store.put_bytes(&idx.bytes).unwrap();
     let layout = t.path().join("layout");
-    let images = [ExportImage { descriptor: idx.descriptor.clone(), name: Some("example.com/app:v1".into()) }];
+    let images = [ExportImage::new(idx.descriptor.clone(), Some("example.com/app:v1".into()))];
     write_oci_layout(&store, &layout, &images).unwrap();
     let index: ImageIndex = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
     assert_eq!(index.manifests.len(), 1);
     assert_eq!(index.manifests[0].annotation(ANNOTATION_REF_NAME), Some("v1"));
     assert_eq!(fs::read_dir(layout.join("blobs/sha256")).unwrap().count(), 1 + 2 * 4);
     // Writing again with another image keeps the first.
-    let single = ExportImage { descriptor: amd, name: Some("example.com/app:amd".into()) };
+    let single = ExportImage::new(amd, Some("example.com/app:amd".into()));
     write_oci_layout(&store, &layout, std::slice::from_ref(&single)).unwrap();
     let index: ImageIndex = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
     assert_eq!(index.manifests.len(), 2);
@@ -86,7 +86,7 @@ fn oci_layout_validates_and_unpacks() {
     // check them on a gzip-only layout.
     let plain = make_image_with(&store, t.path(), "linux/amd64", ManifestFormat::Oci, false);
     let plain_layout = t.path().join("plain");
-    let img = ExportImage { descriptor: plain, name: Some("example.com/app:plain".into()) };
+    let img = ExportImage::new(plain, Some("example.com/app:plain".into()));
     write_oci_layout(&store, &plain_layout, &[img]).unwrap();
     if tool("oci-image-tool") {
         run(Command::new("oci-image-tool").args(["validate", "--type", "image"]).arg(&plain_layout));
@@ -111,7 +111,7 @@ fn oci_tar_is_deterministic_and_readable() {
     let t = tempfile::tempdir().unwrap();
     let store = ContentStore::open(&t.path().join("store")).unwrap();
     let m = make_image_with(&store, t.path(), "linux/amd64", ManifestFormat::Oci, false);
-    let images = [ExportImage { descriptor: m.clone(), name: Some("app:latest".into()) }];
+    let images = [ExportImage::new(m.clone(), Some("app:latest".into()))];
     let a = write_oci_tar(&store, Vec::new(), &images).unwrap();
     let b = write_oci_tar(&store, Vec::new(), &images).unwrap();
     assert_eq!(a, b);
@@ -142,15 +142,16 @@ fn docker_tar_has_manifest_json_and_loads_with_skopeo() {
     let arm = make_image(&store, t.path(), "linux/arm64", ManifestFormat::DockerV2S2);
     let idx = build_index(&[amd.clone(), arm], None, ManifestFormat::DockerV2S2).unwrap();
     store.put_bytes(&idx.bytes).unwrap();
-    let images = [ExportImage { descriptor: idx.descriptor.clone(), name: Some("docker.io/library/app:v2".into()) }];
-    let bytes = write_docker_tar(&store, Vec::new(), &images, &Platform::parse("linux/amd64").unwrap()).unwrap();
+    let names = vec!["docker.io/library/app:v2".to_owned(), "localhost:5000/x/y:t".to_owned()];
+    let images = [ExportImage::from((idx.descriptor.clone(), names))];
+    let bytes = write_docker_tar(&store, Vec::new(), &images, Some(&Platform::parse("linux/amd64").unwrap())).unwrap();
     let tarfile = t.path().join("docker.tar");
     fs::write(&tarfile, &bytes).unwrap();
     // manifest.json shape.
     let mut tr = crate::layer::tarfmt_reader_for_tests(&bytes[..]);
     let mj = tr.remove("manifest.json").expect("manifest.json in tar");
     let v: serde_json::Value = serde_json::from_slice(&mj).unwrap();
-    assert_eq!(v[0]["RepoTags"][0], "app:v2");
+    assert_eq!(v[0]["RepoTags"], serde_json::json!(["app:v2", "localhost:5000/x/y:t"]));
     let m = ImageManifest::from_slice(&store.read_all(&amd.digest).unwrap()).unwrap();
     assert_eq!(v[0]["Config"], format!("blobs/sha256/{}", m.config.digest.hex()));
     assert_eq!(v[0]["Layers"].as_array().unwrap().len(), 1);
@@ -168,7 +169,7 @@ fn docker_tar_has_manifest_json_and_loads_with_skopeo() {
             assert_eq!(fs::read_to_string(bundle.join("rootfs/hello.txt")).unwrap(), "hello\nlinux/amd64");
         }
     }
-    let err = write_docker_tar(&store, Vec::new(), &images, &Platform::parse("linux/s390x").unwrap()).unwrap_err();
+    let err = write_docker_tar(&store, Vec::new(), &images, Some(&Platform::parse("linux/s390x").unwrap())).unwrap_err();
     assert!(matches!(err, ExportError::NoPlatform { .. }), "{err}");
 }
 
@@ -179,6 +180,6 @@ fn missing_blob_is_reported_by_digest() {
     let m = make_image(&store, t.path(), "linux/amd64", ManifestFormat::Oci);
     let parsed = ImageManifest::from_slice(&store.read_all(&m.digest).unwrap()).unwrap();
     store.remove(&parsed.layers[1].digest).unwrap();
-    let err = write_oci_tar(&store, Vec::new(), &[ExportImage { descriptor: m, name: None }]).unwrap_err();
+    let err = write_oci_tar(&store, Vec::new(), &[ExportImage::new(m, None)]).unwrap_err();
     assert!(err.to_string().contains(parsed.layers[1].digest.as_str()), "{err}");
 }
