@@ -1,1 +1,49 @@
-fn main() {}
+//! The `rbuild` command.
+
+mod args;
+mod build;
+mod render;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // Before any thread starts: may run the sandbox helper or re-exec us
+    // inside a user namespace.
+    let ns = match rbuild::init() {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cli = args::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("RBUILD_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(w) = &ns.warning {
+        eprintln!("warning: {w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
+    let opts = rbuild::BuilderOptions { root: cli.root.clone(), ..Default::default() };
+    match cli.command {
+        args::Command::Build(b) => build::run(opts, b).await,
+    }
+}

@@ -1,0 +1,76 @@
+//! Command-line arguments, as buildx spells them.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// rbuild: build container images from Dockerfiles.
+#[derive(Debug, Parser)]
+#[command(name = "rbuild", version, about)]
+pub struct Cli {
+    /// State directory (default: /var/lib/rbuild as root, $XDG_DATA_HOME/rbuild otherwise).
+    #[arg(long, global = true, env = "RBUILD_ROOT")]
+    pub root: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile.
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The build context directory.
+    #[arg(default_value = ".")]
+    pub context: PathBuf,
+    /// Name and optionally tag of the image (`name:tag`); repeatable.
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// The Dockerfile (default: `PATH/Dockerfile`; `-` reads standard input).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Set a build-time variable (`KEY=VALUE`, or `KEY` to take it from the environment).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// The stage to build.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The target platform (`os/arch[/variant]`).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Set a label on the image (`KEY=VALUE`).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Do not use the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Ask registries again for the base images' tags.
+    #[arg(long)]
+    pub pull: bool,
+    /// Push the image to its registry (`--output type=registry`).
+    #[arg(long)]
+    pub push: bool,
+    /// Output destination (`type=oci,dest=FILE`, `type=docker,dest=FILE`, `type=registry`).
+    #[arg(short = 'o', long = "output")]
+    pub outputs: Vec<String>,
+    /// Secret to expose to RUN --mount=type=secret (`id=ID,src=FILE` or `id=ID,env=VAR`).
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// Allow extra privileges (`network.host`, `security.insecure`).
+    #[arg(long = "allow")]
+    pub allow: Vec<String>,
+    /// Progress output: auto, tty, plain, rawjson, quiet.
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// Only print the image digest.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Write the image ID (config digest) to this file.
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Write build result metadata (JSON) to this file.
+    #[arg(long)]
+    pub metadata_file: Option<PathBuf>,
+}

@@ -1,0 +1,305 @@
+//! The metadata database: what the cache knows, in SQLite (WAL mode).
+//!
+//! Several processes may share one state dir, so every write is a short
+//! transaction and every insert of a result is idempotent: when two builds
+//! compute the same key at once, the first commit wins and the second build
+//! discards its own snapshot and uses the recorded one.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Errors from the metadata database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("metadata database {path}: {source}")]
+    Open { path: String, #[source] source: rusqlite::Error },
+    #[error("metadata database: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// A memoized layer blob of a snapshot: the tar of the snapshot's own diff.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerRecord {
+    pub diff_id: String,
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// A resolved image reference (`name:tag` → manifest digest + config).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRecord {
+    pub manifest_digest: String,
+    pub config: Vec<u8>,
+}
+
+/// An entry of `rbuild du`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotUsage {
+    pub id: String,
+    pub parent: Option<String>,
+    pub size: u64,
+    pub last_used: i64,
+    pub description: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,
+    snapshot TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    last_used INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cache_snapshot ON cache(snapshot);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id TEXT PRIMARY KEY,
+    parent TEXT,
+    size INTEGER NOT NULL DEFAULT 0,
+    empty INTEGER NOT NULL DEFAULT 0,
+    description TEXT NOT NULL DEFAULT '',
+    created INTEGER NOT NULL,
+    last_used INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS layers (
+    snapshot TEXT NOT NULL,
+    compression TEXT NOT NULL,
+    diff_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    PRIMARY KEY (snapshot, compression)
+);
+CREATE TABLE IF NOT EXISTS images (
+    name TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    config BLOB NOT NULL,
+    updated INTEGER NOT NULL,
+    PRIMARY KEY (name, platform)
+);
+";
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The metadata database of one state dir.
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+impl Db {
+    /// Opens (and creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let open_err = |source| DbError::Open { path: path.display().to_string(), source };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(60)).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        Ok(Db { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves a usable connection.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The snapshot recorded for a cache key, refreshing its last use.
+    pub fn lookup(&self, key: &str) -> Result<Option<String>, DbError> {
+        let conn = self.conn();
+        let snap: Option<String> = conn
+            .query_row("SELECT snapshot FROM cache WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?;
+        if let Some(s) = &snap {
+            let t = now();
+            conn.execute("UPDATE cache SET last_used = ?2 WHERE key = ?1", params![key, t])?;
+            conn.execute("UPDATE snapshots SET last_used = ?2 WHERE id = ?1", params![s, t])?;
+        }
+        Ok(snap)
+    }
+
+    /// Records a committed snapshot and the key that produced it. Returns the
+    /// snapshot that is recorded for the key afterwards: `snapshot` itself, or
+    /// the one a concurrent build recorded first (the caller then removes its
+    /// own).
+    pub fn record(
+        &self,
+        key: &str,
+        snapshot: &str,
+        parent: Option<&str>,
+        size: u64,
+        empty: bool,
+        description: &str,
+    ) -> Result<String, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let t = now();
+        let existing: Option<String> = tx
+            .query_row("SELECT snapshot FROM cache WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?;
+        if let Some(e) = existing {
+            tx.commit()?;
+            return Ok(e);
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO snapshots (id, parent, size, empty, description, created, last_used)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            params![snapshot, parent, size as i64, empty, description, t],
+        )?;
+        tx.execute(
+            "INSERT INTO cache (key, snapshot, created, last_used) VALUES (?1, ?2, ?3, ?3)",
+            params![key, snapshot, t],
+        )?;
+        tx.commit()?;
+        Ok(snapshot.to_string())
+    }
+
+    /// Whether a snapshot's own diff is empty (no layer is emitted for it).
+    pub fn snapshot_is_empty(&self, id: &str) -> Result<bool, DbError> {
+        let empty: Option<bool> = self
+            .conn()
+            .query_row("SELECT empty FROM snapshots WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        Ok(empty.unwrap_or(false))
+    }
+
+    /// When a recorded snapshot was made (seconds since the epoch).
+    pub fn snapshot_created(&self, id: &str) -> Result<Option<i64>, DbError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT created FROM snapshots WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The parent of a recorded snapshot.
+    pub fn snapshot_parent(&self, id: &str) -> Result<Option<String>, DbError> {
+        let parent: Option<Option<String>> = self
+            .conn()
+            .query_row("SELECT parent FROM snapshots WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        Ok(parent.flatten())
+    }
+
+    /// The memoized layer of a snapshot for a compression.
+    pub fn layer(&self, snapshot: &str, compression: &str) -> Result<Option<LayerRecord>, DbError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT diff_id, digest, size, media_type FROM layers WHERE snapshot = ?1 AND compression = ?2",
+                params![snapshot, compression],
+                |r| {
+                    Ok(LayerRecord {
+                        diff_id: r.get(0)?,
+                        digest: r.get(1)?,
+                        size: r.get::<_, i64>(2)? as u64,
+                        media_type: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Memoizes a snapshot's layer blob.
+    pub fn put_layer(&self, snapshot: &str, compression: &str, layer: &LayerRecord) -> Result<(), DbError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO layers (snapshot, compression, diff_id, digest, size, media_type)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![snapshot, compression, layer.diff_id, layer.digest, layer.size as i64, layer.media_type],
+        )?;
+        Ok(())
+    }
+
+    /// The recorded resolution of an image name for a platform.
+    pub fn image(&self, name: &str, platform: &str) -> Result<Option<ImageRecord>, DbError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT manifest_digest, config FROM images WHERE name = ?1 AND platform = ?2",
+                params![name, platform],
+                |r| Ok(ImageRecord { manifest_digest: r.get(0)?, config: r.get(1)? }),
+            )
+            .optional()?)
+    }
+
+    /// Records the resolution of an image name.
+    pub fn put_image(&self, name: &str, platform: &str, rec: &ImageRecord) -> Result<(), DbError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO images (name, platform, manifest_digest, config, updated)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, platform, rec.manifest_digest, rec.config, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Every recorded snapshot, for `du` and garbage collection.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotUsage>, DbError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id, parent, size, last_used, description FROM snapshots ORDER BY last_used")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SnapshotUsage {
+                id: r.get(0)?,
+                parent: r.get(1)?,
+                size: r.get::<_, i64>(2)? as u64,
+                last_used: r.get(3)?,
+                description: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_record_of_a_key_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("m.db")).unwrap();
+        assert_eq!(db.lookup("k").unwrap(), None);
+        assert_eq!(db.record("k", "s1", None, 1, false, "").unwrap(), "s1");
+        assert_eq!(db.record("k", "s2", None, 1, false, "").unwrap(), "s1");
+        assert_eq!(db.lookup("k").unwrap().as_deref(), Some("s1"));
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        {
+            let db = Db::open(&path).unwrap();
+            db.record("k", "s1", Some("p"), 10, true, "RUN x").unwrap();
+            let layer = LayerRecord {
+                diff_id: "sha256:a".into(),
+                digest: "sha256:b".into(),
+                size: 3,
+                media_type: "m".into(),
+            };
+            db.put_layer("s1", "gzip", &layer).unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.lookup("k").unwrap().as_deref(), Some("s1"));
+        assert!(db.snapshot_is_empty("s1").unwrap());
+        assert_eq!(db.snapshot_parent("s1").unwrap().as_deref(), Some("p"));
+        assert_eq!(db.layer("s1", "gzip").unwrap().unwrap().size, 3);
+        assert_eq!(db.layer("s1", "zstd").unwrap(), None);
+    }
+
+    #[test]
+    fn concurrent_connections_on_one_file_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let a = Db::open(&path).unwrap();
+        let b = Db::open(&path).unwrap();
+        let handles: Vec<_> = [(a, "sa"), (b, "sb")]
+            .into_iter()
+            .map(|(db, s)| std::thread::spawn(move || db.record("same", s, None, 0, false, "").unwrap()))
+            .collect();
+        let winners: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(winners[0], winners[1]);
+    }
+}

@@ -1,0 +1,139 @@
+//! Scheduling: every needed vertex runs as soon as its inputs are ready, in
+//! parallel up to a limit; each vertex runs at most once per solve; the first
+//! failure cancels everything still running (dropping a sandbox future kills
+//! its process tree).
+
+use crate::progress::{Event, ProgressSink, now_ms};
+use crate::{Engine, SolveError, SolveOptions};
+use futures_util::future::{BoxFuture, FutureExt, Shared, try_join_all};
+use rbuild_graph::{Digest, Graph, Op, Vertex, VertexId};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a solved vertex yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// A filesystem: the top snapshot of a chain, `None` for an empty one.
+    Snapshot(Option<String>),
+    /// A local directory (a build context), read in place.
+    Directory(PathBuf),
+}
+
+/// A solved vertex: its cache key and result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Solved {
+    pub key: String,
+    pub output: Output,
+}
+
+impl Solved {
+    /// The top snapshot, for ops that need a filesystem input.
+    pub fn snapshot(&self) -> Option<&str> {
+        match &self.output {
+            Output::Snapshot(s) => s.as_deref(),
+            Output::Directory(_) => None,
+        }
+    }
+}
+
+type SharedResult = Shared<BoxFuture<'static, Result<Arc<Solved>, Arc<SolveError>>>>;
+
+/// Everything a vertex run needs, shared by the tasks of one solve.
+pub(crate) struct Ctx {
+    pub engine: Arc<Engine>,
+    pub graph: Arc<Graph>,
+    pub opts: Arc<SolveOptions>,
+    pub limit: Arc<tokio::sync::Semaphore>,
+}
+
+impl Ctx {
+    pub fn progress(&self) -> &ProgressSink {
+        &self.opts.progress
+    }
+}
+
+/// Solves `roots` and everything they need.
+pub(crate) async fn solve(ctx: Arc<Ctx>, roots: &[VertexId]) -> Result<Vec<Arc<Solved>>, SolveError> {
+    let needed = ctx.graph.ancestors(roots);
+    let mut futures: Vec<Option<SharedResult>> = vec![None; ctx.graph.len()];
+    for id in needed {
+        let inputs: Vec<SharedResult> = ctx
+            .graph
+            .get(id)
+            .inputs
+            .iter()
+            .map(|i| futures[i.0].clone().expect("inputs precede their consumers"))
+            .collect();
+        let ctx = ctx.clone();
+        let fut = async move {
+            let inputs = try_join_all(inputs).await?;
+            run_vertex(&ctx, id, inputs).await.map(Arc::new).map_err(Arc::new)
+        }
+        .boxed()
+        .shared();
+        futures[id.0] = Some(fut);
+    }
+    let wanted = roots.iter().map(|r| futures[r.0].clone().expect("roots are needed"));
+    try_join_all(wanted).await.map_err(|e| SolveError::Shared(e))
+}
+
+/// The cache key of a vertex: its digest plus its inputs' keys, where a
+/// context input contributes the content hash of what this vertex selects.
+fn cache_key(vertex: &Vertex, inputs: &[Arc<Solved>], selections: &[(usize, String)]) -> String {
+    let input_keys: Vec<&str> = inputs.iter().map(|s| s.key.as_str()).collect();
+    Digest::of_json(&(vertex.digest(), input_keys, selections)).to_string()
+}
+
+async fn run_vertex(ctx: &Arc<Ctx>, id: VertexId, inputs: Vec<Arc<Solved>>) -> Result<Solved, SolveError> {
+    let vertex = ctx.graph.get(id);
+    let digest = vertex.digest().to_string();
+    match &vertex.op {
+        Op::Scratch => return Ok(Solved { key: digest, output: Output::Snapshot(None) }),
+        Op::Context(c) => {
+            let dir = ctx
+                .opts
+                .contexts
+                .get(&c.name)
+                .ok_or_else(|| SolveError::MissingContext(c.name.clone()))?;
+            return Ok(Solved { key: digest, output: Output::Directory(dir.clone()) });
+        }
+        _ => {}
+    }
+    let name = vertex.meta.name.clone();
+    let selections = crate::file::context_selections(ctx, vertex, &inputs).await?;
+    let key = match &vertex.op {
+        Op::Image(_) => digest.clone(),
+        _ => cache_key(vertex, &inputs, &selections),
+    };
+    if !vertex.meta.ignore_cache {
+        if let Some(snapshot) = ctx.engine.cached(&key)? {
+            ctx.progress().emit(Event::Cached { vertex: digest, name, time_ms: now_ms() });
+            return Ok(Solved { key, output: Output::Snapshot(Some(snapshot)) });
+        }
+    }
+    let _permit = ctx.limit.acquire().await.map_err(|_| SolveError::Cancelled)?;
+    let started = Instant::now();
+    if !matches!(vertex.op, Op::Image(_)) {
+        ctx.progress().emit(Event::Started { vertex: digest.clone(), name: name.clone(), time_ms: now_ms() });
+    }
+    let result = match &vertex.op {
+        Op::Image(src) => crate::image::solve_image(ctx, &digest, &name, src).await,
+        Op::Exec(exec) => crate::exec::solve_exec(ctx, vertex, &key, exec, &inputs).await,
+        Op::File(file) => crate::file::solve_file(ctx, vertex, &key, file, &inputs).await,
+        Op::Scratch | Op::Context(_) => unreachable!("handled above"),
+    };
+    match result {
+        Ok(snapshot) => {
+            if !matches!(vertex.op, Op::Image(_)) {
+                let duration_ms = started.elapsed().as_millis() as u64;
+                ctx.progress().emit(Event::Done { vertex: digest, name, time_ms: now_ms(), duration_ms });
+            }
+            Ok(Solved { key, output: Output::Snapshot(snapshot) })
+        }
+        Err(e) => {
+            ctx.progress().emit(Event::Failed { vertex: digest, name, error: e.to_string(), time_ms: now_ms() });
+            Err(e)
+        }
+    }
+}

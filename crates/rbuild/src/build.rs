@@ -1,0 +1,174 @@
+//! One build: Dockerfile → graph → solve → image → outputs.
+
+use crate::{Builder, Error};
+use rbuild_dockerfile::convert::{BaseImage, ConvertOptions};
+use rbuild_oci::descriptor::Descriptor;
+use rbuild_oci::platform::Platform;
+use rbuild_solver::{Entitlements, ExportOptions, ProgressSink, SolveOptions};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where a built image goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Push every tag of the request to its registry (`--push`).
+    Registry,
+    /// An OCI image layout in a tar (`type=oci,dest=`).
+    OciTar { dest: PathBuf },
+    /// A tar that `docker load` accepts (`type=docker,dest=`).
+    DockerTar { dest: PathBuf },
+    /// The root filesystem as files (`type=local,dest=`).
+    Local { dest: PathBuf },
+}
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct BuildRequest {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile; default `<context>/Dockerfile`.
+    pub dockerfile: Option<PathBuf>,
+    /// The Dockerfile's contents, when it does not come from a file (`-f -`).
+    pub dockerfile_contents: Option<Vec<u8>>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    /// The platform to build for; default: this machine's.
+    pub platform: Option<Platform>,
+    /// Image names (`-t`).
+    pub tags: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub no_cache: bool,
+    /// Ask registries again for base image tags.
+    pub pull: bool,
+    pub outputs: Vec<Output>,
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    pub entitlements: Entitlements,
+    pub export: ExportOptions,
+}
+
+impl BuildRequest {
+    /// A request with defaults for the context at `context`.
+    pub fn new(context: impl Into<PathBuf>) -> Self {
+        BuildRequest {
+            context: context.into(),
+            dockerfile: None,
+            dockerfile_contents: None,
+            build_args: BTreeMap::new(),
+            target: None,
+            platform: None,
+            tags: Vec::new(),
+            labels: BTreeMap::new(),
+            no_cache: false,
+            pull: false,
+            outputs: Vec::new(),
+            secrets: BTreeMap::new(),
+            entitlements: Entitlements::default(),
+            export: ExportOptions::default(),
+        }
+    }
+}
+
+/// What a build produced.
+#[derive(Clone, Debug)]
+pub struct BuildResult {
+    /// The image manifest (in the state dir's content store).
+    pub manifest: Descriptor,
+    /// The image config.
+    pub config: Descriptor,
+    /// The names the image was pushed or saved as.
+    pub names: Vec<String>,
+    /// Warnings from the frontend (unused build args, …).
+    pub warnings: Vec<String>,
+}
+
+/// `SOURCE_DATE_EPOCH` as an RFC 3339 time, when set.
+fn source_date_epoch() -> Option<String> {
+    let secs = std::env::var("SOURCE_DATE_EPOCH").ok()?.parse::<i64>().ok()?;
+    Some(rbuild_oci::config::rfc3339_utc(secs))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// The `.dockerignore` that applies: `<Dockerfile>.dockerignore` beside the
+/// Dockerfile wins over the context's `.dockerignore`.
+fn ignore_patterns(context: &Path, dockerfile: Option<&Path>) -> Result<Vec<String>, Error> {
+    let mut candidates = Vec::new();
+    if let Some(df) = dockerfile {
+        let mut name = df.as_os_str().to_owned();
+        name.push(".dockerignore");
+        candidates.push(PathBuf::from(name));
+    }
+    candidates.push(context.join(".dockerignore"));
+    for c in candidates {
+        if c.is_file() {
+            let text = String::from_utf8_lossy(&read(&c)?).into_owned();
+            let patterns = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect();
+            return Ok(patterns);
+        }
+    }
+    Ok(Vec::new())
+}
+
+impl Builder {
+    /// Runs one build.
+    pub async fn build(&self, req: BuildRequest, progress: ProgressSink) -> Result<BuildResult, Error> {
+        let engine = self.engine().clone();
+        let dockerfile_path = req.dockerfile.clone().unwrap_or_else(|| req.context.join("Dockerfile"));
+        let (source, file_name) = match &req.dockerfile_contents {
+            Some(bytes) => (bytes.clone(), "Dockerfile".to_string()),
+            None => (read(&dockerfile_path)?, dockerfile_path.display().to_string()),
+        };
+        let dockerfile =
+            rbuild_dockerfile::parse(&source, &file_name).map_err(|e| Error::Dockerfile(e.to_string()))?;
+        let platform = req.platform.clone().unwrap_or_else(Platform::host);
+        let excludes = ignore_patterns(&req.context, req.dockerfile_contents.is_none().then_some(&dockerfile_path))?;
+        let opts = ConvertOptions {
+            build_args: req.build_args.clone(),
+            target: req.target.clone(),
+            target_platform: platform.to_string(),
+            build_platform: Platform::host().to_string(),
+            labels: req.labels.clone(),
+            no_cache: req.no_cache,
+            context_excludes: excludes,
+            created: source_date_epoch(),
+        };
+        let mut images = BTreeMap::new();
+        for (name, plat) in rbuild_dockerfile::convert::required_images(&dockerfile, &opts)
+            .map_err(|e| Error::Dockerfile(e.to_string()))?
+        {
+            let p = Platform::parse(&plat).map_err(|e| Error::Invalid(e.to_string()))?;
+            let (pinned, config) = engine.resolve_image(&name, &p, req.pull).await?;
+            images.insert((name, plat), BaseImage { reference: pinned.to_string(), config });
+        }
+        let plan = rbuild_dockerfile::convert::convert(&dockerfile, &opts, &images)
+            .map_err(|e| Error::Dockerfile(e.to_string()))?;
+        for w in &plan.warnings {
+            progress.warn(w.clone());
+        }
+        let mut contexts = BTreeMap::new();
+        contexts.insert("context".to_string(), req.context.clone());
+        let solve_opts = SolveOptions {
+            contexts,
+            secrets: req.secrets.clone(),
+            entitlements: req.entitlements.clone(),
+            progress: progress.clone(),
+            max_parallelism: self.config().max_parallelism.unwrap_or(SolveOptions::default().max_parallelism),
+            ..SolveOptions::default()
+        };
+        let solved = engine.solve(Arc::new(plan.graph), &[plan.target], solve_opts).await?;
+        let top = solved[0].snapshot().map(str::to_string);
+        let image = engine.export_image(top, plan.config, req.export.clone()).await?;
+        let bases: Vec<rbuild_oci::reference::Reference> =
+            images.values().filter_map(|b| rbuild_oci::reference::Reference::parse(&b.reference).ok()).collect();
+        let names = crate::outputs::write(&engine, &req, &image, &bases, &progress).await?;
+        Ok(BuildResult { manifest: image.manifest, config: image.config, names, warnings: plan.warnings })
+    }
+}
