@@ -115,28 +115,124 @@ pub struct LayerInfo {
     pub uncompressed_size: u64,
 }
 
+/// Size of the independently compressed blocks. Each block becomes one
+/// complete gzip member / zstd frame; decoders (Go's gzip and zstd readers,
+/// pigz, zstd, flate2's MultiGzDecoder) read concatenated members as one
+/// stream. Boundaries depend only on the uncompressed offset, so the output
+/// is the same whatever the number of cores; a layer smaller than one block
+/// is byte-identical to a plain single-stream encoding.
+const GZIP_BLOCK: usize = 1 << 20;
+const ZSTD_BLOCK: usize = 4 << 20;
+
+/// Compresses fixed-size blocks on helper threads (at most one per core in
+/// flight) while the caller keeps walking, tarring and hashing, then writes
+/// the compressed blocks in order. This is how a layer uses both cores.
+struct BlockEncoder<W: Write> {
+    out: W,
+    compression: Compression,
+    block_size: usize,
+    block: Vec<u8>,
+    inflight: std::collections::VecDeque<std::thread::JoinHandle<io::Result<Vec<u8>>>>,
+    max_inflight: usize,
+    dispatched_any: bool,
+}
+
+fn compress_block(data: &[u8], c: Compression) -> io::Result<Vec<u8>> {
+    match c {
+        Compression::None => Ok(data.to_vec()),
+        Compression::Gzip { level } => {
+            let mut enc = flate2::GzBuilder::new().write(Vec::with_capacity(data.len() / 2), flate2::Compression::new(level.min(9)));
+            enc.write_all(data)?;
+            enc.finish()
+        }
+        Compression::Zstd { level } => zstd::stream::encode_all(data, level.clamp(1, 22)),
+    }
+}
+
+impl<W: Write> BlockEncoder<W> {
+    fn new(out: W, compression: Compression) -> Self {
+        let block_size = match compression {
+            Compression::Zstd { .. } => ZSTD_BLOCK,
+            _ => GZIP_BLOCK,
+        };
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        BlockEncoder {
+            out,
+            compression,
+            block_size,
+            block: Vec::with_capacity(block_size),
+            inflight: std::collections::VecDeque::new(),
+            max_inflight: cores.clamp(1, 4),
+            dispatched_any: false,
+        }
+    }
+
+    fn drain_one(&mut self) -> io::Result<()> {
+        if let Some(h) = self.inflight.pop_front() {
+            let bytes = h.join().map_err(|_| io::Error::other("compression thread panicked"))??;
+            self.out.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self) -> io::Result<()> {
+        while self.inflight.len() >= self.max_inflight {
+            self.drain_one()?;
+        }
+        let data = std::mem::replace(&mut self.block, Vec::with_capacity(self.block_size));
+        let c = self.compression;
+        let handle = std::thread::Builder::new()
+            .name("rbuild-compress".into())
+            .spawn(move || compress_block(&data, c))?;
+        self.inflight.push_back(handle);
+        self.dispatched_any = true;
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        if !self.block.is_empty() || !self.dispatched_any {
+            self.dispatch()?;
+        }
+        while !self.inflight.is_empty() {
+            self.drain_one()?;
+        }
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for BlockEncoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.block_size - self.block.len();
+        let n = buf.len().min(room);
+        self.block.extend_from_slice(&buf[..n]);
+        if self.block.len() == self.block_size {
+            self.dispatch()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 enum Encoder<W: Write> {
     None(W),
-    Gzip(flate2::write::GzEncoder<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Blocks(BlockEncoder<W>),
 }
 
 impl<W: Write> Encoder<W> {
-    fn new(w: W, c: Compression) -> io::Result<Self> {
-        Ok(match c {
+    fn new(w: W, c: Compression) -> Self {
+        match c {
             Compression::None => Encoder::None(w),
-            Compression::Gzip { level } => {
-                Encoder::Gzip(flate2::GzBuilder::new().write(w, flate2::Compression::new(level.min(9))))
-            }
-            Compression::Zstd { level } => Encoder::Zstd(zstd::stream::write::Encoder::new(w, level.clamp(1, 22))?),
-        })
+            c => Encoder::Blocks(BlockEncoder::new(w, c)),
+        }
     }
 
     fn finish(self) -> io::Result<W> {
         match self {
             Encoder::None(w) => Ok(w),
-            Encoder::Gzip(g) => g.finish(),
-            Encoder::Zstd(z) => z.finish(),
+            Encoder::Blocks(b) => b.finish(),
         }
     }
 }
@@ -145,15 +241,13 @@ impl<W: Write> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Encoder::None(w) => w.write(buf),
-            Encoder::Gzip(g) => g.write(buf),
-            Encoder::Zstd(z) => z.write(buf),
+            Encoder::Blocks(b) => b.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Encoder::None(w) => w.flush(),
-            Encoder::Gzip(g) => g.flush(),
-            Encoder::Zstd(z) => z.flush(),
+            Encoder::Blocks(b) => b.flush(),
         }
     }
 }
@@ -165,7 +259,7 @@ const BUF: usize = 256 * 1024;
 /// ingest (which computes the blob digest and publishes atomically).
 pub fn create_layer(store: &ContentStore, dir: &Path, opts: &CreateOptions) -> Result<LayerInfo, LayerError> {
     let ingest = store.ingest(None)?;
-    let encoder = Encoder::new(BufWriter::with_capacity(BUF, ingest), opts.compression).map_err(LayerError::Compress)?;
+    let encoder = Encoder::new(BufWriter::with_capacity(BUF, ingest), opts.compression);
     let hashed = BufWriter::with_capacity(BUF, DigestWriter::new(encoder));
     let tar_opts = TarOptions { source_date_epoch: opts.source_date_epoch };
     let (hashed, _stats) = write_layer_tar(dir, hashed, &tar_opts)?;

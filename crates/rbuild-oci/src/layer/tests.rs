@@ -379,3 +379,37 @@ fn corrupt_compressed_stream_is_an_error() {
         Err(LayerError::UnsupportedMediaType(_))
     ));
 }
+
+#[test]
+fn multi_block_layers_decode_with_standard_tools() {
+    let t = tempfile::tempdir().unwrap();
+    let upper = t.path().join("upper");
+    fs::create_dir(&upper).unwrap();
+    // ~9 MiB of mixed, partly compressible data: several gzip and zstd blocks.
+    let mut data = Vec::with_capacity(9 << 20);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while data.len() < 9 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let bytes = x.to_le_bytes();
+        data.extend_from_slice(if x.is_multiple_of(3) { b"the same words again " } else { &bytes[..] });
+    }
+    fs::write(upper.join("big"), &data).unwrap();
+    let store = ContentStore::open(&t.path().join("store")).unwrap();
+    for (compression, cli) in [(Compression::Gzip { level: 1 }, "gzip"), (Compression::Zstd { level: 1 }, "zstd")] {
+        let opts = CreateOptions { compression, ..Default::default() };
+        let info = create_layer(&store, &upper, &opts).unwrap();
+        assert_eq!(create_layer(&store, &upper, &opts).unwrap(), info, "{cli}: not deterministic");
+        let out = t.path().join(format!("out-{cli}"));
+        fs::create_dir(&out).unwrap();
+        let stats = apply_layer(store.open_blob(&info.descriptor.digest).unwrap(), &info.descriptor.media_type, &out, &ApplyOptions::default()).unwrap();
+        assert_eq!(stats.diff_id, info.diff_id);
+        assert_eq!(Digest::sha256(&fs::read(out.join("big")).unwrap()), Digest::sha256(&data));
+        if std::process::Command::new(cli).arg("--version").output().is_ok() {
+            let o = std::process::Command::new(cli).arg("-dc").arg(store.path(&info.descriptor.digest)).output().unwrap();
+            assert!(o.status.success(), "{cli} -dc failed: {}", String::from_utf8_lossy(&o.stderr));
+            assert_eq!(Digest::sha256(&o.stdout), info.diff_id, "{cli} -dc gives a different tar");
+        }
+    }
+}
