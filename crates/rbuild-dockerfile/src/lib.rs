@@ -45,14 +45,17 @@
 mod ast;
 mod error;
 mod flags;
+pub mod ignore;
 mod instructions;
 pub mod mounts;
 pub mod shell;
 mod shell_pattern;
 pub mod syntax;
+pub mod convert;
 
 pub use ast::*;
 pub use error::{ParseError, Span};
+pub use ignore::{parse_dockerignore, IgnoreError, IgnoreMatcher, IgnorePattern};
 pub use mounts::{CacheSharing, MountError, MountSpec, MountType};
 pub use shell::{expand_word, expand_word_with_matches, expand_words, referenced_variables, ExpandError, Expansion, ShellLexer};
 pub use shell_pattern::PatternError;
