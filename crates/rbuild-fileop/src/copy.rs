@@ -61,6 +61,9 @@ pub struct CopyOptions {
     pub preserve_mtime: bool,
     /// Force every copied entry's times (`SOURCE_DATE_EPOCH`, `--link`).
     pub timestamp: Option<SystemTime>,
+    /// `ADD`: a source that is a tar archive (plain, gzip, zstd) is
+    /// extracted into `dest` (made a directory) instead of copied.
+    pub unpack_archives: bool,
 }
 
 impl CopyOptions {
@@ -111,6 +114,8 @@ pub enum CopyError {
     ReplaceDirWithFile { path: String },
     #[error("cannot copy a directory to non-directory `{path}`")]
     CopyDirToNonDir { path: String },
+    #[error("`{path}` is a {compression} archive, which ADD cannot unpack yet (supported: tar, tar.gz, tar.zst)")]
+    UnsupportedArchive { path: String, compression: String },
     #[error(transparent)]
     Pattern(#[from] PatternError),
     #[error("{op} `{path}`")]
@@ -257,6 +262,22 @@ impl Ctx<'_> {
         let st = rustix::fs::statat(&src_dir, &src_name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|_| CopyError::NotFound { path: shown.clone() })?;
         let src_is_dir = is_dir(&st);
+        if opts.unpack_archives && FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
+            let fd = rustix::fs::openat(&src_dir, &src_name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
+                .map_err(errno("open", &shown))?;
+            let mut file = std::fs::File::from(fd);
+            if let Some(c) = crate::unpack::detect(&mut file, &shown)? {
+                let dfd = self.mkdir_parents(dest_canon, &shown)?;
+                let s = crate::unpack::extract(&mut file, c, dfd, self.plan.chown, &shown)?;
+                self.stats.files += s.files;
+                self.stats.dirs += s.dirs;
+                self.stats.symlinks += s.symlinks;
+                self.stats.hardlinks += s.hardlinks;
+                self.stats.special += s.special;
+                self.stats.bytes += s.bytes;
+                return Ok(());
+            }
+        }
 
         // Where does it go?
         let mut target: Vec<OsString> = dest_canon.to_vec();

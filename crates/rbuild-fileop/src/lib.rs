@@ -20,6 +20,7 @@ pub mod ops;
 pub mod pattern;
 mod root;
 mod select;
+mod unpack;
 pub mod users;
 pub mod walk;
 

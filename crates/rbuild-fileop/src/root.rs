@@ -70,6 +70,12 @@ impl Root {
         Ok(Root { fd, path: path.to_path_buf() })
     }
 
+    /// Use an already open directory as a root (e.g. the target of an
+    /// archive extraction); `shown` names it in messages.
+    pub(crate) fn from_fd(fd: OwnedFd, shown: &str) -> Root {
+        Root { fd, path: PathBuf::from(shown) }
+    }
+
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
