@@ -37,11 +37,16 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
     // RBUILD_BENCH_DIR picks the filesystem (e.g. /dev/shm to leave the disk out).
-    let base = std::env::var_os("RBUILD_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let base = std::env::var_os("RBUILD_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     let ctx = tempfile::tempdir_in(&base).unwrap();
     let (bytes, made) = time(|| make_tree(ctx.path()));
     let files = DIRS * FILES_PER_DIR;
-    println!("tree: {files} files in {DIRS} dirs, {:.1} MiB, created in {made:.2?}", bytes as f64 / 1048576.0);
+    println!(
+        "tree: {files} files in {DIRS} dirs, {:.1} MiB, created in {made:.2?}",
+        bytes as f64 / 1048576.0
+    );
 
     let srcs = vec![".".to_string()];
     let mut opts = CopyOptions::dockerfile();
@@ -71,7 +76,10 @@ fn main() {
         warm.push(t);
     }
     println!("hash_selection, filling the stat cache: {fill:.2?}");
-    println!("hash_selection, warm stat cache: best {:.2?} of {warm:.2?}", warm.iter().min().copied().unwrap_or_default());
+    println!(
+        "hash_selection, warm stat cache: best {:.2?} of {warm:.2?}",
+        warm.iter().min().copied().unwrap_or_default()
+    );
 
     // One-file edit: only that file is read again.
     let edited = ctx.path().join("pkg100/src/file050.rs");

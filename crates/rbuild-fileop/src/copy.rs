@@ -106,7 +106,9 @@ pub enum CopyError {
     NotFound { path: String },
     #[error("no source files were specified")]
     NoSources,
-    #[error("when using COPY with more than one source file, the destination must be a directory and end with a / (destination `{dest}`)")]
+    #[error(
+        "when using COPY with more than one source file, the destination must be a directory and end with a / (destination `{dest}`)"
+    )]
     DestNotDir { dest: String },
     #[error("parent of destination `{dest}` does not exist")]
     DestParentMissing { dest: String },
@@ -114,7 +116,9 @@ pub enum CopyError {
     ReplaceDirWithFile { path: String },
     #[error("cannot copy a directory to non-directory `{path}`")]
     CopyDirToNonDir { path: String },
-    #[error("`{path}` is a {compression} archive, which ADD cannot unpack yet (supported: tar, tar.gz, tar.zst)")]
+    #[error(
+        "`{path}` is a {compression} archive, which ADD cannot unpack yet (supported: tar, tar.gz, tar.zst)"
+    )]
     UnsupportedArchive { path: String, compression: String },
     #[error(transparent)]
     Pattern(#[from] PatternError),
@@ -127,7 +131,10 @@ pub enum CopyError {
     },
 }
 
-pub(crate) fn io_err(op: &'static str, path: impl AsRef<OsStr>) -> impl FnOnce(io::Error) -> CopyError {
+pub(crate) fn io_err(
+    op: &'static str,
+    path: impl AsRef<OsStr>,
+) -> impl FnOnce(io::Error) -> CopyError {
     let path = Path::new(path.as_ref()).to_string_lossy().into_owned();
     move |source| CopyError::Io { op, path, source }
 }
@@ -146,45 +153,86 @@ pub fn copy(
     dest: &str,
     opts: &CopyOptions,
 ) -> Result<CopyStats, CopyError> {
-    let src = Root::open(src_root).map_err(|source| CopyError::OpenRoot { path: src_root.into(), source })?;
-    let dst = Root::open(dest_root).map_err(|source| CopyError::OpenRoot { path: dest_root.into(), source })?;
+    let src = Root::open(src_root).map_err(|source| CopyError::OpenRoot {
+        path: src_root.into(),
+        source,
+    })?;
+    let dst = Root::open(dest_root).map_err(|source| CopyError::OpenRoot {
+        path: dest_root.into(),
+        source,
+    })?;
     let excludes = ExcludeMatcher::new(&opts.exclude)?;
     if sources.is_empty() {
         return Err(CopyError::NoSources);
     }
-    let selected =
-        expand_sources(&src, sources, opts.allow_wildcard, opts.allow_empty_wildcard, opts.follow_symlinks, &excludes)?;
+    let selected = expand_sources(
+        &src,
+        sources,
+        opts.allow_wildcard,
+        opts.allow_empty_wildcard,
+        opts.follow_symlinks,
+        &excludes,
+    )?;
     if selected.is_empty() {
         if opts.allow_empty_wildcard {
             return Ok(CopyStats::default());
         }
-        return Err(CopyError::NotFound { path: sources.join(" ") });
+        return Err(CopyError::NotFound {
+            path: sources.join(" "),
+        });
     }
 
     let dest_comps = clean(OsStr::new(dest));
-    let dir_syntax = dest.is_empty() || dest.ends_with('/') || dest.ends_with("/.") || dest_comps.is_empty();
+    let dir_syntax =
+        dest.is_empty() || dest.ends_with('/') || dest.ends_with("/.") || dest_comps.is_empty();
     let plan = MetaPlan {
         chown: opts.chown,
         chmod: opts.chmod.as_ref(),
         timestamp: opts.timestamp,
         preserve_mtime: opts.preserve_mtime,
     };
-    let mut cx = Ctx { src: &src, dst: &dst, plan, excludes: &excludes, links: HashMap::new(), created: Vec::new(), stats: CopyStats::default() };
+    let mut cx = Ctx {
+        src: &src,
+        dst: &dst,
+        plan,
+        excludes: &excludes,
+        links: HashMap::new(),
+        created: Vec::new(),
+        stats: CopyStats::default(),
+    };
+
+    // Several sources need a directory: checked before anything is created.
+    if (selected.len() > 1 || opts.parents) && !dir_syntax {
+        let (canon, _) = dst
+            .canonicalize(join(&dest_comps).as_os_str(), true)
+            .map_err(io_err("resolve", dest))?;
+        if !stat_in(&dst, &canon).is_some_and(|s| is_dir(&s)) {
+            return Err(CopyError::DestNotDir {
+                dest: dest.to_string(),
+            });
+        }
+    }
 
     // Parents of the destination (or the destination itself for `dir/`).
-    let ensure: &[OsString] = if dir_syntax { &dest_comps } else { &dest_comps[..dest_comps.len().saturating_sub(1)] };
-    let (ensure_canon, exists) = dst.canonicalize(join(ensure).as_os_str(), true).map_err(io_err("resolve", dest))?;
+    let ensure: &[OsString] = if dir_syntax {
+        &dest_comps
+    } else {
+        &dest_comps[..dest_comps.len().saturating_sub(1)]
+    };
+    let (ensure_canon, exists) = dst
+        .canonicalize(join(ensure).as_os_str(), true)
+        .map_err(io_err("resolve", dest))?;
     if opts.create_dest_path {
         cx.mkdir_parents(&ensure_canon, dest)?;
     } else if !exists {
-        return Err(CopyError::DestParentMissing { dest: dest.to_string() });
+        return Err(CopyError::DestParentMissing {
+            dest: dest.to_string(),
+        });
     }
-
-    let (dest_canon, _) = dst.canonicalize(join(&dest_comps).as_os_str(), true).map_err(io_err("resolve", dest))?;
-    let dest_is_dir = stat_in(&dst, &dest_canon).is_some_and(|s| is_dir(&s));
-    if (selected.len() > 1 || opts.parents) && !dir_syntax && !dest_is_dir {
-        return Err(CopyError::DestNotDir { dest: dest.to_string() });
-    }
+    // Resolved again: creating the parents may have realised a dangling link.
+    let (dest_canon, _) = dst
+        .canonicalize(join(&dest_comps).as_os_str(), true)
+        .map_err(io_err("resolve", dest))?;
     for sel in &selected {
         cx.copy_selected(sel, &dest_canon, opts)?;
     }
@@ -240,31 +288,52 @@ impl Ctx<'_> {
             }
             Ok(())
         };
-        self.dst.mkdir_all(canon, 0o755, &mut on_create).map_err(io_err("create directory", dest))
+        self.dst
+            .mkdir_all(canon, 0o755, &mut on_create)
+            .map_err(io_err("create directory", dest))
     }
 
     /// With a forced timestamp, directories created for the destination got
     /// their mtime bumped by later entries; set it again, deepest first.
     fn fix_created_times(&mut self) -> Result<(), CopyError> {
-        let Some(t) = self.plan.timestamp else { return Ok(()) };
+        let Some(t) = self.plan.timestamp else {
+            return Ok(());
+        };
         let ts = crate::meta::timestamps(t);
         for comps in self.created.iter().rev() {
             let shown = join(comps);
-            let fd = self.dst.open_canonical(comps, OFlags::RDONLY | OFlags::DIRECTORY).map_err(io_err("open directory", &shown))?;
+            let fd = self
+                .dst
+                .open_canonical(comps, OFlags::RDONLY | OFlags::DIRECTORY)
+                .map_err(io_err("open directory", &shown))?;
             rustix::fs::futimens(&fd, &ts).map_err(errno("set times", &shown))?;
         }
         Ok(())
     }
 
-    fn copy_selected(&mut self, sel: &Selected, dest_canon: &[OsString], opts: &CopyOptions) -> Result<(), CopyError> {
+    fn copy_selected(
+        &mut self,
+        sel: &Selected,
+        dest_canon: &[OsString],
+        opts: &CopyOptions,
+    ) -> Result<(), CopyError> {
         let shown = join(&sel.named).to_string_lossy().into_owned();
         let (src_dir, src_name) = self.src_parent(&sel.canon, &shown)?;
-        let st = rustix::fs::statat(&src_dir, &src_name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|_| CopyError::NotFound { path: shown.clone() })?;
+        let st =
+            rustix::fs::statat(&src_dir, &src_name, AtFlags::SYMLINK_NOFOLLOW).map_err(|_| {
+                CopyError::NotFound {
+                    path: shown.clone(),
+                }
+            })?;
         let src_is_dir = is_dir(&st);
         if opts.unpack_archives && FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
-            let fd = rustix::fs::openat(&src_dir, &src_name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
-                .map_err(errno("open", &shown))?;
+            let fd = rustix::fs::openat(
+                &src_dir,
+                &src_name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(errno("open", &shown))?;
             let mut file = std::fs::File::from(fd);
             if let Some(c) = crate::unpack::detect(&mut file, &shown)? {
                 let dfd = self.mkdir_parents(dest_canon, &shown)?;
@@ -288,14 +357,23 @@ impl Ctx<'_> {
             }
         } else {
             let dest_st = stat_in(self.dst, dest_canon);
-            let base = sel.named.last().cloned().unwrap_or_else(|| OsString::from("."));
+            let base = sel
+                .named
+                .last()
+                .cloned()
+                .unwrap_or_else(|| OsString::from("."));
             if ((!opts.dir_contents_only && src_is_dir && dest_st.is_some())
                 || (!src_is_dir && dest_st.as_ref().is_some_and(is_dir)))
-                && base != "." {
-                    target.push(base);
-                }
+                && base != "."
+            {
+                target.push(base);
+            }
             let parent_only = !(opts.dir_contents_only && src_is_dir && dest_st.is_none());
-            let ensure = if parent_only { &target[..target.len().saturating_sub(1)] } else { &target[..] };
+            let ensure = if parent_only {
+                &target[..target.len().saturating_sub(1)]
+            } else {
+                &target[..]
+            };
             let ensure = ensure.to_vec();
             self.mkdir_parents(&ensure, &shown)?;
         }
@@ -309,13 +387,21 @@ impl Ctx<'_> {
             return self.copy_dir_children(&sfd, &dfd, &[], "", &shown);
         };
         let parent = &target[..target.len() - 1];
-        let dparent = self.dst.open_dir(parent).map_err(io_err("open directory", join(parent)))?;
+        let dparent = self
+            .dst
+            .open_dir(parent)
+            .map_err(io_err("open directory", join(parent)))?;
         self.copy_entry(&src_dir, &src_name, &st, &dparent, parent, &name, "", false)
     }
 
     /// `--parents`: create `target/rel[..-1]` from the source's own parent
     /// directories (their mode, owner or `--chown`, times) and push `rel`.
-    fn make_parent_dirs(&mut self, sel: &Selected, target: &mut Vec<OsString>, rel: &[OsString]) -> Result<(), CopyError> {
+    fn make_parent_dirs(
+        &mut self,
+        sel: &Selected,
+        target: &mut Vec<OsString>,
+        rel: &[OsString],
+    ) -> Result<(), CopyError> {
         let mut src_prefix: Vec<OsString> = sel.named[..sel.pivot.min(sel.named.len())].to_vec();
         for (i, comp) in rel.iter().enumerate() {
             src_prefix.push(comp.clone());
@@ -323,7 +409,10 @@ impl Ctx<'_> {
             if i + 1 == rel.len() {
                 break;
             }
-            let (canon, _) = self.src.canonicalize(join(&src_prefix).as_os_str(), true).map_err(io_err("resolve", join(&src_prefix)))?;
+            let (canon, _) = self
+                .src
+                .canonicalize(join(&src_prefix).as_os_str(), true)
+                .map_err(io_err("resolve", join(&src_prefix)))?;
             let sst = stat_in(self.src, &canon);
             let parent = &target[..target.len() - 1];
             let pfd = self.mkdir_parents(parent, &join(parent).to_string_lossy())?;
@@ -331,7 +420,9 @@ impl Ctx<'_> {
                 Ok(()) => {
                     if let Some(sst) = sst {
                         let dfd = open_dir_rw(pfd.as_fd(), comp, &join(target).to_string_lossy())?;
-                        self.plan.apply_fd(dfd.as_fd(), &sst, true).map_err(io_err("set metadata", join(&*target)))?;
+                        self.plan
+                            .apply_fd(dfd.as_fd(), &sst, true)
+                            .map_err(io_err("set metadata", join(&*target)))?;
                     }
                 }
                 Err(rustix::io::Errno::EXIST) => {}
@@ -342,10 +433,16 @@ impl Ctx<'_> {
     }
 
     /// Open the parent of a canonical source path; returns it and the name.
-    fn src_parent(&self, canon: &[OsString], shown: &str) -> Result<(OwnedFd, OsString), CopyError> {
+    fn src_parent(
+        &self,
+        canon: &[OsString],
+        shown: &str,
+    ) -> Result<(OwnedFd, OsString), CopyError> {
         match canon.split_last() {
             Some((name, parent)) => {
-                let fd = self.src.open_dir(parent).map_err(|_| CopyError::NotFound { path: shown.to_string() })?;
+                let fd = self.src.open_dir(parent).map_err(|_| CopyError::NotFound {
+                    path: shown.to_string(),
+                })?;
                 Ok((fd, name.clone()))
             }
             None => {
@@ -381,24 +478,39 @@ impl Ctx<'_> {
         // Replace whatever non-directory is there.
         match rustix::fs::statat(ddir, dname, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(d) if is_dir(&d) => return Err(CopyError::ReplaceDirWithFile { path: shown_dst }),
-            Ok(_) => rustix::fs::unlinkat(ddir, dname, AtFlags::empty()).map_err(errno("remove", &shown_dst))?,
+            Ok(_) => rustix::fs::unlinkat(ddir, dname, AtFlags::empty())
+                .map_err(errno("remove", &shown_dst))?,
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(errno("stat", &shown_dst)(e)),
         }
         match ft {
-            FileType::RegularFile => self.copy_file(sdir, sname, st, ddir, dparent, dname, &shown_dst),
+            FileType::RegularFile => {
+                self.copy_file(sdir, sname, st, ddir, dparent, dname, &shown_dst)
+            }
             FileType::Symlink => {
-                let target = rustix::fs::readlinkat(sdir, sname, Vec::new()).map_err(errno("read link", rel))?;
-                rustix::fs::symlinkat(target.as_c_str(), ddir, dname).map_err(errno("create symlink", &shown_dst))?;
-                self.plan.apply_symlink(ddir.as_fd(), dname, st).map_err(io_err("set metadata", &shown_dst))?;
+                let target = rustix::fs::readlinkat(sdir, sname, Vec::new())
+                    .map_err(errno("read link", rel))?;
+                rustix::fs::symlinkat(target.as_c_str(), ddir, dname)
+                    .map_err(errno("create symlink", &shown_dst))?;
+                self.plan
+                    .apply_symlink(ddir.as_fd(), dname, st)
+                    .map_err(io_err("set metadata", &shown_dst))?;
                 self.stats.symlinks += 1;
                 Ok(())
             }
             _ => {
                 let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-                rustix::fs::mknodat(ddir, dname, kind, Mode::from_raw_mode(st.st_mode & 0o7777), st.st_rdev)
-                    .map_err(errno("create node", &shown_dst))?;
-                self.plan.apply_node(ddir.as_fd(), dname, st).map_err(io_err("set metadata", &shown_dst))?;
+                rustix::fs::mknodat(
+                    ddir,
+                    dname,
+                    kind,
+                    Mode::from_raw_mode(st.st_mode & 0o7777),
+                    st.st_rdev,
+                )
+                .map_err(errno("create node", &shown_dst))?;
+                self.plan
+                    .apply_node(ddir.as_fd(), dname, st)
+                    .map_err(io_err("set metadata", &shown_dst))?;
                 self.stats.special += 1;
                 Ok(())
             }
@@ -418,18 +530,31 @@ impl Ctx<'_> {
     ) -> Result<(), CopyError> {
         let key = (st.st_dev, st.st_ino);
         if st.st_nlink > 1
-            && let Some(first) = self.links.get(&key) {
-                let (fname, fparent) = first.split_last().expect("stored link paths are non-empty");
-                let fdir = self.dst.open_dir(fparent).map_err(io_err("open directory", join(fparent)))?;
-                rustix::fs::linkat(&fdir, fname, ddir, dname, AtFlags::empty()).map_err(errno("create hard link", shown_dst))?;
-                self.stats.hardlinks += 1;
-                return Ok(());
-            }
-        let sfd = rustix::fs::openat(sdir, sname, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
-            .map_err(errno("open", sname))?;
+            && let Some(first) = self.links.get(&key)
+        {
+            let (fname, fparent) = first.split_last().expect("stored link paths are non-empty");
+            let fdir = self
+                .dst
+                .open_dir(fparent)
+                .map_err(io_err("open directory", join(fparent)))?;
+            rustix::fs::linkat(&fdir, fname, ddir, dname, AtFlags::empty())
+                .map_err(errno("create hard link", shown_dst))?;
+            self.stats.hardlinks += 1;
+            return Ok(());
+        }
+        let sfd = rustix::fs::openat(
+            sdir,
+            sname,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno("open", sname))?;
         let fst = rustix::fs::fstat(&sfd).map_err(errno("stat", sname))?;
-        if fst.st_ino != st.st_ino || FileType::from_raw_mode(fst.st_mode) != FileType::RegularFile {
-            return Err(io_err("source changed while copying", sname)(io::Error::from_raw_os_error(libc::ESTALE)));
+        if fst.st_ino != st.st_ino || FileType::from_raw_mode(fst.st_mode) != FileType::RegularFile
+        {
+            return Err(io_err("source changed while copying", sname)(
+                io::Error::from_raw_os_error(libc::ESTALE),
+            ));
         }
         let dfd = rustix::fs::openat(
             ddir,
@@ -438,9 +563,13 @@ impl Ctx<'_> {
             Mode::from_raw_mode(0o600),
         )
         .map_err(errno("create", shown_dst))?;
-        let n = crate::meta::copy_contents(sfd.as_fd(), dfd.as_fd(), fst.st_size as u64).map_err(io_err("copy", shown_dst))?;
-        crate::meta::copy_xattrs(sfd.as_fd(), dfd.as_fd()).map_err(io_err("copy xattrs", shown_dst))?;
-        self.plan.apply_fd(dfd.as_fd(), &fst, false).map_err(io_err("set metadata", shown_dst))?;
+        let n = crate::meta::copy_contents(sfd.as_fd(), dfd.as_fd(), fst.st_size as u64)
+            .map_err(io_err("copy", shown_dst))?;
+        crate::meta::copy_xattrs(sfd.as_fd(), dfd.as_fd())
+            .map_err(io_err("copy xattrs", shown_dst))?;
+        self.plan
+            .apply_fd(dfd.as_fd(), &fst, false)
+            .map_err(io_err("set metadata", shown_dst))?;
         if st.st_nlink > 1 {
             let mut p = dparent.to_vec();
             p.push(dname.to_os_string());
@@ -468,7 +597,8 @@ impl Ctx<'_> {
             Ok(d) if is_dir(&d) => false,
             Ok(_) => return Err(CopyError::CopyDirToNonDir { path: shown_dst }),
             Err(rustix::io::Errno::NOENT) => {
-                rustix::fs::mkdirat(ddir, dname, Mode::from_raw_mode(0o700)).map_err(errno("create directory", &shown_dst))?;
+                rustix::fs::mkdirat(ddir, dname, Mode::from_raw_mode(0o700))
+                    .map_err(errno("create directory", &shown_dst))?;
                 self.stats.dirs += 1;
                 true
             }
@@ -481,16 +611,31 @@ impl Ctx<'_> {
         self.copy_dir_children(&sfd, &dfd, &here, rel, &shown_dst)?;
         // Times last: adding children changed the directory's mtime.
         if created || overwrite_meta {
-            crate::meta::copy_xattrs(sfd.as_fd(), dfd.as_fd()).map_err(io_err("copy xattrs", &shown_dst))?;
-            self.plan.apply_fd(dfd.as_fd(), st, true).map_err(io_err("set metadata", &shown_dst))?;
+            crate::meta::copy_xattrs(sfd.as_fd(), dfd.as_fd())
+                .map_err(io_err("copy xattrs", &shown_dst))?;
+            self.plan
+                .apply_fd(dfd.as_fd(), st, true)
+                .map_err(io_err("set metadata", &shown_dst))?;
         }
         Ok(())
     }
 
-    fn copy_dir_children(&mut self, sfd: &OwnedFd, dfd: &OwnedFd, here: &[OsString], rel: &str, shown: &str) -> Result<(), CopyError> {
+    fn copy_dir_children(
+        &mut self,
+        sfd: &OwnedFd,
+        dfd: &OwnedFd,
+        here: &[OsString],
+        rel: &str,
+        shown: &str,
+    ) -> Result<(), CopyError> {
         for name in read_dir_sorted(sfd).map_err(io_err("read directory", shown))? {
-            let child_rel = if rel.is_empty() { name.to_string_lossy().into_owned() } else { format!("{rel}/{}", name.to_string_lossy()) };
-            let cst = rustix::fs::statat(sfd, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(errno("stat", &child_rel))?;
+            let child_rel = if rel.is_empty() {
+                name.to_string_lossy().into_owned()
+            } else {
+                format!("{rel}/{}", name.to_string_lossy())
+            };
+            let cst = rustix::fs::statat(sfd, &name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(errno("stat", &child_rel))?;
             if !self.excludes.is_empty() && self.excludes.is_excluded(&child_rel, is_dir(&cst)) {
                 continue;
             }
@@ -502,20 +647,35 @@ impl Ctx<'_> {
 
 /// Open a source directory for reading, refusing symlinks.
 fn open_src_dir(dir: &OwnedFd, name: &OsStr, shown: &str) -> Result<OwnedFd, CopyError> {
-    rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-        .map_err(errno("open directory", shown))
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno("open directory", shown))
 }
 
 /// Open a destination directory for metadata changes, refusing symlinks.
 fn open_dir_rw(dir: BorrowedFd<'_>, name: &OsStr, shown: &str) -> Result<OwnedFd, CopyError> {
-    rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-        .map_err(errno("open directory", shown))
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno("open directory", shown))
 }
 
 /// Directory entries (without `.`/`..`) sorted bytewise: the copy order, and
 /// thus which of several hard links is "first", is deterministic.
 pub(crate) fn read_dir_sorted(fd: &impl AsFd) -> io::Result<Vec<OsString>> {
-    let dup = rustix::fs::openat(fd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let dup = rustix::fs::openat(
+        fd,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut dir = rustix::fs::Dir::read_from(&dup)?;
     let mut names = Vec::new();
     while let Some(ent) = dir.read() {

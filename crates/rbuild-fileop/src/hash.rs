@@ -69,7 +69,12 @@ pub struct SelectionOptions {
 impl SelectionOptions {
     /// What a Dockerfile `COPY` from the context selects.
     pub fn dockerfile() -> Self {
-        SelectionOptions { follow_symlinks: true, allow_wildcard: true, allow_empty_wildcard: true, ..Default::default() }
+        SelectionOptions {
+            follow_symlinks: true,
+            allow_wildcard: true,
+            allow_empty_wildcard: true,
+            ..Default::default()
+        }
     }
 }
 
@@ -132,9 +137,17 @@ pub fn hash_selection(
     opts: &SelectionOptions,
     cache: Option<&dyn StatCache>,
 ) -> Result<String, HashError> {
-    let root = Root::open(src_root).map_err(|source| HashError::OpenRoot { path: src_root.to_path_buf(), source })?;
+    let root = Root::open(src_root).map_err(|source| HashError::OpenRoot {
+        path: src_root.to_path_buf(),
+        source,
+    })?;
     let excludes = ExcludeMatcher::new(&opts.exclude)?;
-    let mut h = Hasher { sha: Sha256::new(), cache, root: &root, include_owner: opts.include_owner };
+    let mut h = Hasher {
+        sha: Sha256::new(),
+        cache,
+        root: &root,
+        include_owner: opts.include_owner,
+    };
     h.sha.update(b"rbuild-selection-v1\0");
     for raw in sources {
         h.sha.update(b"S");
@@ -171,16 +184,22 @@ impl Hasher<'_> {
         let shown = join(canon).to_string_lossy().into_owned();
         let io = |op| {
             let shown = shown.clone();
-            move |source: io::Error| HashError::Io { op, path: shown, source }
+            move |source: io::Error| HashError::Io {
+                op,
+                path: shown,
+                source,
+            }
         };
         let (parent, name) = match canon.split_last() {
             Some((n, p)) => (p, n.clone()),
             None => (&canon[..0], OsString::from(".")),
         };
         let pfd = self.root.open_dir(parent).map_err(io("open directory"))?;
-        let st = rustix::fs::statat(&pfd, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io("stat")(e.into()))?;
+        let st = rustix::fs::statat(&pfd, &name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io("stat")(e.into()))?;
         let target = if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
-            let t = rustix::fs::readlinkat(&pfd, &name, Vec::new()).map_err(|e| io("read link")(e.into()))?;
+            let t = rustix::fs::readlinkat(&pfd, &name, Vec::new())
+                .map_err(|e| io("read link")(e.into()))?;
             Some(OsStr::from_bytes(t.as_bytes()).to_os_string())
         } else {
             None
@@ -189,17 +208,26 @@ impl Hasher<'_> {
         let base = self.root_path_of(canon);
         self.record(&top, pfd.as_fd(), &name, &base)?;
         if top.kind == EntryKind::Dir {
-            let dfd = rustix::fs::openat(&pfd, &name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| io("open directory")(e.into()))?;
-            let exclude = |p: &str, is_dir: bool| !excludes.is_empty() && excludes.is_excluded(p, is_dir);
+            let dfd = rustix::fs::openat(
+                &pfd,
+                &name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io("open directory")(e.into()))?;
+            let exclude =
+                |p: &str, is_dir: bool| !excludes.is_empty() && excludes.is_excluded(p, is_dir);
             let mut err = None;
-            let mut visit = |e: &WalkEntry, dir: BorrowedFd<'_>, n: &OsStr| -> Result<(), WalkError> {
-                if let Err(x) = self.record(e, dir, n, &base) {
-                    err = Some(x);
-                    return Err(WalkError::Stopped { reason: "hash failed".into() });
-                }
-                Ok(())
-            };
+            let mut visit =
+                |e: &WalkEntry, dir: BorrowedFd<'_>, n: &OsStr| -> Result<(), WalkError> {
+                    if let Err(x) = self.record(e, dir, n, &base) {
+                        err = Some(x);
+                        return Err(WalkError::Stopped {
+                            reason: "hash failed".into(),
+                        });
+                    }
+                    Ok(())
+                };
             let res = walk_fd(&dfd, &mut Vec::new(), &exclude, &mut visit);
             if let Some(e) = err {
                 return Err(e);
@@ -218,7 +246,13 @@ impl Hasher<'_> {
     }
 
     /// Feed one entry's normalised metadata (and content digest) to the hash.
-    fn record(&mut self, e: &WalkEntry, dir: BorrowedFd<'_>, name: &OsStr, base: &Path) -> Result<(), HashError> {
+    fn record(
+        &mut self,
+        e: &WalkEntry,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        base: &Path,
+    ) -> Result<(), HashError> {
         let tag: &[u8] = match e.kind {
             EntryKind::File => b"f",
             EntryKind::Dir => b"d",
@@ -231,7 +265,11 @@ impl Hasher<'_> {
         self.sha.update(tag);
         self.sha.update(e.rel_bytes());
         self.sha.update(b"\0");
-        let perm = if e.kind == EntryKind::Symlink { 0o777 } else { e.perm };
+        let perm = if e.kind == EntryKind::Symlink {
+            0o777
+        } else {
+            e.perm
+        };
         self.sha.update(perm.to_le_bytes());
         if self.include_owner {
             self.sha.update(e.uid.to_le_bytes());
@@ -254,8 +292,18 @@ impl Hasher<'_> {
         Ok(())
     }
 
-    fn file_digest(&self, e: &WalkEntry, dir: BorrowedFd<'_>, name: &OsStr, base: &Path) -> Result<[u8; 32], HashError> {
-        let path = if e.rel_path.is_empty() { base.to_path_buf() } else { base.join(OsStr::from_bytes(e.rel_bytes())) };
+    fn file_digest(
+        &self,
+        e: &WalkEntry,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        base: &Path,
+    ) -> Result<[u8; 32], HashError> {
+        let path = if e.rel_path.is_empty() {
+            base.to_path_buf()
+        } else {
+            base.join(OsStr::from_bytes(e.rel_bytes()))
+        };
         let key = StatKey {
             path,
             size: e.size,
@@ -269,18 +317,43 @@ impl Hasher<'_> {
             return Ok(d);
         }
         let shown = key.path.to_string_lossy().into_owned();
-        let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| HashError::Io { op: "open", path: shown.clone(), source: e.into() })?;
-        let st: Stat = rustix::fs::fstat(&fd).map_err(|e| HashError::Io { op: "stat", path: shown.clone(), source: e.into() })?;
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| HashError::Io {
+            op: "open",
+            path: shown.clone(),
+            source: e.into(),
+        })?;
+        let st: Stat = rustix::fs::fstat(&fd).map_err(|e| HashError::Io {
+            op: "stat",
+            path: shown.clone(),
+            source: e.into(),
+        })?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_ino != e.ino {
-            return Err(HashError::Io { op: "file changed while hashing", path: shown, source: io::Error::from_raw_os_error(libc::ESTALE) });
+            return Err(HashError::Io {
+                op: "file changed while hashing",
+                path: shown,
+                source: io::Error::from_raw_os_error(libc::ESTALE),
+            });
         }
-        let xattrs = crate::meta::read_xattrs(fd.as_fd()).map_err(|source| HashError::Io { op: "read xattrs", path: shown.clone(), source })?;
+        let xattrs = crate::meta::read_xattrs(fd.as_fd()).map_err(|source| HashError::Io {
+            op: "read xattrs",
+            path: shown.clone(),
+            source,
+        })?;
         let mut content = Sha256::new();
         let mut f = std::fs::File::from(fd);
         let mut buf = vec![0u8; 128 * 1024];
         loop {
-            let n = f.read(&mut buf).map_err(|source| HashError::Io { op: "read", path: shown.clone(), source })?;
+            let n = f.read(&mut buf).map_err(|source| HashError::Io {
+                op: "read",
+                path: shown.clone(),
+                source,
+            })?;
             if n == 0 {
                 break;
             }

@@ -36,7 +36,10 @@ pub struct SymClause {
 impl Chmod {
     /// Parse a `--chmod` value.
     pub fn parse(spec: &str) -> Result<Chmod, ChmodError> {
-        let err = |reason| ChmodError::Invalid { spec: spec.to_string(), reason };
+        let err = |reason| ChmodError::Invalid {
+            spec: spec.to_string(),
+            reason,
+        };
         if spec.is_empty() {
             return Err(err("empty"));
         }
@@ -49,7 +52,9 @@ impl Chmod {
         }
         let mut clauses = Vec::new();
         for part in spec.split(',') {
-            let op_at = part.find(['+', '-', '=']).ok_or_else(|| err("missing `+`, `-` or `=`"))?;
+            let op_at = part
+                .find(['+', '-', '='])
+                .ok_or_else(|| err("missing `+`, `-` or `=`"))?;
             let mut who = 0u32;
             for c in part[..op_at].chars() {
                 who |= match c {
@@ -67,9 +72,11 @@ impl Chmod {
             for c in part[op_at..].chars() {
                 match c {
                     '+' | '-' | '=' => ops.push((c, String::new())),
-                    'r' | 'w' | 'x' | 'X' | 's' | 't' => {
-                        ops.last_mut().ok_or_else(|| err("permission before operator"))?.1.push(c)
-                    }
+                    'r' | 'w' | 'x' | 'X' | 's' | 't' => ops
+                        .last_mut()
+                        .ok_or_else(|| err("permission before operator"))?
+                        .1
+                        .push(c),
                     _ => return Err(err("unknown permission letter")),
                 }
             }
@@ -127,15 +134,24 @@ pub(crate) struct MetaPlan<'a> {
 /// Both times set to `t` (for a forced timestamp).
 pub(crate) fn timestamps(t: SystemTime) -> Timestamps {
     let ts = to_timespec(t);
-    Timestamps { last_access: ts, last_modification: ts }
+    Timestamps {
+        last_access: ts,
+        last_modification: ts,
+    }
 }
 
 fn to_timespec(t: SystemTime) -> Timespec {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos().into() },
+        Ok(d) => Timespec {
+            tv_sec: d.as_secs() as i64,
+            tv_nsec: d.subsec_nanos().into(),
+        },
         Err(e) => {
             let d = e.duration();
-            Timespec { tv_sec: -(d.as_secs() as i64), tv_nsec: 0 }
+            Timespec {
+                tv_sec: -(d.as_secs() as i64),
+                tv_nsec: 0,
+            }
         }
     }
 }
@@ -155,11 +171,20 @@ impl MetaPlan<'_> {
     fn times(&self, st: &Stat) -> Option<Timestamps> {
         if let Some(t) = self.timestamp {
             let ts = to_timespec(t);
-            return Some(Timestamps { last_access: ts, last_modification: ts });
+            return Some(Timestamps {
+                last_access: ts,
+                last_modification: ts,
+            });
         }
         self.preserve_mtime.then_some(Timestamps {
-            last_access: Timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec as _ },
-            last_modification: Timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec as _ },
+            last_access: Timespec {
+                tv_sec: st.st_atime,
+                tv_nsec: st.st_atime_nsec as _,
+            },
+            last_modification: Timespec {
+                tv_sec: st.st_mtime,
+                tv_nsec: st.st_mtime_nsec as _,
+            },
         })
     }
 
@@ -176,7 +201,12 @@ impl MetaPlan<'_> {
     }
 
     /// Apply owner and times to a symlink (symlinks have no mode of their own).
-    pub(crate) fn apply_symlink(&self, dir: BorrowedFd<'_>, name: &OsStr, st: &Stat) -> io::Result<()> {
+    pub(crate) fn apply_symlink(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        st: &Stat,
+    ) -> io::Result<()> {
         let (u, g) = self.owner(st);
         rustix::fs::chownat(dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW)?;
         if let Some(ts) = self.times(st) {
@@ -186,7 +216,12 @@ impl MetaPlan<'_> {
     }
 
     /// Apply owner, mode and times to a device node or FIFO we just made.
-    pub(crate) fn apply_node(&self, dir: BorrowedFd<'_>, name: &OsStr, st: &Stat) -> io::Result<()> {
+    pub(crate) fn apply_node(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        st: &Stat,
+    ) -> io::Result<()> {
         let (u, g) = self.owner(st);
         rustix::fs::chownat(dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW)?;
         rustix::fs::chmodat(dir, name, self.mode(st, false), AtFlags::empty())?;
@@ -208,7 +243,9 @@ pub(crate) fn read_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8
     let len = loop {
         match rustix::fs::flistxattr(fd, &mut names[..]) {
             Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => names.resize(names.len() * 4, 0),
+            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
+                names.resize(names.len() * 4, 0)
+            }
             Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         }
@@ -223,7 +260,9 @@ pub(crate) fn read_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8
         let n = loop {
             match rustix::fs::fgetxattr(fd, cname, &mut val[..]) {
                 Ok(n) => break Some(n),
-                Err(rustix::io::Errno::RANGE) if val.len() < 1 << 20 => val.resize(val.len() * 4, 0),
+                Err(rustix::io::Errno::RANGE) if val.len() < 1 << 20 => {
+                    val.resize(val.len() * 4, 0)
+                }
                 Err(rustix::io::Errno::NODATA) => break None,
                 Err(e) => return Err(e.into()),
             }
@@ -263,10 +302,16 @@ impl FromBytesHelper for OsStr {
 
 /// Copy a regular file's contents between open fds, with `copy_file_range`
 /// (reflinks on filesystems that support them) and a read/write fallback.
-pub(crate) fn copy_contents(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> io::Result<u64> {
+pub(crate) fn copy_contents(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    size: u64,
+) -> io::Result<u64> {
     let mut copied = 0u64;
     while copied < size {
-        let want = usize::try_from(size - copied).unwrap_or(usize::MAX).min(1 << 30);
+        let want = usize::try_from(size - copied)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
         match rustix::fs::copy_file_range(src, None, dst, None, want) {
             Ok(0) => break, // the file shrank under us
             Ok(n) => copied += n as u64,

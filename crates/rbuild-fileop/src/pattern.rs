@@ -46,7 +46,9 @@ pub fn match_path(pattern: &str, name: &str) -> Result<bool, PatternError> {
 /// consistent answer).
 fn validate(pattern: &str) -> Result<(), PatternError> {
     let p: Vec<char> = pattern.chars().collect();
-    let bad = || PatternError::BadPattern { pattern: pattern.to_string() };
+    let bad = || PatternError::BadPattern {
+        pattern: pattern.to_string(),
+    };
     let mut i = 0;
     while i < p.len() {
         match p[i] {
@@ -106,9 +108,11 @@ fn parse_class(p: &[char], start: usize, c: Option<char>) -> Option<(bool, usize
             return None;
         }
         if let Some(c) = c
-            && lo <= c && c <= hi {
-                matched = true;
-            }
+            && lo <= c
+            && c <= hi
+        {
+            matched = true;
+        }
     }
     let ok = match c {
         Some(c) => c != '/' && matched != negated,
@@ -128,7 +132,9 @@ fn class_char(p: &[char], i: usize) -> Option<(char, usize)> {
 /// Single-backtrack wildcard scan: on a mismatch, let the most recent `*`
 /// absorb one more character (never a `/`). Linear in practice, no recursion.
 fn match_chars(p: &[char], n: &[char], pattern: &str) -> Result<bool, PatternError> {
-    let bad = || PatternError::BadPattern { pattern: pattern.to_string() };
+    let bad = || PatternError::BadPattern {
+        pattern: pattern.to_string(),
+    };
     let (mut pi, mut ni) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None; // (pattern index after `*`, name index)
     loop {
@@ -200,7 +206,11 @@ impl ExcludeMatcher {
                     validate(c)?;
                 }
             }
-            out.push(ExcludePattern { text: comps.join("/"), comps, negated });
+            out.push(ExcludePattern {
+                text: comps.join("/"),
+                comps,
+                negated,
+            });
         }
         Ok(Self { patterns: out })
     }
@@ -212,7 +222,10 @@ impl ExcludeMatcher {
 
     /// Is `path` (relative, `/`-separated) excluded?
     pub fn is_excluded(&self, path: &str, is_dir: bool) -> bool {
-        let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+        let comps: Vec<&str> = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
         let mut excluded = false;
         for pat in &self.patterns {
             if pat.negated == excluded && matches_prefix(&pat.comps, &comps) {
@@ -222,7 +235,9 @@ impl ExcludeMatcher {
         if excluded && is_dir {
             // Keep walking a directory that a later `!` pattern reaches into.
             let prefix = format!("{}/", comps.join("/"));
-            if self.patterns.iter().any(|p| p.negated && (p.text.starts_with(&prefix) || p.comps.iter().any(|c| c == "**"))) {
+            if self.patterns.iter().any(|p| {
+                p.negated && (p.text.starts_with(&prefix) || p.comps.iter().any(|c| c == "**"))
+            }) {
                 return false;
             }
         }
@@ -317,7 +332,8 @@ mod tests {
 
     #[test]
     fn exclude_table() {
-        let m = ExcludeMatcher::new(&["*.log", "build", "docs/**/*.md", "!docs/keep.md", "/abs"]).unwrap();
+        let m = ExcludeMatcher::new(&["*.log", "build", "docs/**/*.md", "!docs/keep.md", "/abs"])
+            .unwrap();
         let cases: &[(&str, bool, bool)] = &[
             ("a.log", false, true),
             ("sub/a.log", false, false),
@@ -336,9 +352,12 @@ mod tests {
         let m = ExcludeMatcher::new(&["**/*.tmp", "node_modules", "!node_modules/keep"]).unwrap();
         assert!(m.is_excluded("a/b/c.tmp", false));
         assert!(m.is_excluded("c.tmp", false));
-        assert!(!m.is_excluded("node_modules", true), "descend for the exception");
+        assert!(
+            !m.is_excluded("node_modules", true),
+            "descend for the exception"
+        );
         assert!(m.is_excluded("node_modules/other", false));
         assert!(!m.is_excluded("node_modules/keep", false));
-        assert!(ExcludeMatcher::new(&["a[" ]).is_err());
+        assert!(ExcludeMatcher::new(&["a["]).is_err());
     }
 }

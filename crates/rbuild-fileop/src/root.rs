@@ -66,14 +66,24 @@ impl Root {
     /// Open `path` as a root. The root itself may be reached through symlinks
     /// (it is chosen by the caller, not by hostile input).
     pub(crate) fn open(path: &Path) -> io::Result<Root> {
-        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-        Ok(Root { fd, path: path.to_path_buf() })
+        let fd = rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Root {
+            fd,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Use an already open directory as a root (e.g. the target of an
     /// archive extraction); `shown` names it in messages.
     pub(crate) fn from_fd(fd: OwnedFd, shown: &str) -> Root {
-        Root { fd, path: PathBuf::from(shown) }
+        Root {
+            fd,
+            path: PathBuf::from(shown),
+        }
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
@@ -88,7 +98,11 @@ impl Root {
     /// component when `follow_last`). Components after the first missing one
     /// are kept lexically. Returns the symlink-free components and whether
     /// the full path exists.
-    pub(crate) fn canonicalize(&self, path: &OsStr, follow_last: bool) -> io::Result<(Vec<OsString>, bool)> {
+    pub(crate) fn canonicalize(
+        &self,
+        path: &OsStr,
+        follow_last: bool,
+    ) -> io::Result<(Vec<OsString>, bool)> {
         let mut queue: Vec<OsString> = split(path);
         queue.reverse(); // pop from the end = next component
         let mut stack: Vec<OsString> = Vec::new();

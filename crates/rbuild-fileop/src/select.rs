@@ -38,21 +38,38 @@ pub(crate) fn expand_sources(
     let mut out = Vec::new();
     for raw in sources {
         if raw.contains('\0') {
-            return Err(CopyError::NotFound { path: raw.escape_debug().to_string() });
+            return Err(CopyError::NotFound {
+                path: raw.escape_debug().to_string(),
+            });
         }
         let (pivot, joined) = match raw.find("/./") {
-            Some(i) => (clean(OsStr::new(&raw[..i])).len(), format!("{}/{}", &raw[..i], &raw[i + 3..])),
+            Some(i) => (
+                clean(OsStr::new(&raw[..i])).len(),
+                format!("{}/{}", &raw[..i], &raw[i + 3..]),
+            ),
             None => (0, raw.clone()),
         };
         let named = clean(OsStr::new(&joined));
-        let wild_at = if allow_wildcard { named.iter().position(|c| has_wildcard(&c.to_string_lossy())) } else { None };
+        let wild_at = if allow_wildcard {
+            named
+                .iter()
+                .position(|c| has_wildcard(&c.to_string_lossy()))
+        } else {
+            None
+        };
         match wild_at {
             None => {
-                let (canon, exists) = src.canonicalize(join(&named).as_os_str(), follow).map_err(|_| not_found(raw))?;
+                let (canon, exists) = src
+                    .canonicalize(join(&named).as_os_str(), follow)
+                    .map_err(|_| not_found(raw))?;
                 if !exists {
                     return Err(not_found(raw));
                 }
-                out.push(Selected { named, canon, pivot });
+                out.push(Selected {
+                    named,
+                    canon,
+                    pivot,
+                });
             }
             Some(k) => {
                 let before = out.len();
@@ -67,7 +84,9 @@ pub(crate) fn expand_sources(
 }
 
 fn not_found(raw: &str) -> CopyError {
-    CopyError::NotFound { path: raw.to_string() }
+    CopyError::NotFound {
+        path: raw.to_string(),
+    }
 }
 
 /// Match `named[k..]` component-wise below `named[..k]`. A `*` never crosses
@@ -84,7 +103,10 @@ fn expand_wildcard(
     out: &mut Vec<Selected>,
 ) -> Result<(), CopyError> {
     let base = &named[..k];
-    let pattern: Vec<String> = named[k..].iter().map(|c| c.to_string_lossy().into_owned()).collect();
+    let pattern: Vec<String> = named[k..]
+        .iter()
+        .map(|c| c.to_string_lossy().into_owned())
+        .collect();
     for p in &pattern {
         match_path(p, "")?; // surface syntax errors even when nothing is walked
     }
@@ -94,7 +116,10 @@ fn expand_wildcard(
     if !exists {
         return Ok(());
     }
-    let Ok(base_fd) = src.open_canonical(&base_canon, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY) else {
+    let Ok(base_fd) = src.open_canonical(
+        &base_canon,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+    ) else {
         return Ok(()); // not a directory: nothing below it can match
     };
     let mut rels: Vec<Vec<OsString>> = Vec::new();
@@ -109,15 +134,26 @@ fn expand_wildcard(
                 continue;
             }
         }
-        let (canon, exists) = src.canonicalize(join(&full).as_os_str(), follow).map_err(io_err("resolve", join(&full)))?;
+        let (canon, exists) = src
+            .canonicalize(join(&full).as_os_str(), follow)
+            .map_err(io_err("resolve", join(&full)))?;
         if exists {
-            out.push(Selected { named: full, canon, pivot });
+            out.push(Selected {
+                named: full,
+                canon,
+                pivot,
+            });
         }
     }
     Ok(())
 }
 
-fn walk_match(dir: &OwnedFd, pattern: &[String], prefix: &mut Vec<OsString>, out: &mut Vec<Vec<OsString>>) -> Result<(), CopyError> {
+fn walk_match(
+    dir: &OwnedFd,
+    pattern: &[String],
+    prefix: &mut Vec<OsString>,
+    out: &mut Vec<Vec<OsString>>,
+) -> Result<(), CopyError> {
     let depth = prefix.len();
     let shown = join(prefix);
     for name in read_dir_sorted(dir).map_err(io_err("read directory", &shown))? {
@@ -129,12 +165,16 @@ fn walk_match(dir: &OwnedFd, pattern: &[String], prefix: &mut Vec<OsString>, out
         if depth + 1 == pattern.len() {
             out.push(prefix.clone());
         } else {
-            let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(io_err_errno(&shown))?;
+            let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(io_err_errno(&shown))?;
             if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
                 let sub = rustix::fs::openat(
                     dir,
                     &name,
-                    rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::OFlags::RDONLY
+                        | rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::NOFOLLOW
+                        | rustix::fs::OFlags::CLOEXEC,
                     rustix::fs::Mode::empty(),
                 )
                 .map_err(io_err_errno(&shown))?;

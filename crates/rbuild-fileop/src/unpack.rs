@@ -48,7 +48,9 @@ fn decompress<'a>(file: &'a mut std::fs::File, c: Compression) -> io::Result<Box
         Compression::None => Box::new(BufReader::new(file)),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
-        Compression::Bzip2 | Compression::Xz => return Err(io::Error::other("unsupported compression")),
+        Compression::Bzip2 | Compression::Xz => {
+            return Err(io::Error::other("unsupported compression"));
+        }
     })
 }
 
@@ -58,26 +60,50 @@ fn is_tar_header(block: &[u8]) -> bool {
         return false;
     }
     let field = &block[148..156];
-    let text: String = field.iter().take_while(|b| **b != 0 && **b != b' ').map(|b| *b as char).collect();
-    let Ok(want) = u32::from_str_radix(text.trim(), 8) else { return false };
-    let sum: u32 = block[..512].iter().enumerate().map(|(i, b)| if (148..156).contains(&i) { 32 } else { u32::from(*b) }).sum();
+    let text: String = field
+        .iter()
+        .take_while(|b| **b != 0 && **b != b' ')
+        .map(|b| *b as char)
+        .collect();
+    let Ok(want) = u32::from_str_radix(text.trim(), 8) else {
+        return false;
+    };
+    let sum: u32 = block[..512]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
     sum == want
 }
 
 /// If the open regular file is a (possibly compressed) tar archive, return
 /// its compression. bzip2 and xz archives are reported as errors rather than
 /// silently copied as files.
-pub(crate) fn detect(file: &mut std::fs::File, shown: &str) -> Result<Option<Compression>, CopyError> {
+pub(crate) fn detect(
+    file: &mut std::fs::File,
+    shown: &str,
+) -> Result<Option<Compression>, CopyError> {
     let mut head = [0u8; 6];
     let n = read_up_to(file, &mut head).map_err(io_err("read", shown))?;
     file.rewind().map_err(io_err("read", shown))?;
     let c = sniff(&head[..n]);
     if matches!(c, Compression::Bzip2 | Compression::Xz) {
-        return Err(CopyError::UnsupportedArchive { path: shown.to_string(), compression: format!("{c:?}").to_lowercase() });
+        return Err(CopyError::UnsupportedArchive {
+            path: shown.to_string(),
+            compression: format!("{c:?}").to_lowercase(),
+        });
     }
     let mut block = [0u8; 512];
     let ok = match decompress(file, c) {
-        Ok(mut r) => read_up_to(&mut r, &mut block).map(|n| n == 512 && is_tar_header(&block)).unwrap_or(false),
+        Ok(mut r) => read_up_to(&mut r, &mut block)
+            .map(|n| n == 512 && is_tar_header(&block))
+            .unwrap_or(false),
         Err(_) => false,
     };
     file.rewind().map_err(io_err("read", shown))?;
@@ -116,32 +142,58 @@ pub(crate) fn extract(
         let mut entry = entry.map_err(io_err("read archive", shown))?;
         let name = entry.path_bytes().into_owned();
         let comps = clean(OsStr::from_bytes(&name));
-        let Some((last, parent)) = comps.split_last() else { continue };
+        let Some((last, parent)) = comps.split_last() else {
+            continue;
+        };
         let entry_shown = join(&comps).to_string_lossy().into_owned();
         let hdr = entry.header().clone();
-        let (parent_canon, _) = root.canonicalize(join(parent).as_os_str(), true).map_err(io_err("resolve", &entry_shown))?;
-        let pfd = root.mkdir_all(&parent_canon, 0o755, &mut |_, _, _| Ok(())).map_err(io_err("create directory", &entry_shown))?;
+        let (parent_canon, _) = root
+            .canonicalize(join(parent).as_os_str(), true)
+            .map_err(io_err("resolve", &entry_shown))?;
+        let pfd = root
+            .mkdir_all(&parent_canon, 0o755, &mut |_, _, _| Ok(()))
+            .map_err(io_err("create directory", &entry_shown))?;
         let mode = hdr.mode().unwrap_or(0o644) & 0o7777;
         let uid = chown.map_or_else(|| hdr.uid().unwrap_or(0) as u32, |c| c.0);
         let gid = chown.map_or_else(|| hdr.gid().unwrap_or(0) as u32, |c| c.1);
         let mtime = hdr.mtime().unwrap_or(0) as i64;
-        let ts = Timestamps { last_access: Timespec { tv_sec: mtime, tv_nsec: 0 }, last_modification: Timespec { tv_sec: mtime, tv_nsec: 0 } };
+        let ts = Timestamps {
+            last_access: Timespec {
+                tv_sec: mtime,
+                tv_nsec: 0,
+            },
+            last_modification: Timespec {
+                tv_sec: mtime,
+                tv_nsec: 0,
+            },
+        };
         let owner = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
         let kind = hdr.entry_type();
         let existing = rustix::fs::statat(&pfd, last, AtFlags::SYMLINK_NOFOLLOW).ok();
-        let existing_is_dir = existing.as_ref().is_some_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
+        let existing_is_dir = existing
+            .as_ref()
+            .is_some_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
         if kind.is_dir() {
             if existing.is_some() && !existing_is_dir {
-                rustix::fs::unlinkat(&pfd, last, AtFlags::empty()).map_err(|e| io_err("remove", &entry_shown)(e.into()))?;
+                rustix::fs::unlinkat(&pfd, last, AtFlags::empty())
+                    .map_err(|e| io_err("remove", &entry_shown)(e.into()))?;
             }
             if !existing_is_dir {
-                rustix::fs::mkdirat(&pfd, last, Mode::from_raw_mode(0o700)).map_err(|e| io_err("create directory", &entry_shown)(e.into()))?;
+                rustix::fs::mkdirat(&pfd, last, Mode::from_raw_mode(0o700))
+                    .map_err(|e| io_err("create directory", &entry_shown)(e.into()))?;
                 stats.dirs += 1;
             }
-            let dfd = rustix::fs::openat(&pfd, last, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| io_err("open directory", &entry_shown)(e.into()))?;
-            rustix::fs::fchown(&dfd, owner.0, owner.1).map_err(|e| io_err("chown", &entry_shown)(e.into()))?;
-            rustix::fs::fchmod(&dfd, Mode::from_raw_mode(mode)).map_err(|e| io_err("chmod", &entry_shown)(e.into()))?;
+            let dfd = rustix::fs::openat(
+                &pfd,
+                last,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io_err("open directory", &entry_shown)(e.into()))?;
+            rustix::fs::fchown(&dfd, owner.0, owner.1)
+                .map_err(|e| io_err("chown", &entry_shown)(e.into()))?;
+            rustix::fs::fchmod(&dfd, Mode::from_raw_mode(mode))
+                .map_err(|e| io_err("chmod", &entry_shown)(e.into()))?;
             let mut here = parent_canon.clone();
             here.push(last.clone());
             dir_times.push((here, ts));
@@ -151,7 +203,8 @@ pub(crate) fn extract(
             return Err(CopyError::ReplaceDirWithFile { path: entry_shown });
         }
         if existing.is_some() {
-            rustix::fs::unlinkat(&pfd, last, AtFlags::empty()).map_err(|e| io_err("remove", &entry_shown)(e.into()))?;
+            rustix::fs::unlinkat(&pfd, last, AtFlags::empty())
+                .map_err(|e| io_err("remove", &entry_shown)(e.into()))?;
         }
         let xattrs = pax_xattrs(&mut entry);
         match kind {
@@ -159,38 +212,67 @@ pub(crate) fn extract(
                 let fd = rustix::fs::openat(
                     &pfd,
                     last,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| io_err("create", &entry_shown)(e.into()))?;
                 let mut f = std::fs::File::from(fd);
-                stats.bytes += io::copy(&mut entry, &mut f).map_err(io_err("write", &entry_shown))?;
+                stats.bytes +=
+                    io::copy(&mut entry, &mut f).map_err(io_err("write", &entry_shown))?;
                 for (k, v) in &xattrs {
-                    if let Err(e) = rustix::fs::fsetxattr(f.as_fd(), OsStr::from_bytes(k), v, rustix::fs::XattrFlags::empty()) {
+                    if let Err(e) = rustix::fs::fsetxattr(
+                        f.as_fd(),
+                        OsStr::from_bytes(k),
+                        v,
+                        rustix::fs::XattrFlags::empty(),
+                    ) {
                         tracing::debug!(path = %entry_shown, error = %e, "xattr not set");
                     }
                 }
-                rustix::fs::fchown(&f, owner.0, owner.1).map_err(|e| io_err("chown", &entry_shown)(e.into()))?;
-                rustix::fs::fchmod(&f, Mode::from_raw_mode(mode)).map_err(|e| io_err("chmod", &entry_shown)(e.into()))?;
-                rustix::fs::futimens(&f, &ts).map_err(|e| io_err("set times", &entry_shown)(e.into()))?;
+                rustix::fs::fchown(&f, owner.0, owner.1)
+                    .map_err(|e| io_err("chown", &entry_shown)(e.into()))?;
+                rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))
+                    .map_err(|e| io_err("chmod", &entry_shown)(e.into()))?;
+                rustix::fs::futimens(&f, &ts)
+                    .map_err(|e| io_err("set times", &entry_shown)(e.into()))?;
                 stats.files += 1;
             }
             tar::EntryType::Symlink => {
-                let target = entry.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
-                rustix::fs::symlinkat(OsStr::from_bytes(&target), &pfd, last).map_err(|e| io_err("create symlink", &entry_shown)(e.into()))?;
-                rustix::fs::chownat(&pfd, last, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_err("chown", &entry_shown)(e.into()))?;
-                rustix::fs::utimensat(&pfd, last, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_err("set times", &entry_shown)(e.into()))?;
+                let target = entry
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
+                rustix::fs::symlinkat(OsStr::from_bytes(&target), &pfd, last)
+                    .map_err(|e| io_err("create symlink", &entry_shown)(e.into()))?;
+                rustix::fs::chownat(&pfd, last, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| io_err("chown", &entry_shown)(e.into()))?;
+                rustix::fs::utimensat(&pfd, last, &ts, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| io_err("set times", &entry_shown)(e.into()))?;
                 stats.symlinks += 1;
             }
             tar::EntryType::Link => {
-                let target = entry.link_name_bytes().map(|c| c.into_owned()).unwrap_or_default();
+                let target = entry
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
                 let tcomps = clean(OsStr::from_bytes(&target));
                 let Some((tlast, tparent)) = tcomps.split_last() else {
-                    return Err(CopyError::NotFound { path: String::from_utf8_lossy(&target).into_owned() });
+                    return Err(CopyError::NotFound {
+                        path: String::from_utf8_lossy(&target).into_owned(),
+                    });
                 };
-                let (tp, _) = root.canonicalize(join(tparent).as_os_str(), true).map_err(io_err("resolve", &entry_shown))?;
-                let tfd = root.open_dir(&tp).map_err(io_err("open directory", &entry_shown))?;
-                rustix::fs::linkat(&tfd, tlast, &pfd, last, AtFlags::empty()).map_err(|e| io_err("create hard link", &entry_shown)(e.into()))?;
+                let (tp, _) = root
+                    .canonicalize(join(tparent).as_os_str(), true)
+                    .map_err(io_err("resolve", &entry_shown))?;
+                let tfd = root
+                    .open_dir(&tp)
+                    .map_err(io_err("open directory", &entry_shown))?;
+                rustix::fs::linkat(&tfd, tlast, &pfd, last, AtFlags::empty())
+                    .map_err(|e| io_err("create hard link", &entry_shown)(e.into()))?;
                 stats.hardlinks += 1;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
@@ -199,18 +281,31 @@ pub(crate) fn extract(
                     tar::EntryType::Block => FileType::BlockDevice,
                     _ => FileType::Fifo,
                 };
-                let dev = rustix::fs::makedev(hdr.device_major().ok().flatten().unwrap_or(0), hdr.device_minor().ok().flatten().unwrap_or(0));
+                let dev = rustix::fs::makedev(
+                    hdr.device_major().ok().flatten().unwrap_or(0),
+                    hdr.device_minor().ok().flatten().unwrap_or(0),
+                );
                 match rustix::fs::mknodat(&pfd, last, ft, Mode::from_raw_mode(mode), dev) {
                     Ok(()) => {
-                        rustix::fs::chownat(&pfd, last, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)
-                            .map_err(|e| io_err("chown", &entry_shown)(e.into()))?;
+                        rustix::fs::chownat(
+                            &pfd,
+                            last,
+                            owner.0,
+                            owner.1,
+                            AtFlags::SYMLINK_NOFOLLOW,
+                        )
+                        .map_err(|e| io_err("chown", &entry_shown)(e.into()))?;
                         stats.special += 1;
                     }
-                    Err(rustix::io::Errno::PERM) => tracing::debug!(path = %entry_shown, "device node skipped: not permitted"),
+                    Err(rustix::io::Errno::PERM) => {
+                        tracing::debug!(path = %entry_shown, "device node skipped: not permitted")
+                    }
                     Err(e) => return Err(io_err("create node", &entry_shown)(e.into())),
                 }
             }
-            other => tracing::debug!(path = %entry_shown, kind = ?other, "archive entry type skipped"),
+            other => {
+                tracing::debug!(path = %entry_shown, kind = ?other, "archive entry type skipped")
+            }
         }
     }
     // Directory times last: creating their children changed them.

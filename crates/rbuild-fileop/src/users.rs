@@ -107,7 +107,12 @@ pub fn resolve_user_at(root: BorrowedFd<'_>, spec: &str) -> Result<ResolvedUser,
 
     // Fast path as in BuildKit: `uid:gid` both numeric needs no files.
     if let (Some(uid), Some(gid)) = (user_id, group_id) {
-        return Ok(ResolvedUser { uid, gid, additional_gids: Vec::new(), home: None });
+        return Ok(ResolvedUser {
+            uid,
+            gid,
+            additional_gids: Vec::new(),
+            home: None,
+        });
     }
 
     let passwd = read_passwd(root)?;
@@ -122,8 +127,17 @@ pub fn resolve_user_at(root: BorrowedFd<'_>, spec: &str) -> Result<ResolvedUser,
             additional_gids: Vec::new(),
             home: Some(e.home.clone()),
         },
-        (None, Some(uid)) => ResolvedUser { uid, gid: 0, additional_gids: Vec::new(), home: None },
-        (None, None) => return Err(UserError::UnknownUser { name: user_arg.to_string() }),
+        (None, Some(uid)) => ResolvedUser {
+            uid,
+            gid: 0,
+            additional_gids: Vec::new(),
+            home: None,
+        },
+        (None, None) => {
+            return Err(UserError::UnknownUser {
+                name: user_arg.to_string(),
+            });
+        }
     };
 
     match group_part {
@@ -156,7 +170,11 @@ pub fn resolve_user_at(root: BorrowedFd<'_>, spec: &str) -> Result<ResolvedUser,
 /// An empty spec means `0:0`.
 pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), UserError> {
     let (user_part, group_part) = split_spec(spec)?;
-    let user_id = if user_part.is_empty() { Some(0) } else { parse_id(user_part, spec)? };
+    let user_id = if user_part.is_empty() {
+        Some(0)
+    } else {
+        parse_id(user_part, spec)?
+    };
     let group_id = match group_part {
         Some(g) => parse_id(g, spec)?,
         None => None,
@@ -173,10 +191,11 @@ pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), UserError> {
         Some(uid) => (uid, uid),
         None => {
             let passwd = read_passwd(root)?;
-            let e = passwd
-                .iter()
-                .find(|e| e.name == user_part)
-                .ok_or_else(|| UserError::UnknownUser { name: user_part.to_string() })?;
+            let e = passwd.iter().find(|e| e.name == user_part).ok_or_else(|| {
+                UserError::UnknownUser {
+                    name: user_part.to_string(),
+                }
+            })?;
             (e.uid, e.gid)
         }
     };
@@ -197,9 +216,10 @@ fn split_spec(spec: &str) -> Result<(&str, Option<&str>), UserError> {
         });
     }
     match spec.split_once(':') {
-        Some((_, g)) if g.contains(':') => {
-            Err(UserError::InvalidSpec { spec: spec.to_string(), reason: "more than one `:`" })
-        }
+        Some((_, g)) if g.contains(':') => Err(UserError::InvalidSpec {
+            spec: spec.to_string(),
+            reason: "more than one `:`",
+        }),
         Some((u, "")) => Ok((u, None)),
         Some((u, g)) => Ok((u, Some(g))),
         None => Ok((spec, None)),
@@ -211,10 +231,16 @@ fn parse_id(s: &str, spec: &str) -> Result<Option<u32>, UserError> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         match s.parse::<u64>() {
             Ok(v) if v <= u64::from(MAX_ID) => Ok(Some(v as u32)),
-            _ => Err(UserError::InvalidSpec { spec: spec.to_string(), reason: "id out of range" }),
+            _ => Err(UserError::InvalidSpec {
+                spec: spec.to_string(),
+                reason: "id out of range",
+            }),
         }
     } else if s.starts_with('-') && s[1..].bytes().all(|b| b.is_ascii_digit()) && s.len() > 1 {
-        Err(UserError::InvalidSpec { spec: spec.to_string(), reason: "negative id" })
+        Err(UserError::InvalidSpec {
+            spec: spec.to_string(),
+            reason: "negative id",
+        })
     } else {
         Ok(None)
     }
@@ -225,12 +251,21 @@ fn lookup_group(root: BorrowedFd<'_>, name: &str) -> Result<u32, UserError> {
         .iter()
         .find(|g| g.name == name)
         .map(|g| g.gid)
-        .ok_or_else(|| UserError::UnknownGroup { name: name.to_string() })
+        .ok_or_else(|| UserError::UnknownGroup {
+            name: name.to_string(),
+        })
 }
 
 pub(crate) fn open_root(root: &Path) -> Result<OwnedFd, UserError> {
-    rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| UserError::OpenRoot { path: root.to_path_buf(), source: e.into() })
+    rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| UserError::OpenRoot {
+        path: root.to_path_buf(),
+        source: e.into(),
+    })
 }
 
 /// Read a small database file inside `root`; `Ok(None)` when it does not exist.
@@ -246,9 +281,17 @@ fn read_db(root: BorrowedFd<'_>, file: &'static str) -> Result<Option<String>, U
     ) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => return Ok(None),
-        Err(e) => return Err(UserError::Read { file, source: e.into() }),
+        Err(e) => {
+            return Err(UserError::Read {
+                file,
+                source: e.into(),
+            });
+        }
     };
-    let st = rustix::fs::fstat(&fd).map_err(|e| UserError::Read { file, source: e.into() })?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| UserError::Read {
+        file,
+        source: e.into(),
+    })?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
         return Err(UserError::NotRegular { file });
     }
@@ -264,11 +307,15 @@ fn read_db(root: BorrowedFd<'_>, file: &'static str) -> Result<Option<String>, U
 }
 
 fn read_passwd(root: BorrowedFd<'_>) -> Result<Vec<PasswdEntry>, UserError> {
-    Ok(read_db(root, "/etc/passwd")?.map(|s| parse_passwd(&s)).unwrap_or_default())
+    Ok(read_db(root, "/etc/passwd")?
+        .map(|s| parse_passwd(&s))
+        .unwrap_or_default())
 }
 
 fn read_group(root: BorrowedFd<'_>) -> Result<Vec<GroupEntry>, UserError> {
-    Ok(read_db(root, "/etc/group")?.map(|s| parse_group(&s)).unwrap_or_default())
+    Ok(read_db(root, "/etc/group")?
+        .map(|s| parse_group(&s))
+        .unwrap_or_default())
 }
 
 /// Parse passwd lines; malformed lines (bad ids, too few fields, comments)
@@ -303,9 +350,19 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
             }
             let members = f
                 .get(3)
-                .map(|m| m.split(',').map(str::trim).filter(|m| !m.is_empty()).map(String::from).collect())
+                .map(|m| {
+                    m.split(',')
+                        .map(str::trim)
+                        .filter(|m| !m.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
                 .unwrap_or_default();
-            Some(GroupEntry { name: f[0].to_string(), gid: parse_db_id(f[2])?, members })
+            Some(GroupEntry {
+                name: f[0].to_string(),
+                gid: parse_db_id(f[2])?,
+                members,
+            })
         })
         .collect()
 }

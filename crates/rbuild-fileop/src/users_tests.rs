@@ -37,7 +37,12 @@ fn rootfs(passwd: Option<&str>, group: Option<&str>) -> tempfile::TempDir {
 }
 
 fn user(uid: u32, gid: u32, sg: &[u32], home: Option<&str>) -> ResolvedUser {
-    ResolvedUser { uid, gid, additional_gids: sg.to_vec(), home: home.map(String::from) }
+    ResolvedUser {
+        uid,
+        gid,
+        additional_gids: sg.to_vec(),
+        home: home.map(String::from),
+    }
 }
 
 #[test]
@@ -72,7 +77,16 @@ fn resolve_user_table() {
 #[test]
 fn resolve_user_errors() {
     let d = rootfs(Some(PASSWD), Some(GROUP));
-    for spec in ["nobody", "broken", "app:nogroup", "1000:nogroup", "-1", "99999999999", "a:b:c", "x\0y"] {
+    for spec in [
+        "nobody",
+        "broken",
+        "app:nogroup",
+        "1000:nogroup",
+        "-1",
+        "99999999999",
+        "a:b:c",
+        "x\0y",
+    ] {
         let r = resolve_user(d.path(), spec);
         assert!(r.is_err(), "spec `{spec}` should fail, got {r:?}");
     }
@@ -84,13 +98,28 @@ fn resolve_user_errors() {
 fn missing_databases_allow_numeric_only() {
     let d = rootfs(None, None);
     assert_eq!(resolve_user(d.path(), "").unwrap(), user(0, 0, &[], None));
-    assert_eq!(resolve_user(d.path(), "42").unwrap(), user(42, 0, &[], None));
-    assert_eq!(resolve_user(d.path(), "42:43").unwrap(), user(42, 43, &[], None));
-    assert!(matches!(resolve_user(d.path(), "app"), Err(UserError::UnknownUser { .. })));
-    assert!(matches!(resolve_user(d.path(), "42:grp"), Err(UserError::UnknownGroup { .. })));
+    assert_eq!(
+        resolve_user(d.path(), "42").unwrap(),
+        user(42, 0, &[], None)
+    );
+    assert_eq!(
+        resolve_user(d.path(), "42:43").unwrap(),
+        user(42, 43, &[], None)
+    );
+    assert!(matches!(
+        resolve_user(d.path(), "app"),
+        Err(UserError::UnknownUser { .. })
+    ));
+    assert!(matches!(
+        resolve_user(d.path(), "42:grp"),
+        Err(UserError::UnknownGroup { .. })
+    ));
     // No /etc at all.
     let empty = tempfile::tempdir().unwrap();
-    assert_eq!(resolve_user(empty.path(), "7").unwrap(), user(7, 0, &[], None));
+    assert_eq!(
+        resolve_user(empty.path(), "7").unwrap(),
+        user(7, 0, &[], None)
+    );
 }
 
 #[test]
@@ -130,7 +159,8 @@ fn passwd_symlink_to_host_file_stays_in_root() {
 
     // A relative escape is clamped to the root too.
     let d = rootfs(None, None);
-    std::os::unix::fs::symlink("../../../../../../etc/passwd", d.path().join("etc/passwd")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../etc/passwd", d.path().join("etc/passwd"))
+        .unwrap();
     assert!(resolve_user(d.path(), "root").is_err());
 
     // A symlink to another file inside the root is followed inside it.
@@ -145,7 +175,10 @@ fn passwd_fifo_is_an_error_not_a_hang() {
     let d = rootfs(None, None);
     let p = d.path().join("etc/passwd");
     nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
-    assert!(matches!(resolve_user(d.path(), "app"), Err(UserError::NotRegular { .. })));
+    assert!(matches!(
+        resolve_user(d.path(), "app"),
+        Err(UserError::NotRegular { .. })
+    ));
 }
 
 #[test]
@@ -164,17 +197,26 @@ fn passwd_symlink_to_dev_zero_is_an_error() {
         return;
     }
     std::os::unix::fs::symlink("/dev/zero", d.path().join("etc/passwd")).unwrap();
-    assert!(matches!(resolve_user(d.path(), "app"), Err(UserError::NotRegular { .. })));
+    assert!(matches!(
+        resolve_user(d.path(), "app"),
+        Err(UserError::NotRegular { .. })
+    ));
 }
 
 #[test]
 fn passwd_directory_and_oversize_are_errors() {
     let d = rootfs(None, None);
     fs::create_dir(d.path().join("etc/passwd")).unwrap();
-    assert!(matches!(resolve_user(d.path(), "app"), Err(UserError::NotRegular { .. })));
+    assert!(matches!(
+        resolve_user(d.path(), "app"),
+        Err(UserError::NotRegular { .. })
+    ));
 
     let d = rootfs(None, None);
     let f = fs::File::create(d.path().join("etc/passwd")).unwrap();
     f.set_len(MAX_DB_SIZE + 10).unwrap();
-    assert!(matches!(resolve_user(d.path(), "app"), Err(UserError::TooLarge { .. })));
+    assert!(matches!(
+        resolve_user(d.path(), "app"),
+        Err(UserError::TooLarge { .. })
+    ));
 }

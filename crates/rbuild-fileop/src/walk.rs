@@ -105,8 +105,14 @@ impl WalkEntry {
             size: st.st_size as u64,
             uid: st.st_uid,
             gid: st.st_gid,
-            mtime_ns: st.st_mtime.saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec as i64),
-            ctime_ns: st.st_ctime.saturating_mul(1_000_000_000).saturating_add(st.st_ctime_nsec as i64),
+            mtime_ns: st
+                .st_mtime
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_mtime_nsec as i64),
+            ctime_ns: st
+                .st_ctime
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_ctime_nsec as i64),
             ino: st.st_ino,
             dev: st.st_dev,
             nlink: st.st_nlink,
@@ -125,16 +131,29 @@ pub fn walk(
     exclude: &dyn Fn(&str, bool) -> bool,
     visit: &mut dyn FnMut(&WalkEntry) -> Result<(), WalkError>,
 ) -> Result<(), WalkError> {
-    let r = Root::open(root).map_err(|source| WalkError::OpenRoot { path: root.to_path_buf(), source })?;
-    let (canon, exists) = r
-        .canonicalize(OsStr::new(start), true)
-        .map_err(|source| WalkError::Io { op: "resolve", path: start.to_string(), source })?;
+    let r = Root::open(root).map_err(|source| WalkError::OpenRoot {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let (canon, exists) =
+        r.canonicalize(OsStr::new(start), true)
+            .map_err(|source| WalkError::Io {
+                op: "resolve",
+                path: start.to_string(),
+                source,
+            })?;
     if !exists {
-        return Err(WalkError::NotFound { path: start.to_string() });
+        return Err(WalkError::NotFound {
+            path: start.to_string(),
+        });
     }
     let fd = r
         .open_canonical(&canon, OFlags::RDONLY | OFlags::DIRECTORY)
-        .map_err(|source| WalkError::Io { op: "open directory", path: start.to_string(), source })?;
+        .map_err(|source| WalkError::Io {
+            op: "open directory",
+            path: start.to_string(),
+            source,
+        })?;
     let mut visit_fd = |e: &WalkEntry, _: BorrowedFd<'_>, _: &OsStr| visit(e);
     walk_fd(&fd, &mut Vec::new(), exclude, &mut visit_fd)
 }
@@ -148,20 +167,32 @@ pub(crate) fn walk_fd(
     visit: &mut dyn FnMut(&WalkEntry, BorrowedFd<'_>, &OsStr) -> Result<(), WalkError>,
 ) -> Result<(), WalkError> {
     let shown = || join(prefix).to_string_lossy().into_owned();
-    let names = crate::copy::read_dir_sorted(dir).map_err(|source| WalkError::Io { op: "read directory", path: shown(), source })?;
+    let names = crate::copy::read_dir_sorted(dir).map_err(|source| WalkError::Io {
+        op: "read directory",
+        path: shown(),
+        source,
+    })?;
     for name in names {
         prefix.push(name.clone());
         let rel = join(prefix).into_os_string();
-        let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| WalkError::Io { op: "stat", path: rel.to_string_lossy().into_owned(), source: e.into() })?;
+        let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
+            WalkError::Io {
+                op: "stat",
+                path: rel.to_string_lossy().into_owned(),
+                source: e.into(),
+            }
+        })?;
         let kind = EntryKind::of(&st);
         if exclude(&rel.to_string_lossy(), kind == EntryKind::Dir) {
             prefix.pop();
             continue;
         }
         let target = if kind == EntryKind::Symlink {
-            let t = rustix::fs::readlinkat(dir, &name, Vec::new())
-                .map_err(|e| WalkError::Io { op: "read link", path: rel.to_string_lossy().into_owned(), source: e.into() })?;
+            let t = rustix::fs::readlinkat(dir, &name, Vec::new()).map_err(|e| WalkError::Io {
+                op: "read link",
+                path: rel.to_string_lossy().into_owned(),
+                source: e.into(),
+            })?;
             Some(OsStr::from_bytes(t.as_bytes()).to_os_string())
         } else {
             None
@@ -169,8 +200,17 @@ pub(crate) fn walk_fd(
         let entry = WalkEntry::from_stat(rel, &st, target);
         visit(&entry, dir.as_fd(), &name)?;
         if kind == EntryKind::Dir {
-            let sub = rustix::fs::openat(dir, &name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| WalkError::Io { op: "open directory", path: entry.rel_path.clone(), source: e.into() })?;
+            let sub = rustix::fs::openat(
+                dir,
+                &name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| WalkError::Io {
+                op: "open directory",
+                path: entry.rel_path.clone(),
+                source: e.into(),
+            })?;
             walk_fd(&sub, prefix, exclude, visit)?;
         }
         prefix.pop();
@@ -201,7 +241,16 @@ mod tests {
         .unwrap();
         assert_eq!(
             seen,
-            [".dot:File", "a:File", "b:Dir", "b/1:File", "b/2:File", "c:Dir", "c/keep:File", "l:Symlink"]
+            [
+                ".dot:File",
+                "a:File",
+                "b:Dir",
+                "b/1:File",
+                "b/2:File",
+                "c:Dir",
+                "c/keep:File",
+                "l:Symlink"
+            ]
         );
         let mut sub = Vec::new();
         walk(r, "b", &|_, _| false, &mut |e| {
@@ -210,7 +259,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(sub, ["1", "2"]);
-        assert!(matches!(walk(r, "missing", &|_, _| false, &mut |_| Ok(())), Err(WalkError::NotFound { .. })));
+        assert!(matches!(
+            walk(r, "missing", &|_, _| false, &mut |_| Ok(())),
+            Err(WalkError::NotFound { .. })
+        ));
         // Walking through the symlink stays inside the root (`/etc` of the root does not exist).
         assert!(walk(r, "l", &|_, _| false, &mut |_| Ok(())).is_err());
     }

@@ -27,13 +27,35 @@ fn chown_applies_to_everything_and_created_parents() {
     build(dst.path(), &["d existing 755"]);
     let mut o = CopyOptions::dockerfile();
     o.chown = Some((1000, 1001));
-    copy(ctx.path(), &s(&["dir"]), dst.path(), "/existing/new/deep/", &o).unwrap();
+    copy(
+        ctx.path(),
+        &s(&["dir"]),
+        dst.path(),
+        "/existing/new/deep/",
+        &o,
+    )
+    .unwrap();
     let d = dst.path();
-    assert_eq!(owner(&d.join("existing")), (0, 0), "pre-existing parent untouched");
-    for p in ["existing/new", "existing/new/deep", "existing/new/deep/a", "existing/new/deep/sub", "existing/new/deep/sub/b", "existing/new/deep/l"] {
+    assert_eq!(
+        owner(&d.join("existing")),
+        (0, 0),
+        "pre-existing parent untouched"
+    );
+    for p in [
+        "existing/new",
+        "existing/new/deep",
+        "existing/new/deep/a",
+        "existing/new/deep/sub",
+        "existing/new/deep/sub/b",
+        "existing/new/deep/l",
+    ] {
         assert_eq!(owner(&d.join(p)), (1000, 1001), "{p}");
     }
-    assert_eq!(mode(&d.join("existing/new")), 0o755, "created parents are 0755");
+    assert_eq!(
+        mode(&d.join("existing/new")),
+        0o755,
+        "created parents are 0755"
+    );
 }
 
 #[test]
@@ -54,7 +76,15 @@ fn source_owner_kept_without_chown() {
 #[test]
 fn modes_preserved_and_chmod_applied() {
     let ctx = tempfile::tempdir().unwrap();
-    build(ctx.path(), &["f d/x.sh X 755", "f d/ro R 400", "d d/priv 700", "f d/priv/f F 600"]);
+    build(
+        ctx.path(),
+        &[
+            "f d/x.sh X 755",
+            "f d/ro R 400",
+            "d d/priv 700",
+            "f d/priv/f F 600",
+        ],
+    );
     let dst = tempfile::tempdir().unwrap();
     let o = CopyOptions::dockerfile();
     copy(ctx.path(), &s(&["d"]), dst.path(), "/plain", &o).unwrap();
@@ -62,7 +92,11 @@ fn modes_preserved_and_chmod_applied() {
     assert_eq!(mode(&p.join("x.sh")), 0o755);
     assert_eq!(mode(&p.join("ro")), 0o400);
     assert_eq!(mode(&p.join("priv")), 0o700);
-    assert_eq!(mode(&p), 0o755, "the created top directory is 0755 (BuildKit)");
+    assert_eq!(
+        mode(&p),
+        0o755,
+        "the created top directory is 0755 (BuildKit)"
+    );
 
     let mut o = CopyOptions::dockerfile();
     o.chmod = Some(Chmod::parse("640").unwrap());
@@ -88,12 +122,23 @@ fn mtimes_preserved_or_forced() {
     build(ctx.path(), &["f d/sub/f x", "f top y"]);
     let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
     for p in ["d/sub/f", "top"] {
-        fs::File::options().write(true).open(ctx.path().join(p)).unwrap().set_modified(old).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(ctx.path().join(p))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
     }
     let set_dir_mtime = |p: &std::path::Path| {
         let ts = rustix::fs::Timestamps {
-            last_access: rustix::fs::Timespec { tv_sec: 1_400_000_000, tv_nsec: 0 },
-            last_modification: rustix::fs::Timespec { tv_sec: 1_400_000_000, tv_nsec: 0 },
+            last_access: rustix::fs::Timespec {
+                tv_sec: 1_400_000_000,
+                tv_nsec: 0,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 1_400_000_000,
+                tv_nsec: 0,
+            },
         };
         rustix::fs::utimensat(rustix::fs::CWD, p, &ts, rustix::fs::AtFlags::empty()).unwrap();
     };
@@ -101,24 +146,53 @@ fn mtimes_preserved_or_forced() {
     let dst = tempfile::tempdir().unwrap();
     let o = CopyOptions::dockerfile();
     copy(ctx.path(), &s(&["d", "top"]), dst.path(), "/o/", &o).unwrap();
-    assert_eq!(fs::metadata(dst.path().join("o/sub/f")).unwrap().mtime(), 1_500_000_000);
-    assert_eq!(fs::metadata(dst.path().join("o/top")).unwrap().mtime(), 1_500_000_000);
-    assert_eq!(fs::metadata(dst.path().join("o/sub")).unwrap().mtime(), 1_400_000_000, "dir mtime set after children");
+    assert_eq!(
+        fs::metadata(dst.path().join("o/sub/f")).unwrap().mtime(),
+        1_500_000_000
+    );
+    assert_eq!(
+        fs::metadata(dst.path().join("o/top")).unwrap().mtime(),
+        1_500_000_000
+    );
+    assert_eq!(
+        fs::metadata(dst.path().join("o/sub")).unwrap().mtime(),
+        1_400_000_000,
+        "dir mtime set after children"
+    );
 
     let mut o = CopyOptions::dockerfile();
     o.timestamp = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(86400));
     copy(ctx.path(), &s(&["d"]), dst.path(), "/forced/x/", &o).unwrap();
     for p in ["forced", "forced/x", "forced/x/sub", "forced/x/sub/f"] {
-        assert_eq!(fs::metadata(dst.path().join(p)).unwrap().mtime(), 86400, "{p}");
+        assert_eq!(
+            fs::metadata(dst.path().join(p)).unwrap().mtime(),
+            86400,
+            "{p}"
+        );
     }
 }
 
 #[test]
 fn hardlinks_preserved_within_a_copy() {
     let ctx = tempfile::tempdir().unwrap();
-    build(ctx.path(), &["f d/a content", "h d/b d/a", "h d/sub/c d/a", "f d/single s"]);
+    build(
+        ctx.path(),
+        &[
+            "f d/a content",
+            "h d/b d/a",
+            "h d/sub/c d/a",
+            "f d/single s",
+        ],
+    );
     let dst = tempfile::tempdir().unwrap();
-    let stats = copy(ctx.path(), &s(&["d"]), dst.path(), "/o", &CopyOptions::dockerfile()).unwrap();
+    let stats = copy(
+        ctx.path(),
+        &s(&["d"]),
+        dst.path(),
+        "/o",
+        &CopyOptions::dockerfile(),
+    )
+    .unwrap();
     let ino = |p: &str| fs::metadata(dst.path().join(p)).unwrap().ino();
     assert_eq!(ino("o/a"), ino("o/b"));
     assert_eq!(ino("o/a"), ino("o/sub/c"));
@@ -137,13 +211,28 @@ fn xattrs_copied_but_not_overlay_ones() {
         return;
     }
     // `user.overlay.*` can be set by anyone on a plain filesystem: it must not travel.
-    rustix::fs::setxattr(&f, "user.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::setxattr(
+        &f,
+        "user.overlay.opaque",
+        b"y",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
     let dst = tempfile::tempdir().unwrap();
-    copy(ctx.path(), &s(&["f"]), dst.path(), "/f", &CopyOptions::dockerfile()).unwrap();
+    copy(
+        ctx.path(),
+        &s(&["f"]),
+        dst.path(),
+        "/f",
+        &CopyOptions::dockerfile(),
+    )
+    .unwrap();
     let mut buf = [0u8; 16];
     let n = rustix::fs::getxattr(dst.path().join("f"), "user.note", &mut buf[..]).unwrap();
     assert_eq!(&buf[..n], b"hello");
-    assert!(rustix::fs::getxattr(dst.path().join("f"), "user.overlay.opaque", &mut buf[..]).is_err());
+    assert!(
+        rustix::fs::getxattr(dst.path().join("f"), "user.overlay.opaque", &mut buf[..]).is_err()
+    );
 }
 
 #[test]
@@ -154,7 +243,11 @@ fn special_files_copied_without_opening_them() {
     }
     let ctx = tempfile::tempdir().unwrap();
     build(ctx.path(), &["d d"]);
-    nix::unistd::mkfifo(&ctx.path().join("d/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    nix::unistd::mkfifo(
+        &ctx.path().join("d/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
     nix::sys::stat::mknod(
         &ctx.path().join("d/null"),
         nix::sys::stat::SFlag::S_IFCHR,
@@ -163,11 +256,22 @@ fn special_files_copied_without_opening_them() {
     )
     .unwrap();
     let dst = tempfile::tempdir().unwrap();
-    let stats = copy(ctx.path(), &s(&["d"]), dst.path(), "/o", &CopyOptions::dockerfile()).unwrap();
+    let stats = copy(
+        ctx.path(),
+        &s(&["d"]),
+        dst.path(),
+        "/o",
+        &CopyOptions::dockerfile(),
+    )
+    .unwrap();
     assert_eq!(stats.special, 2);
     let md = fs::symlink_metadata(dst.path().join("o/null")).unwrap();
     assert_eq!(md.rdev(), nix::sys::stat::makedev(1, 3));
-    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fs::symlink_metadata(dst.path().join("o/fifo")).unwrap().file_type()));
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &fs::symlink_metadata(dst.path().join("o/fifo"))
+            .unwrap()
+            .file_type()
+    ));
 }
 
 #[test]
@@ -179,7 +283,14 @@ fn large_and_non_utf8_files() {
     let odd = std::ffi::OsStr::from_bytes_helper(b"caf\xe9");
     fs::write(ctx.path().join("d").join(odd), "latin1").unwrap();
     let dst = tempfile::tempdir().unwrap();
-    let stats = copy(ctx.path(), &s(&["d"]), dst.path(), "/o", &CopyOptions::dockerfile()).unwrap();
+    let stats = copy(
+        ctx.path(),
+        &s(&["d"]),
+        dst.path(),
+        "/o",
+        &CopyOptions::dockerfile(),
+    )
+    .unwrap();
     assert_eq!(fs::read(dst.path().join("o/big")).unwrap(), big);
     assert_eq!(fs::read(dst.path().join("o").join(odd)).unwrap(), b"latin1");
     assert_eq!(stats.bytes, 5_000_006);
@@ -197,12 +308,42 @@ impl FromBytes for std::ffi::OsStr {
 #[test]
 fn context_symlink_to_host_passwd_is_copied_as_a_link() {
     let ctx = tempfile::tempdir().unwrap();
-    build(ctx.path(), &["d d", "l d/pw /etc/passwd", "l d/up ../../../../../../etc/passwd"]);
+    build(
+        ctx.path(),
+        &[
+            "d d",
+            "l d/pw /etc/passwd",
+            "l d/up ../../../../../../etc/passwd",
+        ],
+    );
     let dst = tempfile::tempdir().unwrap();
-    copy(ctx.path(), &s(&["d"]), dst.path(), "/o", &CopyOptions::dockerfile()).unwrap();
-    assert_eq!(list(dst.path()), ["o/", "o/pw->/etc/passwd", "o/up->../../../../../../etc/passwd"]);
+    copy(
+        ctx.path(),
+        &s(&["d"]),
+        dst.path(),
+        "/o",
+        &CopyOptions::dockerfile(),
+    )
+    .unwrap();
+    assert_eq!(
+        list(dst.path()),
+        [
+            "o/",
+            "o/pw->/etc/passwd",
+            "o/up->../../../../../../etc/passwd"
+        ]
+    );
     // Named directly and followed, it resolves inside the context: not found there.
-    assert!(copy(ctx.path(), &s(&["d/pw"]), dst.path(), "/x", &CopyOptions::dockerfile()).is_err());
+    assert!(
+        copy(
+            ctx.path(),
+            &s(&["d/pw"]),
+            dst.path(),
+            "/x",
+            &CopyOptions::dockerfile()
+        )
+        .is_err()
+    );
     assert!(!dst.path().join("x").exists());
 }
 
@@ -214,9 +355,19 @@ fn dest_subdir_swapped_for_symlink_is_refused() {
     let dst = tempfile::tempdir().unwrap();
     fs::create_dir(dst.path().join("o")).unwrap();
     symlink(outside.path(), dst.path().join("o/sub")).unwrap();
-    let err = copy(ctx.path(), &s(&["d"]), dst.path(), "/o", &CopyOptions::dockerfile()).unwrap_err();
+    let err = copy(
+        ctx.path(),
+        &s(&["d"]),
+        dst.path(),
+        "/o",
+        &CopyOptions::dockerfile(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("non-directory"), "{err}");
-    assert!(fs::read_dir(outside.path()).unwrap().next().is_none(), "nothing written outside");
+    assert!(
+        fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "nothing written outside"
+    );
 }
 
 #[test]
@@ -228,16 +379,39 @@ fn dest_symlink_to_host_path_writes_inside_root() {
     // An absolute link naming the real host directory: inside the root it is
     // just a path under the root.
     symlink(outside.path(), dst.path().join("app")).unwrap();
-    copy(ctx.path(), &s(&["a", "b"]), dst.path(), "/app/", &CopyOptions::dockerfile()).unwrap();
-    assert!(fs::read_dir(outside.path()).unwrap().next().is_none(), "host directory untouched");
+    copy(
+        ctx.path(),
+        &s(&["a", "b"]),
+        dst.path(),
+        "/app/",
+        &CopyOptions::dockerfile(),
+    )
+    .unwrap();
+    assert!(
+        fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "host directory untouched"
+    );
     let inside = dst.path().join(outside.path().strip_prefix("/").unwrap());
     assert_eq!(fs::read_to_string(inside.join("a")).unwrap(), "A");
     // A file destination through a link to the host's /etc/passwd stays inside too.
     symlink("/etc/passwd", dst.path().join("pw")).unwrap();
     let before = fs::read(std::path::Path::new("/etc/passwd")).unwrap();
     fs::create_dir(dst.path().join("etc")).unwrap();
-    copy(ctx.path(), &s(&["a"]), dst.path(), "/pw", &CopyOptions::dockerfile()).unwrap();
-    assert_eq!(fs::read(std::path::Path::new("/etc/passwd")).unwrap(), before);
-    assert_eq!(fs::read_to_string(dst.path().join("etc/passwd")).unwrap(), "A");
+    copy(
+        ctx.path(),
+        &s(&["a"]),
+        dst.path(),
+        "/pw",
+        &CopyOptions::dockerfile(),
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read(std::path::Path::new("/etc/passwd")).unwrap(),
+        before
+    );
+    assert_eq!(
+        fs::read_to_string(dst.path().join("etc/passwd")).unwrap(),
+        "A"
+    );
     let _ = PermissionsExt::mode(&fs::metadata(dst.path()).unwrap().permissions());
 }

@@ -36,8 +36,16 @@ fn raw_link(h: &mut tar::Header, target: &str) {
 fn archive(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, kind, data) in entries {
-        let body: &[u8] = if *kind == tar::EntryType::Regular { data.as_bytes() } else { b"" };
-        let mut h = header(*kind, if kind.is_dir() { 0o755 } else { 0o644 }, body.len() as u64);
+        let body: &[u8] = if *kind == tar::EntryType::Regular {
+            data.as_bytes()
+        } else {
+            b""
+        };
+        let mut h = header(
+            *kind,
+            if kind.is_dir() { 0o755 } else { 0o644 },
+            body.len() as u64,
+        );
         raw_name(&mut h, name);
         if matches!(kind, tar::EntryType::Symlink | tar::EntryType::Link) {
             raw_link(&mut h, data);
@@ -48,7 +56,12 @@ fn archive(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn add(ctx: &Path, name: &str, dest_root: &Path, dest: &str) -> Result<(), rbuild_fileop::CopyError> {
+fn add(
+    ctx: &Path,
+    name: &str,
+    dest_root: &Path,
+    dest: &str,
+) -> Result<(), rbuild_fileop::CopyError> {
     let mut o = CopyOptions::dockerfile();
     o.unpack_archives = true;
     o.chown = Some((0, 0));
@@ -68,8 +81,18 @@ fn plain_gzip_and_zstd_archives_are_extracted() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tarball).unwrap();
     fs::write(ctx.path().join("a.tgz"), gz.finish().unwrap()).unwrap();
-    fs::write(ctx.path().join("a.tar.zst"), zstd::encode_all(&tarball[..], 1).unwrap()).unwrap();
-    let want = ["opt/", "opt/app/", "opt/app/hard=print(1)", "opt/app/link->main.py", "opt/app/main.py=print(1)"];
+    fs::write(
+        ctx.path().join("a.tar.zst"),
+        zstd::encode_all(&tarball[..], 1).unwrap(),
+    )
+    .unwrap();
+    let want = [
+        "opt/",
+        "opt/app/",
+        "opt/app/hard=print(1)",
+        "opt/app/link->main.py",
+        "opt/app/main.py=print(1)",
+    ];
     for name in ["a.tar", "a.tgz", "a.tar.zst"] {
         let dst = tempfile::tempdir().unwrap();
         add(ctx.path(), name, dst.path(), "/opt").unwrap();
@@ -88,10 +111,17 @@ fn non_archives_are_copied_as_files() {
     let dst = tempfile::tempdir().unwrap();
     add(ctx.path(), "notes.tar", dst.path(), "/n").unwrap();
     add(ctx.path(), "zeros", dst.path(), "/z").unwrap();
-    assert_eq!(fs::read_to_string(dst.path().join("n")).unwrap(), "not really a tar");
+    assert_eq!(
+        fs::read_to_string(dst.path().join("n")).unwrap(),
+        "not really a tar"
+    );
     assert_eq!(fs::read(dst.path().join("z")).unwrap().len(), 1024);
     // xz is recognised and refused with a clear message, not copied silently.
-    fs::write(ctx.path().join("a.tar.xz"), [0xfd, b'7', b'z', b'X', b'Z', 0, 1, 2]).unwrap();
+    fs::write(
+        ctx.path().join("a.tar.xz"),
+        [0xfd, b'7', b'z', b'X', b'Z', 0, 1, 2],
+    )
+    .unwrap();
     let err = add(ctx.path(), "a.tar.xz", dst.path(), "/x").unwrap_err();
     assert!(err.to_string().contains("xz"), "{err}");
 }
@@ -115,7 +145,10 @@ fn hostile_archive_stays_inside_the_destination() {
     let r = add(ctx.path(), "evil.tar", dst.path(), "/into/");
     // The hard link to a path that does not exist inside `/into` fails; all
     // earlier entries landed inside `/into`.
-    assert!(r.is_err(), "hard link target outside the extraction root must not resolve");
+    assert!(
+        r.is_err(),
+        "hard link target outside the extraction root must not resolve"
+    );
     let got = list(dst.path());
     assert_eq!(
         got,
@@ -136,11 +169,21 @@ fn hostile_archive_stays_inside_the_destination() {
 #[test]
 fn archive_entry_replaces_files_but_not_directories() {
     let ctx = tempfile::tempdir().unwrap();
-    fs::write(ctx.path().join("a.tar"), archive(&[("x", tar::EntryType::Regular, "new"), ("d", tar::EntryType::Regular, "file")])).unwrap();
+    fs::write(
+        ctx.path().join("a.tar"),
+        archive(&[
+            ("x", tar::EntryType::Regular, "new"),
+            ("d", tar::EntryType::Regular, "file"),
+        ]),
+    )
+    .unwrap();
     let dst = tempfile::tempdir().unwrap();
     fs::create_dir_all(dst.path().join("o/d")).unwrap();
     fs::write(dst.path().join("o/x"), "old").unwrap();
     let err = add(ctx.path(), "a.tar", dst.path(), "/o").unwrap_err();
-    assert!(err.to_string().contains("cannot replace directory"), "{err}");
+    assert!(
+        err.to_string().contains("cannot replace directory"),
+        "{err}"
+    );
     assert_eq!(fs::read_to_string(dst.path().join("o/x")).unwrap(), "new");
 }

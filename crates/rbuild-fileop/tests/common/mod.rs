@@ -18,13 +18,21 @@ pub fn build(root: &Path, spec: &[&str]) {
             "d" => {
                 fs::create_dir_all(&p).unwrap();
                 if let Some(m) = parts.get(2) {
-                    fs::set_permissions(&p, fs::Permissions::from_mode(u32::from_str_radix(m, 8).unwrap())).unwrap();
+                    fs::set_permissions(
+                        &p,
+                        fs::Permissions::from_mode(u32::from_str_radix(m, 8).unwrap()),
+                    )
+                    .unwrap();
                 }
             }
             "f" => {
                 fs::write(&p, parts.get(2).copied().unwrap_or("")).unwrap();
                 if let Some(m) = parts.get(3) {
-                    fs::set_permissions(&p, fs::Permissions::from_mode(u32::from_str_radix(m, 8).unwrap())).unwrap();
+                    fs::set_permissions(
+                        &p,
+                        fs::Permissions::from_mode(u32::from_str_radix(m, 8).unwrap()),
+                    )
+                    .unwrap();
                 }
             }
             "l" => symlink(parts[2], &p).unwrap(),
@@ -50,12 +58,18 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
         let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
         let md = fs::symlink_metadata(&p).unwrap();
         if md.file_type().is_symlink() {
-            out.push(format!("{rel}->{}", fs::read_link(&p).unwrap().to_string_lossy()));
+            out.push(format!(
+                "{rel}->{}",
+                fs::read_link(&p).unwrap().to_string_lossy()
+            ));
         } else if md.is_dir() {
             out.push(format!("{rel}/"));
             walk(root, &p, out);
         } else {
-            out.push(format!("{rel}={}", fs::read_to_string(&p).unwrap_or_default()));
+            out.push(format!(
+                "{rel}={}",
+                fs::read_to_string(&p).unwrap_or_default()
+            ));
         }
     }
 }
