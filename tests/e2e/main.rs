@@ -99,7 +99,8 @@ fn walking_skeleton(runner: &Runner) {
     assert_eq!(std::fs::read_to_string(rootfs.join("app/data/made-by")).unwrap().trim(), "1000");
     assert_eq!(std::fs::read_to_string(rootfs.join("app/data/greeting")).unwrap().trim(), "hello from rbuild");
     let made_by = std::fs::metadata(rootfs.join("app/data/made-by")).unwrap();
-    assert_eq!((made_by.uid(), made_by.gid()), (1000, 1000), "a file made by USER 1000 is owned by 1000");
+    // Docker's rule: a numeric USER without a passwd entry runs with gid 0.
+    assert_eq!((made_by.uid(), made_by.gid()), (1000, 0), "a file made by USER 1000 is owned by 1000");
     let script = std::fs::metadata(rootfs.join("app/greet.sh")).unwrap();
     assert_eq!(script.mode() & 0o7777, 0o755);
     assert_eq!((script.uid(), script.gid()), (0, 0));

@@ -137,8 +137,8 @@ impl Runner {
 
     /// Makes `dir` usable as this runner's state dir.
     pub fn own(&self, dir: &Path) {
+        std::fs::create_dir_all(dir).expect("mkdir");
         if let Runner::User { uid, gid, .. } = self {
-            std::fs::create_dir_all(dir).expect("mkdir");
             nix::unistd::chown(dir, Some((*uid).into()), Some((*gid).into())).expect("chown state dir");
         }
     }

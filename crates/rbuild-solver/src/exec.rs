@@ -122,7 +122,7 @@ pub(crate) async fn solve_exec(
             Security::Insecure => rbuild_sandbox::Security::Insecure,
         },
         mounts,
-        platform_arch: Some(exec.platform.clone()),
+        platform_arch: exec.platform.split('/').nth(1).map(str::to_string),
         ..RunSpec::default()
     };
     let digest = vertex.digest().to_string();
@@ -150,7 +150,7 @@ pub(crate) async fn solve_exec(
             },
             tail,
         }),
-        Err(e) => Some(SolveError::Sandbox { step: vertex.meta.name.clone(), message: e.to_string() }),
+        Err(e) => Some(SolveError::Sandbox { step: vertex.meta.name.clone(), message: crate::chain(&e) }),
     };
     if let Some(err) = failure {
         drop(active);

@@ -47,7 +47,7 @@ pub(crate) async fn context_selections(
         })
         .await
         .map_err(|_| SolveError::Cancelled)?
-        .map_err(|e| SolveError::Context { message: e.to_string() })?;
+        .map_err(|e| SolveError::Context { message: crate::chain(&e) })?;
         out.push((input, hash));
     }
     Ok(out)
@@ -92,7 +92,7 @@ fn owner(root: &Path, chown: &Option<Chown>) -> Result<Option<(u32, u32)>, Solve
         None => Ok(None),
         Some(Chown(spec)) => rbuild_fileop::users::resolve_chown(root, spec)
             .map(Some)
-            .map_err(|e| SolveError::File { message: e.to_string() }),
+            .map_err(|e| SolveError::File { message: crate::chain(&e) }),
     }
 }
 
@@ -122,12 +122,12 @@ fn copy(ctx: &Ctx, dest_root: &Path, c: &CopyAction, inputs: &[Arc<Solved>]) -> 
         ..CopyOptions::dockerfile()
     };
     rbuild_fileop::copy::copy(src.path(), &c.paths, dest_root, &c.dest, &opts)
-        .map_err(|e| SolveError::File { message: e.to_string() })?;
+        .map_err(|e| SolveError::File { message: crate::chain(&e) })?;
     Ok(())
 }
 
 fn apply(ctx: &Ctx, root: &Path, file: &FileOp, inputs: &[Arc<Solved>]) -> Result<(), SolveError> {
-    let ferr = |e: rbuild_fileop::ops::OpError| SolveError::File { message: e.to_string() };
+    let ferr = |e: rbuild_fileop::ops::OpError| SolveError::File { message: crate::chain(&e) };
     for action in &file.actions {
         match action {
             FileAction::Copy(c) => copy(ctx, root, c, inputs)?,

@@ -13,7 +13,6 @@ use crate::SolveError;
 use rbuild_graph::{Digest as GraphDigest, ImageSource};
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::descriptor::Descriptor;
-use rbuild_oci::digest::DigestReader;
 use rbuild_oci::layer::{ApplyOptions, WhiteoutMode, apply_layer};
 use rbuild_oci::manifest::ImageManifest;
 use rbuild_oci::media_types;
@@ -44,9 +43,9 @@ pub(crate) async fn solve_image(
 ) -> Result<Option<String>, SolveError> {
     let engine = &ctx.engine;
     let reference = Reference::parse(&src.reference)
-        .map_err(|e| SolveError::Image { reference: src.reference.clone(), message: e.to_string() })?;
+        .map_err(|e| SolveError::Image { reference: src.reference.clone(), message: crate::chain(&e) })?;
     let platform = Platform::parse(&src.platform)
-        .map_err(|e| SolveError::Image { reference: src.reference.clone(), message: e.to_string() })?;
+        .map_err(|e| SolveError::Image { reference: src.reference.clone(), message: crate::chain(&e) })?;
     let image_err = |message: String| SolveError::Image { reference: src.reference.clone(), message };
 
     let (manifest, config) = engine.manifest_and_config(&reference, &platform).await?;
@@ -88,7 +87,7 @@ pub(crate) async fn solve_image(
                 .registry
                 .fetch_blob(&reference, layer, &engine.state.content, &progress)
                 .await
-                .map_err(|e| image_err(e.to_string()))?;
+                .map_err(|e| image_err(crate::chain(&e)))?;
         }
         let snap = unpack_layer(ctx, layer, &diff_ids[i], parent.as_deref(), &key).await?;
         parent = Some(snap);
@@ -120,17 +119,14 @@ async fn unpack_layer(
         let state = &engine.state;
         let active = crate::prepare(&engine, parent.as_deref())?;
         let layer_err = |message: String| SolveError::Layer { digest: layer.digest.to_string(), message };
-        let file = state.content.open_blob(&layer.digest).map_err(|e| layer_err(e.to_string()))?;
-        // Decompress here so the diff ID is checked over exactly the bytes applied.
-        let mut reader = DigestReader::new(decompress(file, &layer.media_type).map_err(|e| layer_err(e.to_string()))?);
+        let file = state.content.open_blob(&layer.digest).map_err(|e| layer_err(crate::chain(&e)))?;
         let opts = ApplyOptions { whiteouts: WhiteoutMode::Overlay, ..ApplyOptions::default() };
-        apply_layer(&mut reader, media_types::OCI_LAYER_TAR, &active.upper, &opts)
-            .map_err(|e| layer_err(e.to_string()))?;
-        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| layer_err(e.to_string()))?;
-        let (_, actual, _) = reader.finish();
-        if actual.as_str() != diff_id {
+        let stats = apply_layer(std::io::BufReader::new(file), &layer.media_type, &active.upper, &opts)
+            .map_err(|e| layer_err(crate::chain(&e)))?;
+        if stats.diff_id.as_str() != diff_id {
             return Err(layer_err(format!(
-                "uncompressed content is {actual}, but the image config says {diff_id}"
+                "uncompressed content is {}, but the image config says {diff_id}",
+                stats.diff_id
             )));
         }
         let snapshot = state.snapshots.commit(active)?;
@@ -149,17 +145,6 @@ async fn unpack_layer(
     })
     .await
     .map_err(|_| SolveError::Cancelled)?
-}
-
-/// A reader of the uncompressed tar inside a layer blob.
-fn decompress(file: std::fs::File, media_type: &str) -> std::io::Result<Box<dyn std::io::Read + Send>> {
-    use rbuild_oci::media_types::LayerCompression;
-    let reader = std::io::BufReader::new(file);
-    Ok(match media_types::layer_compression(media_type) {
-        Some(LayerCompression::Gzip) => Box::new(flate2::read::GzDecoder::new(reader)),
-        Some(LayerCompression::Zstd) => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
-        _ => Box::new(reader),
-    })
 }
 
 /// Parses a stored manifest and config.

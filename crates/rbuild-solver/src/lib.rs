@@ -77,6 +77,21 @@ pub enum SolveError {
     Cancelled,
 }
 
+/// An error and its causes on one line (`a: b: c`).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 fn format_tail(tail: &[String]) -> String {
     if tail.is_empty() {
         return String::new();
@@ -225,25 +240,25 @@ impl Engine {
         let store = &self.state.content;
         let have = |d: &rbuild_oci::digest::Digest| store.contains(d);
         let manifest_bytes = match &reference.digest {
-            Some(d) if have(d) => store.read_all(d).map_err(|e| image_err(e.to_string()))?,
+            Some(d) if have(d) => store.read_all(d).map_err(|e| image_err(crate::chain(&e)))?,
             _ => {
                 let resolved = self
                     .registry
                     .resolve(reference, platform, store)
                     .await
-                    .map_err(|e| image_err(e.to_string()))?;
+                    .map_err(|e| image_err(crate::chain(&e)))?;
                 resolved.manifest_bytes
             }
         };
-        let manifest = ImageManifest::from_slice(&manifest_bytes).map_err(|e| image_err(e.to_string()))?;
+        let manifest = ImageManifest::from_slice(&manifest_bytes).map_err(|e| image_err(crate::chain(&e)))?;
         let config_digest = &manifest.config.digest;
         if !have(config_digest) {
             self.registry
                 .fetch_blob(reference, &manifest.config, store, &rbuild_registry::no_progress)
                 .await
-                .map_err(|e| image_err(e.to_string()))?;
+                .map_err(|e| image_err(crate::chain(&e)))?;
         }
-        let config_bytes = store.read_all(config_digest).map_err(|e| image_err(e.to_string()))?;
+        let config_bytes = store.read_all(config_digest).map_err(|e| image_err(crate::chain(&e)))?;
         let (manifest, config) =
             image::parse_manifest_and_config(&manifest_bytes, &config_bytes).map_err(image_err)?;
         Ok((manifest, config))
@@ -259,15 +274,15 @@ impl Engine {
         pull: bool,
     ) -> Result<(Reference, ImageConfig), SolveError> {
         let image_err = |message: String| SolveError::Image { reference: name.to_string(), message };
-        let reference = Reference::parse(name).map_err(|e| image_err(e.to_string()))?;
+        let reference = Reference::parse(name).map_err(|e| image_err(crate::chain(&e)))?;
         let platform_key = platform.to_string();
         let db_name = reference.to_string();
         if reference.digest.is_none() && !pull {
             if let Some(rec) = self.state.db.image(&db_name, &platform_key)? {
-                let digest = rbuild_oci::digest::Digest::parse(&rec.manifest_digest).map_err(|e| image_err(e.to_string()))?;
+                let digest = rbuild_oci::digest::Digest::parse(&rec.manifest_digest).map_err(|e| image_err(crate::chain(&e)))?;
                 if self.state.content.contains(&digest) {
                     let config: ImageConfig =
-                        serde_json::from_slice(&rec.config).map_err(|e| image_err(e.to_string()))?;
+                        serde_json::from_slice(&rec.config).map_err(|e| image_err(crate::chain(&e)))?;
                     return Ok((reference.with_digest(digest), config));
                 }
             }
@@ -276,13 +291,13 @@ impl Engine {
             .registry
             .resolve(&reference, platform, &self.state.content)
             .await
-            .map_err(|e| image_err(e.to_string()))?;
+            .map_err(|e| image_err(crate::chain(&e)))?;
         // Pin the platform's manifest (not the index): the graph names
         // exactly the filesystem it builds on.
         let manifest_digest = resolved.manifest_descriptor.digest.clone();
         let pinned = reference.with_digest(manifest_digest.clone());
         let (_, config) = self.manifest_and_config(&pinned, platform).await?;
-        let config_bytes = serde_json::to_vec(&config).map_err(|e| image_err(e.to_string()))?;
+        let config_bytes = serde_json::to_vec(&config).map_err(|e| image_err(crate::chain(&e)))?;
         let rec = ImageRecord { manifest_digest: manifest_digest.to_string(), config: config_bytes };
         self.state.db.put_image(&db_name, &platform_key, &rec)?;
         Ok((pinned, config))

@@ -49,12 +49,12 @@ impl State {
         let content_dir = root.join("content");
         let content = ContentStore::open(&content_dir).map_err(|e| StateError::Content {
             path: content_dir.display().to_string(),
-            message: e.to_string(),
+            message: crate::chain(&e),
         })?;
         let snap_dir = root.join("snapshots");
         let snapshots = Snapshotter::open(&snap_dir).map_err(|e| StateError::Snapshots {
             path: snap_dir.display().to_string(),
-            message: e.to_string(),
+            message: crate::chain(&e),
         })?;
         let db = Db::open(&root.join("metadata.db"))?;
         let cache_mounts = root.join("cache-mounts");

@@ -15,6 +15,7 @@ fn write_atomically(
     write: impl FnOnce(&mut std::fs::File) -> Result<(), String>,
 ) -> Result<(), Error> {
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
     write(tmp.as_file_mut()).map_err(|m| Error::Invalid(format!("{}: {m}", dest.display())))?;
     tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
