@@ -49,6 +49,7 @@ pub mod ignore;
 mod instructions;
 pub mod mounts;
 pub mod shell;
+pub mod stages;
 mod shell_pattern;
 pub mod syntax;
 pub mod convert;
