@@ -32,7 +32,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use crate::meta::{Chmod, MetaPlan};
 use crate::pattern::{ExcludeMatcher, PatternError};
 use crate::root::{Root, clean, join};
-use crate::select::{Selected, expand_sources};
+use crate::select::{SelectSpec, Selected, expand_sources};
 
 /// Options of one copy, mirroring BuildKit's `FileActionCopy`.
 #[derive(Debug, Clone, Default)]
@@ -165,14 +165,14 @@ pub fn copy(
     if sources.is_empty() {
         return Err(CopyError::NoSources);
     }
-    let selected = expand_sources(
-        &src,
-        sources,
-        opts.allow_wildcard,
-        opts.allow_empty_wildcard,
-        opts.follow_symlinks,
-        &excludes,
-    )?;
+    let spec = SelectSpec {
+        allow_wildcard: opts.allow_wildcard,
+        allow_empty: opts.allow_empty_wildcard,
+        follow: opts.follow_symlinks,
+        parents: opts.parents,
+        excludes: &excludes,
+    };
+    let selected = expand_sources(&src, sources, &spec)?;
     if selected.is_empty() {
         if opts.allow_empty_wildcard {
             return Ok(CopyStats::default());

@@ -61,6 +61,8 @@ pub struct SelectionOptions {
     pub follow_symlinks: bool,
     pub allow_wildcard: bool,
     pub allow_empty_wildcard: bool,
+    /// `--parents` (changes what `**` matches).
+    pub parents: bool,
     /// Include uid/gid (for sources whose owners are preserved, e.g. a copy
     /// from a stage without `--chown`). Off for contexts.
     pub include_owner: bool,
@@ -154,14 +156,14 @@ pub fn hash_selection(
         h.sha.update(raw.as_bytes());
         h.sha.update(b"\0");
         let one = std::slice::from_ref(raw);
-        let selected = crate::select::expand_sources(
-            &root,
-            one,
-            opts.allow_wildcard,
-            opts.allow_empty_wildcard,
-            opts.follow_symlinks,
-            &excludes,
-        )?;
+        let spec = crate::select::SelectSpec {
+            allow_wildcard: opts.allow_wildcard,
+            allow_empty: opts.allow_empty_wildcard,
+            follow: opts.follow_symlinks,
+            parents: opts.parents,
+            excludes: &excludes,
+        };
+        let selected = crate::select::expand_sources(&root, one, &spec)?;
         for sel in selected {
             h.sha.update(b"M");
             h.sha.update(join(&sel.named).as_os_str().as_bytes());

@@ -204,19 +204,22 @@ pub fn rm(
 ) -> Result<(), OpError> {
     let root = open_root(root)?;
     let targets: Vec<Vec<OsString>> = if allow_wildcard && crate::pattern::has_wildcard(path) {
-        let sel = crate::select::expand_sources(
-            &root,
-            &[path.to_string()],
-            true,
-            true,
-            false,
-            &Default::default(),
-        )
-        .map_err(|e| OpError::Io {
-            op: "expand",
-            path: path.to_string(),
-            source: io::Error::other(e.to_string()),
-        })?;
+        let excludes = crate::pattern::ExcludeMatcher::default();
+        let spec = crate::select::SelectSpec {
+            allow_wildcard: true,
+            allow_empty: true,
+            follow: false,
+            parents: false,
+            excludes: &excludes,
+        };
+        let sel =
+            crate::select::expand_sources(&root, &[path.to_string()], &spec).map_err(|e| {
+                OpError::Io {
+                    op: "expand",
+                    path: path.to_string(),
+                    source: io::Error::other(e.to_string()),
+                }
+            })?;
         sel.into_iter().map(|s| s.canon).collect()
     } else {
         let comps = clean(OsStr::new(path));

@@ -245,6 +245,29 @@ impl ExcludeMatcher {
     }
 }
 
+/// `--parents` wildcard matching, where a `**` component matches any number
+/// of path components (zero included). Returns whether `path` matches the
+/// whole pattern, and whether a path *below* it still could (so a walker
+/// knows whether to enter a directory).
+pub(crate) fn glob_match(pat: &[String], path: &[&str]) -> (bool, bool) {
+    let (m, n) = (pat.len(), path.len());
+    let mut dp = vec![vec![false; n + 1]; m + 1];
+    dp[0][0] = true;
+    for i in 1..=m {
+        let is_glob = pat[i - 1] == "**";
+        for j in 0..=n {
+            dp[i][j] = if is_glob {
+                dp[i - 1][j] || (j > 0 && dp[i][j - 1])
+            } else {
+                j > 0 && dp[i - 1][j - 1] && match_path(&pat[i - 1], path[j - 1]).unwrap_or(false)
+            };
+        }
+    }
+    let full = dp[m][n];
+    let below = (0..m).any(|i| dp[i][n]) || (m > 0 && pat[m - 1] == "**" && dp[m][n]);
+    (full, below)
+}
+
 /// Does the pattern match `path` or one of its parent directories?
 fn matches_prefix(pat: &[String], path: &[&str]) -> bool {
     // dp[i][j]: pattern[..i] matches path[..j]
@@ -320,6 +343,25 @@ mod tests {
         let p = "*a".repeat(200) + "b";
         let n = "a".repeat(5000);
         assert!(!match_path(&p, &n).unwrap());
+    }
+
+    #[test]
+    fn doublestar_table() {
+        let cases: &[(&str, &str, bool, bool)] = &[
+            ("src/**/*.txt", "src/a.txt", true, true),
+            ("src/**/*.txt", "src/x/y/c.txt", true, true),
+            ("src/**/*.txt", "src/x", false, true),
+            ("src/**/*.txt", "other", false, false),
+            ("src/*/a", "src/x", false, true),
+            ("src/*/a", "src/x/a", true, false),
+            ("src/*/a", "src/x/b", false, false),
+            ("**", "anything/at/all", true, true),
+        ];
+        for (p, path, full, below) in cases {
+            let pat: Vec<String> = p.split('/').map(String::from).collect();
+            let comps: Vec<&str> = path.split('/').collect();
+            assert_eq!(glob_match(&pat, &comps), (*full, *below), "{p} vs {path}");
+        }
     }
 
     #[test]

@@ -5,10 +5,10 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 
-use rustix::fs::{AtFlags, FileType};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::copy::{CopyError, io_err, read_dir_sorted};
-use crate::pattern::{ExcludeMatcher, has_wildcard, match_path};
+use crate::pattern::{ExcludeMatcher, glob_match, has_wildcard, match_path};
 use crate::root::{Root, clean, join};
 
 /// One selected source.
@@ -25,32 +25,41 @@ pub(crate) struct Selected {
     pub pivot: usize,
 }
 
+/// How sources are interpreted.
+pub(crate) struct SelectSpec<'a> {
+    pub allow_wildcard: bool,
+    /// A wildcard matching nothing is not an error.
+    pub allow_empty: bool,
+    /// Follow a symlink named as the last component of a source.
+    pub follow: bool,
+    /// `--parents`: a `**` component matches any number of directories.
+    pub parents: bool,
+    pub excludes: &'a ExcludeMatcher,
+}
+
 /// Expand every source. Missing literal sources are errors; a wildcard with
 /// no match is an error unless `allow_empty`.
 pub(crate) fn expand_sources(
     src: &Root,
     sources: &[String],
-    allow_wildcard: bool,
-    allow_empty: bool,
-    follow: bool,
-    excludes: &ExcludeMatcher,
+    spec: &SelectSpec<'_>,
 ) -> Result<Vec<Selected>, CopyError> {
     let mut out = Vec::new();
     for raw in sources {
         if raw.contains('\0') {
-            return Err(CopyError::NotFound {
-                path: raw.escape_debug().to_string(),
-            });
+            return Err(not_found(&raw.escape_debug().to_string()));
         }
-        let (pivot, joined) = match raw.find("/./") {
-            Some(i) => (
-                clean(OsStr::new(&raw[..i])).len(),
-                format!("{}/{}", &raw[..i], &raw[i + 3..]),
-            ),
-            None => (0, raw.clone()),
+        // `a/./b`: the part after the pivot cannot climb above it.
+        let (named, pivot) = match raw.find("/./").filter(|_| spec.parents) {
+            Some(i) => {
+                let mut left = clean(OsStr::new(&raw[..i]));
+                let pivot = left.len();
+                left.extend(clean(OsStr::new(&raw[i + 3..])));
+                (left, pivot)
+            }
+            None => (clean(OsStr::new(raw)), 0),
         };
-        let named = clean(OsStr::new(&joined));
-        let wild_at = if allow_wildcard {
+        let wild_at = if spec.allow_wildcard {
             named
                 .iter()
                 .position(|c| has_wildcard(&c.to_string_lossy()))
@@ -60,7 +69,7 @@ pub(crate) fn expand_sources(
         match wild_at {
             None => {
                 let (canon, exists) = src
-                    .canonicalize(join(&named).as_os_str(), follow)
+                    .canonicalize(join(&named).as_os_str(), spec.follow)
                     .map_err(|_| not_found(raw))?;
                 if !exists {
                     return Err(not_found(raw));
@@ -73,8 +82,8 @@ pub(crate) fn expand_sources(
             }
             Some(k) => {
                 let before = out.len();
-                expand_wildcard(src, &named, k, follow, pivot, excludes, &mut out)?;
-                if out.len() == before && !allow_empty {
+                expand_wildcard(src, &named, k, pivot, spec, &mut out)?;
+                if out.len() == before && !spec.allow_empty {
                     return Err(not_found(raw));
                 }
             }
@@ -89,17 +98,17 @@ fn not_found(raw: &str) -> CopyError {
     }
 }
 
-/// Match `named[k..]` component-wise below `named[..k]`. A `*` never crosses
-/// `/`, so a directory is only entered when its name matches the pattern
-/// component at its depth; a matched directory is not entered. Symlinks are
-/// never entered (Go's `filepath.Walk` does not follow them either).
+/// Match `named[k..]` below `named[..k]`. Without `--parents` a `*` never
+/// crosses `/`, so a directory is only entered when its name matches the
+/// pattern component at its depth; with it, `**` spans directories. A matched
+/// directory is not entered, and symlinks are never entered (Go's
+/// `filepath.Walk` does not follow them either).
 fn expand_wildcard(
     src: &Root,
     named: &[OsString],
     k: usize,
-    follow: bool,
     pivot: usize,
-    excludes: &ExcludeMatcher,
+    spec: &SelectSpec<'_>,
     out: &mut Vec<Selected>,
 ) -> Result<(), CopyError> {
     let base = &named[..k];
@@ -107,35 +116,34 @@ fn expand_wildcard(
         .iter()
         .map(|c| c.to_string_lossy().into_owned())
         .collect();
-    for p in &pattern {
+    for p in pattern.iter().filter(|p| *p != "**") {
         match_path(p, "")?; // surface syntax errors even when nothing is walked
     }
     let (base_canon, exists) = src
-        .canonicalize(join(base).as_os_str(), follow)
+        .canonicalize(join(base).as_os_str(), spec.follow)
         .map_err(io_err("resolve", join(base)))?;
     if !exists {
         return Ok(());
     }
-    let Ok(base_fd) = src.open_canonical(
-        &base_canon,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
-    ) else {
+    let Ok(base_fd) = src.open_canonical(&base_canon, OFlags::RDONLY | OFlags::DIRECTORY) else {
         return Ok(()); // not a directory: nothing below it can match
     };
     let mut rels: Vec<Vec<OsString>> = Vec::new();
-    walk_match(&base_fd, &pattern, &mut Vec::new(), &mut rels)?;
+    walk_match(&base_fd, &pattern, spec.parents, &mut Vec::new(), &mut rels)?;
     for rel in rels {
         let rel_str = join(&rel).to_string_lossy().into_owned();
         let mut full = base.to_vec();
         full.extend(rel.iter().cloned());
-        if !excludes.is_empty() {
+        if !spec.excludes.is_empty() {
             let full_str = join(&full).to_string_lossy().into_owned();
-            if excludes.is_excluded(&rel_str, false) || excludes.is_excluded(&full_str, false) {
+            if spec.excludes.is_excluded(&rel_str, false)
+                || spec.excludes.is_excluded(&full_str, false)
+            {
                 continue;
             }
         }
         let (canon, exists) = src
-            .canonicalize(join(&full).as_os_str(), follow)
+            .canonicalize(join(&full).as_os_str(), spec.follow)
             .map_err(io_err("resolve", join(&full)))?;
         if exists {
             out.push(Selected {
@@ -151,41 +159,47 @@ fn expand_wildcard(
 fn walk_match(
     dir: &OwnedFd,
     pattern: &[String],
+    doublestar: bool,
     prefix: &mut Vec<OsString>,
     out: &mut Vec<Vec<OsString>>,
 ) -> Result<(), CopyError> {
     let depth = prefix.len();
     let shown = join(prefix);
     for name in read_dir_sorted(dir).map_err(io_err("read directory", &shown))? {
-        let name_str = name.to_string_lossy();
-        if !match_path(&pattern[depth], &name_str)? {
-            continue;
-        }
-        prefix.push(name.clone());
-        if depth + 1 == pattern.len() {
-            out.push(prefix.clone());
+        let name_str = name.to_string_lossy().into_owned();
+        let (matched, enter) = if doublestar {
+            let mut comps: Vec<String> = prefix
+                .iter()
+                .map(|c| c.to_string_lossy().into_owned())
+                .collect();
+            comps.push(name_str);
+            let refs: Vec<&str> = comps.iter().map(String::as_str).collect();
+            glob_match(pattern, &refs)
         } else {
+            if depth >= pattern.len() || !match_path(&pattern[depth], &name_str)? {
+                continue;
+            }
+            let last = depth + 1 == pattern.len();
+            (last, !last)
+        };
+        prefix.push(name.clone());
+        if matched {
+            out.push(prefix.clone());
+        } else if enter {
             let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(io_err_errno(&shown))?;
+                .map_err(|e| io_err("stat", &shown)(e.into()))?;
             if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
                 let sub = rustix::fs::openat(
                     dir,
                     &name,
-                    rustix::fs::OFlags::RDONLY
-                        | rustix::fs::OFlags::DIRECTORY
-                        | rustix::fs::OFlags::NOFOLLOW
-                        | rustix::fs::OFlags::CLOEXEC,
-                    rustix::fs::Mode::empty(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
                 )
-                .map_err(io_err_errno(&shown))?;
-                walk_match(&sub, pattern, prefix, out)?;
+                .map_err(|e| io_err("open directory", &shown)(e.into()))?;
+                walk_match(&sub, pattern, doublestar, prefix, out)?;
             }
         }
         prefix.pop();
     }
     Ok(())
-}
-
-fn io_err_errno(shown: &std::path::Path) -> impl FnOnce(rustix::io::Errno) -> CopyError + '_ {
-    move |e| io_err("read directory", shown)(e.into())
 }
