@@ -57,6 +57,21 @@ impl Default for ClientOptions {
     }
 }
 
+impl ClientOptions {
+    /// Options for a CLI or daemon: the given per-host settings and
+    /// credentials from the Docker config (`$DOCKER_CONFIG/config.json` or
+    /// `~/.docker/config.json`, with its credential helpers), so
+    /// `docker login` works for rbuild too.
+    #[must_use]
+    pub fn from_config(config: RegistryConfig) -> Self {
+        Self {
+            config,
+            credentials: Arc::new(crate::credentials::DockerConfigCredentials::from_env()),
+            ..Self::default()
+        }
+    }
+}
+
 impl std::fmt::Debug for ClientOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientOptions")
@@ -467,6 +482,29 @@ impl RegistryClient {
             scope: scopes.to_string(),
             message: format!("{message}; {hint}"),
         }
+    }
+
+    /// Check that the client's credentials for `registry` are accepted, the
+    /// way `docker login` does: `GET /v2/`, answering a Basic challenge with
+    /// the password or a Bearer challenge by fetching a token with it (the
+    /// token service verifies the password). A registry that lets anyone in
+    /// passes. Fails without credentials, or when they are refused.
+    pub async fn check_login(&self, registry: &str) -> Result<(), RegistryError> {
+        let ep = self.inner.opts.config.origin(registry);
+        if self.credentials(&ep).await?.is_none() {
+            return Err(RegistryError::Unauthorized {
+                host: ep.host.clone(),
+                scope: String::new(),
+                message: format!("no credentials for `{registry}`"),
+            });
+        }
+        let url = Self::api_url(&ep, "")?;
+        let build = || Ok(Self::request(Method::GET, url.clone()));
+        let resp = self.send(&ep, &Scopes::none(), &build).await?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(status_error("GET", resp).await)
     }
 
     /// A URL under the endpoint's `/v2/` root.

@@ -315,6 +315,40 @@ mod tests {
     }
 
     #[test]
+    fn deserialises_the_buildkitd_shape_and_refuses_typos() {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            registry: RegistryConfig,
+        }
+        let f: File = toml::from_str(
+            r#"
+            [registry."docker.io"]
+            mirrors = ["mirror.example:5000"]
+            [registry."reg.internal:5000"]
+            http = true
+            [registry."selfsigned.example"]
+            insecure = true
+            ca = ["/etc/rbuild/ca.pem"]
+            "#,
+        )
+        .unwrap();
+        let r = &f.registry;
+        assert_eq!(r.host("docker.io").mirrors, vec!["mirror.example:5000"]);
+        assert!(r.host("reg.internal:5000").http);
+        assert!(r.host("selfsigned.example").insecure);
+        assert_eq!(
+            r.host("selfsigned.example").ca,
+            vec![PathBuf::from("/etc/rbuild/ca.pem")]
+        );
+        assert_eq!(r.host("unknown.example"), HostConfig::default());
+        let empty: File = toml::from_str("").unwrap();
+        assert!(empty.registry.hosts.is_empty());
+        let typo = toml::from_str::<File>("[registry.\"x\"]\nmirror = [\"y\"]\n");
+        assert!(typo.is_err());
+    }
+
+    #[test]
     fn configured_http_host_uses_plain_http() {
         let mut c = RegistryConfig::default();
         c.hosts.insert(

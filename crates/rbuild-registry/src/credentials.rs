@@ -297,6 +297,167 @@ impl DockerConfigCredentials {
     }
 }
 
+impl DockerConfigCredentials {
+    /// Save credentials for `registry` the way `docker login` does: through
+    /// the credential helper configured for it (`credHelpers`, then
+    /// `credsStore`), else as base64 `auth` under `auths`. Every other field
+    /// of the file is kept; the file is replaced atomically with mode 0600.
+    pub fn store(&self, registry: &str, cred: &Credential) -> Result<(), CredentialsError> {
+        let file = self.load()?.unwrap_or_default();
+        let key = primary_key(registry);
+        if let Some(helper) = helper_for(&file, registry) {
+            let payload = serde_json::json!({
+                "ServerURL": key,
+                "Username": cred.username,
+                "Secret": cred.secret,
+            });
+            return self.helper_call(&helper, "store", registry, payload.to_string().as_bytes());
+        }
+        let mut doc = self.load_value()?;
+        let auth = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", cred.username, cred.secret));
+        let auths = doc
+            .as_object_mut()
+            .map(|o| o.entry("auths").or_insert_with(|| serde_json::json!({})));
+        match auths.and_then(serde_json::Value::as_object_mut) {
+            Some(a) => {
+                a.insert(key, serde_json::json!({ "auth": auth }));
+            }
+            None => return Err(self.config_error("`auths` is not an object")),
+        }
+        self.write_value(&doc)
+    }
+
+    /// Forget credentials for `registry` (`docker logout`): erase them from
+    /// the helper and drop every `auths` entry for it. Returns whether the
+    /// file had any.
+    pub fn erase(&self, registry: &str) -> Result<bool, CredentialsError> {
+        let Some(file) = self.load()? else {
+            return Ok(false);
+        };
+        if let Some(helper) = helper_for(&file, registry) {
+            self.helper_call(&helper, "erase", registry, primary_key(registry).as_bytes())?;
+        }
+        let mut doc = self.load_value()?;
+        let keys = auth_keys(registry);
+        let wanted = key_host(&keys[0]).to_owned();
+        let mut removed = false;
+        if let Some(a) = doc
+            .get_mut("auths")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            let before = a.len();
+            a.retain(|k, _| !keys.contains(k) && key_host(k) != wanted);
+            removed = a.len() != before;
+        }
+        if removed {
+            self.write_value(&doc)?;
+        }
+        Ok(removed)
+    }
+
+    fn config_error(&self, message: impl Into<String>) -> CredentialsError {
+        CredentialsError::Config {
+            path: self.path.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn load_value(&self) -> Result<serde_json::Value, CredentialsError> {
+        match std::fs::read(&self.path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| self.config_error(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({})),
+            Err(e) => Err(self.config_error(e.to_string())),
+        }
+    }
+
+    /// Write to a temp file beside the config, then rename over it, so a
+    /// crash never leaves half a config (and the secret is never readable by
+    /// others, even briefly).
+    fn write_value(&self, doc: &serde_json::Value) -> Result<(), CredentialsError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| self.config_error(e.to_string()))?;
+        let tmp = dir.join(format!(".config.json.tmp-{}", std::process::id()));
+        let text = serde_json::to_vec_pretty(doc).map_err(|e| self.config_error(e.to_string()))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            self.config_error(e.to_string())
+        })
+    }
+
+    fn helper_call(
+        &self,
+        helper: &str,
+        verb: &str,
+        registry: &str,
+        input: &[u8],
+    ) -> Result<(), CredentialsError> {
+        let program = match &self.helper_dir {
+            Some(d) => d.join(format!("docker-credential-{helper}")),
+            None => PathBuf::from(format!("docker-credential-{helper}")),
+        };
+        let fail = |message: String| CredentialsError::Helper {
+            helper: helper.to_owned(),
+            registry: registry.to_owned(),
+            message,
+        };
+        let mut child = Command::new(&program)
+            .arg(verb)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(format!("cannot run `{}`: {e}", program.display())))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input).map_err(|e| fail(e.to_string()))?;
+        }
+        let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if verb == "erase" && text.to_ascii_lowercase().contains("not found") {
+            return Ok(());
+        }
+        Err(fail(text.trim().chars().take(500).collect()))
+    }
+}
+
+/// The helper responsible for `registry`, if any.
+fn helper_for(file: &DockerConfigFile, registry: &str) -> Option<String> {
+    auth_keys(registry)
+        .iter()
+        .find_map(|k| file.cred_helpers.get(k))
+        .cloned()
+        .or_else(|| file.creds_store.clone().filter(|s| !s.is_empty()))
+}
+
+/// The key `docker login` writes for `registry`.
+fn primary_key(registry: &str) -> String {
+    if registry == DOCKER_HUB {
+        DOCKER_HUB_AUTH_KEY.to_owned()
+    } else {
+        registry.to_owned()
+    }
+}
+
 /// The `auths` keys that may hold credentials for `registry`.
 fn auth_keys(registry: &str) -> Vec<String> {
     if registry == DOCKER_HUB {
@@ -449,6 +610,66 @@ mod tests {
             p.get("unknown.example").unwrap(),
             Some(Credential::basic("u", "p"))
         );
+    }
+
+    #[test]
+    fn store_and_erase_keep_other_fields_and_protect_the_file() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("sub/config.json");
+        let p = DockerConfigCredentials::new(&path);
+        p.store("docker.io", &Credential::basic("hub", "pw"))
+            .unwrap();
+        p.store("reg.example:5000", &Credential::basic("me", "pw2"))
+            .unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(doc["auths"][DOCKER_HUB_AUTH_KEY]["auth"].is_string());
+        doc["psFormat"] = serde_json::json!("table");
+        std::fs::write(&path, doc.to_string()).unwrap();
+        assert_eq!(
+            p.get("docker.io").unwrap(),
+            Some(Credential::basic("hub", "pw"))
+        );
+        assert!(p.erase("docker.io").unwrap());
+        assert!(!p.erase("docker.io").unwrap());
+        assert_eq!(p.get("docker.io").unwrap(), None);
+        assert_eq!(
+            p.get("reg.example:5000").unwrap(),
+            Some(Credential::basic("me", "pw2"))
+        );
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(doc["psFormat"], "table", "unknown fields survive");
+    }
+
+    #[test]
+    fn store_goes_through_the_helper_when_one_is_configured() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("helper.log");
+        let helper = write(
+            d.path(),
+            "docker-credential-rec",
+            &format!("#!/bin/sh\necho \"$1 $(cat)\" >> {}\n", log.display()),
+        );
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = write(d.path(), "config.json", r#"{"credsStore":"rec"}"#);
+        let p = DockerConfigCredentials::new(&cfg).with_helper_dir(d.path());
+        p.store("docker.io", &Credential::basic("u", "s")).unwrap();
+        p.erase("docker.io").unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        for part in [
+            r#"store {"#,
+            r#""Secret":"s""#,
+            r#""ServerURL":"https://index.docker.io/v1/""#,
+            r#""Username":"u""#,
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        assert!(text.contains("erase https://index.docker.io/v1/"), "{text}");
+        // The secret never reached the file.
+        assert!(!std::fs::read_to_string(&cfg).unwrap().contains("\"s\""));
     }
 
     #[test]

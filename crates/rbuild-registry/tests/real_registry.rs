@@ -306,7 +306,7 @@ async fn basic_auth_registry() {
     opts.credentials = std::sync::Arc::new(
         StaticCredentials::new().with(&reg.addr, Credential::basic("alice", "wrong")),
     );
-    let err = client(opts)
+    let err = client(opts.clone())
         .push(
             &reference,
             &img.top,
@@ -318,6 +318,8 @@ async fn basic_auth_registry() {
         .unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
     assert!(err.to_string().contains("check the credentials"), "{err}");
+    let err = client(opts).check_login(&reg.addr).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
 
     // Right password: push and pull work.
     let mut opts = fast_options();

@@ -51,6 +51,7 @@ struct State {
     tokens: HashMap<String, bool>,
     token_requests: Vec<String>,
     chunk_min: Option<u64>,
+    token_basic: Option<String>,
 }
 
 /// A running fake registry on `127.0.0.1`.
@@ -169,6 +170,11 @@ impl FakeRegistry {
     /// Ask clients to upload in chunks of at least `n` bytes.
     pub fn set_chunk_min(&self, n: u64) {
         self.st().chunk_min = Some(n);
+    }
+
+    /// Make `/token` demand this `Authorization: Basic` value.
+    pub fn require_token_basic(&self, header: &str) {
+        self.st().token_basic = Some(header.to_owned());
     }
 
     /// Invalidate every token issued so far (as if they expired early).
@@ -391,13 +397,22 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>, addr: &str) -> std
 fn handle(req: &Request, state: &Arc<Mutex<State>>, addr: &str) -> Response {
     let mut st = state.lock().expect("state");
     if req.path == "/token" {
-        st.token_requests.push(req.query.clone());
+        let body = String::from_utf8_lossy(&req.body);
+        st.token_requests
+            .push(format!("{} {}{}", req.method, req.query, body));
+        if let Some(want) = &st.token_basic {
+            let refresh_ok = body.contains("grant_type=refresh_token")
+                && body.contains("refresh_token=good-refresh");
+            if req.header("authorization") != Some(want.as_str()) && !refresh_ok {
+                return Response::error(401, "DENIED");
+            }
+        }
         st.next_id += 1;
         let tok = format!("tok-{}", st.next_id);
         st.tokens.insert(tok.clone(), true);
         return Response::new(200)
             .header("Content-Type", "application/json")
-            .body(format!(r#"{{"token":"{tok}","expires_in":300}}"#).into_bytes());
+            .body(format!(r#"{{"access_token":"{tok}","expires_in":300}}"#).into_bytes());
     }
     let Some(rest) = req.path.strip_prefix("/v2/") else {
         return Response::error(404, "NOT_FOUND");

@@ -1,0 +1,130 @@
+//! Bearer-token and login flows against the fake registry's token service,
+//! with credentials from a Docker config file.
+#![allow(clippy::print_stderr)]
+
+mod support;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use rbuild_oci::reference::Reference;
+use rbuild_registry::{
+    Credential, DockerConfigCredentials, PushOptions, RegistryError, StaticCredentials, no_progress,
+};
+use support::fake::FakeRegistry;
+use support::image::{TempStore, build_image};
+use support::{client, fast_options};
+
+fn basic(user: &str, pass: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+#[tokio::test]
+async fn docker_config_credentials_reach_the_token_service() {
+    let fake = FakeRegistry::start_bearer().await;
+    fake.require_token_basic(&basic("bob", "pw"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = DockerConfigCredentials::new(dir.path().join("config.json"));
+    cfg.store(&fake.addr, &Credential::basic("bob", "pw"))
+        .unwrap();
+
+    let mut opts = fast_options();
+    opts.credentials = Arc::new(cfg);
+    let c = client(opts);
+    c.check_login(&fake.addr).await.unwrap();
+
+    let src = TempStore::new();
+    let img = build_image(&src.store, &[b"private layer"]);
+    let reference = Reference::parse(&format!("{}/bob/app:1", fake.addr)).unwrap();
+    c.push(
+        &reference,
+        &img.top,
+        &src.store,
+        &PushOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
+    let reqs = fake.token_requests();
+    assert!(
+        reqs.iter()
+            .all(|r| r.starts_with("GET ") && r.contains("account=bob")),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter().any(|r| r.contains("service=fake-registry")),
+        "{reqs:?}"
+    );
+}
+
+#[tokio::test]
+async fn refused_credentials_fail_login_with_the_realm_named() {
+    let fake = FakeRegistry::start_bearer().await;
+    fake.require_token_basic(&basic("bob", "pw"));
+    let mut opts = fast_options();
+    opts.credentials =
+        Arc::new(StaticCredentials::new().with(&fake.addr, Credential::basic("bob", "nope")));
+    let err = client(opts).check_login(&fake.addr).await.unwrap_err();
+    match &err {
+        RegistryError::Token { realm, message } => {
+            assert!(realm.ends_with("/token"), "{realm}");
+            assert!(
+                message.contains("401") && message.contains("DENIED"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a token error, got {other}"),
+    }
+    // No credentials at all: login is refused before any request.
+    let before = fake.log().len();
+    let err = client(fast_options())
+        .check_login(&fake.addr)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert_eq!(fake.log().len(), before);
+}
+
+#[tokio::test]
+async fn identity_tokens_use_the_oauth2_refresh_grant() {
+    let fake = FakeRegistry::start_bearer().await;
+    fake.require_token_basic(&basic("never", "used"));
+    let mut opts = fast_options();
+    opts.credentials = Arc::new(
+        StaticCredentials::new().with(&fake.addr, Credential::basic("<token>", "good-refresh")),
+    );
+    client(opts).check_login(&fake.addr).await.unwrap();
+    let reqs = fake.token_requests();
+    assert!(
+        reqs[0].starts_with("POST ") && reqs[0].contains("client_id=rbuild"),
+        "{reqs:?}"
+    );
+}
+
+#[tokio::test]
+async fn anonymous_bearer_pull_needs_no_credentials() {
+    let fake = FakeRegistry::start_bearer().await;
+    let src = TempStore::new();
+    let img = build_image(&src.store, &[b"public layer"]);
+    let reference = Reference::parse(&format!("{}/library/pub:1", fake.addr)).unwrap();
+    let c = client(fast_options());
+    c.push(
+        &reference,
+        &img.top,
+        &src.store,
+        &PushOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
+    let (desc, _) = c.fetch_manifest(&reference).await.unwrap();
+    assert_eq!(desc.digest, img.top.digest);
+    assert!(
+        fake.token_requests()
+            .iter()
+            .all(|r| !r.contains("account="))
+    );
+}
