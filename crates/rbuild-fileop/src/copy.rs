@@ -114,6 +114,8 @@ pub enum CopyError {
     DestParentMissing { dest: String },
     #[error("cannot replace directory `{path}` with a file")]
     ReplaceDirWithFile { path: String },
+    #[error("`{path}` is nested more than {} directories deep", crate::MAX_DEPTH)]
+    TooDeep { path: String },
     #[error("cannot copy a directory to non-directory `{path}`")]
     CopyDirToNonDir { path: String },
     #[error(
@@ -608,6 +610,9 @@ impl Ctx<'_> {
         let dfd = open_dir_rw(ddir.as_fd(), dname, &shown_dst)?;
         let mut here = dparent.to_vec();
         here.push(dname.to_os_string());
+        if here.len() > crate::MAX_DEPTH {
+            return Err(CopyError::TooDeep { path: shown_dst });
+        }
         self.copy_dir_children(&sfd, &dfd, &here, rel, &shown_dst)?;
         // Times last: adding children changed the directory's mtime.
         if created || overwrite_meta {

@@ -95,7 +95,7 @@ pub struct StatKey {
 
 /// A cache of file digests by [`StatKey`]. The solver keeps a persistent one
 /// (its database); [`MemoryStatCache`] serves tests and single builds.
-pub trait StatCache: Sync {
+pub trait StatCache {
     fn get(&self, key: &StatKey) -> Option<[u8; 32]>;
     fn put(&self, key: StatKey, hash: [u8; 32]);
 }

@@ -13,6 +13,13 @@
 //! - [`hash`]: content hash of a selection (cache keys), with a stat cache.
 //! - [`walk`]: deterministic context walking with an exclusion predicate.
 
+/// Deepest directory nesting any operation here will enter. Hostile trees can
+/// be nested far deeper than `PATH_MAX` suggests (fd-relative walks have no
+/// length limit); each level costs stack and an open fd, so we stop with an
+/// error instead of exhausting either (256 levels fit a 2 MiB thread stack
+/// even in debug builds).
+pub const MAX_DEPTH: usize = 256;
+
 pub mod copy;
 pub mod hash;
 pub mod meta;

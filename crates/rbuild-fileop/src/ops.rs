@@ -271,6 +271,13 @@ pub fn rm(
 /// Remove `dir/name` and everything below it without following symlinks.
 /// Returns whether it existed.
 pub(crate) fn remove_all(dir: &impl AsFd, name: &OsStr) -> io::Result<bool> {
+    remove_all_at(dir, name, 0)
+}
+
+fn remove_all_at(dir: &impl AsFd, name: &OsStr, depth: usize) -> io::Result<bool> {
+    if depth > crate::MAX_DEPTH {
+        return Err(io::Error::other(format!("nested more than {} directories deep", crate::MAX_DEPTH)));
+    }
     let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
         Err(rustix::io::Errno::NOENT) => return Ok(false),
@@ -287,7 +294,7 @@ pub(crate) fn remove_all(dir: &impl AsFd, name: &OsStr) -> io::Result<bool> {
         Mode::empty(),
     )?;
     for child in crate::copy::read_dir_sorted(&sub)? {
-        remove_all(&sub, &child)?;
+        remove_all_at(&sub, &child, depth + 1)?;
     }
     rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
     Ok(true)

@@ -36,6 +36,8 @@ pub enum WalkError {
         #[source]
         source: io::Error,
     },
+    #[error("`{path}` is nested more than {} directories deep", crate::MAX_DEPTH)]
+    TooDeep { path: String },
     /// Returned by a visitor to stop the walk.
     #[error("walk stopped: {reason}")]
     Stopped { reason: String },
@@ -167,6 +169,9 @@ pub(crate) fn walk_fd(
     visit: &mut dyn FnMut(&WalkEntry, BorrowedFd<'_>, &OsStr) -> Result<(), WalkError>,
 ) -> Result<(), WalkError> {
     let shown = || join(prefix).to_string_lossy().into_owned();
+    if prefix.len() > crate::MAX_DEPTH {
+        return Err(WalkError::TooDeep { path: shown() });
+    }
     let names = crate::copy::read_dir_sorted(dir).map_err(|source| WalkError::Io {
         op: "read directory",
         path: shown(),

@@ -415,3 +415,30 @@ fn dest_symlink_to_host_path_writes_inside_root() {
     );
     let _ = PermissionsExt::mode(&fs::metadata(dst.path()).unwrap().permissions());
 }
+
+/// A tree nested deeper than `MAX_DEPTH` (and deeper than `PATH_MAX` allows
+/// to name) is an error for copy, walk and hash, not a crash.
+#[test]
+fn overly_deep_trees_are_errors() {
+    use rustix::fs::{Mode, OFlags};
+    let ctx = tempfile::tempdir().unwrap();
+    let mut fd = rustix::fs::open(ctx.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    let name = "d".repeat(200);
+    rustix::fs::mkdirat(&fd, "top", Mode::from_raw_mode(0o755)).unwrap();
+    fd = rustix::fs::openat(&fd, "top", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    for _ in 0..rbuild_fileop::MAX_DEPTH + 5 {
+        rustix::fs::mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        fd = rustix::fs::openat(&fd, name.as_str(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    }
+    drop(fd);
+    let dst = tempfile::tempdir().unwrap();
+    let err = copy(ctx.path(), &s(&["top"]), dst.path(), "/o", &CopyOptions::dockerfile()).unwrap_err();
+    assert!(err.to_string().contains("nested"), "{err}");
+    let err = rbuild_fileop::hash_selection(ctx.path(), &s(&["top"]), &rbuild_fileop::SelectionOptions::dockerfile(), None)
+        .unwrap_err();
+    assert!(err.to_string().contains("nested"), "{err}");
+    let walked = rbuild_fileop::walk::walk(ctx.path(), "/", &|_, _| false, &mut |_| Ok(()));
+    assert!(walked.is_err());
+    // Removal refuses the same depth (std's fd-based remover cleans up after us).
+    assert!(rbuild_fileop::ops::rm(ctx.path(), "/top", false, false).is_err());
+}
