@@ -4,8 +4,9 @@
 use super::stages::{Base, Resolved, find_stage};
 use super::{BaseImage, BuildPlan, ConvertError, ConvertOptions, ImageKey};
 use crate::{Command, Copy, Dockerfile, Healthcheck, Instruction, InstructionKind, Run, RunScript, expand_word};
+use crate::MountType;
 use rbuild_graph::{
-    Chown, ContextSource, CopyAction, ExecOp, FileAction, FileOp, Graph, ImageSource, Network, Op, Security,
+    CacheSharing, Chown, ContextSource, ExecMount, ExecMountKind, CopyAction, ExecOp, FileAction, FileOp, Graph, ImageSource, Network, Op, Security,
     VertexId, VertexMeta,
 };
 use rbuild_oci::config::{History, ImageConfig};
@@ -377,9 +378,8 @@ impl<'a> Converter<'a> {
                 return Err(self.err(ins, "RUN heredocs with an interpreter line (#!) are not supported yet"));
             }
         };
-        if !run.mounts.is_empty() {
-            return Err(self.err(ins, "RUN --mount is not supported yet"));
-        }
+        let mut inputs = vec![state.vertex];
+        let mounts = self.run_mounts(state, ins, run, &mut inputs)?;
         let mut env: Vec<String> = state.config.config.env.clone().unwrap_or_default();
         let env_keys: Vec<String> = state.env().into_iter().map(|(k, _)| k).collect();
         let mut arg_parts = Vec::new();
@@ -408,13 +408,113 @@ impl<'a> Converter<'a> {
             user: state.config.config.user.clone().unwrap_or_default(),
             network,
             security,
-            mounts: Vec::new(),
+            mounts,
             platform: state.platform.clone(),
         });
-        state.vertex = self.add(op, vec![state.vertex], name);
+        state.vertex = self.add(op, inputs, name);
         let prefix = if arg_parts.is_empty() { String::new() } else { format!("|{} {} ", arg_parts.len(), arg_parts.join(" ")) };
         self.history(state, format!("RUN {prefix}{}", args.join(" ")), true);
         Ok(())
+    }
+
+    /// The vertex a `--from` names: a stage (by name or index) or an image.
+    fn from_vertex(&mut self, state: &StageState, from: &str) -> Result<VertexId, ConvertError> {
+        match find_stage(self.df, from, self.df.stages.len()) {
+            Some(j) => {
+                self.stage(j)?;
+                Ok(self.done[j].as_ref().expect("converted above").vertex)
+            }
+            None => Ok(self.image_vertex(from, &state.platform)?.0),
+        }
+    }
+
+    /// RUN --mount flags as graph mounts; inputs they read are appended to
+    /// `inputs` (index 0 is the RUN's rootfs).
+    fn run_mounts(
+        &mut self,
+        state: &StageState,
+        ins: &Instruction,
+        run: &Run,
+        inputs: &mut Vec<VertexId>,
+    ) -> Result<Vec<ExecMount>, ConvertError> {
+        let lookup = state.lookup();
+        let specs = run.resolve_mounts(&lookup, self.df.escape).map_err(|e| self.err(ins, e.to_string()))?;
+        drop(lookup);
+        let mut out = Vec::new();
+        for m in specs {
+            let target = m.target.clone().map(|t| resolve_dest(&state.workdir(), &t).trim_end_matches('/').to_string());
+            let need_target = |kind: &str| {
+                target.clone().ok_or_else(|| self.err(ins, format!("--mount type={kind} needs a target")))
+            };
+            let mut input_for = |c: &mut Self, from: &Option<String>, default_context: bool| -> Result<Option<usize>, ConvertError> {
+                let v = match from {
+                    Some(f) => c.from_vertex(state, f)?,
+                    None if default_context => c.context_vertex(),
+                    None => return Ok(None),
+                };
+                inputs.push(v);
+                Ok(Some(inputs.len() - 1))
+            };
+            let (target, kind) = match m.kind {
+                MountType::Bind => {
+                    let t = need_target("bind")?;
+                    let input = input_for(self, &m.from, true)?.unwrap_or(0);
+                    let source = m.source.clone().unwrap_or_else(|| "/".into());
+                    (t, ExecMountKind::Bind { input, source, readonly: m.readonly })
+                }
+                MountType::Cache => {
+                    let t = need_target("cache")?;
+                    let input = input_for(self, &m.from, false)?;
+                    let id = m.id.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| t.clone());
+                    let sharing = match m.sharing {
+                        crate::CacheSharing::Shared => CacheSharing::Shared,
+                        crate::CacheSharing::Private => CacheSharing::Private,
+                        crate::CacheSharing::Locked => CacheSharing::Locked,
+                    };
+                    let kind = ExecMountKind::Cache {
+                        id,
+                        sharing,
+                        input,
+                        source: m.source.clone().unwrap_or_else(|| "/".into()),
+                        readonly: m.readonly,
+                        mode: m.mode.unwrap_or(0o755),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                    };
+                    (t, kind)
+                }
+                MountType::Tmpfs => (need_target("tmpfs")?, ExecMountKind::Tmpfs { size: m.size }),
+                MountType::Secret => {
+                    let id = m.id.clone().or_else(|| m.source.clone()).or_else(|| {
+                        m.target.as_deref().map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
+                    });
+                    let id = id.or_else(|| m.env.clone()).unwrap_or_default();
+                    let t = target.clone().unwrap_or_else(|| format!("/run/secrets/{id}"));
+                    let kind = ExecMountKind::Secret {
+                        id,
+                        env: m.env.clone(),
+                        required: m.required,
+                        mode: m.mode.unwrap_or(0o400),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                    };
+                    (t, kind)
+                }
+                MountType::Ssh => {
+                    let t = need_target("ssh")?;
+                    let kind = ExecMountKind::Ssh {
+                        id: m.id.clone().unwrap_or_else(|| "default".into()),
+                        required: m.required,
+                        mode: m.mode.unwrap_or(0o600),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                    };
+                    (t, kind)
+                }
+            };
+            out.push(ExecMount { target, kind });
+        }
+        Ok(out)
     }
 
     fn copy(&mut self, state: &mut StageState, ins: &Instruction, copy: &Copy, name: String, is_add: bool) -> Result<(), ConvertError> {
@@ -436,13 +536,7 @@ impl<'a> Converter<'a> {
             None => self.context_vertex(),
             Some(from) => {
                 let from = self.expand(state, ins, from)?;
-                match find_stage(self.df, &from, self.df.stages.len()) {
-                    Some(j) => {
-                        self.stage(j)?;
-                        self.done[j].as_ref().expect("converted above").vertex
-                    }
-                    None => self.image_vertex(&from, &state.platform)?.0,
-                }
+                self.from_vertex(state, &from)?
             }
         };
         let chown = match &copy.chown {

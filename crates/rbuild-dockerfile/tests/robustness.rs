@@ -1,0 +1,128 @@
+//! Hostile input never panics: arbitrary bytes through the parser, the
+//! expander, the mount parser and the `.dockerignore` matcher.
+
+use proptest::prelude::*;
+
+use rbuild_dockerfile::stages::{resolve, Platform, ResolveOptions};
+use rbuild_dockerfile::{expand_word, expand_words, parse, parse_nodes, IgnoreMatcher, MountSpec, ShellLexer};
+
+/// Bytes biased towards Dockerfile syntax so the fuzzing reaches deep.
+fn dockerfile_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let token = prop_oneof![
+        Just(b"FROM ".to_vec()),
+        Just(b"RUN ".to_vec()),
+        Just(b"COPY ".to_vec()),
+        Just(b"ONBUILD ".to_vec()),
+        Just(b"HEALTHCHECK ".to_vec()),
+        Just(b"ENV ".to_vec()),
+        Just(b"ARG ".to_vec()),
+        Just(b" AS ".to_vec()),
+        Just(b"--mount=".to_vec()),
+        Just(b"--from=".to_vec()),
+        Just(b"<<EOF".to_vec()),
+        Just(b"<<-'E'".to_vec()),
+        Just(b"EOF".to_vec()),
+        Just(b"\n".to_vec()),
+        Just(b"\r\n".to_vec()),
+        Just(b"\\\n".to_vec()),
+        Just(b"`".to_vec()),
+        Just(b"# escape=`\n".to_vec()),
+        Just(b"[\"a\", ".to_vec()),
+        Just(b"]".to_vec()),
+        Just(b"${".to_vec()),
+        Just(b"}".to_vec()),
+        Just(b"\"".to_vec()),
+        Just(b"'".to_vec()),
+        Just(b"=".to_vec()),
+        Just(b"\t".to_vec()),
+        Just("é".as_bytes().to_vec()),
+        Just(vec![0xff]),
+        prop::collection::vec(any::<u8>(), 0..4),
+    ];
+    prop::collection::vec(token, 0..40).prop_map(|v| v.concat())
+}
+
+fn word() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("$".to_string()),
+        Just("${".to_string()),
+        Just("}".to_string()),
+        Just(":-".to_string()),
+        Just(":+".to_string()),
+        Just("?".to_string()),
+        Just("#".to_string()),
+        Just("%%".to_string()),
+        Just("/".to_string()),
+        Just("//".to_string()),
+        Just("*".to_string()),
+        Just("\\".to_string()),
+        Just("'".to_string()),
+        Just("\"".to_string()),
+        Just("A".to_string()),
+        Just("X".to_string()),
+        Just(" ".to_string()),
+        Just("한".to_string()),
+        "[a-z0-9_]{0,3}",
+    ];
+    prop::collection::vec(piece, 0..30).prop_map(|v| v.concat())
+}
+
+fn lookup(name: &str) -> Option<String> {
+    match name {
+        "A" => Some("a b*c".into()),
+        "X" => Some(String::new()),
+        _ => None,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+    #[test]
+    fn parser_never_panics(src in dockerfile_bytes()) {
+        let _ = parse_nodes(&src, "Dockerfile");
+        if let Ok(df) = parse(&src, "Dockerfile") {
+            let args = Default::default();
+            let named = Default::default();
+            let opts = ResolveOptions {
+                build_args: &args,
+                target: None,
+                build_platform: Platform::parse("linux/amd64").unwrap(),
+                target_platform: Platform::parse("linux/amd64").unwrap(),
+                named_contexts: &named,
+            };
+            let _ = resolve(&df, &opts);
+            for stage in &df.stages {
+                for inst in &stage.instructions {
+                    if let rbuild_dockerfile::InstructionKind::Run(r) = &inst.kind {
+                        let _ = r.resolve_mounts(&lookup, df.escape);
+                        let _ = r.script();
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn raw_bytes_never_panic(src in prop::collection::vec(any::<u8>(), 0..200)) {
+        let _ = parse(&src, "Dockerfile");
+    }
+
+    #[test]
+    fn expander_never_panics(w in word()) {
+        let _ = expand_word(&w, &lookup, '\\');
+        let _ = expand_words(&w, &lookup, '`');
+        let raw = ShellLexer { raw_quotes: true, raw_escapes: true, skip_unset_env: true, ..ShellLexer::new('\\') };
+        let _ = raw.process(&w, &lookup);
+        let _ = MountSpec::parse(&w, None);
+        let _ = MountSpec::parse_deferred(&w);
+    }
+
+    #[test]
+    fn matcher_never_panics(patterns in prop::collection::vec("[a-c*?!/\\[\\]^\\\\. -]{0,8}", 0..6), path in "[a-c*/. ]{0,12}") {
+        if let Ok(m) = IgnoreMatcher::from_dockerignore(&patterns.join("\n")) {
+            let _ = m.matches(&path, false);
+            let _ = m.can_skip_dir(&path);
+        }
+    }
+}
