@@ -1,6 +1,7 @@
 //! End-to-end tests of the walking skeleton: real registry, real sandbox,
 //! checked with tools we did not write (skopeo, umoci).
 
+mod mounts;
 mod support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -4,8 +4,8 @@
 use crate::progress::{Event, Stream, now_ms};
 use crate::solve::{Ctx, Solved};
 use crate::SolveError;
-use rbuild_graph::{ExecMountKind, ExecOp, Network, Security, Vertex};
-use rbuild_sandbox::{Mount, MountKind, OutputStream, Rootfs, RunSpec};
+use rbuild_graph::{ExecOp, Network, Security, Vertex};
+use rbuild_sandbox::{OutputStream, Rootfs, RunSpec};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -61,37 +61,6 @@ fn check_entitlements(ctx: &Ctx, exec: &ExecOp) -> Result<(), SolveError> {
     Ok(())
 }
 
-/// Translates the op's mounts into sandbox mounts.
-fn mounts(ctx: &Ctx, exec: &ExecOp, _inputs: &[Arc<Solved>]) -> Result<Vec<Mount>, SolveError> {
-    let mut out = Vec::new();
-    for m in &exec.mounts {
-        let kind = match &m.kind {
-            ExecMountKind::Tmpfs { size } => MountKind::Tmpfs { size: *size },
-            ExecMountKind::Bind { .. } => return Err(SolveError::Unsupported("RUN --mount=type=bind")),
-            ExecMountKind::Secret { id, env, required, mode, uid, gid } => {
-                let Some(data) = ctx.opts.secrets.get(id) else {
-                    if *required {
-                        return Err(SolveError::RunMount {
-                            target: m.target.clone(),
-                            message: format!("secret `{id}` is required but was not provided (hint: --secret id={id},src=FILE)"),
-                        });
-                    }
-                    continue;
-                };
-                match env {
-                    Some(name) => MountKind::SecretEnv { name: name.clone(), data: data.clone() },
-                    None => MountKind::Secret { data: data.clone(), mode: *mode, uid: *uid, gid: *gid },
-                }
-            }
-            ExecMountKind::Cache { .. } | ExecMountKind::Ssh { .. } => {
-                return Err(SolveError::Unsupported("RUN --mount=type=cache and type=ssh"));
-            }
-        };
-        out.push(Mount { target: m.target.clone(), kind });
-    }
-    Ok(out)
-}
-
 /// Runs the exec; returns the committed snapshot.
 pub(crate) async fn solve_exec(
     ctx: &Arc<Ctx>,
@@ -103,7 +72,13 @@ pub(crate) async fn solve_exec(
     check_entitlements(ctx, exec)?;
     let engine = &ctx.engine;
     let parent = inputs.first().and_then(|i| i.snapshot()).map(str::to_string);
-    let mounts = mounts(ctx, exec, inputs)?;
+    let (mounts, _resources) = {
+        // Locking a cache mount can wait for another build: off the runtime.
+        let (ctx, exec, inputs) = (ctx.clone(), exec.clone(), inputs.to_vec());
+        tokio::task::spawn_blocking(move || crate::mounts::prepare(&ctx, &exec, &inputs))
+            .await
+            .map_err(|_| SolveError::Cancelled)??
+    };
     let active = crate::prepare(engine, parent.as_deref())?;
     let spec = RunSpec {
         rootfs: Rootfs::Overlay {

@@ -13,6 +13,7 @@ mod exec;
 mod export;
 mod file;
 mod image;
+mod mounts;
 mod progress;
 mod solve;
 mod state;
