@@ -331,5 +331,69 @@ pub fn write_docker_tar<W: Write>(
     tar_out(store, out, files)
 }
 
+/// Unpacks an image's layers, in order, into `dest` as one flattened root
+/// filesystem (`--output type=local`): whiteouts delete, opaque directories
+/// are cleared, and every layer's diffID is checked against the config.
+/// Returns the per-layer statistics.
+pub fn unpack_image(
+    store: &ContentStore,
+    image: &Descriptor,
+    platform: Option<&Platform>,
+    dest: &Path,
+    opts: &crate::layer::ApplyOptions,
+) -> Result<Vec<crate::layer::ApplyStats>, UnpackError> {
+    let host = Platform::host();
+    let mdesc = resolve_platform(store, image, platform.unwrap_or(&host))?;
+    let bytes = store.read_all(&mdesc.digest).map_err(ExportError::from)?;
+    let m = ImageManifest::from_slice(&bytes).map_err(|source| ExportError::Manifest { digest: mdesc.digest.clone(), source })?;
+    let config_bytes = store.read_all(&m.config.digest).map_err(ExportError::from)?;
+    let config = crate::config::ImageConfig::from_slice(&config_bytes)
+        .map_err(|source| UnpackError::Config { digest: m.config.digest.clone(), source })?;
+    if config.rootfs.diff_ids.len() != m.layers.len() {
+        return Err(UnpackError::LayerCount { manifest: m.layers.len(), config: config.rootfs.diff_ids.len() });
+    }
+    let opts = crate::layer::ApplyOptions { whiteouts: crate::layer::WhiteoutMode::Apply, ..opts.clone() };
+    fs::create_dir_all(dest).map_err(io_err(dest.display().to_string()))?;
+    let mut all = Vec::with_capacity(m.layers.len());
+    for (layer, want) in m.layers.iter().zip(&config.rootfs.diff_ids) {
+        let blob = store.open_blob(&layer.digest).map_err(ExportError::from)?;
+        let stats = crate::layer::apply_layer(blob, &layer.media_type, dest, &opts)
+            .map_err(|source| UnpackError::Layer { digest: layer.digest.clone(), source })?;
+        if stats.diff_id != *want {
+            return Err(UnpackError::DiffId { digest: layer.digest.clone(), expected: want.clone(), actual: stats.diff_id });
+        }
+        all.push(stats);
+    }
+    Ok(all)
+}
+
+/// Errors from [`unpack_image`].
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// Reading the image from the store failed.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// The config blob is invalid.
+    #[error("image config {digest} is invalid")]
+    Config {
+        digest: Digest,
+        #[source]
+        source: crate::config::ConfigError,
+    },
+    /// Manifest and config disagree on the number of layers.
+    #[error("manifest lists {manifest} layers but the config has {config} diff_ids")]
+    LayerCount { manifest: usize, config: usize },
+    /// A layer failed to apply.
+    #[error("cannot apply layer {digest}")]
+    Layer {
+        digest: Digest,
+        #[source]
+        source: crate::layer::LayerError,
+    },
+    /// A layer's uncompressed digest is not the one the config names.
+    #[error("layer {digest}: uncompressed digest {actual} does not match the config's diff_id {expected}")]
+    DiffId { digest: Digest, expected: Digest, actual: Digest },
+}
+
 #[cfg(test)]
 mod tests;

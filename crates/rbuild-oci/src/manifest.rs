@@ -78,6 +78,15 @@ impl ManifestFormat {
     pub fn is_oci(self) -> bool {
         self == ManifestFormat::Oci
     }
+
+    /// The format to actually use for these layers: Docker v2s2 has no zstd
+    /// layer type, so zstd layers force OCI media types (as BuildKit does for
+    /// `compression=zstd`). Apply it to the index as well, so that an index
+    /// and its manifests agree.
+    pub fn for_layers(self, layers: &[Descriptor]) -> ManifestFormat {
+        let zstd = layers.iter().any(|l| mt::layer_compression(&l.media_type) == Some(mt::LayerCompression::Zstd));
+        if zstd { ManifestFormat::Oci } else { self }
+    }
 }
 
 /// An image manifest (OCI or Docker v2s2; same JSON shape).
@@ -270,14 +279,16 @@ pub fn build_config(config: &crate::config::ImageConfig, format: ManifestFormat)
 }
 
 /// Builds a manifest. Config and layer media types are converted to the
-/// chosen family (zstd layers keep the OCI type, as Docker has none), so a
-/// caller can pass descriptors straight from [`crate::layer`].
+/// chosen family, so a caller can pass descriptors straight from
+/// [`crate::layer`]. Zstd layers force OCI media types (see
+/// [`ManifestFormat::for_layers`]); the returned descriptor says which.
 pub fn build_manifest(
     config: &Descriptor,
     layers: &[Descriptor],
     annotations: Option<BTreeMap<String, String>>,
     format: ManifestFormat,
 ) -> Result<Built, ManifestError> {
+    let format = format.for_layers(layers);
     let mut config = config.clone();
     config.media_type = format.config_type().to_owned();
     let layers = layers
@@ -349,11 +360,17 @@ mod tests {
     fn docker_format_converts_media_types() {
         let cfg = Descriptor::new(mt::OCI_CONFIG, Digest::sha256(b"c"), 1);
         let zstd = Descriptor::new(mt::OCI_LAYER_ZSTD, Digest::sha256(b"z"), 1);
-        let m = build_manifest(&cfg, &[layer(), zstd], None, ManifestFormat::DockerV2S2).unwrap();
+        let m = build_manifest(&cfg, &[layer()], None, ManifestFormat::DockerV2S2).unwrap();
         let parsed = ImageManifest::from_slice(&m.bytes).unwrap();
         assert_eq!(parsed.media_type.as_deref(), Some(mt::DOCKER_MANIFEST));
         assert_eq!(parsed.config.media_type, mt::DOCKER_CONFIG);
         assert_eq!(parsed.layers[0].media_type, mt::DOCKER_LAYER_GZIP);
+        // zstd has no Docker type: the whole manifest switches to OCI.
+        let m = build_manifest(&cfg, &[layer(), zstd], None, ManifestFormat::DockerV2S2).unwrap();
+        assert_eq!(m.descriptor.media_type, mt::OCI_MANIFEST);
+        let parsed = ImageManifest::from_slice(&m.bytes).unwrap();
+        assert_eq!(parsed.config.media_type, mt::OCI_CONFIG);
+        assert_eq!(parsed.layers[0].media_type, mt::OCI_LAYER_GZIP);
         assert_eq!(parsed.layers[1].media_type, mt::OCI_LAYER_ZSTD);
     }
 

@@ -309,6 +309,20 @@ impl FromStr for Reference {
     }
 }
 
+/// Serialised as its full string form (`docker.io/library/busybox:latest`).
+impl serde::Serialize for Reference {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Reference {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Reference::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +397,14 @@ mod tests {
         let long = format!("a/{}", "b".repeat(300));
         assert!(matches!(Reference::parse(&long), Err(ReferenceError::TooLong(_))));
         assert!(Reference::parse(&format!("x:{}", "t".repeat(129))).is_err());
+    }
+
+    #[test]
+    fn serde_as_full_string() {
+        let j = serde_json::to_string(&r("busybox")).unwrap();
+        assert_eq!(j, "\"docker.io/library/busybox:latest\"");
+        assert_eq!(serde_json::from_str::<Reference>(&j).unwrap(), r("busybox"));
+        assert!(serde_json::from_str::<Reference>("\"UPPER\"").is_err());
     }
 
     #[test]

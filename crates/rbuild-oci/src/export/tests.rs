@@ -183,3 +183,29 @@ fn missing_blob_is_reported_by_digest() {
     let err = write_oci_tar(&store, Vec::new(), &[ExportImage::new(m, None)]).unwrap_err();
     assert!(err.to_string().contains(parsed.layers[1].digest.as_str()), "{err}");
 }
+
+#[test]
+fn unpack_image_flattens_layers_and_checks_diff_ids() {
+    let t = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(&t.path().join("store")).unwrap();
+    let amd = make_image(&store, t.path(), "linux/amd64", ManifestFormat::Oci);
+    let arm = make_image(&store, t.path(), "linux/arm64", ManifestFormat::Oci);
+    let idx = build_index(&[amd, arm], None, ManifestFormat::Oci).unwrap();
+    store.put_bytes(&idx.bytes).unwrap();
+    let dest = t.path().join("rootfs");
+    let arm64 = Platform::parse("linux/arm64").unwrap();
+    let stats = unpack_image(&store, &idx.descriptor, Some(&arm64), &dest, &crate::layer::ApplyOptions::default()).unwrap();
+    assert_eq!(stats.len(), 2);
+    assert_eq!(fs::read_to_string(dest.join("hello.txt")).unwrap(), "hello\nlinux/arm64");
+    assert_eq!(fs::read_to_string(dest.join("etc/motd")).unwrap(), "welcome\nlinux/arm64");
+    // A config whose diff_ids lie is caught.
+    let m = ImageManifest::from_slice(&store.read_all(&resolve_platform(&store, &idx.descriptor, &arm64).unwrap().digest).unwrap()).unwrap();
+    let mut cfg = crate::config::ImageConfig::from_slice(&store.read_all(&m.config.digest).unwrap()).unwrap();
+    cfg.rootfs.diff_ids[1] = Digest::sha256(b"lie");
+    let c = build_config(&cfg, ManifestFormat::Oci).unwrap();
+    store.put_bytes(&c.bytes).unwrap();
+    let bad = build_manifest(&c.descriptor, &m.layers, None, ManifestFormat::Oci).unwrap();
+    store.put_bytes(&bad.bytes).unwrap();
+    let err = unpack_image(&store, &bad.descriptor, None, &t.path().join("bad"), &crate::layer::ApplyOptions::default()).unwrap_err();
+    assert!(matches!(err, UnpackError::DiffId { .. }), "{err}");
+}

@@ -228,6 +228,9 @@ impl Jail {
         let mut siblings: Vec<_> = fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name()).collect();
         siblings.sort();
         assert_eq!(siblings, vec![std::ffi::OsString::from("outside"), std::ffi::OsString::from("target")]);
+        for n in ["a", "b", "l", "secret", "pwned", "f", "h", "h2", "d", "e", "m"] {
+            assert!(!Path::new("/").join(n).exists(), "`/{n}` exists: a write escaped to the real root");
+        }
     }
 }
 
@@ -410,6 +413,67 @@ fn multi_block_layers_decode_with_standard_tools() {
             let o = std::process::Command::new(cli).arg("-dc").arg(store.path(&info.descriptor.digest)).output().unwrap();
             assert!(o.status.success(), "{cli} -dc failed: {}", String::from_utf8_lossy(&o.stderr));
             assert_eq!(Digest::sha256(&o.stdout), info.diff_id, "{cli} -dc gives a different tar");
+        }
+    }
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Path pieces that combine into the interesting cases: traversal,
+    /// absolute names, names shared between symlinks, dirs and files,
+    /// whiteouts, and the absolute path of the directory next to the target.
+    fn piece() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["a", "b", "l", "..", ".", "", ".wh.a", ".wh..wh..opq", ".wh..", "OUT", "secret"])
+    }
+
+    fn path() -> impl Strategy<Value = Vec<&'static str>> {
+        prop::collection::vec(piece(), 1..4)
+    }
+
+    fn kind() -> impl Strategy<Value = Kind> {
+        prop::sample::select(vec![Kind::File, Kind::Dir, Kind::Symlink, Kind::HardLink, Kind::CharDev, Kind::Fifo, Kind::Other(b'V')])
+    }
+
+    fn render(p: &[&str], outside: &Path) -> String {
+        let out = outside.display().to_string();
+        p.iter().map(|s| if *s == "OUT" { out.as_str() } else { s }).collect::<Vec<_>>().join("/")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn generated_hostile_tars_never_escape(
+            entries in prop::collection::vec((path(), kind(), path(), any::<bool>()), 1..12),
+            apply_mode in any::<bool>(),
+        ) {
+            let j = Jail::new();
+            let mut tw = TarWriter::new(Vec::new());
+            for (p, k, target, leading_slash) in &entries {
+                let mut name = render(p, &j.outside);
+                if *leading_slash {
+                    name.insert(0, '/');
+                }
+                let mut e = Entry::new(name.into_bytes(), *k);
+                e.mode = 0o755;
+                e.link = render(target, &j.outside).into_bytes();
+                let data: &[u8] = if *k == Kind::File { b"pwned" } else { b"" };
+                e.size = data.len() as u64;
+                tw.append(&e, Some(&mut &data[..])).unwrap();
+            }
+            let tar = tw.finish().unwrap();
+            let mode = if apply_mode { WhiteoutMode::Apply } else { WhiteoutMode::Overlay };
+            let _ = j.apply(&tar, mode);
+            j.assert_outside_untouched();
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..3000)) {
+            let j = Jail::new();
+            let _ = j.apply(&bytes, WhiteoutMode::Overlay);
+            j.assert_outside_untouched();
         }
     }
 }
