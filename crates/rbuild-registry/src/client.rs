@@ -342,6 +342,9 @@ impl RegistryClient {
             let (method, url) = (req.method().to_string(), redact(req.url()));
             match http.execute(req).await {
                 Err(source) => {
+                    // The URL is in our own field, redacted; reqwest's copy
+                    // would carry upload-state query strings into messages.
+                    let source = source.without_url();
                     if attempt >= policy.max_attempts {
                         return Err(RegistryError::Transport {
                             method,
@@ -385,9 +388,11 @@ impl RegistryClient {
             .await
     }
 
-    /// Like [`RegistryClient::send`] without transient retries: for upload
-    /// steps (PATCH, the final PUT) whose repetition is not idempotent; the
-    /// caller restarts the whole blob instead.
+    /// Like [`RegistryClient::send`] without transient retries (auth is still
+    /// answered): for the steps of whole-object operations run under
+    /// [`RegistryClient::retry_transient`] — a blob download, a blob upload
+    /// whose PATCH/PUT steps cannot be repeated in place — which start the
+    /// whole object over instead.
     pub(crate) async fn send_once(
         &self,
         ep: &Endpoint,
@@ -507,6 +512,39 @@ impl RegistryClient {
         Err(status_error("GET", resp).await)
     }
 
+    /// Run `op` again while it fails transiently (connection trouble, 5xx,
+    /// 429 with its `Retry-After`, a body cut short), up to the retry
+    /// policy's attempts, calling `on_retry` before each new attempt.
+    ///
+    /// Used for whole-object operations (one manifest, one blob) that must
+    /// start over rather than resume; their requests go through
+    /// [`RegistryClient::send_once`] so that retries happen at one level
+    /// only (nested loops would multiply the attempts).
+    pub(crate) async fn retry_transient<T, F, Fut>(
+        &self,
+        what: &str,
+        on_retry: &(dyn Fn() + Send + Sync),
+        op: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RegistryError>>,
+    {
+        let policy = self.inner.opts.retry;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match op().await {
+                Err(e) if e.is_transient() && attempt < policy.max_attempts => {
+                    tracing::debug!(what, error = %e, attempt, "transient failure, starting over");
+                    on_retry();
+                    tokio::time::sleep(policy.delay(attempt, e.retry_after())).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// A URL under the endpoint's `/v2/` root.
     pub(crate) fn api_url(ep: &Endpoint, path: &str) -> Result<Url, RegistryError> {
         let text = format!("{}{}", ep.base_url(), path);
@@ -541,7 +579,7 @@ pub(crate) async fn read_limited(
         let chunk = chunk.map_err(|source| RegistryError::Transport {
             method: "GET".into(),
             url: url.clone(),
-            source,
+            source: source.without_url(),
         })?;
         if out.len() as u64 + chunk.len() as u64 > limit {
             return Err(RegistryError::TooLarge {
@@ -558,6 +596,11 @@ pub(crate) async fn read_limited(
 pub(crate) async fn status_error(method: &str, resp: Response) -> RegistryError {
     let url = redact(resp.url());
     let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
     let body = read_limited(resp, MAX_ERROR_BODY, "error body")
         .await
         .unwrap_or_default();
@@ -566,6 +609,7 @@ pub(crate) async fn status_error(method: &str, resp: Response) -> RegistryError 
         url,
         status,
         message: server_message(&body),
+        retry_after,
     }
 }
 

@@ -138,14 +138,9 @@ impl RegistryConfig {
         } else {
             registry.to_owned()
         };
-        let scheme = if conf.http || is_loopback_host(registry) {
-            Scheme::Http
-        } else {
-            Scheme::Https
-        };
         Endpoint {
             host,
-            scheme,
+            scheme: scheme_for(&conf, registry),
             insecure: conf.insecure,
             path_prefix: String::new(),
             registry: registry.to_owned(),
@@ -184,11 +179,7 @@ impl RegistryConfig {
             return None;
         }
         let conf = self.host(host);
-        let scheme = forced.unwrap_or(if conf.http || is_loopback_host(host) {
-            Scheme::Http
-        } else {
-            Scheme::Https
-        });
+        let scheme = forced.unwrap_or_else(|| scheme_for(&conf, host));
         Some(Endpoint {
             host: host.to_owned(),
             scheme,
@@ -197,6 +188,19 @@ impl RegistryConfig {
             registry: registry.to_owned(),
             is_mirror: true,
         })
+    }
+}
+
+/// `http = true` wins; TLS settings (`insecure`, `ca`) mean the user
+/// expects TLS even on loopback; otherwise loopback is plain HTTP and
+/// everything else HTTPS.
+fn scheme_for(conf: &HostConfig, host: &str) -> Scheme {
+    if conf.http {
+        Scheme::Http
+    } else if conf.insecure || !conf.ca.is_empty() || !is_loopback_host(host) {
+        Scheme::Https
+    } else {
+        Scheme::Http
     }
 }
 
@@ -281,6 +285,28 @@ mod tests {
         assert_eq!(c.origin("127.0.0.1:5000").scheme, Scheme::Http);
         assert_eq!(c.origin("localhost:5000").scheme, Scheme::Http);
         assert_eq!(c.origin("ghcr.io").scheme, Scheme::Https);
+    }
+
+    #[test]
+    fn tls_settings_mean_https_even_on_loopback() {
+        let mut c = RegistryConfig::default();
+        c.hosts.insert(
+            "127.0.0.1:5443".into(),
+            HostConfig {
+                ca: vec!["/ca.pem".into()],
+                ..HostConfig::default()
+            },
+        );
+        c.hosts.insert(
+            "localhost:5444".into(),
+            HostConfig {
+                insecure: true,
+                ..HostConfig::default()
+            },
+        );
+        assert_eq!(c.origin("127.0.0.1:5443").scheme, Scheme::Https);
+        assert_eq!(c.origin("localhost:5444").scheme, Scheme::Https);
+        assert!(c.origin("localhost:5444").insecure);
     }
 
     #[test]

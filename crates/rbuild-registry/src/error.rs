@@ -61,6 +61,8 @@ pub enum RegistryError {
         status: u16,
         /// The server's error text (OCI error JSON decoded when possible).
         message: String,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<std::time::Duration>,
     },
     /// The registry refused our credentials (or we had none).
     #[error("unauthorized at `{host}` for `{scope}`: {message}")]
@@ -216,6 +218,15 @@ impl RegistryError {
         }
     }
 
+    /// How long the server asked us to wait before trying again.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            RegistryError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// The HTTP status, for server refusals.
     #[must_use]
     pub fn status(&self) -> Option<u16> {
@@ -300,6 +311,7 @@ mod tests {
             url: "u".into(),
             status,
             message: String::new(),
+            retry_after: None,
         };
         assert!(s(500).is_transient());
         assert!(s(503).is_transient());

@@ -117,8 +117,13 @@ impl RegistryClient {
         &self,
         reference: &Reference,
     ) -> Result<(Descriptor, Vec<u8>), RegistryError> {
-        self.on_pull_endpoints(reference, |ep| async move {
-            self.fetch_manifest_from(&ep, reference).await
+        let what = reference.to_string();
+        self.on_pull_endpoints(reference, |ep| {
+            let what = &what;
+            async move {
+                self.retry_transient(what, &|| {}, || self.fetch_manifest_from(&ep, reference))
+                    .await
+            }
         })
         .await
     }
@@ -143,7 +148,7 @@ impl RegistryClient {
                 .insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
             Ok(req)
         };
-        let resp = self.send(ep, &scopes, &build).await?;
+        let resp = self.send_once(ep, &scopes, &build).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Err(RegistryError::ManifestNotFound {
                 reference: reference.to_string(),
@@ -335,19 +340,15 @@ impl RegistryClient {
             );
             return Ok(());
         }
-        self.on_pull_endpoints(reference, |ep| async move {
-            let policy = self.inner.opts.retry;
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match self.fetch_blob_once(&ep, reference, desc, store, progress).await {
-                    Err(e) if e.is_transient() && attempt < policy.max_attempts => {
-                        tracing::debug!(digest = %desc.digest, error = %e, attempt, "blob download failed, retrying");
-                        emit(progress, &desc.digest, ProgressKind::Retrying, 0, desc.size);
-                        tokio::time::sleep(policy.delay(attempt, None)).await;
-                    }
-                    other => return other,
-                }
+        let what = desc.digest.to_string();
+        let on_retry = || emit(progress, &desc.digest, ProgressKind::Retrying, 0, desc.size);
+        self.on_pull_endpoints(reference, |ep| {
+            let (what, on_retry) = (&what, &on_retry);
+            async move {
+                self.retry_transient(what, on_retry, || {
+                    self.fetch_blob_once(&ep, reference, desc, store, progress)
+                })
+                .await
             }
         })
         .await
@@ -362,7 +363,7 @@ impl RegistryClient {
         let url = Self::api_url(ep, &format!("{}/blobs/{}", reference.repository, digest))?;
         let scopes = Scopes::pull(&reference.repository);
         let build = || Ok(Self::request(Method::GET, url.clone()));
-        let resp = self.send(ep, &scopes, &build).await?;
+        let resp = self.send_once(ep, &scopes, &build).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Err(RegistryError::BlobNotFound {
                 repository: reference.name(),
@@ -406,7 +407,7 @@ impl RegistryClient {
             let chunk = chunk.map_err(|source| RegistryError::Transport {
                 method: "GET".into(),
                 url: source_url.clone(),
-                source,
+                source: source.without_url(),
             })?;
             done += chunk.len() as u64;
             if done > desc.size {
@@ -470,29 +471,45 @@ impl RegistryClient {
                 limit,
             });
         }
-        self.on_pull_endpoints(reference, |ep| async move {
-            let resp = self.open_blob_stream(&ep, reference, &desc.digest).await?;
-            let source_url = redact(resp.url());
-            let bytes = read_limited(resp, desc.size, &format!("blob {}", desc.digest)).await?;
-            if bytes.len() as u64 != desc.size {
-                return Err(RegistryError::SizeMismatch {
-                    digest: desc.digest.clone(),
-                    expected: desc.size,
-                    actual: bytes.len() as u64,
-                    source_url,
-                });
+        let what = desc.digest.to_string();
+        self.on_pull_endpoints(reference, |ep| {
+            let what = &what;
+            async move {
+                self.retry_transient(what, &|| {}, || {
+                    self.fetch_small_blob_once(&ep, reference, desc)
+                })
+                .await
             }
-            let actual = Digest::sha256(&bytes);
-            if actual != desc.digest {
-                return Err(RegistryError::DigestMismatch {
-                    expected: desc.digest.clone(),
-                    actual,
-                    source_url,
-                });
-            }
-            Ok(bytes)
         })
         .await
+    }
+
+    async fn fetch_small_blob_once(
+        &self,
+        ep: &Endpoint,
+        reference: &Reference,
+        desc: &Descriptor,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let resp = self.open_blob_stream(ep, reference, &desc.digest).await?;
+        let source_url = redact(resp.url());
+        let bytes = read_limited(resp, desc.size, &format!("blob {}", desc.digest)).await?;
+        if bytes.len() as u64 != desc.size {
+            return Err(RegistryError::SizeMismatch {
+                digest: desc.digest.clone(),
+                expected: desc.size,
+                actual: bytes.len() as u64,
+                source_url,
+            });
+        }
+        let actual = Digest::sha256(&bytes);
+        if actual != desc.digest {
+            return Err(RegistryError::DigestMismatch {
+                expected: desc.digest.clone(),
+                actual,
+                source_url,
+            });
+        }
+        Ok(bytes)
     }
 }
 

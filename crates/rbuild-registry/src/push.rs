@@ -193,22 +193,11 @@ impl RegistryClient {
         sources: &[&str],
         progress: ProgressFn<'_>,
     ) -> Result<BlobOutcome, RegistryError> {
-        let policy = self.inner.opts.retry;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self
-                .push_blob_once(ep, scopes, reference, desc, store, sources, progress)
-                .await
-            {
-                Err(e) if e.is_transient() && attempt < policy.max_attempts => {
-                    tracing::debug!(digest = %desc.digest, error = %e, attempt, "blob upload failed, retrying");
-                    emit(progress, &desc.digest, ProgressKind::Retrying, 0, desc.size);
-                    tokio::time::sleep(policy.delay(attempt, None)).await;
-                }
-                other => return other,
-            }
-        }
+        let on_retry = || emit(progress, &desc.digest, ProgressKind::Retrying, 0, desc.size);
+        self.retry_transient(desc.digest.as_str(), &on_retry, || {
+            self.push_blob_once(ep, scopes, reference, desc, store, sources, progress)
+        })
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -318,7 +307,7 @@ impl RegistryClient {
     ) -> Result<bool, RegistryError> {
         let url = Self::api_url(ep, &format!("{repo}/blobs/{digest}"))?;
         let build = || Ok(Self::request(Method::HEAD, url.clone()));
-        let resp = self.send(ep, scopes, &build).await?;
+        let resp = self.send_once(ep, scopes, &build).await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -349,7 +338,7 @@ impl RegistryClient {
                 .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
             Ok(req)
         };
-        self.send(ep, scopes, &build).await
+        self.send_once(ep, scopes, &build).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -508,6 +497,7 @@ fn upload_location(resp: &Response) -> Result<Url, RegistryError> {
             url: redact(resp.url()),
             status: resp.status().as_u16(),
             message: "upload response has no `Location` header".into(),
+            retry_after: None,
         })?;
     let url = resp.url().join(raw).map_err(|e| RegistryError::Url {
         url: raw.chars().take(200).collect(),

@@ -30,6 +30,15 @@ pub struct Htpasswd<'a> {
     pub bcrypt: &'a str,
 }
 
+/// How to run the registry.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Require basic auth.
+    pub htpasswd: Option<Htpasswd<'a>>,
+    /// Serve TLS with this PEM certificate and key.
+    pub tls: Option<(&'a Path, &'a Path)>,
+}
+
 impl TestRegistry {
     /// An open registry, or `None` when `docker-registry` is not installed.
     pub fn start() -> Option<Self> {
@@ -38,6 +47,14 @@ impl TestRegistry {
 
     /// A registry requiring basic auth.
     pub fn start_with(auth: Option<Htpasswd<'_>>) -> Option<Self> {
+        Self::start_opts(&Options {
+            htpasswd: auth,
+            tls: None,
+        })
+    }
+
+    /// A registry with the given options.
+    pub fn start_opts(opts: &Options<'_>) -> Option<Self> {
         if !Path::new(BINARY).exists() {
             eprintln!("note: {BINARY} not installed; skipping");
             return None;
@@ -45,14 +62,14 @@ impl TestRegistry {
         // A port picked by bind(0) can be taken by someone else before the
         // registry binds it; try a few times.
         for _ in 0..3 {
-            if let Some(r) = Self::try_start(auth.as_ref()) {
+            if let Some(r) = Self::try_start(opts) {
                 return Some(r);
             }
         }
         panic!("docker-registry did not start");
     }
 
-    fn try_start(auth: Option<&Htpasswd<'_>>) -> Option<Self> {
+    fn try_start(opts: &Options<'_>) -> Option<Self> {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -64,7 +81,14 @@ impl TestRegistry {
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {addr}\n  secret: rbuild-test-secret\n",
             storage.display()
         );
-        if let Some(a) = auth {
+        if let Some((cert, key)) = opts.tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        if let Some(a) = &opts.htpasswd {
             let htpasswd = dir.path().join("htpasswd");
             std::fs::write(&htpasswd, format!("{}:{}\n", a.user, a.bcrypt)).expect("htpasswd");
             config.push_str(&format!(
@@ -101,7 +125,8 @@ impl TestRegistry {
         None
     }
 
-    /// True once `/v2/` answers (200 or 401) over HTTP.
+    /// True once the port answers HTTP (a TLS port answers a plain request
+    /// with 400, which is enough to know it is up).
     fn ping(&self) -> bool {
         let Ok(mut s) = TcpStream::connect(&self.addr) else {
             return false;
@@ -113,7 +138,7 @@ impl TestRegistry {
             return false;
         }
         let mut buf = [0u8; 12];
-        s.read_exact(&mut buf).is_ok() && (buf.ends_with(b"200") || buf.ends_with(b"401"))
+        s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.")
     }
 
     /// The registry's log (for assertion messages).
