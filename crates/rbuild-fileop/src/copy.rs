@@ -67,6 +67,24 @@ pub struct CopyOptions {
 }
 
 impl CopyOptions {
+    /// Fill `chown` and `chmod` from the Dockerfile's `--chown` / `--chmod`
+    /// strings: user and group names resolve in the *destination* root's
+    /// `/etc/passwd` and `/etc/group` (BuildKit's rule), ids need no lookup.
+    pub fn with_owner_and_mode(
+        mut self,
+        dest_root: &Path,
+        chown: Option<&str>,
+        chmod: Option<&str>,
+    ) -> Result<Self, CopyError> {
+        if let Some(spec) = chown {
+            self.chown = Some(crate::users::resolve_chown(dest_root, spec)?);
+        }
+        if let Some(spec) = chmod {
+            self.chmod = Some(Chmod::parse(spec)?);
+        }
+        Ok(self)
+    }
+
     /// The options a Dockerfile `COPY`/`ADD` from a context or stage uses.
     pub fn dockerfile() -> Self {
         CopyOptions {
@@ -124,6 +142,10 @@ pub enum CopyError {
     UnsupportedArchive { path: String, compression: String },
     #[error(transparent)]
     Pattern(#[from] PatternError),
+    #[error(transparent)]
+    User(#[from] crate::users::UserError),
+    #[error(transparent)]
+    Chmod(#[from] crate::meta::ChmodError),
     #[error("{op} `{path}`")]
     Io {
         op: &'static str,
@@ -681,7 +703,7 @@ pub(crate) fn read_dir_sorted(fd: &impl AsFd) -> io::Result<Vec<OsString>> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let mut dir = rustix::fs::Dir::read_from(&dup)?;
+    let mut dir = rustix::fs::Dir::new(dup)?; // owns the fresh fd: no second reopen
     let mut names = Vec::new();
     while let Some(ent) = dir.read() {
         let ent = ent?;

@@ -80,6 +80,21 @@ impl SelectionOptions {
     }
 }
 
+impl From<&crate::CopyOptions> for SelectionOptions {
+    /// The selection a copy with these options reads. Owners count only when
+    /// the copy preserves them (no `--chown`).
+    fn from(o: &crate::CopyOptions) -> Self {
+        SelectionOptions {
+            exclude: o.exclude.clone(),
+            follow_symlinks: o.follow_symlinks,
+            allow_wildcard: o.allow_wildcard,
+            allow_empty_wildcard: o.allow_empty_wildcard,
+            parents: o.parents,
+            include_owner: o.chown.is_none(),
+        }
+    }
+}
+
 /// Identity of a file version: if all of these are equal, the content is
 /// assumed unchanged (`ctime` catches writes that restore the mtime).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -276,7 +276,10 @@ pub(crate) fn remove_all(dir: &impl AsFd, name: &OsStr) -> io::Result<bool> {
 
 fn remove_all_at(dir: &impl AsFd, name: &OsStr, depth: usize) -> io::Result<bool> {
     if depth > crate::MAX_DEPTH {
-        return Err(io::Error::other(format!("nested more than {} directories deep", crate::MAX_DEPTH)));
+        return Err(io::Error::other(format!(
+            "nested more than {} directories deep",
+            crate::MAX_DEPTH
+        )));
     }
     let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,

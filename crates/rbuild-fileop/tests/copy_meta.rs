@@ -422,23 +422,89 @@ fn dest_symlink_to_host_path_writes_inside_root() {
 fn overly_deep_trees_are_errors() {
     use rustix::fs::{Mode, OFlags};
     let ctx = tempfile::tempdir().unwrap();
-    let mut fd = rustix::fs::open(ctx.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    let mut fd = rustix::fs::open(
+        ctx.path(),
+        OFlags::RDONLY | OFlags::DIRECTORY,
+        Mode::empty(),
+    )
+    .unwrap();
     let name = "d".repeat(200);
     rustix::fs::mkdirat(&fd, "top", Mode::from_raw_mode(0o755)).unwrap();
-    fd = rustix::fs::openat(&fd, "top", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    fd = rustix::fs::openat(
+        &fd,
+        "top",
+        OFlags::RDONLY | OFlags::DIRECTORY,
+        Mode::empty(),
+    )
+    .unwrap();
     for _ in 0..rbuild_fileop::MAX_DEPTH + 5 {
         rustix::fs::mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
-        fd = rustix::fs::openat(&fd, name.as_str(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        fd = rustix::fs::openat(
+            &fd,
+            name.as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
     }
     drop(fd);
     let dst = tempfile::tempdir().unwrap();
-    let err = copy(ctx.path(), &s(&["top"]), dst.path(), "/o", &CopyOptions::dockerfile()).unwrap_err();
+    let err = copy(
+        ctx.path(),
+        &s(&["top"]),
+        dst.path(),
+        "/o",
+        &CopyOptions::dockerfile(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("nested"), "{err}");
-    let err = rbuild_fileop::hash_selection(ctx.path(), &s(&["top"]), &rbuild_fileop::SelectionOptions::dockerfile(), None)
-        .unwrap_err();
+    let err = rbuild_fileop::hash_selection(
+        ctx.path(),
+        &s(&["top"]),
+        &rbuild_fileop::SelectionOptions::dockerfile(),
+        None,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("nested"), "{err}");
     let walked = rbuild_fileop::walk::walk(ctx.path(), "/", &|_, _| false, &mut |_| Ok(()));
     assert!(walked.is_err());
     // Removal refuses the same depth (std's fd-based remover cleans up after us).
     assert!(rbuild_fileop::ops::rm(ctx.path(), "/top", false, false).is_err());
+}
+
+#[test]
+fn owner_and_mode_strings_resolve_in_the_destination() {
+    let ctx = tempfile::tempdir().unwrap();
+    build(ctx.path(), &["f f x"]);
+    let dst = tempfile::tempdir().unwrap();
+    build(
+        dst.path(),
+        &[
+            "f etc/passwd app:x:1000:1001::/home/app:/bin/sh",
+            "f etc/group web:x:33:",
+        ],
+    );
+    let o = CopyOptions::dockerfile()
+        .with_owner_and_mode(dst.path(), Some("app:web"), Some("u+x"))
+        .unwrap();
+    assert_eq!(o.chown, Some((1000, 33)));
+    assert_eq!(o.chmod, Some(Chmod::parse("u+x").unwrap()));
+    assert!(
+        CopyOptions::dockerfile()
+            .with_owner_and_mode(dst.path(), Some("ghost"), None)
+            .is_err()
+    );
+    assert!(
+        CopyOptions::dockerfile()
+            .with_owner_and_mode(dst.path(), None, Some("9z"))
+            .is_err()
+    );
+    // A context's owners never reach the selection hash once `--chown` is set.
+    let sel = rbuild_fileop::SelectionOptions::from(&o);
+    assert!(!sel.include_owner && sel.follow_symlinks && sel.allow_wildcard);
+    if is_root() {
+        copy(ctx.path(), &s(&["f"]), dst.path(), "/f", &o).unwrap();
+        assert_eq!(owner(&dst.path().join("f")), (1000, 33));
+        assert_eq!(mode(&dst.path().join("f")) & 0o100, 0o100);
+    }
 }
