@@ -12,6 +12,30 @@
 //! - [`ops`]: `mkdir`, `mkfile`, `rm`.
 //! - [`hash`]: content hash of a selection (cache keys), with a stat cache.
 //! - [`walk`]: deterministic context walking with an exclusion predicate.
+//!
+//! How the solver runs a Dockerfile `COPY --chown=app src/ /app/` from the
+//! context: hash the selection for the cache key, and on a miss copy into
+//! the mounted destination snapshot.
+//!
+//! ```
+//! use rbuild_fileop::{copy, hash_selection, CopyOptions, MemoryStatCache, SelectionOptions};
+//! # let context = tempfile::tempdir()?;
+//! # std::fs::create_dir(context.path().join("src"))?;
+//! # std::fs::write(context.path().join("src/main.py"), "print(1)")?;
+//! # let rootfs = tempfile::tempdir()?;
+//! # let me = rustix::process::geteuid().as_raw().to_string();
+//! let opts = CopyOptions::dockerfile()
+//!     // names would resolve in the destination's /etc/passwd; ids need none
+//!     .with_owner_and_mode(rootfs.path(), Some(me.as_str()), None)?;
+//! let sources = vec!["src/".to_string()];
+//! let stat_cache = MemoryStatCache::new(); // the solver keeps a persistent one
+//! let key = hash_selection(context.path(), &sources, &SelectionOptions::from(&opts), Some(&stat_cache))?;
+//! assert!(key.starts_with("sha256:"));
+//! let stats = copy(context.path(), &sources, rootfs.path(), "/app/", &opts)?;
+//! assert_eq!(stats.files, 1);
+//! assert!(rootfs.path().join("app/main.py").exists());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 /// Deepest directory nesting any operation here will enter. Hostile trees can
 /// be nested far deeper than `PATH_MAX` suggests (fd-relative walks have no

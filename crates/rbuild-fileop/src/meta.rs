@@ -191,7 +191,7 @@ impl MetaPlan<'_> {
     /// Apply owner, mode and times to an open (non-`O_PATH`) file or directory.
     pub(crate) fn apply_fd(&self, fd: BorrowedFd<'_>, st: &Stat, is_dir: bool) -> io::Result<()> {
         let (u, g) = self.owner(st);
-        rustix::fs::fchown(fd, u, g)?;
+        rustix::fs::fchown(fd, u, g).map_err(|e| chown_error(e, u, g))?;
         // chown clears set-id bits, so the mode comes after it.
         rustix::fs::fchmod(fd, self.mode(st, is_dir))?;
         if let Some(ts) = self.times(st) {
@@ -208,7 +208,8 @@ impl MetaPlan<'_> {
         st: &Stat,
     ) -> io::Result<()> {
         let (u, g) = self.owner(st);
-        rustix::fs::chownat(dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW)?;
+        rustix::fs::chownat(dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| chown_error(e, u, g))?;
         if let Some(ts) = self.times(st) {
             rustix::fs::utimensat(dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW)?;
         }
@@ -223,12 +224,32 @@ impl MetaPlan<'_> {
         st: &Stat,
     ) -> io::Result<()> {
         let (u, g) = self.owner(st);
-        rustix::fs::chownat(dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW)?;
+        rustix::fs::chownat(dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| chown_error(e, u, g))?;
         rustix::fs::chmodat(dir, name, self.mode(st, false), AtFlags::empty())?;
         if let Some(ts) = self.times(st) {
             rustix::fs::utimensat(dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW)?;
         }
         Ok(())
+    }
+}
+
+/// `EINVAL` from chown means the id has no mapping in our user namespace
+/// (a single-id map without `/etc/subuid` ranges); say so.
+fn chown_error(e: rustix::io::Errno, u: Option<Uid>, g: Option<Gid>) -> io::Error {
+    let ids = format!("{}:{}", u.map_or(0, Uid::as_raw), g.map_or(0, Gid::as_raw));
+    if e == rustix::io::Errno::INVAL {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "cannot chown to `{ids}`: the id is not mapped in this user namespace (hint: add a range to /etc/subuid and /etc/subgid)"
+            ),
+        )
+    } else {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("cannot chown to `{ids}`: {e}"),
+        )
     }
 }
 
