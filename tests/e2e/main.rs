@@ -1,6 +1,7 @@
 //! End-to-end tests of the walking skeleton: real registry, real sandbox,
 //! checked with tools we did not write (skopeo, umoci).
 
+mod cache;
 mod mounts;
 mod support;
 

@@ -157,6 +157,17 @@ impl Db {
         Ok(snapshot.to_string())
     }
 
+    /// Records `key` for an existing snapshot unless the key is taken (used
+    /// for layer chain IDs, which several snapshots may equally satisfy).
+    pub fn alias(&self, key: &str, snapshot: &str) -> Result<(), DbError> {
+        let t = now();
+        self.conn().execute(
+            "INSERT OR IGNORE INTO cache (key, snapshot, created, last_used) VALUES (?1, ?2, ?3, ?3)",
+            params![key, snapshot, t],
+        )?;
+        Ok(())
+    }
+
     /// Whether a snapshot's own diff is empty (no layer is emitted for it).
     pub fn snapshot_is_empty(&self, id: &str) -> Result<bool, DbError> {
         let empty: Option<bool> = self

@@ -136,6 +136,7 @@ impl Engine {
         let mut layers: Vec<Descriptor> = Vec::new();
         let mut diff_ids: Vec<Digest> = Vec::new();
         let mut empties: Vec<(bool, Option<String>)> = Vec::new();
+        let mut chain_id: Option<String> = None;
         for snap in &chain {
             let empty = self.state.db.snapshot_is_empty(snap)?;
             let created = self.state.db.snapshot_created(snap)?.map(rbuild_oci::config::rfc3339_utc);
@@ -147,6 +148,11 @@ impl Engine {
             let media_type = media_types::convert_layer_type(&rec.media_type, opts.oci_mediatypes).to_string();
             layers.push(Descriptor::new(media_type, parse_digest(&rec.digest)?, rec.size));
             diff_ids.push(parse_digest(&rec.diff_id)?);
+            // Known by chain ID too: building FROM (or running) this image
+            // later finds these snapshots instead of unpacking the layers.
+            let next = crate::image::next_chain_id(chain_id.as_deref(), &rec.diff_id);
+            self.state.db.alias(&format!("layer:{next}"), snap)?;
+            chain_id = Some(next);
         }
         fill_history(&mut config, &empties);
         if config.created.is_none() {

@@ -21,15 +21,19 @@ use rbuild_oci::reference::Reference;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The chain ID after `diff_id`, given the chain ID of the layers below.
+pub(crate) fn next_chain_id(prev: Option<&str>, diff_id: &str) -> String {
+    match prev {
+        None => diff_id.to_string(),
+        Some(prev) => GraphDigest::of_bytes(format!("{prev} {diff_id}").as_bytes()).to_string(),
+    }
+}
+
 /// The chain ID of layers `diff_ids[..=i]`, as the OCI image spec defines it.
 fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
     for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => GraphDigest::of_bytes(format!("{prev} {d}").as_bytes()).to_string(),
-        };
-        out.push(next);
+        out.push(next_chain_id(out.last().map(String::as_str), d));
     }
     out
 }

@@ -147,7 +147,8 @@ impl Default for SolveOptions {
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
             entitlements: Entitlements::default(),
-            max_parallelism: std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4),
+            // Most steps wait on I/O or a single core; BuildKit sets no cap at all.
+            max_parallelism: std::thread::available_parallelism().map(|n| n.get() * 4).unwrap_or(8).max(16),
             progress: ProgressSink::discard(),
         }
     }

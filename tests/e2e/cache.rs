@@ -1,0 +1,129 @@
+//! Scheduling and caching end to end: parallel stages, unneeded stages,
+//! precise invalidation, `.dockerignore`, concurrent builds on one state dir.
+
+use crate::support::{self, events, ok, started};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const BASE: &str = "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+
+fn context(dir: &Path, dockerfile: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
+    std::fs::write(dir.join("Dockerfile"), format!("{BASE}{dockerfile}")).unwrap();
+}
+
+fn build(state: &Path, ctx: &Path) -> Vec<serde_json::Value> {
+    let out = ok(Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .arg(format!("--root={}", state.display()))
+        .args(["build", "--progress=rawjson"])
+        .arg(ctx));
+    events(&out.stderr)
+}
+
+fn ready() -> bool {
+    if !support::is_root() || !Path::new("/bin/busybox").exists() {
+        support::skip("needs root and busybox-static");
+        return false;
+    }
+    true
+}
+
+/// (start, end) in ms of the step whose name contains `needle`.
+fn interval(events: &[serde_json::Value], needle: &str) -> (u64, u64) {
+    let at = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == kind && e["name"].as_str().is_some_and(|n| n.contains(needle)))
+            .and_then(|e| e["time_ms"].as_u64())
+            .unwrap_or_else(|| panic!("no `{kind}` event for `{needle}`"))
+    };
+    (at("started"), at("done"))
+}
+
+#[test]
+fn independent_stages_overlap_and_unneeded_stages_never_run() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let ctx = work.path().join("ctx");
+    let mut df = String::new();
+    for s in ["a", "b", "c", "d"] {
+        df.push_str(&format!("FROM base AS {s}\nRUN sleep 1 && echo {s} > /{s}\n"));
+    }
+    df.push_str("FROM base AS unused\nRUN echo never-needed\nFROM base\n");
+    for s in ["a", "b", "c", "d"] {
+        df.push_str(&format!("COPY --from={s} /{s} /\n"));
+    }
+    context(&ctx, &df);
+    let ev = build(&work.path().join("state"), &ctx);
+    let spans: Vec<(u64, u64)> = ["a > /a", "b > /b", "c > /c", "d > /d"].iter().map(|n| interval(&ev, n)).collect();
+    let last_start = spans.iter().map(|s| s.0).max().unwrap();
+    let first_end = spans.iter().map(|s| s.1).min().unwrap();
+    assert!(last_start < first_end, "the four sleeping stages did not all run at once: {spans:?}");
+    assert!(!started(&ev).iter().any(|n| n.contains("never-needed")), "an unneeded stage ran");
+}
+
+#[test]
+fn edits_rerun_exactly_the_steps_after_them_and_ignored_files_or_mtimes_nothing() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    context(
+        &ctx,
+        "FROM base\nCOPY early.txt /\nRUN cat /early.txt > /e\nCOPY late.txt /\nRUN cat /late.txt > /l\nCOPY . /all/\n",
+    );
+    std::fs::write(ctx.join(".dockerignore"), "ignored.txt\n").unwrap();
+    for (f, text) in [("early.txt", "e1"), ("late.txt", "l1"), ("ignored.txt", "i1")] {
+        std::fs::write(ctx.join(f), text).unwrap();
+    }
+    build(&state, &ctx);
+    std::fs::write(ctx.join("late.txt"), "l2").unwrap();
+    let ran = started(&build(&state, &ctx));
+    assert_eq!(ran.len(), 3, "expected COPY late.txt, its RUN and COPY . to rerun: {ran:?}");
+    assert!(ran[0].contains("COPY late.txt") && ran[1].contains("RUN cat /late.txt") && ran[2].contains("COPY . /all/"), "{ran:?}");
+    std::fs::write(ctx.join("ignored.txt"), "i2").unwrap();
+    let ran = started(&build(&state, &ctx));
+    assert!(ran.is_empty(), "editing an ignored file reran {ran:?}");
+    let st = Command::new("touch").arg("-d").arg("2001-01-01").arg(ctx.join("early.txt")).status().unwrap();
+    assert!(st.success());
+    let ran = started(&build(&state, &ctx));
+    assert!(ran.is_empty(), "touching mtimes reran {ran:?}");
+    std::fs::set_permissions(ctx.join("early.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ran = started(&build(&state, &ctx));
+    assert!(ran.first().is_some_and(|n| n.contains("COPY early.txt")), "a mode change must rerun the COPY: {ran:?}");
+}
+
+#[test]
+fn two_builds_on_one_state_dir_at_once_both_succeed() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let state = work.path().join("state");
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            let ctx = work.path().join(format!("ctx{i}"));
+            // The same base (shared vertices) and one step of their own.
+            context(&ctx, &format!("FROM base\nRUN echo shared > /shared\nRUN echo {i} > /own\n"));
+            Command::new(env!("CARGO_BIN_EXE_rbuild"))
+                .arg(format!("--root={}", state.display()))
+                .args(["build", "--progress=plain"])
+                .arg(&ctx)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "a concurrent build failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Afterwards the shared steps are cached for a third build.
+    let ctx = work.path().join("ctx0");
+    assert!(started(&build(&state, &ctx)).is_empty());
+}
