@@ -40,15 +40,26 @@ pub enum WhiteoutMode {
 }
 
 /// How to apply a layer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ApplyOptions {
     /// Whiteout handling.
     pub whiteouts: WhiteoutMode,
-    /// Whether device nodes may be created (false when rootless: they are
-    /// skipped and counted).
+    /// Whether to try creating device nodes. When false (rootless) they are
+    /// skipped and counted; when true, a kernel refusal (EPERM in a user
+    /// namespace) is also counted rather than fatal.
     pub can_mknod: bool,
-    /// chown entries to the uid/gid in the tar (needs a full id map).
+    /// chown entries to the uid/gid in the tar. An id the process cannot
+    /// use (a single-id user namespace map) is counted in
+    /// [`ApplyStats::owners_skipped`] instead of failing the layer.
     pub preserve_owners: bool,
+}
+
+impl Default for ApplyOptions {
+    /// Overlay whiteouts, owners preserved (rbuild runs as root in its user
+    /// namespace), no device nodes.
+    fn default() -> Self {
+        ApplyOptions { whiteouts: WhiteoutMode::Overlay, can_mknod: false, preserve_owners: true }
+    }
 }
 
 /// What applying a layer did.
@@ -66,8 +77,10 @@ pub struct ApplyStats {
     pub hardlinks: u64,
     /// Whiteouts and opaque markers handled.
     pub whiteouts: u64,
-    /// Device nodes skipped because `can_mknod` was false.
+    /// Device nodes skipped (`can_mknod` false, or the kernel refused).
     pub devices_skipped: u64,
+    /// Entries whose owner could not be set (id not mapped in this user namespace).
+    pub owners_skipped: u64,
     /// xattrs not set (overlay-internal ones refused, or unsupported here).
     pub xattrs_skipped: u64,
     /// Entries of unknown type that were skipped.
@@ -112,6 +125,7 @@ pub fn apply_layer(reader: impl Read, media_type: &str, target: &Path, opts: &Ap
         hardlinks: c.hardlinks,
         whiteouts: c.whiteouts,
         devices_skipped: c.devices_skipped,
+        owners_skipped: c.owners_skipped,
         xattrs_skipped: c.xattrs_skipped,
         other_skipped: c.other_skipped,
         diff_id,
@@ -154,6 +168,7 @@ struct Counts {
     hardlinks: u64,
     whiteouts: u64,
     devices_skipped: u64,
+    owners_skipped: u64,
     xattrs_skipped: u64,
     other_skipped: u64,
 }
@@ -271,7 +286,15 @@ impl Applier<'_> {
                     _ => FileType::Fifo,
                 };
                 let dev = rustix::fs::makedev(e.devmajor, e.devminor);
-                rustix::fs::mknodat(&parent, name, ft, Mode::from_raw_mode(e.mode), dev).map_err(io("mknod"))?;
+                match rustix::fs::mknodat(&parent, name, ft, Mode::from_raw_mode(e.mode), dev) {
+                    Ok(()) => {}
+                    Err(Errno::PERM) if ft != FileType::Fifo => {
+                        self.stats.devices_skipped += 1;
+                        self.skipped_devices.insert(full);
+                        return Ok(());
+                    }
+                    Err(err) => return Err(io("mknod")(err)),
+                }
                 self.finish_special(parent.as_fd(), name, e, true)?;
             }
             Kind::Dir | Kind::HardLink | Kind::Other(_) => {}
@@ -306,8 +329,8 @@ impl Applier<'_> {
         };
         if self.opts.preserve_owners {
             let (u, g) = (id_u32(e.uid, &e.path)?, id_u32(e.gid, &e.path)?);
-            rustix::fs::chownat(parent, name, Some(Uid::from_raw(u)), Some(Gid::from_raw(g)), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(io("chown"))?;
+            let res = rustix::fs::chownat(parent, name, Some(Uid::from_raw(u)), Some(Gid::from_raw(g)), AtFlags::SYMLINK_NOFOLLOW);
+            self.chown_result(res, e)?;
         }
         if chmod {
             // The node was just created by us and is not a symlink; fchmodat
@@ -324,13 +347,28 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn chown_fd(&self, fd: BorrowedFd<'_>, e: &Entry) -> Result<(), LayerError> {
+    fn chown_fd(&mut self, fd: BorrowedFd<'_>, e: &Entry) -> Result<(), LayerError> {
         if !self.opts.preserve_owners {
             return Ok(());
         }
         let (u, g) = (id_u32(e.uid, &e.path)?, id_u32(e.gid, &e.path)?);
-        rustix::fs::fchown(fd, Some(Uid::from_raw(u)), Some(Gid::from_raw(g)))
-            .map_err(|err| LayerError::io(lossy(&e.path), "chown", err.into()))
+        let res = rustix::fs::fchown(fd, Some(Uid::from_raw(u)), Some(Gid::from_raw(g)));
+        self.chown_result(res, e)
+    }
+
+    /// EINVAL (id not mapped in our user namespace) and EPERM are counted,
+    /// not fatal: a single-id rootless setup can still build, with a warning
+    /// from the caller.
+    fn chown_result(&mut self, res: rustix::io::Result<()>, e: &Entry) -> Result<(), LayerError> {
+        match res {
+            Ok(()) => Ok(()),
+            Err(Errno::INVAL | Errno::PERM) => {
+                tracing::debug!(path = %lossy(&e.path), uid = e.uid, gid = e.gid, "cannot set owner; skipped");
+                self.stats.owners_skipped += 1;
+                Ok(())
+            }
+            Err(err) => Err(LayerError::io(lossy(&e.path), "chown", err.into())),
+        }
     }
 
     fn set_xattrs(&mut self, fd: BorrowedFd<'_>, e: &Entry) -> Result<(), LayerError> {

@@ -215,7 +215,7 @@ impl Jail {
     }
 
     fn apply(&self, tar: &[u8], whiteouts: WhiteoutMode) -> Result<ApplyStats, LayerError> {
-        let opts = ApplyOptions { whiteouts, can_mknod: false, preserve_owners: false };
+        let opts = ApplyOptions { whiteouts, can_mknod: false, preserve_owners: true };
         apply_layer(tar, crate::media_types::OCI_LAYER_TAR, &self.target, &opts)
     }
 
@@ -476,4 +476,67 @@ mod fuzz {
             j.assert_outside_untouched();
         }
     }
+}
+
+/// Child half of `rootless_apply_in_user_namespace` (runs under `unshare -r`).
+#[test]
+fn child_apply_in_userns() {
+    let (Ok(tar), Ok(target), Ok(report)) = (
+        std::env::var("RBUILD_OCI_USERNS_TAR"),
+        std::env::var("RBUILD_OCI_USERNS_TARGET"),
+        std::env::var("RBUILD_OCI_USERNS_REPORT"),
+    ) else {
+        return;
+    };
+    let opts = ApplyOptions { whiteouts: WhiteoutMode::Overlay, can_mknod: true, preserve_owners: true };
+    let s = apply_layer(fs::File::open(tar).unwrap(), crate::media_types::OCI_LAYER_TAR, Path::new(&target), &opts).unwrap();
+    fs::write(report, format!("{} {} {} {}", s.files, s.owners_skipped, s.devices_skipped, s.whiteouts)).unwrap();
+}
+
+#[test]
+#[allow(clippy::print_stderr)] // tests print a note when they skip
+fn rootless_apply_in_user_namespace() {
+    let t = tempfile::tempdir().unwrap();
+    let target = t.path().join("target");
+    fs::create_dir(&target).unwrap();
+    let (mut owned, data) = file("home/user/notes", b"mine");
+    owned.uid = 1000;
+    owned.gid = 1000;
+    let (mut rootfile, data2) = file("etc/hosts", b"127.0.0.1 localhost");
+    rootfile.uid = 0;
+    let mut dev = Entry::new(b"dev/null".to_vec(), Kind::CharDev);
+    dev.devmajor = 1;
+    dev.devminor = 3;
+    let tar = tar_of(&[(owned, data), (rootfile, data2), (dev, b""), file("etc/.wh.motd", b"")]);
+    let tar_path = t.path().join("layer.tar");
+    fs::write(&tar_path, tar).unwrap();
+    let report = t.path().join("report");
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user"])
+        .arg(exe)
+        .args(["--exact", "layer::tests::child_apply_in_userns", "--test-threads=1"])
+        .env("RBUILD_OCI_USERNS_TAR", &tar_path)
+        .env("RBUILD_OCI_USERNS_TARGET", &target)
+        .env("RBUILD_OCI_USERNS_REPORT", &report)
+        .output();
+    match out {
+        Ok(o) if o.status.success() && report.exists() => {}
+        Ok(o) => {
+            eprintln!("note: user namespaces unavailable ({}); skipping", String::from_utf8_lossy(&o.stderr).trim());
+            return;
+        }
+        Err(e) => {
+            eprintln!("note: `unshare` not available ({e}); skipping");
+            return;
+        }
+    }
+    let nums: Vec<u64> = fs::read_to_string(&report).unwrap().split(' ').map(|n| n.parse().unwrap()).collect();
+    // files, owners skipped (uid 1000 unmapped), devices skipped (EPERM), whiteouts.
+    assert_eq!(nums, vec![2, 1, 1, 1]);
+    assert_eq!(fs::read(target.join("home/user/notes")).unwrap(), b"mine");
+    assert!(!target.join("dev/null").exists());
+    use std::os::unix::fs::FileTypeExt;
+    let wh = fs::symlink_metadata(target.join("etc/motd")).unwrap();
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "whiteout must be a 0:0 char device");
 }
