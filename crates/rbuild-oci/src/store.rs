@@ -190,6 +190,18 @@ impl ContentStore {
         }
     }
 
+    /// Re-hashes a stored blob and checks it still matches its name (for
+    /// `fsck`-style checks after a crash or disk trouble). A corrupt blob is
+    /// reported, not removed.
+    pub fn verify(&self, d: &Digest) -> Result<u64> {
+        let f = self.open_blob(d)?;
+        let (actual, size) = Digest::sha256_reader(f).map_err(io_err(self.path(d)))?;
+        if actual != *d {
+            return Err(StoreError::DigestMismatch { expected: d.clone(), actual });
+        }
+        Ok(size)
+    }
+
     /// Deletes a blob. Readers holding it open keep reading the old inode.
     pub fn remove(&self, d: &Digest) -> Result<()> {
         match fs::remove_file(self.path(d)) {
@@ -317,6 +329,7 @@ impl Write for Ingest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;
 
     fn ingest_files(root: &Path) -> Vec<PathBuf> {
@@ -334,6 +347,12 @@ mod tests {
         assert_eq!(s.read_all(&d).unwrap(), b"hello");
         assert_eq!(s.put_bytes(b"hello").unwrap(), d);
         assert_eq!(s.list().unwrap(), vec![(d.clone(), 5)]);
+        assert_eq!(s.verify(&d).unwrap(), 5);
+        let mut perms = fs::metadata(s.path(&d)).unwrap().permissions();
+        perms.set_mode(0o644);
+        fs::set_permissions(s.path(&d), perms).unwrap();
+        fs::write(s.path(&d), b"rot").unwrap();
+        assert!(matches!(s.verify(&d), Err(StoreError::DigestMismatch { .. })));
         s.remove(&d).unwrap();
         assert!(!s.contains(&d));
         assert!(matches!(s.read_all(&d), Err(StoreError::NotFound(_))));

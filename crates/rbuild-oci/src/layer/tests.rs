@@ -99,6 +99,13 @@ fn build_upper(root: &Path) {
         rustix::fs::mknodat(rustix::fs::CWD, root.join("etc/gone").as_path(), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::empty(), 0)
             .unwrap();
         rustix::fs::chown(root.join("etc/passwd").as_path(), Some(rustix::fs::Uid::from_raw(1234)), Some(rustix::fs::Gid::from_raw(5678))).unwrap();
+        // cap_net_bind_service+ep in the v2 on-disk format (what `setcap` writes).
+        let mut cap = Vec::new();
+        for word in [0x0200_0001u32, 1 << 10, 0, 0, 0] {
+            cap.extend_from_slice(&word.to_le_bytes());
+        }
+        fs::write(root.join("ping"), b"binary").unwrap();
+        rustix::fs::setxattr(root.join("ping").as_path(), "security.capability", &cap, rustix::fs::XattrFlags::empty()).unwrap();
     }
     for (p, t) in [("etc/passwd", 1_000_000), ("bin_tool", 2_000_000), ("etc", 3_000_000), ("opaque/new", 4_000_000)] {
         set_mtime(&root.join(p), t);
