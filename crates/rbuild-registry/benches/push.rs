@@ -61,6 +61,57 @@ fn image(store: &ContentStore, layer: &Descriptor) -> Descriptor {
     man.descriptor
 }
 
+/// Baseline: the same kind of push with skopeo (Go's containers/image)
+/// from an OCI layout whose blobs are hard links into our store.
+fn skopeo_baseline(store: &ContentStore, dir: &std::path::Path, addr: &str, size: usize) {
+    if std::process::Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("skopeo not installed; no baseline");
+        return;
+    }
+    let layer = random_blob(store, size, 0x5eed);
+    let top = image(store, &layer);
+    let layout = dir.join("layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("layout");
+    for (d, _) in store.list().expect("list") {
+        std::fs::hard_link(store.path(&d), blobs.join(d.hex())).expect("link");
+    }
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("layout");
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"bench"}}}}]}}"#,
+        top.media_type, top.digest, top.size
+    );
+    std::fs::write(layout.join("index.json"), index).expect("index");
+    let t = Instant::now();
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:bench", layout.display()))
+        .arg(format!("docker://{addr}/bench/skopeo:1"))
+        .output()
+        .expect("skopeo");
+    let secs = t.elapsed().as_secs_f64();
+    if out.status.success() {
+        println!(
+            "baseline skopeo copy oci: -> registry: {:.2} s, {:.0} MB/s",
+            secs,
+            mbps(layer.size, secs)
+        );
+    } else {
+        println!(
+            "skopeo copy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs
 }
@@ -145,4 +196,5 @@ fn main() {
         let secs = t.elapsed().as_secs_f64();
         println!("pull: {:.2} s, {:.0} MB/s", secs, mbps(layer.size, secs));
     }
+    skopeo_baseline(&store, dir.path(), &reg.addr, size);
 }

@@ -5,12 +5,14 @@ mod support;
 
 use std::process::Command;
 
+use rbuild_oci::manifest::ManifestFormat;
+use rbuild_oci::media_types as mt;
 use rbuild_oci::platform::Platform;
 use rbuild_oci::reference::Reference;
 use rbuild_registry::{
     Credential, ProgressKind, PushOptions, RegistryError, StaticCredentials, no_progress,
 };
-use support::image::{TempStore, build_image, build_multi_platform};
+use support::image::{TempStore, build_image, build_multi_platform, build_multi_platform_as};
 use support::registry::{Htpasswd, TestRegistry};
 use support::{Events, client, fast_options};
 
@@ -348,4 +350,83 @@ async fn basic_auth_registry() {
         .await
         .unwrap();
     assert_eq!(pulled.manifest_descriptor.digest, img.top.digest);
+}
+
+#[tokio::test]
+async fn docker_manifest_list_round_trip_keeps_media_types_and_bytes() {
+    let Some(reg) = TestRegistry::start() else {
+        return;
+    };
+    let src = TempStore::new();
+    let img = build_multi_platform_as(&src.store, ManifestFormat::DockerV2S2);
+    assert_eq!(img.top.media_type, mt::DOCKER_MANIFEST_LIST);
+    let reference = Reference::parse(&format!("{}/rbuild/docker:1", reg.addr)).unwrap();
+    let c = client(fast_options());
+    c.push(
+        &reference,
+        &img.top,
+        &src.store,
+        &PushOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
+    if let Some(raw) = skopeo_inspect(&reference.to_string(), None) {
+        assert_eq!(raw["mediaType"], mt::DOCKER_MANIFEST_LIST);
+    }
+    let dst = TempStore::new();
+    let events = Events::default();
+    let cb = events.callback();
+    let got = c
+        .pull(
+            &reference,
+            &Platform::parse("linux/arm64").unwrap(),
+            &dst.store,
+            &cb,
+        )
+        .await
+        .unwrap();
+    let (index_desc, index_bytes) = got.index.clone().expect("a manifest list");
+    assert_eq!(index_desc.media_type, mt::DOCKER_MANIFEST_LIST);
+    assert_eq!(
+        index_bytes,
+        src.store.read_all(&img.top.digest).unwrap(),
+        "raw bytes kept"
+    );
+    assert_eq!(got.manifest_descriptor.media_type, mt::DOCKER_MANIFEST);
+    assert_eq!(got.manifest_descriptor.digest, img.manifests[1].digest);
+    assert_eq!(got.config_descriptor.media_type, mt::DOCKER_CONFIG);
+    assert!(
+        got.layers
+            .iter()
+            .all(|l| l.media_type == mt::DOCKER_LAYER_GZIP)
+    );
+
+    // Progress: every layer started and finished with its full size.
+    let all = events.all();
+    for l in &got.layers {
+        let mine: Vec<_> = all.iter().filter(|e| e.digest == l.digest).collect();
+        assert_eq!(
+            mine.first().map(|e| e.kind),
+            Some(ProgressKind::Started),
+            "{mine:?}"
+        );
+        let last = mine.last().expect("events");
+        assert_eq!(
+            (last.kind, last.done, last.total),
+            (ProgressKind::Done, l.size, l.size)
+        );
+    }
+    // Pulling again downloads nothing.
+    let events = Events::default();
+    let cb = events.callback();
+    c.pull(
+        &reference,
+        &Platform::parse("linux/arm64").unwrap(),
+        &dst.store,
+        &cb,
+    )
+    .await
+    .unwrap();
+    assert!(events.all().iter().all(|e| e.kind == ProgressKind::Cached));
 }

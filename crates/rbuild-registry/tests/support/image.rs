@@ -58,6 +58,16 @@ pub fn build_platform_image(
     platform: &str,
     layer_contents: &[&[u8]],
 ) -> (Descriptor, Descriptor, Vec<Descriptor>) {
+    build_platform_image_as(store, platform, layer_contents, ManifestFormat::Oci)
+}
+
+/// Like [`build_platform_image`] in a chosen manifest format.
+pub fn build_platform_image_as(
+    store: &ContentStore,
+    platform: &str,
+    layer_contents: &[&[u8]],
+    format: ManifestFormat,
+) -> (Descriptor, Descriptor, Vec<Descriptor>) {
     let platform = Platform::parse(platform).expect("platform");
     let mut config = ImageConfig::new(&platform);
     let mut layers = Vec::new();
@@ -68,10 +78,9 @@ pub fn build_platform_image(
         layers.push(Descriptor::new(mt::OCI_LAYER_GZIP, d, gz.len() as u64));
     }
     config.config.cmd = Some(vec!["/bin/sh".into()]);
-    let cfg = build_config(&config, ManifestFormat::Oci).expect("config");
+    let cfg = build_config(&config, format).expect("config");
     store.put_bytes(&cfg.bytes).expect("put config");
-    let man =
-        build_manifest(&cfg.descriptor, &layers, None, ManifestFormat::Oci).expect("manifest");
+    let man = build_manifest(&cfg.descriptor, &layers, None, format).expect("manifest");
     store.put_bytes(&man.bytes).expect("put manifest");
     let mut desc = man.descriptor;
     desc.platform = Some(platform);
@@ -94,9 +103,24 @@ pub fn build_image(store: &ContentStore, layer_contents: &[&[u8]]) -> TestImage 
 
 /// An index over linux/amd64 and linux/arm64 images that share one layer.
 pub fn build_multi_platform(store: &ContentStore) -> TestImage {
-    let (m1, c1, l1) = build_platform_image(store, "linux/amd64", &[b"shared base", b"amd64 only"]);
-    let (m2, c2, l2) = build_platform_image(store, "linux/arm64", &[b"shared base", b"arm64 only"]);
-    let idx = build_index(&[m1.clone(), m2.clone()], None, ManifestFormat::Oci).expect("index");
+    build_multi_platform_as(store, ManifestFormat::Oci)
+}
+
+/// Like [`build_multi_platform`] in a chosen format (Docker: a manifest list).
+pub fn build_multi_platform_as(store: &ContentStore, format: ManifestFormat) -> TestImage {
+    let (m1, c1, l1) = build_platform_image_as(
+        store,
+        "linux/amd64",
+        &[&b"shared base"[..], b"amd64 only"],
+        format,
+    );
+    let (m2, c2, l2) = build_platform_image_as(
+        store,
+        "linux/arm64",
+        &[&b"shared base"[..], b"arm64 only"],
+        format,
+    );
+    let idx = build_index(&[m1.clone(), m2.clone()], None, format).expect("index");
     store.put_bytes(&idx.bytes).expect("put index");
     let mut layers = l1;
     let extra: Vec<Descriptor> = l2.into_iter().filter(|d| !layers.contains(d)).collect();
