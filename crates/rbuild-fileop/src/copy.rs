@@ -61,7 +61,7 @@ pub struct CopyOptions {
     pub preserve_mtime: bool,
     /// Force every copied entry's times (`SOURCE_DATE_EPOCH`, `--link`).
     pub timestamp: Option<SystemTime>,
-    /// `ADD`: a source that is a tar archive (plain, gzip, zstd) is
+    /// `ADD`: a source that is a tar archive (plain, gzip, xz, zstd) is
     /// extracted into `dest` (made a directory) instead of copied.
     pub unpack_archives: bool,
 }
@@ -137,7 +137,7 @@ pub enum CopyError {
     #[error("cannot copy a directory to non-directory `{path}`")]
     CopyDirToNonDir { path: String },
     #[error(
-        "`{path}` is a {compression} archive, which ADD cannot unpack yet (supported: tar, tar.gz, tar.zst)"
+        "`{path}` is a {compression} archive, which ADD cannot unpack yet (supported: tar, tar.gz, tar.xz, tar.zst)"
     )]
     UnsupportedArchive { path: String, compression: String },
     #[error(transparent)]

@@ -1,5 +1,5 @@
-//! `ADD` of a local tar archive: detected by content (plain, gzip or zstd
-//! compressed), extracted into the destination directory.
+//! `ADD` of a local tar archive: detected by content (plain, gzip, xz or
+//! zstd compressed), extracted into the destination directory.
 //!
 //! The `tar` crate only parses headers here; every entry is created by our
 //! own fd-relative code, with the destination directory as the root: names
@@ -48,9 +48,10 @@ fn decompress<'a>(file: &'a mut std::fs::File, c: Compression) -> io::Result<Box
         Compression::None => Box::new(BufReader::new(file)),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
-        Compression::Bzip2 | Compression::Xz => {
-            return Err(io::Error::other("unsupported compression"));
-        }
+        Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(BufReader::new(
+            file,
+        ))),
+        Compression::Bzip2 => return Err(io::Error::other("unsupported compression")),
     })
 }
 
@@ -83,7 +84,7 @@ fn is_tar_header(block: &[u8]) -> bool {
 }
 
 /// If the open regular file is a (possibly compressed) tar archive, return
-/// its compression. bzip2 and xz archives are reported as errors rather than
+/// its compression. bzip2 archives are reported as errors rather than
 /// silently copied as files.
 pub(crate) fn detect(
     file: &mut std::fs::File,
@@ -93,7 +94,7 @@ pub(crate) fn detect(
     let n = read_up_to(file, &mut head).map_err(io_err("read", shown))?;
     file.rewind().map_err(io_err("read", shown))?;
     let c = sniff(&head[..n]);
-    if matches!(c, Compression::Bzip2 | Compression::Xz) {
+    if c == Compression::Bzip2 {
         return Err(CopyError::UnsupportedArchive {
             path: shown.to_string(),
             compression: format!("{c:?}").to_lowercase(),

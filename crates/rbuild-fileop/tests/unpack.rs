@@ -69,7 +69,7 @@ fn add(
 }
 
 #[test]
-fn plain_gzip_and_zstd_archives_are_extracted() {
+fn plain_gzip_xz_and_zstd_archives_are_extracted() {
     let tarball = archive(&[
         ("app/", tar::EntryType::Directory, ""),
         ("app/main.py", tar::EntryType::Regular, "print(1)"),
@@ -86,6 +86,9 @@ fn plain_gzip_and_zstd_archives_are_extracted() {
         zstd::encode_all(&tarball[..], 1).unwrap(),
     )
     .unwrap();
+    let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+    xz.write_all(&tarball).unwrap();
+    fs::write(ctx.path().join("a.tar.xz"), xz.finish().unwrap()).unwrap();
     let want = [
         "opt/",
         "opt/app/",
@@ -93,7 +96,7 @@ fn plain_gzip_and_zstd_archives_are_extracted() {
         "opt/app/link->main.py",
         "opt/app/main.py=print(1)",
     ];
-    for name in ["a.tar", "a.tgz", "a.tar.zst"] {
+    for name in ["a.tar", "a.tgz", "a.tar.zst", "a.tar.xz"] {
         let dst = tempfile::tempdir().unwrap();
         add(ctx.path(), name, dst.path(), "/opt").unwrap();
         assert_eq!(list(dst.path()), want, "{name}");
@@ -116,14 +119,16 @@ fn non_archives_are_copied_as_files() {
         "not really a tar"
     );
     assert_eq!(fs::read(dst.path().join("z")).unwrap().len(), 1024);
-    // xz is recognised and refused with a clear message, not copied silently.
-    fs::write(
-        ctx.path().join("a.tar.xz"),
-        [0xfd, b'7', b'z', b'X', b'Z', 0, 1, 2],
-    )
-    .unwrap();
-    let err = add(ctx.path(), "a.tar.xz", dst.path(), "/x").unwrap_err();
-    assert!(err.to_string().contains("xz"), "{err}");
+    // An xz stream that is not a tar is copied as a file, like any other data.
+    let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+    xz.write_all(b"just text").unwrap();
+    fs::write(ctx.path().join("notes.xz"), xz.finish().unwrap()).unwrap();
+    add(ctx.path(), "notes.xz", dst.path(), "/x").unwrap();
+    assert!(dst.path().join("x").is_file());
+    // bzip2 is recognised and refused with a clear message, not copied silently.
+    fs::write(ctx.path().join("a.tar.bz2"), b"BZh91AY&SY").unwrap();
+    let err = add(ctx.path(), "a.tar.bz2", dst.path(), "/b").unwrap_err();
+    assert!(err.to_string().contains("bzip2"), "{err}");
 }
 
 #[test]
