@@ -589,11 +589,13 @@ impl Ctx<'_> {
         .map_err(errno("create", shown_dst))?;
         let n = crate::meta::copy_contents(sfd.as_fd(), dfd.as_fd(), fst.st_size as u64)
             .map_err(io_err("copy", shown_dst))?;
-        crate::meta::copy_xattrs(sfd.as_fd(), dfd.as_fd())
-            .map_err(io_err("copy xattrs", shown_dst))?;
+        // Owner and mode first: chown drops `security.capability`, so the
+        // xattrs (file capabilities among them) come after it.
         self.plan
             .apply_fd(dfd.as_fd(), &fst, false)
             .map_err(io_err("set metadata", shown_dst))?;
+        crate::meta::copy_xattrs(sfd.as_fd(), dfd.as_fd())
+            .map_err(io_err("copy xattrs", shown_dst))?;
         if st.st_nlink > 1 {
             let mut p = dparent.to_vec();
             p.push(dname.to_os_string());
@@ -638,11 +640,11 @@ impl Ctx<'_> {
         self.copy_dir_children(&sfd, &dfd, &here, rel, &shown_dst)?;
         // Times last: adding children changed the directory's mtime.
         if created || overwrite_meta {
-            crate::meta::copy_xattrs(sfd.as_fd(), dfd.as_fd())
-                .map_err(io_err("copy xattrs", &shown_dst))?;
             self.plan
                 .apply_fd(dfd.as_fd(), st, true)
                 .map_err(io_err("set metadata", &shown_dst))?;
+            crate::meta::copy_xattrs(sfd.as_fd(), dfd.as_fd())
+                .map_err(io_err("copy xattrs", &shown_dst))?;
         }
         Ok(())
     }

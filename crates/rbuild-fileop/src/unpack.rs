@@ -224,6 +224,10 @@ pub(crate) fn extract(
                 let mut f = std::fs::File::from(fd);
                 stats.bytes +=
                     io::copy(&mut entry, &mut f).map_err(io_err("write", &entry_shown))?;
+                rustix::fs::fchown(&f, owner.0, owner.1)
+                    .map_err(|e| io_err("chown", &entry_shown)(e.into()))?;
+                rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))
+                    .map_err(|e| io_err("chmod", &entry_shown)(e.into()))?;
                 for (k, v) in &xattrs {
                     if let Err(e) = rustix::fs::fsetxattr(
                         f.as_fd(),
@@ -234,10 +238,6 @@ pub(crate) fn extract(
                         tracing::debug!(path = %entry_shown, error = %e, "xattr not set");
                     }
                 }
-                rustix::fs::fchown(&f, owner.0, owner.1)
-                    .map_err(|e| io_err("chown", &entry_shown)(e.into()))?;
-                rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))
-                    .map_err(|e| io_err("chmod", &entry_shown)(e.into()))?;
                 rustix::fs::futimens(&f, &ts)
                     .map_err(|e| io_err("set times", &entry_shown)(e.into()))?;
                 stats.files += 1;

@@ -508,3 +508,48 @@ fn owner_and_mode_strings_resolve_in_the_destination() {
         assert_eq!(mode(&dst.path().join("f")) & 0o100, 0o100);
     }
 }
+
+/// `chown` clears `security.capability`; the copy must set xattrs after the
+/// owner so that `setcap`-ed binaries keep their capabilities.
+#[test]
+fn file_capabilities_survive_chown() {
+    if !is_root() {
+        eprintln!("note: not root; skipping file capability test");
+        return;
+    }
+    let ctx = tempfile::tempdir().unwrap();
+    build(ctx.path(), &["f ping bin 755"]);
+    // vfs_cap_data v2: magic|effective, then (permitted, inheritable) x 2;
+    // permitted = CAP_NET_RAW (bit 13).
+    let mut cap = Vec::new();
+    cap.extend_from_slice(&0x0200_0001u32.to_le_bytes());
+    cap.extend_from_slice(&(1u32 << 13).to_le_bytes());
+    cap.extend_from_slice(&0u32.to_le_bytes());
+    cap.extend_from_slice(&0u32.to_le_bytes());
+    cap.extend_from_slice(&0u32.to_le_bytes());
+    let src = ctx.path().join("ping");
+    if rustix::fs::setxattr(
+        &src,
+        "security.capability",
+        &cap,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .is_err()
+    {
+        eprintln!("note: cannot set file capabilities here; skipping");
+        return;
+    }
+    let dst = tempfile::tempdir().unwrap();
+    let mut o = CopyOptions::dockerfile();
+    o.chown = Some((1000, 1000));
+    copy(ctx.path(), &s(&["ping"]), dst.path(), "/bin/", &o).unwrap();
+    let mut buf = [0u8; 64];
+    let n = rustix::fs::getxattr(
+        dst.path().join("bin/ping"),
+        "security.capability",
+        &mut buf[..],
+    )
+    .expect("capability kept");
+    assert_eq!(&buf[..n], &cap[..]);
+    assert_eq!(owner(&dst.path().join("bin/ping")), (1000, 1000));
+}
