@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rbuild_oci::digest::DigestWriter;
-use rbuild_oci::layer::{Compression, CreateOptions, TarOptions, create_layer, write_layer_tar};
+use rbuild_oci::layer::{ApplyOptions, Compression, CreateOptions, TarOptions, apply_layer, create_layer, write_layer_tar};
 use rbuild_oci::store::ContentStore;
 
 /// A tree of `mb` MiB: source-like text (compresses well) and binary-like
@@ -96,6 +96,28 @@ fn main() {
         });
         println!("rbuild create_layer {name:7}: {:7.1} MiB/s  ratio {:.3}", mbps(tar_size, d), size as f64 / tar_size as f64);
     }
+
+    // Apply (pull side): unpack the gzip layer into a fresh directory each run.
+    let store = ContentStore::open(&tmp.path().join("store-apply")).unwrap();
+    let info = create_layer(&store, &tree, &CreateOptions { compression: Compression::Gzip { level: 6 }, ..Default::default() }).unwrap();
+    let mut run = 0;
+    let d = best_of_two(|| {
+        run += 1;
+        let dest = tmp.path().join(format!("apply-{run}"));
+        fs::create_dir(&dest).unwrap();
+        let blob = store.open_blob(&info.descriptor.digest).unwrap();
+        apply_layer(blob, &info.descriptor.media_type, &dest, &ApplyOptions::default()).unwrap();
+    });
+    println!("rbuild apply_layer gzip-6   : {:7.1} MiB/s", mbps(tar_size, d));
+    let blob_path = store.path(&info.descriptor.digest);
+    let d = best_of_two(|| {
+        run += 1;
+        let dest = tmp.path().join(format!("apply-{run}"));
+        fs::create_dir(&dest).unwrap();
+        let st = Command::new("tar").arg("-xzf").arg(&blob_path).arg("-C").arg(&dest).status().unwrap();
+        assert!(st.success());
+    });
+    println!("shell tar -xzf              : {:7.1} MiB/s", mbps(tar_size, d));
 
     // Single-stream gzip on one thread (what the block encoder improves on).
     let d = best_of_two(|| {

@@ -243,18 +243,22 @@ impl ImageIndex {
     }
 
     /// The best manifest for `platform` (containerd's ordering: exact match
-    /// first, then compatible variants; entries without a platform and
-    /// attestation manifests are skipped).
+    /// first, then compatible variants). Attestation manifests are skipped.
+    /// When no entry names a matching platform, the first manifest entry
+    /// without a `platform` is returned, as containerd does; the caller
+    /// should then check the platform in that image's config.
     pub fn select(&self, platform: &Platform) -> Option<&Descriptor> {
-        let candidates: Vec<(usize, &Platform)> = self
-            .manifests
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.annotation("vnd.docker.reference.type") != Some("attestation-manifest"))
-            .filter_map(|(i, d)| d.platform.as_ref().map(|p| (i, p)))
-            .collect();
-        let best = platform.select_best(candidates.iter().map(|(_, p)| *p))?;
-        candidates.get(best).and_then(|(i, _)| self.manifests.get(*i))
+        let usable = || {
+            self.manifests
+                .iter()
+                .filter(|d| d.annotation("vnd.docker.reference.type") != Some("attestation-manifest"))
+        };
+        let candidates: Vec<&Descriptor> = usable().filter(|d| d.platform.is_some()).collect();
+        let best = platform.select_best(candidates.iter().filter_map(|d| d.platform.as_ref()));
+        match best.and_then(|i| candidates.get(i)) {
+            Some(d) => Some(*d),
+            None => usable().find(|d| d.platform.is_none() && (mt::is_manifest(&d.media_type) || mt::is_index(&d.media_type))),
+        }
     }
 }
 
@@ -386,6 +390,12 @@ mod tests {
         assert_eq!(parsed.select(&Platform::parse("linux/amd64").unwrap()), Some(&m1));
         assert_eq!(parsed.select(&Platform::parse("linux/arm64").unwrap()), Some(&m2));
         assert_eq!(parsed.select(&Platform::parse("linux/s390x").unwrap()), None);
+        // An entry without a platform is the fallback.
+        let bare_m = Descriptor::new(mt::OCI_MANIFEST, Digest::sha256(b"4"), 1);
+        let idx2 = build_index(&[m1.clone(), bare_m.clone()], None, ManifestFormat::Oci).unwrap();
+        let parsed2 = ImageIndex::from_slice(&idx2.bytes).unwrap();
+        assert_eq!(parsed2.select(&Platform::parse("linux/s390x").unwrap()), Some(&bare_m));
+        assert_eq!(parsed2.select(&Platform::parse("linux/amd64").unwrap()), Some(&m1));
         // Shape detection without mediaType.
         let bare = br#"{"schemaVersion":2,"manifests":[]}"#;
         assert!(matches!(parse(bare, None).unwrap(), Parsed::Index(_)));
