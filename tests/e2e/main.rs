@@ -2,6 +2,7 @@
 //! checked with tools we did not write (skopeo, umoci).
 
 mod cache;
+mod language;
 mod mounts;
 mod support;
 

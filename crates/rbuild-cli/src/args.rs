@@ -34,6 +34,9 @@ pub struct BuildArgs {
     /// Set a build-time variable (`KEY=VALUE`, or `KEY` to take it from the environment).
     #[arg(long = "build-arg")]
     pub build_args: Vec<String>,
+    /// Extra named build context (`name=DIR` or `name=docker-image://REF`).
+    #[arg(long = "build-context")]
+    pub build_contexts: Vec<String>,
     /// The stage to build.
     #[arg(long)]
     pub target: Option<String>,

@@ -69,6 +69,10 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
             },
         };
     }
+    for c in &args.build_contexts {
+        let (k, v) = c.split_once('=').with_context(|| format!("--build-context `{c}`: expected NAME=VALUE"))?;
+        req.build_contexts.insert(k.to_string(), v.to_string());
+    }
     for l in &args.labels {
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
         req.labels.insert(k.to_string(), v.to_string());

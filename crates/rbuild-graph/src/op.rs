@@ -189,4 +189,6 @@ pub struct CopyAction {
     pub allow_wildcard: bool,
     pub allow_empty_wildcard: bool,
     pub create_dest_path: bool,
+    /// `ADD`: a local tar archive is extracted into `dest` instead of copied.
+    pub unpack_archives: bool,
 }

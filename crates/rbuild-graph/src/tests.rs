@@ -86,6 +86,7 @@ fn inputs_must_exist_and_op_indexes_must_fit() {
             allow_wildcard: true,
             allow_empty_wildcard: false,
             create_dest_path: true,
+            unpack_archives: false,
         })],
     });
     assert_eq!(

@@ -79,6 +79,19 @@ CREATE TABLE IF NOT EXISTS images (
     updated INTEGER NOT NULL,
     PRIMARY KEY (name, platform)
 );
+-- The local image store (`rbuild images`): one row per name. Its manifests
+-- (and everything they reference) are GC roots; see images.rs.
+CREATE TABLE IF NOT EXISTS local_images (
+    name TEXT PRIMARY KEY,
+    manifest_digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    manifest_size INTEGER NOT NULL,
+    config_digest TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created TEXT,
+    tagged INTEGER NOT NULL
+);
 ";
 
 fn now() -> i64 {
@@ -99,25 +112,31 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        conn.execute_batch(crate::lease::SCHEMA).map_err(open_err)?;
         Ok(Db { conn: Mutex::new(conn) })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves a usable connection.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The snapshot recorded for a cache key, refreshing its last use.
+    /// The snapshot recorded for a cache key, refreshing its last use. Read
+    /// and refresh are one write transaction: garbage collection (which
+    /// protects what live leases used since they began) either sees the new
+    /// `last_used` or has already removed the record (see lease.rs).
     pub fn lookup(&self, key: &str) -> Result<Option<String>, DbError> {
-        let conn = self.conn();
-        let snap: Option<String> = conn
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let snap: Option<String> = tx
             .query_row("SELECT snapshot FROM cache WHERE key = ?1", [key], |r| r.get(0))
             .optional()?;
         if let Some(s) = &snap {
             let t = now();
-            conn.execute("UPDATE cache SET last_used = ?2 WHERE key = ?1", params![key, t])?;
-            conn.execute("UPDATE snapshots SET last_used = ?2 WHERE id = ?1", params![s, t])?;
+            tx.execute("UPDATE cache SET last_used = ?2 WHERE key = ?1", params![key, t])?;
+            tx.execute("UPDATE snapshots SET last_used = ?2 WHERE id = ?1", params![s, t])?;
         }
+        tx.commit()?;
         Ok(snap)
     }
 
@@ -135,12 +154,16 @@ impl Db {
         description: &str,
     ) -> Result<String, DbError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let t = now();
         let existing: Option<String> = tx
             .query_row("SELECT snapshot FROM cache WHERE key = ?1", [key], |r| r.get(0))
             .optional()?;
         if let Some(e) = existing {
+            // The caller uses the recorded snapshot from now on: refresh it
+            // as a lookup would, so that its lease protects it.
+            tx.execute("UPDATE cache SET last_used = ?2 WHERE key = ?1", params![key, t])?;
+            tx.execute("UPDATE snapshots SET last_used = ?2 WHERE id = ?1", params![e, t])?;
             tx.commit()?;
             return Ok(e);
         }

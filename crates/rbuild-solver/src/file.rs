@@ -119,6 +119,7 @@ fn copy(ctx: &Ctx, dest_root: &Path, c: &CopyAction, inputs: &[Arc<Solved>]) -> 
         allow_wildcard: c.allow_wildcard,
         allow_empty_wildcard: c.allow_empty_wildcard,
         create_dest_path: c.create_dest_path,
+        unpack_archives: c.unpack_archives,
         ..CopyOptions::dockerfile()
     };
     rbuild_fileop::copy::copy(src.path(), &c.paths, dest_root, &c.dest, &opts)

@@ -13,6 +13,7 @@ mod exec;
 mod export;
 mod file;
 mod image;
+mod images;
 mod mounts;
 mod progress;
 mod solve;
@@ -20,6 +21,7 @@ mod state;
 
 pub use db::{Db, DbError, ImageRecord, LayerRecord, SnapshotUsage};
 pub use export::{ExportOptions, ExportedImage};
+pub use images::{ImageStoreError, LocalImage, normalise_name};
 pub use progress::{Event, ProgressSink, Stream, now_ms};
 pub use solve::{Output, Solved};
 pub use state::{State, StateError};
@@ -279,6 +281,10 @@ impl Engine {
         let reference = Reference::parse(name).map_err(|e| image_err(crate::chain(&e)))?;
         let platform_key = platform.to_string();
         let db_name = reference.to_string();
+        // A name built here wins over the registry (`--pull` asks it).
+        if !pull && let Some(local) = self.local_base_image(&reference, platform).map_err(|e| image_err(crate::chain(&e)))? {
+            return Ok(local);
+        }
         if reference.digest.is_none() && !pull {
             if let Some(rec) = self.state.db.image(&db_name, &platform_key)? {
                 let digest = rbuild_oci::digest::Digest::parse(&rec.manifest_digest).map_err(|e| image_err(crate::chain(&e)))?;

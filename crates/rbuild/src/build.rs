@@ -1,7 +1,7 @@
 //! One build: Dockerfile → graph → solve → image → outputs.
 
 use crate::{Builder, Error};
-use rbuild_dockerfile::convert::{BaseImage, ConvertOptions};
+use rbuild_dockerfile::convert::{BaseImage, ConvertOptions, NamedContext};
 use rbuild_oci::descriptor::Descriptor;
 use rbuild_oci::platform::Platform;
 use rbuild_solver::{Entitlements, ExportOptions, ProgressSink, SolveOptions};
@@ -32,6 +32,8 @@ pub struct BuildRequest {
     /// The Dockerfile's contents, when it does not come from a file (`-f -`).
     pub dockerfile_contents: Option<Vec<u8>>,
     pub build_args: BTreeMap<String, String>,
+    /// `--build-context name=DIR` or `name=docker-image://REF`.
+    pub build_contexts: BTreeMap<String, String>,
     pub target: Option<String>,
     /// The platform to build for; default: this machine's.
     pub platform: Option<Platform>,
@@ -55,6 +57,7 @@ impl BuildRequest {
             dockerfile: None,
             dockerfile_contents: None,
             build_args: BTreeMap::new(),
+            build_contexts: BTreeMap::new(),
             target: None,
             platform: None,
             tags: Vec::new(),
@@ -130,7 +133,23 @@ impl Builder {
             rbuild_dockerfile::parse(&source, &file_name).map_err(|e| Error::Dockerfile(e.to_string()))?;
         let platform = req.platform.clone().unwrap_or_else(Platform::host);
         let excludes = ignore_patterns(&req.context, req.dockerfile_contents.is_none().then_some(&dockerfile_path))?;
+        let mut named = BTreeMap::new();
+        let mut contexts = BTreeMap::new();
+        contexts.insert("context".to_string(), req.context.clone());
+        for (name, value) in &req.build_contexts {
+            if let Some(image) = value.strip_prefix("docker-image://") {
+                named.insert(name.clone(), NamedContext::Image(image.to_string()));
+            } else if value.contains("://") {
+                return Err(Error::Invalid(format!(
+                    "--build-context {name}={value}: only local directories and docker-image:// are supported"
+                )));
+            } else {
+                named.insert(name.clone(), NamedContext::Local);
+                contexts.insert(name.clone(), PathBuf::from(value));
+            }
+        }
         let opts = ConvertOptions {
+            named_contexts: named,
             build_args: req.build_args.clone(),
             target: req.target.clone(),
             target_platform: platform.to_string(),
@@ -153,8 +172,6 @@ impl Builder {
         for w in &plan.warnings {
             progress.warn(w.clone());
         }
-        let mut contexts = BTreeMap::new();
-        contexts.insert("context".to_string(), req.context.clone());
         let solve_opts = SolveOptions {
             contexts,
             secrets: req.secrets.clone(),

@@ -1,7 +1,7 @@
 //! Walking each needed stage's instructions: the graph vertices they make and
 //! the image config they change, as BuildKit's dockerfile2llb does.
 
-use super::stages::{Base, Resolved, find_stage};
+use super::stages::{Base, Resolved, lookup_name};
 use super::{BaseImage, BuildPlan, ConvertError, ConvertOptions, ImageKey};
 use crate::{Command, Copy, Dockerfile, Healthcheck, Instruction, InstructionKind, Run, RunScript, expand_word};
 use crate::MountType;
@@ -141,6 +141,12 @@ impl<'a> Converter<'a> {
         Ok((v, base.config.clone()))
     }
 
+    /// A `--build-context name=DIR` source.
+    fn named_context_vertex(&mut self, name: &str) -> VertexId {
+        let op = Op::Context(ContextSource { name: name.to_string(), exclude_patterns: Vec::new() });
+        self.add(op, vec![], format!("[internal] load build context {name}"))
+    }
+
     fn context_vertex(&mut self) -> VertexId {
         if let Some(v) = self.context {
             return v;
@@ -180,6 +186,32 @@ impl<'a> Converter<'a> {
             Base::Image(name) => {
                 let (v, mut config) = self.image_vertex(name, &info.platform)?;
                 config.created = None;
+                StageState { vertex: v, config, args: Vec::new(), cmd_set: false, platform: info.platform.clone() }
+            }
+            Base::Context(ctx_name) => {
+                // FROM a local directory: its files are the filesystem.
+                let platform = Platform::parse(&info.platform)
+                    .map_err(|e| ConvertError::At { file: self.df.file_name.clone(), line: stage.span.start_line, message: e.to_string() })?;
+                let mut config = ImageConfig::new(&platform);
+                config.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
+                let src = self.named_context_vertex(ctx_name);
+                let scratch = self.add(Op::Scratch, vec![], "[internal] scratch".into());
+                let copy = CopyAction {
+                    source: 1,
+                    paths: vec!["/".into()],
+                    dest: "/".into(),
+                    chown: None,
+                    chmod: None,
+                    exclude: Vec::new(),
+                    parents: false,
+                    follow_symlinks: true,
+                    allow_wildcard: false,
+                    allow_empty_wildcard: false,
+                    create_dest_path: true,
+                    unpack_archives: false,
+                };
+                let op = Op::File(FileOp { actions: vec![FileAction::Copy(copy)] });
+                let v = self.add(op, vec![scratch, src], format!("[{}] FROM context {ctx_name}", info.display));
                 StageState { vertex: v, config, args: Vec::new(), cmd_set: false, platform: info.platform.clone() }
             }
         };
@@ -367,6 +399,8 @@ impl<'a> Converter<'a> {
     }
 
     fn run(&mut self, state: &mut StageState, ins: &Instruction, run: &Run, name: String) -> Result<(), ConvertError> {
+        let mut inputs = vec![state.vertex];
+        let mut mounts = self.run_mounts(state, ins, run, &mut inputs)?;
         let args = match run.script() {
             RunScript::Exec(args) => args,
             RunScript::Shell(script) => {
@@ -374,12 +408,19 @@ impl<'a> Converter<'a> {
                 a.push(script);
                 a
             }
-            RunScript::File { .. } => {
-                return Err(self.err(ins, "RUN heredocs with an interpreter line (#!) are not supported yet"));
+            RunScript::File { name: script, content } => {
+                // As BuildKit: the script is a read-only file at
+                // /dev/pipes/<name>, executed directly (its #! line runs it).
+                let file = FileAction::Mkfile { path: format!("/{script}"), mode: 0o755, data: content.into_bytes(), chown: None };
+                let scratch = self.add(Op::Scratch, vec![], "[internal] scratch".into());
+                let v = self.add(Op::File(FileOp { actions: vec![file] }), vec![scratch], format!("{name} (script)"));
+                inputs.push(v);
+                let target = format!("/dev/pipes/{script}");
+                let kind = ExecMountKind::Bind { input: inputs.len() - 1, source: format!("/{script}"), readonly: true };
+                mounts.push(ExecMount { target: target.clone(), kind });
+                vec![target]
             }
         };
-        let mut inputs = vec![state.vertex];
-        let mounts = self.run_mounts(state, ins, run, &mut inputs)?;
         let mut env: Vec<String> = state.config.config.env.clone().unwrap_or_default();
         let env_keys: Vec<String> = state.env().into_iter().map(|(k, _)| k).collect();
         let mut arg_parts = Vec::new();
@@ -419,12 +460,14 @@ impl<'a> Converter<'a> {
 
     /// The vertex a `--from` names: a stage (by name or index) or an image.
     fn from_vertex(&mut self, state: &StageState, from: &str) -> Result<VertexId, ConvertError> {
-        match find_stage(self.df, from, self.df.stages.len()) {
-            Some(j) => {
+        match lookup_name(self.df, self.opts, from, self.df.stages.len()) {
+            Base::Stage(j) => {
                 self.stage(j)?;
                 Ok(self.done[j].as_ref().expect("converted above").vertex)
             }
-            None => Ok(self.image_vertex(from, &state.platform)?.0),
+            Base::Context(name) => Ok(self.named_context_vertex(&name)),
+            Base::Image(name) => Ok(self.image_vertex(&name, &state.platform)?.0),
+            Base::Scratch => Ok(self.add(Op::Scratch, vec![], "[internal] scratch".into())),
         }
     }
 
@@ -517,18 +560,70 @@ impl<'a> Converter<'a> {
         Ok(out)
     }
 
+    /// `COPY <<EOF /dest`: each heredoc is a file made on an empty
+    /// filesystem, then copied like any other source.
+    fn copy_heredocs(
+        &mut self,
+        state: &mut StageState,
+        ins: &Instruction,
+        copy: &Copy,
+        name: String,
+        keyword: &str,
+    ) -> Result<(), ConvertError> {
+        let mut files = Vec::new();
+        for doc in &copy.heredocs {
+            let data = if doc.expand { self.expand_heredoc(state, ins, &doc.content)? } else { doc.content.clone() };
+            files.push(FileAction::Mkfile { path: format!("/{}", doc.name), mode: 0o644, data: data.into_bytes(), chown: None });
+        }
+        let scratch = self.add(Op::Scratch, vec![], "[internal] scratch".into());
+        let docs = self.add(Op::File(FileOp { actions: files }), vec![scratch], format!("{name} (heredoc files)"));
+        let raw_dest = self.expand(state, ins, &copy.dest)?;
+        let chown = match &copy.chown {
+            Some(c) => Some(Chown(self.expand(state, ins, c)?)),
+            None => None,
+        };
+        let action = CopyAction {
+            source: 1,
+            paths: copy.heredocs.iter().map(|d| d.name.clone()).collect(),
+            dest: resolve_dest(&state.workdir(), &raw_dest),
+            chown,
+            chmod: copy.chmod.clone(),
+            exclude: Vec::new(),
+            parents: false,
+            follow_symlinks: false,
+            allow_wildcard: false,
+            allow_empty_wildcard: false,
+            create_dest_path: true,
+            unpack_archives: false,
+        };
+        let op = Op::File(FileOp { actions: vec![FileAction::Copy(action)] });
+        state.vertex = self.add(op, vec![state.vertex, docs], name);
+        let names: Vec<String> = copy.heredocs.iter().map(|d| format!("<<{}", d.name)).collect();
+        self.history(state, format!("{keyword} {} {raw_dest}", names.join(" ")), true);
+        Ok(())
+    }
+
+    /// A heredoc body with variables expanded but quotes kept (BuildKit
+    /// expands heredoc files without quote processing).
+    fn expand_heredoc(&self, state: &StageState, ins: &Instruction, body: &str) -> Result<String, ConvertError> {
+        let lookup = state.lookup();
+        let lexer = crate::shell::ShellLexer { skip_process_quotes: true, ..crate::shell::ShellLexer::new(self.df.escape) };
+        lexer.process(body, &lookup).map(|e| e.value)
+            .map_err(|e| self.err(ins, e.to_string()))
+    }
+
     fn copy(&mut self, state: &mut StageState, ins: &Instruction, copy: &Copy, name: String, is_add: bool) -> Result<(), ConvertError> {
         let keyword = if is_add { "ADD" } else { "COPY" };
-        if !copy.heredocs.is_empty() {
-            return Err(self.err(ins, format!("{keyword} with heredocs is not supported yet")));
-        }
         let mut sources = Vec::new();
         for s in &copy.sources {
             let s = self.expand(state, ins, s)?;
-            if is_add && (s.contains("://") || is_archive_name(&s)) {
-                return Err(self.err(ins, format!("ADD of URLs and archives is not supported yet: `{s}`")));
+            if is_add && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@") || s.contains(".git#")) {
+                return Err(self.err(ins, format!("ADD of URLs and git repositories is not supported yet: `{s}`")));
             }
             sources.push(s);
+        }
+        if !copy.heredocs.is_empty() {
+            return self.copy_heredocs(state, ins, copy, name, keyword);
         }
         let raw_dest = self.expand(state, ins, &copy.dest)?;
         let dest = resolve_dest(&state.workdir(), &raw_dest);
@@ -555,6 +650,7 @@ impl<'a> Converter<'a> {
             allow_wildcard: true,
             allow_empty_wildcard: true,
             create_dest_path: true,
+            unpack_archives: is_add && copy.unpack != Some(false),
         };
         let op = Op::File(FileOp { actions: vec![FileAction::Copy(action)] });
         state.vertex = self.add(op, vec![state.vertex, source_vertex], name);
@@ -586,10 +682,6 @@ fn display_text(ins: &Instruction) -> String {
 fn go_quoted(args: &[String]) -> String {
     let parts: Vec<String> = args.iter().map(|a| serde_json::to_string(a).unwrap_or_default()).collect();
     format!("[{}]", parts.join(" "))
-}
-
-fn is_archive_name(s: &str) -> bool {
-    [".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst"].iter().any(|e| s.ends_with(e))
 }
 
 fn join_path(base: &str, p: &str) -> String {

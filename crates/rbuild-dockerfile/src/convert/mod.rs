@@ -34,10 +34,22 @@ pub struct ConvertOptions {
     pub no_cache: bool,
     /// `.dockerignore` patterns of the build context.
     pub context_excludes: Vec<String>,
+    /// `--build-context name=…`: these names win over stages and images of
+    /// the same name in FROM, `COPY --from` and `RUN --mount from=`.
+    pub named_contexts: BTreeMap<String, NamedContext>,
     /// RFC 3339 time for new history entries (`SOURCE_DATE_EPOCH`). When
     /// `None`, the exporter dates each entry by the step that made it, so a
     /// fully cached rebuild gives the same image digest.
     pub created: Option<String>,
+}
+
+/// What a `--build-context` name stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory, handed to the solver as context `name`.
+    Local,
+    /// An image reference (`docker-image://…`).
+    Image(String),
 }
 
 /// A resolved base image.

@@ -1,7 +1,7 @@
 //! Which stages a target needs, what each is based on, and which base
 //! images must be resolved.
 
-use super::{ConvertError, ConvertOptions, ImageKey};
+use super::{ConvertError, ConvertOptions, ImageKey, NamedContext};
 use crate::{Dockerfile, InstructionKind, expand_word};
 use std::collections::BTreeMap;
 
@@ -13,6 +13,22 @@ pub enum Base {
     Stage(usize),
     /// An image name (expanded, as written).
     Image(String),
+    /// A local named build context (`--build-context name=DIR`).
+    Context(String),
+}
+
+/// What a `--from`/FROM name means: a named context, then a stage, else an
+/// image name.
+pub(crate) fn lookup_name(df: &Dockerfile, opts: &ConvertOptions, name: &str, before: usize) -> Base {
+    match opts.named_contexts.get(name) {
+        Some(NamedContext::Local) => return Base::Context(name.to_string()),
+        Some(NamedContext::Image(r)) => return Base::Image(r.clone()),
+        None => {}
+    }
+    match find_stage(df, name, before) {
+        Some(j) => Base::Stage(j),
+        None => Base::Image(name.to_string()),
+    }
 }
 
 /// A stage after FROM expansion.
@@ -99,12 +115,13 @@ pub(crate) fn resolve(df: &Dockerfile, opts: &ConvertOptions) -> Result<Resolved
         if base_name.is_empty() {
             return Err(at(line, format!("base name `{}` expands to nothing", s.base)));
         }
-        let base = if base_name.eq_ignore_ascii_case("scratch") {
+        let base = if base_name.eq_ignore_ascii_case("scratch") && !opts.named_contexts.contains_key(&base_name) {
             Base::Scratch
-        } else if let Some(j) = find_stage(df, &base_name, i).filter(|_| !base_name.chars().all(|c| c.is_ascii_digit())) {
-            Base::Stage(j)
-        } else {
+        } else if base_name.chars().all(|c| c.is_ascii_digit()) {
+            // FROM takes no stage indexes.
             Base::Image(base_name)
+        } else {
+            lookup_name(df, opts, &base_name, i)
         };
         let platform = match &s.platform {
             Some(p) => expand_word(p, &lookup, df.escape).map_err(|e| at(line, e.to_string()))?,
@@ -125,7 +142,7 @@ pub(crate) fn resolve(df: &Dockerfile, opts: &ConvertOptions) -> Result<Resolved
                 message: format!("target stage `{t}` could not be found"),
             })?,
     };
-    let needed = needed_stages(df, &stages, target, &lookup)?;
+    let needed = needed_stages(df, opts, &stages, target, &lookup)?;
     let mut images: Vec<ImageKey> = Vec::new();
     let mut add = |k: ImageKey| {
         if !images.contains(&k) {
@@ -137,8 +154,8 @@ pub(crate) fn resolve(df: &Dockerfile, opts: &ConvertOptions) -> Result<Resolved
             add((name.clone(), stages[i].platform.clone()));
         }
         for from in stage_refs(df, i, &lookup)? {
-            if find_stage(df, &from, df.stages.len()).is_none() {
-                add((from, stages[i].platform.clone()));
+            if let Base::Image(name) = lookup_name(df, opts, &from, df.stages.len()) {
+                add((name, stages[i].platform.clone()));
             }
         }
     }
@@ -175,6 +192,7 @@ pub(crate) fn stage_refs(
 /// cycles are errors.
 fn needed_stages(
     df: &Dockerfile,
+    opts: &ConvertOptions,
     stages: &[StageInfo],
     target: usize,
     lookup: &dyn Fn(&str) -> Option<String>,
@@ -188,6 +206,7 @@ fn needed_stages(
     let mut marks = vec![Mark::None; stages.len()];
     fn visit(
         df: &Dockerfile,
+        opts: &ConvertOptions,
         stages: &[StageInfo],
         i: usize,
         marks: &mut Vec<Mark>,
@@ -206,16 +225,16 @@ fn needed_stages(
         }
         marks[i] = Mark::Visiting;
         if let Base::Stage(j) = stages[i].base {
-            visit(df, stages, j, marks, lookup)?;
+            visit(df, opts, stages, j, marks, lookup)?;
         }
         for from in stage_refs(df, i, lookup)? {
-            if let Some(j) = find_stage(df, &from, df.stages.len()) {
-                visit(df, stages, j, marks, lookup)?;
+            if let Base::Stage(j) = lookup_name(df, opts, &from, df.stages.len()) {
+                visit(df, opts, stages, j, marks, lookup)?;
             }
         }
         marks[i] = Mark::Done;
         Ok(())
     }
-    visit(df, stages, target, &mut marks, lookup)?;
+    visit(df, opts, stages, target, &mut marks, lookup)?;
     Ok((0..stages.len()).filter(|i| marks[*i] == Mark::Done).collect())
 }

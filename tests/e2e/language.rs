@@ -1,0 +1,99 @@
+//! Dockerfile features end to end, each checked by RUN steps that fail the
+//! build when the result is wrong.
+
+use crate::support::{self, ok};
+use std::path::Path;
+use std::process::Command;
+
+const BASE: &str = "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+
+fn context(dir: &Path, dockerfile: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
+    std::fs::write(dir.join("Dockerfile"), format!("{BASE}{dockerfile}")).unwrap();
+}
+
+fn rbuild(state: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    c.arg(format!("--root={}", state.display())).args(["build", "--progress=plain"]);
+    c
+}
+
+fn ready() -> bool {
+    if !support::is_root() || !Path::new("/bin/busybox").exists() {
+        support::skip("needs root and busybox-static");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn add_extracts_local_archives_and_copies_plain_files() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let ctx = work.path().join("ctx");
+    context(
+        &ctx,
+        "FROM base\nADD files.tar.gz /opt/\nADD plain.txt /opt/plain.txt\n\
+         RUN test \"$(cat /opt/pkg/hello.txt)\" = hello && test \"$(cat /opt/plain.txt)\" = plain\n",
+    );
+    let src = work.path().join("src");
+    std::fs::create_dir_all(src.join("pkg")).unwrap();
+    std::fs::write(src.join("pkg/hello.txt"), "hello").unwrap();
+    ok(Command::new("tar").arg("-czf").arg(ctx.join("files.tar.gz")).arg("-C").arg(&src).arg("pkg"));
+    std::fs::write(ctx.join("plain.txt"), "plain").unwrap();
+    ok(rbuild(&work.path().join("state")).arg(&ctx));
+}
+
+#[test]
+fn heredocs_in_copy_and_run() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let ctx = work.path().join("ctx");
+    context(
+        &ctx,
+        "FROM base\nARG WHO=world\nCOPY <<EOF /greeting.txt\nhello $WHO\nEOF\n\
+         COPY <<'RAW' /raw.txt\nkeep $WHO\nRAW\n\
+         RUN <<EOF\nset -e\ntest \"$(cat /greeting.txt)\" = \"hello world\"\ntest \"$(cat /raw.txt)\" = 'keep $WHO'\nEOF\n\
+         RUN <<EOT\n#!/bin/sh\necho from a script > /script-ran\nEOT\n\
+         RUN test \"$(cat /script-ran)\" = \"from a script\"\n",
+    );
+    ok(rbuild(&work.path().join("state")).arg(&ctx));
+}
+
+#[test]
+fn named_build_contexts_replace_stages_and_feed_copies() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let ctx = work.path().join("ctx");
+    let extra = work.path().join("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(extra.join("data.txt"), "from extra").unwrap();
+    context(
+        &ctx,
+        "FROM base AS extra\nRUN echo from the stage > /data.txt\n\
+         FROM base\nCOPY --from=extra /data.txt /\nRUN test \"$(cat /data.txt)\" = \"from extra\"\n",
+    );
+    ok(rbuild(&work.path().join("state")).arg(format!("--build-context=extra={}", extra.display())).arg(&ctx));
+}
+
+#[test]
+fn bad_dockerfiles_fail_with_file_line_and_hint() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let ctx = work.path().join("ctx");
+    context(&ctx, "FROM base\nRUNN echo hi\n");
+    let out = rbuild(&work.path().join("state")).arg(&ctx).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Dockerfile:5"), "names file and line: {err}");
+    assert!(err.contains("RUN"), "suggests the closest keyword: {err}");
+}
