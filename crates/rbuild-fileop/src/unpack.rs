@@ -133,148 +133,126 @@ pub(crate) fn extract(
     chown: Option<(u32, u32)>,
     shown: &str,
 ) -> Result<CopyStats, CopyError> {
-    let root = Root::from_fd(dest, shown);
     let reader = decompress(file, c).map_err(io_err("decompress", shown))?;
     let mut ar = tar::Archive::new(reader);
-    let mut stats = CopyStats::default();
-    let mut dir_times: Vec<(Vec<OsString>, Timestamps)> = Vec::new();
-    let entries = ar.entries().map_err(io_err("read archive", shown))?;
-    for entry in entries {
+    let mut x = Extractor {
+        root: Root::from_fd(dest, shown),
+        chown,
+        stats: CopyStats::default(),
+        dir_times: Vec::new(),
+    };
+    for entry in ar.entries().map_err(io_err("read archive", shown))? {
         let mut entry = entry.map_err(io_err("read archive", shown))?;
+        x.entry(&mut entry)?;
+    }
+    // Directory times last: creating their children changed them.
+    for (comps, ts) in x.dir_times.iter().rev() {
+        if let Ok(fd) = x
+            .root
+            .open_canonical(comps, OFlags::RDONLY | OFlags::DIRECTORY)
+        {
+            let _ = rustix::fs::futimens(&fd, ts);
+        }
+    }
+    Ok(x.stats)
+}
+
+/// Extraction state: the destination as a root, and what to finish last.
+struct Extractor {
+    root: Root,
+    chown: Option<(u32, u32)>,
+    stats: CopyStats,
+    dir_times: Vec<(Vec<OsString>, Timestamps)>,
+}
+
+/// What every entry kind needs: where it goes and its metadata.
+struct Place<'a> {
+    pfd: OwnedFd,
+    parent: Vec<OsString>,
+    name: &'a OsStr,
+    shown: String,
+    mode: u32,
+    owner: (Option<Uid>, Option<Gid>),
+    ts: Timestamps,
+}
+
+fn errno_at(op: &'static str, shown: &str) -> impl FnOnce(rustix::io::Errno) -> CopyError + use<> {
+    let f = io_err(op, shown.to_string());
+    move |e| f(e.into())
+}
+
+impl Extractor {
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), CopyError> {
         let name = entry.path_bytes().into_owned();
         let comps = clean(OsStr::from_bytes(&name));
         let Some((last, parent)) = comps.split_last() else {
-            continue;
+            return Ok(()); // `.` or `/`: the destination itself
         };
-        let entry_shown = join(&comps).to_string_lossy().into_owned();
+        let shown = join(&comps).to_string_lossy().into_owned();
         let hdr = entry.header().clone();
-        let (parent_canon, _) = root
+        let (parent_canon, _) = self
+            .root
             .canonicalize(join(parent).as_os_str(), true)
-            .map_err(io_err("resolve", &entry_shown))?;
-        let pfd = root
+            .map_err(io_err("resolve", &shown))?;
+        let pfd = self
+            .root
             .mkdir_all(&parent_canon, 0o755, &mut |_, _, _| Ok(()))
-            .map_err(io_err("create directory", &entry_shown))?;
-        let mode = hdr.mode().unwrap_or(0o644) & 0o7777;
-        let uid = chown.map_or_else(|| hdr.uid().unwrap_or(0) as u32, |c| c.0);
-        let gid = chown.map_or_else(|| hdr.gid().unwrap_or(0) as u32, |c| c.1);
-        let mtime = hdr.mtime().unwrap_or(0) as i64;
-        let ts = Timestamps {
-            last_access: Timespec {
-                tv_sec: mtime,
-                tv_nsec: 0,
-            },
-            last_modification: Timespec {
-                tv_sec: mtime,
-                tv_nsec: 0,
+            .map_err(io_err("create directory", &shown))?;
+        let uid = self
+            .chown
+            .map_or_else(|| hdr.uid().unwrap_or(0) as u32, |c| c.0);
+        let gid = self
+            .chown
+            .map_or_else(|| hdr.gid().unwrap_or(0) as u32, |c| c.1);
+        let mtime = Timespec {
+            tv_sec: hdr.mtime().unwrap_or(0) as i64,
+            tv_nsec: 0,
+        };
+        let place = Place {
+            pfd,
+            parent: parent_canon,
+            name: last,
+            shown,
+            mode: hdr.mode().unwrap_or(0o644) & 0o7777,
+            owner: (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))),
+            ts: Timestamps {
+                last_access: mtime,
+                last_modification: mtime,
             },
         };
-        let owner = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
         let kind = hdr.entry_type();
-        let existing = rustix::fs::statat(&pfd, last, AtFlags::SYMLINK_NOFOLLOW).ok();
+        let existing = rustix::fs::statat(&place.pfd, last, AtFlags::SYMLINK_NOFOLLOW).ok();
         let existing_is_dir = existing
             .as_ref()
             .is_some_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
         if kind.is_dir() {
-            if existing.is_some() && !existing_is_dir {
-                rustix::fs::unlinkat(&pfd, last, AtFlags::empty())
-                    .map_err(|e| io_err("remove", &entry_shown)(e.into()))?;
-            }
-            if !existing_is_dir {
-                rustix::fs::mkdirat(&pfd, last, Mode::from_raw_mode(0o700))
-                    .map_err(|e| io_err("create directory", &entry_shown)(e.into()))?;
-                stats.dirs += 1;
-            }
-            let dfd = rustix::fs::openat(
-                &pfd,
-                last,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| io_err("open directory", &entry_shown)(e.into()))?;
-            rustix::fs::fchown(&dfd, owner.0, owner.1)
-                .map_err(|e| io_err("chown", &entry_shown)(e.into()))?;
-            rustix::fs::fchmod(&dfd, Mode::from_raw_mode(mode))
-                .map_err(|e| io_err("chmod", &entry_shown)(e.into()))?;
-            let mut here = parent_canon.clone();
-            here.push(last.clone());
-            dir_times.push((here, ts));
-            continue;
+            return self.dir(&place, existing.is_some(), existing_is_dir);
         }
         if existing_is_dir {
-            return Err(CopyError::ReplaceDirWithFile { path: entry_shown });
+            return Err(CopyError::ReplaceDirWithFile { path: place.shown });
         }
         if existing.is_some() {
-            rustix::fs::unlinkat(&pfd, last, AtFlags::empty())
-                .map_err(|e| io_err("remove", &entry_shown)(e.into()))?;
+            rustix::fs::unlinkat(&place.pfd, last, AtFlags::empty())
+                .map_err(errno_at("remove", &place.shown))?;
         }
-        let xattrs = pax_xattrs(&mut entry);
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let fd = rustix::fs::openat(
-                    &pfd,
-                    last,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|e| io_err("create", &entry_shown)(e.into()))?;
-                let mut f = std::fs::File::from(fd);
-                stats.bytes +=
-                    io::copy(&mut entry, &mut f).map_err(io_err("write", &entry_shown))?;
-                rustix::fs::fchown(&f, owner.0, owner.1)
-                    .map_err(|e| io_err("chown", &entry_shown)(e.into()))?;
-                rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))
-                    .map_err(|e| io_err("chmod", &entry_shown)(e.into()))?;
-                for (k, v) in &xattrs {
-                    if let Err(e) = rustix::fs::fsetxattr(
-                        f.as_fd(),
-                        OsStr::from_bytes(k),
-                        v,
-                        rustix::fs::XattrFlags::empty(),
-                    ) {
-                        tracing::debug!(path = %entry_shown, error = %e, "xattr not set");
-                    }
-                }
-                rustix::fs::futimens(&f, &ts)
-                    .map_err(|e| io_err("set times", &entry_shown)(e.into()))?;
-                stats.files += 1;
+                let xattrs = pax_xattrs(entry);
+                self.file(&place, entry, &xattrs)
             }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
                     .map(|c| c.into_owned())
                     .unwrap_or_default();
-                rustix::fs::symlinkat(OsStr::from_bytes(&target), &pfd, last)
-                    .map_err(|e| io_err("create symlink", &entry_shown)(e.into()))?;
-                rustix::fs::chownat(&pfd, last, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| io_err("chown", &entry_shown)(e.into()))?;
-                rustix::fs::utimensat(&pfd, last, &ts, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| io_err("set times", &entry_shown)(e.into()))?;
-                stats.symlinks += 1;
+                self.symlink(&place, &target)
             }
             tar::EntryType::Link => {
                 let target = entry
                     .link_name_bytes()
                     .map(|c| c.into_owned())
                     .unwrap_or_default();
-                let tcomps = clean(OsStr::from_bytes(&target));
-                let Some((tlast, tparent)) = tcomps.split_last() else {
-                    return Err(CopyError::NotFound {
-                        path: String::from_utf8_lossy(&target).into_owned(),
-                    });
-                };
-                let (tp, _) = root
-                    .canonicalize(join(tparent).as_os_str(), true)
-                    .map_err(io_err("resolve", &entry_shown))?;
-                let tfd = root
-                    .open_dir(&tp)
-                    .map_err(io_err("open directory", &entry_shown))?;
-                rustix::fs::linkat(&tfd, tlast, &pfd, last, AtFlags::empty())
-                    .map_err(|e| io_err("create hard link", &entry_shown)(e.into()))?;
-                stats.hardlinks += 1;
+                self.hardlink(&place, &target)
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let ft = match kind {
@@ -286,36 +264,135 @@ pub(crate) fn extract(
                     hdr.device_major().ok().flatten().unwrap_or(0),
                     hdr.device_minor().ok().flatten().unwrap_or(0),
                 );
-                match rustix::fs::mknodat(&pfd, last, ft, Mode::from_raw_mode(mode), dev) {
-                    Ok(()) => {
-                        rustix::fs::chownat(
-                            &pfd,
-                            last,
-                            owner.0,
-                            owner.1,
-                            AtFlags::SYMLINK_NOFOLLOW,
-                        )
-                        .map_err(|e| io_err("chown", &entry_shown)(e.into()))?;
-                        stats.special += 1;
-                    }
-                    Err(rustix::io::Errno::PERM) => {
-                        tracing::debug!(path = %entry_shown, "device node skipped: not permitted")
-                    }
-                    Err(e) => return Err(io_err("create node", &entry_shown)(e.into())),
-                }
+                self.node(&place, ft, dev)
             }
             other => {
-                tracing::debug!(path = %entry_shown, kind = ?other, "archive entry type skipped")
+                tracing::debug!(path = %place.shown, kind = ?other, "archive entry type skipped");
+                Ok(())
             }
         }
     }
-    // Directory times last: creating their children changed them.
-    for (comps, ts) in dir_times.iter().rev() {
-        if let Ok(fd) = root.open_canonical(comps, OFlags::RDONLY | OFlags::DIRECTORY) {
-            let _ = rustix::fs::futimens(&fd, ts);
+
+    fn dir(&mut self, p: &Place<'_>, exists: bool, is_dir: bool) -> Result<(), CopyError> {
+        if exists && !is_dir {
+            rustix::fs::unlinkat(&p.pfd, p.name, AtFlags::empty())
+                .map_err(errno_at("remove", &p.shown))?;
         }
+        if !is_dir {
+            rustix::fs::mkdirat(&p.pfd, p.name, Mode::from_raw_mode(0o700))
+                .map_err(errno_at("create directory", &p.shown))?;
+            self.stats.dirs += 1;
+        }
+        let dfd = rustix::fs::openat(
+            &p.pfd,
+            p.name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno_at("open directory", &p.shown))?;
+        rustix::fs::fchown(&dfd, p.owner.0, p.owner.1).map_err(errno_at("chown", &p.shown))?;
+        rustix::fs::fchmod(&dfd, Mode::from_raw_mode(p.mode))
+            .map_err(errno_at("chmod", &p.shown))?;
+        let mut here = p.parent.clone();
+        here.push(p.name.to_os_string());
+        self.dir_times.push((here, p.ts.clone()));
+        Ok(())
     }
-    Ok(stats)
+
+    fn file(
+        &mut self,
+        p: &Place<'_>,
+        data: &mut dyn Read,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), CopyError> {
+        let fd = rustix::fs::openat(
+            &p.pfd,
+            p.name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(errno_at("create", &p.shown))?;
+        let mut f = std::fs::File::from(fd);
+        self.stats.bytes += io::copy(data, &mut f).map_err(io_err("write", &p.shown))?;
+        rustix::fs::fchown(&f, p.owner.0, p.owner.1).map_err(errno_at("chown", &p.shown))?;
+        rustix::fs::fchmod(&f, Mode::from_raw_mode(p.mode)).map_err(errno_at("chmod", &p.shown))?;
+        // After chown, which would drop `security.capability`.
+        for (k, v) in xattrs {
+            if let Err(e) = rustix::fs::fsetxattr(
+                f.as_fd(),
+                OsStr::from_bytes(k),
+                v,
+                rustix::fs::XattrFlags::empty(),
+            ) {
+                tracing::debug!(path = %p.shown, error = %e, "xattr not set");
+            }
+        }
+        rustix::fs::futimens(&f, &p.ts).map_err(errno_at("set times", &p.shown))?;
+        self.stats.files += 1;
+        Ok(())
+    }
+
+    fn symlink(&mut self, p: &Place<'_>, target: &[u8]) -> Result<(), CopyError> {
+        rustix::fs::symlinkat(OsStr::from_bytes(target), &p.pfd, p.name)
+            .map_err(errno_at("create symlink", &p.shown))?;
+        rustix::fs::chownat(
+            &p.pfd,
+            p.name,
+            p.owner.0,
+            p.owner.1,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(errno_at("chown", &p.shown))?;
+        rustix::fs::utimensat(&p.pfd, p.name, &p.ts, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(errno_at("set times", &p.shown))?;
+        self.stats.symlinks += 1;
+        Ok(())
+    }
+
+    /// A hard link's target is a path inside the extraction root; its last
+    /// component is not followed (linking a symlink links the symlink).
+    fn hardlink(&mut self, p: &Place<'_>, target: &[u8]) -> Result<(), CopyError> {
+        let tcomps = clean(OsStr::from_bytes(target));
+        let Some((tlast, tparent)) = tcomps.split_last() else {
+            return Err(CopyError::NotFound {
+                path: String::from_utf8_lossy(target).into_owned(),
+            });
+        };
+        let (tp, _) = self
+            .root
+            .canonicalize(join(tparent).as_os_str(), true)
+            .map_err(io_err("resolve", &p.shown))?;
+        let tfd = self
+            .root
+            .open_dir(&tp)
+            .map_err(io_err("open directory", &p.shown))?;
+        rustix::fs::linkat(&tfd, tlast, &p.pfd, p.name, AtFlags::empty())
+            .map_err(errno_at("create hard link", &p.shown))?;
+        self.stats.hardlinks += 1;
+        Ok(())
+    }
+
+    /// Devices need privilege; without it they are skipped, as containerd does.
+    fn node(&mut self, p: &Place<'_>, ft: FileType, dev: rustix::fs::Dev) -> Result<(), CopyError> {
+        match rustix::fs::mknodat(&p.pfd, p.name, ft, Mode::from_raw_mode(p.mode), dev) {
+            Ok(()) => {
+                rustix::fs::chownat(
+                    &p.pfd,
+                    p.name,
+                    p.owner.0,
+                    p.owner.1,
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(errno_at("chown", &p.shown))?;
+                self.stats.special += 1;
+            }
+            Err(rustix::io::Errno::PERM) => {
+                tracing::debug!(path = %p.shown, "device node skipped: not permitted")
+            }
+            Err(e) => return Err(errno_at("create node", &p.shown)(e)),
+        }
+        Ok(())
+    }
 }
 
 /// `SCHILY.xattr.*` records of an entry, minus overlay-private ones.
