@@ -396,9 +396,12 @@ impl RegistryClient {
                 source_url,
             });
         }
-        let mut ingest = store
+        // Network chunks are small (often 8-16 KiB); batch them into 1 MiB
+        // writes so the disk sees few syscalls.
+        let ingest = store
             .ingest(Some((&desc.digest, Some(desc.size))))
             .map_err(|e| store_err(&desc.digest, e))?;
+        let mut ingest = std::io::BufWriter::with_capacity(1 << 20, ingest);
         emit(progress, &desc.digest, ProgressKind::Started, 0, desc.size);
         let mut done: u64 = 0;
         let mut throttle = Throttle::new();
@@ -440,6 +443,9 @@ impl RegistryClient {
         }
         // The store hashes what it was given and refuses to publish a blob
         // whose digest differs; the temp file is removed either way.
+        let ingest = ingest
+            .into_inner()
+            .map_err(|e| store_err(&desc.digest, e.error()))?;
         let committed = tokio::task::spawn_blocking(move || ingest.commit())
             .await
             .map_err(|e| RegistryError::Task(e.to_string()))?;
