@@ -53,6 +53,18 @@ fn in_root() -> ResolveFlags {
     ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
 }
 
+/// `openat2` inside `root`, retrying the EAGAIN the kernel returns when a
+/// concurrent rename races a `..` walk under RESOLVE_IN_ROOT.
+fn openat2_in_root(root: BorrowedFd<'_>, path: &[u8], flags: OFlags) -> Result<OwnedFd, Errno> {
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(root, path, flags, Mode::empty(), in_root()) {
+            Err(Errno::AGAIN) if tries < 16 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 /// A fresh fd for `root` itself.
 pub(crate) fn dup_dir(root: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(rustix::fs::openat(root, ".", dir_flags(), Mode::empty())?)
@@ -66,7 +78,7 @@ pub(crate) fn resolve_dir(root: BorrowedFd<'_>, comps: &[&[u8]], create: bool) -
     if comps.is_empty() {
         return dup_dir(root).map(Some);
     }
-    match rustix::fs::openat2(root, join(comps), dir_flags(), Mode::empty(), in_root()) {
+    match openat2_in_root(root, &join(comps), dir_flags()) {
         Ok(fd) => return Ok(Some(fd)),
         Err(Errno::NOENT) if create => {}
         Err(Errno::NOENT) => return Ok(None),
@@ -75,14 +87,14 @@ pub(crate) fn resolve_dir(root: BorrowedFd<'_>, comps: &[&[u8]], create: bool) -
     let mut cur = dup_dir(root)?;
     for i in 0..comps.len() {
         let prefix = join(&comps[..=i]);
-        match rustix::fs::openat2(root, &prefix, dir_flags(), Mode::empty(), in_root()) {
+        match openat2_in_root(root, &prefix, dir_flags()) {
             Ok(fd) => cur = fd,
             Err(Errno::NOENT) => {
                 match rustix::fs::mkdirat(&cur, comps[i], Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(Errno::EXIST) => {}
                     Err(e) => return Err(e.into()),
                 }
-                cur = rustix::fs::openat2(root, &prefix, dir_flags(), Mode::empty(), in_root())?;
+                cur = openat2_in_root(root, &prefix, dir_flags())?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -96,7 +108,7 @@ pub(crate) fn open_dir_nofollow(root: BorrowedFd<'_>, path: &[u8]) -> io::Result
     if path.is_empty() {
         return dup_dir(root);
     }
-    Ok(rustix::fs::openat2(root, path, dir_flags() | OFlags::NOFOLLOW, Mode::empty(), in_root())?)
+    Ok(openat2_in_root(root, path, dir_flags() | OFlags::NOFOLLOW)?)
 }
 
 /// lstat of `name` in `dir`; `None` if absent.

@@ -547,3 +547,61 @@ fn rootless_apply_in_user_namespace() {
     let wh = fs::symlink_metadata(target.join("etc/motd")).unwrap();
     assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "whiteout must be a 0:0 char device");
 }
+
+/// GNU tar and our code agree both ways on a tree with long names, hard
+/// links, symlinks, xattrs, odd modes and owners.
+#[test]
+#[allow(clippy::print_stderr)] // tests print a note when they skip
+fn interoperates_with_gnu_tar() {
+    if std::process::Command::new("tar").arg("--version").output().is_err() {
+        eprintln!("note: GNU tar not installed; skipping");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    build_upper(&src);
+    // Drop what GNU tar represents differently (whiteouts, opaque markers, sockets).
+    fs::remove_file(src.join("sock")).unwrap();
+    let _ = fs::remove_file(src.join("etc/gone"));
+    rustix::fs::removexattr(src.join("opaque").as_path(), OPAQUE_XATTR).unwrap();
+    set_mtime(&src.join("opaque"), 5_000_000);
+    set_mtime(&src.join("etc"), 3_000_000);
+    let want = snapshot(&src);
+    let owners = is_root();
+    // GNU tar → our apply.
+    let gnu = t.path().join("gnu.tar");
+    let st = std::process::Command::new("tar")
+        .args(["--format=pax", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C"])
+        .arg(&src)
+        .arg("-cf")
+        .arg(&gnu)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ours = t.path().join("ours");
+    fs::create_dir(&ours).unwrap();
+    let opts = ApplyOptions { whiteouts: WhiteoutMode::Overlay, can_mknod: owners, preserve_owners: owners };
+    apply_layer(fs::File::open(&gnu).unwrap(), crate::media_types::OCI_LAYER_TAR, &ours, &opts).unwrap();
+    if owners {
+        assert_eq!(snapshot(&ours), want, "our apply of a GNU tar differs from the source");
+    }
+    // Our tar → GNU tar extract.
+    let (tar, _) = write_layer_tar(&src, Vec::new(), &TarOptions::default()).unwrap();
+    let our_tar = t.path().join("ours.tar");
+    fs::write(&our_tar, tar).unwrap();
+    let theirs = t.path().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    let st = std::process::Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf"])
+        .arg(&our_tar)
+        .arg("-C")
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    if owners {
+        assert_eq!(snapshot(&theirs), want, "GNU tar's extract of our tar differs from the source");
+    }
+}
