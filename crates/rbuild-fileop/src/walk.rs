@@ -133,6 +133,46 @@ pub fn walk(
     exclude: &dyn Fn(&str, bool) -> bool,
     visit: &mut dyn FnMut(&WalkEntry) -> Result<(), WalkError>,
 ) -> Result<(), WalkError> {
+    walk_with_files(root, start, exclude, &mut |e, _| visit(e))
+}
+
+/// Access to a walked regular file's contents without a path: it is opened
+/// relative to its parent directory, never following a symlink, and must
+/// still be the regular file that was walked (not swapped for a FIFO).
+pub struct EntryFile<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a OsStr,
+    ino: u64,
+}
+
+impl EntryFile<'_> {
+    /// Open the entry for reading.
+    pub fn open(&self) -> io::Result<std::fs::File> {
+        let fd = rustix::fs::openat(
+            self.dir,
+            self.name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_ino != self.ino {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "entry changed since it was walked",
+            ));
+        }
+        Ok(std::fs::File::from(fd))
+    }
+}
+
+/// [`walk`], with a handle to open each entry's contents (the daemon's
+/// context transfer sends the files whose metadata changed).
+pub fn walk_with_files(
+    root: &Path,
+    start: &str,
+    exclude: &dyn Fn(&str, bool) -> bool,
+    visit: &mut dyn FnMut(&WalkEntry, &EntryFile<'_>) -> Result<(), WalkError>,
+) -> Result<(), WalkError> {
     let r = Root::open(root).map_err(|source| WalkError::OpenRoot {
         path: root.to_path_buf(),
         source,
@@ -156,7 +196,16 @@ pub fn walk(
             path: start.to_string(),
             source,
         })?;
-    let mut visit_fd = |e: &WalkEntry, _: BorrowedFd<'_>, _: &OsStr| visit(e);
+    let mut visit_fd = |e: &WalkEntry, dir: BorrowedFd<'_>, name: &OsStr| {
+        visit(
+            e,
+            &EntryFile {
+                dir,
+                name,
+                ino: e.ino,
+            },
+        )
+    };
     walk_fd(&fd, &mut Vec::new(), exclude, &mut visit_fd)
 }
 
@@ -270,5 +319,14 @@ mod tests {
         ));
         // Walking through the symlink stays inside the root (`/etc` of the root does not exist).
         assert!(walk(r, "l", &|_, _| false, &mut |_| Ok(())).is_err());
+        let mut contents = Vec::new();
+        walk_with_files(r, "b", &|_, _| false, &mut |e, f| {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut f.open().unwrap(), &mut s).unwrap();
+            contents.push(format!("{}={s}", e.rel_path));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(contents, ["1=x", "2=x"]);
     }
 }
