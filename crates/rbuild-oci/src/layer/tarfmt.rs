@@ -278,8 +278,12 @@ impl<R: Read> TarReader<R> {
                 let v = parse_octal_or_binary(field, what, offset)?;
                 u32::try_from(v).map_err(|_| TarError::Malformed { offset, reason: format!("{what} {v} too large") })
             };
+            let path = ov.path.take().or(gnu_name.take()).unwrap_or(path);
+            // Pre-POSIX archives mark directories only by a trailing slash
+            // (Go and GNU tar read them the same way).
+            let kind = if flag == 0 && path.ends_with(b"/") { Kind::Dir } else { kind };
             let entry = Entry {
-                path: ov.path.take().or(gnu_name.take()).unwrap_or(path),
+                path,
                 link: ov.link.take().or(gnu_link.take()).unwrap_or_else(|| cstr(&h[157..257]).to_vec()),
                 kind,
                 mode: num32(&h[100..108], "mode")? & 0o7777,
