@@ -417,7 +417,7 @@ impl RegistryClient {
                 let mut req = build()?;
                 // Credentials only go to the endpoint itself, never to a
                 // host a server-provided URL (upload Location) points at.
-                let same_host = authority(req.url()).as_deref() == Some(ep.host.as_str());
+                let same_host = same_origin(req.url(), ep);
                 if let Some(a) = auth.as_ref().filter(|_| same_host) {
                     let v = HeaderValue::from_str(a).map_err(|e| RegistryError::Token {
                         realm: ep.host.clone(),
@@ -445,8 +445,11 @@ impl RegistryClient {
                 .find(|c| c.is_bearer())
                 .or_else(|| challenges.iter().find(|c| c.is_basic()))
                 .cloned();
+            // Basic credentials refused by a Basic challenge will be refused
+            // again; a Bearer token gets one refresh (it may have expired).
             let had_basic = auth.as_deref().is_some_and(|a| a.starts_with("Basic "));
-            let give_up = auth_rounds > 2 || chosen.is_none() || (had_basic && auth_rounds > 1);
+            let basic_again = had_basic && chosen.as_ref().is_some_and(Challenge::is_basic);
+            let give_up = auth_rounds > 2 || chosen.is_none() || basic_again;
             if give_up {
                 let body = read_limited(resp, MAX_ERROR_BODY, "error body")
                     .await
@@ -623,19 +626,49 @@ pub(crate) fn redact(url: &Url) -> String {
     u.to_string()
 }
 
-/// `host[:port]` of a URL as it would appear in a registry name (the port
-/// only when explicit).
-pub(crate) fn authority(url: &Url) -> Option<String> {
-    let host = match url.host()? {
-        url::Host::Ipv6(a) => format!("[{a}]"),
-        h => h.to_string(),
+/// Whether `url` points at the endpoint itself (scheme, host and effective
+/// port), so that its credentials may be attached.
+pub(crate) fn same_origin(url: &Url, ep: &Endpoint) -> bool {
+    let Ok(base) = Url::parse(&ep.base_url()) else {
+        return false;
     };
-    Some(match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host,
-    })
+    url.scheme() == base.scheme()
+        && url.host_str() == base.host_str()
+        && url.port_or_known_default() == base.port_or_known_default()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_only_go_to_the_endpoint_origin() {
+        let c = RegistryConfig::default();
+        let ep = c.origin("registry.example:443");
+        let yes = ["https://registry.example/v2/x", "https://registry.example:443/v2/"];
+        let no = [
+            "http://registry.example/v2/",
+            "https://registry.example:444/v2/",
+            "https://storage.example/blob",
+            "https://registry.example.evil/v2/",
+        ];
+        for u in yes {
+            assert!(same_origin(&Url::parse(u).unwrap(), &ep), "{u}");
+        }
+        for u in no {
+            assert!(!same_origin(&Url::parse(u).unwrap(), &ep), "{u}");
+        }
+        let local = c.origin("[::1]:5000");
+        assert!(same_origin(&Url::parse("http://[::1]:5000/v2/").unwrap(), &local));
+    }
+
+    #[test]
+    fn redaction_drops_userinfo_and_query() {
+        let u = Url::parse("https://u:p@h.example/v2/r/blobs/uploads/x?_state=secret&digest=d").unwrap();
+        assert_eq!(redact(&u), "https://h.example/v2/r/blobs/uploads/x");
+    }
 }

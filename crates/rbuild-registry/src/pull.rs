@@ -128,6 +128,81 @@ impl RegistryClient {
         .await
     }
 
+    /// What a tag (or digest) points at right now, via `HEAD`: digest, size
+    /// and media type, without downloading the document. For cheap "did the
+    /// base image move?" checks. Falls back to a `GET` when the registry does
+    /// not report `Docker-Content-Digest` (the digest must then be computed).
+    pub async fn head_manifest(&self, reference: &Reference) -> Result<Descriptor, RegistryError> {
+        let what = reference.to_string();
+        self.on_pull_endpoints(reference, |ep| {
+            let what = &what;
+            async move {
+                let head = self
+                    .retry_transient(what, &|| {}, || self.head_manifest_from(&ep, reference))
+                    .await?;
+                match head {
+                    Some(d) => Ok(d),
+                    None => {
+                        let (d, _) = self
+                            .retry_transient(what, &|| {}, || self.fetch_manifest_from(&ep, reference))
+                            .await?;
+                        Ok(d)
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    async fn head_manifest_from(
+        &self,
+        ep: &Endpoint,
+        reference: &Reference,
+    ) -> Result<Option<Descriptor>, RegistryError> {
+        let url = Self::api_url(
+            ep,
+            &format!("{}/manifests/{}", reference.repository, reference.tag_or_digest()),
+        )?;
+        let scopes = Scopes::pull(&reference.repository);
+        let build = || {
+            let mut req = Self::request(Method::HEAD, url.clone());
+            req.headers_mut()
+                .insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+            Ok(req)
+        };
+        let resp = self.send_once(ep, &scopes, &build).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(RegistryError::ManifestNotFound {
+                reference: reference.to_string(),
+            });
+        }
+        if !resp.status().is_success() {
+            return Err(status_error("HEAD", resp).await);
+        }
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned())
+        };
+        let digest = header("docker-content-digest").and_then(|d| Digest::parse(&d).ok());
+        let media_type = header("content-type").filter(|c| mt::is_manifest(c) || mt::is_index(c));
+        // Read the header itself: for a HEAD response the body length
+        // reqwest reports is that of the (empty) body.
+        let size = header("content-length").and_then(|v| v.parse::<u64>().ok());
+        let (Some(digest), Some(media_type), Some(size)) = (digest, media_type, size) else {
+            return Ok(None);
+        };
+        if reference.digest.as_ref().is_some_and(|want| *want != digest) {
+            return Err(RegistryError::DigestMismatch {
+                expected: reference.digest.clone().unwrap_or_else(|| digest.clone()),
+                actual: digest,
+                source_url: redact(resp.url()),
+            });
+        }
+        Ok(Some(Descriptor::new(media_type, digest, size)))
+    }
+
     async fn fetch_manifest_from(
         &self,
         ep: &Endpoint,
@@ -264,6 +339,10 @@ impl RegistryClient {
             .await?;
         let config = ImageConfig::from_slice(&config_bytes)
             .map_err(|e| invalid("config", &config_descriptor.digest, &e))?;
+        let mut manifest_desc = manifest_desc;
+        if manifest_desc.platform.is_none() {
+            manifest_desc.platform = Some(config.platform());
+        }
         if let Some((d, b)) = &index {
             put_verified(store, &d.digest, b)?;
         }

@@ -436,3 +436,29 @@ async fn mirrors_are_tried_first_and_fall_through_to_the_origin() {
         .unwrap();
     assert_eq!(origin.log().len(), before, "{:?}", &origin.log()[before..]);
 }
+
+#[tokio::test]
+async fn head_manifest_reports_the_digest_and_falls_back_to_get() {
+    let fake = FakeRegistry::start().await;
+    let (reference, img, _src) = seeded(&fake, "r/app").await;
+    let c = client(fast_options());
+    let d = c.head_manifest(&reference).await.unwrap();
+    assert_eq!(
+        d,
+        Descriptor::new(mt::OCI_MANIFEST, img.top.digest.clone(), img.top.size)
+    );
+    assert_eq!(fake.count("GET", "/manifests/"), 0);
+
+    // A registry that answers HEAD without the digest header: GET instead.
+    fake.fault("HEAD", "/manifests/", 1, Action::Status(200, vec![]));
+    let d = c.head_manifest(&reference).await.unwrap();
+    assert_eq!(d.digest, img.top.digest);
+    assert_eq!(fake.count("GET", "/manifests/"), 1);
+
+    let missing = Reference::parse(&format!("{}/r/none:1", fake.addr)).unwrap();
+    let err = c.head_manifest(&missing).await.unwrap_err();
+    assert!(
+        matches!(err, RegistryError::ManifestNotFound { .. }),
+        "{err}"
+    );
+}

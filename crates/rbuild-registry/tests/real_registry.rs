@@ -79,6 +79,9 @@ async fn push_then_pull_round_trip_and_second_push_uploads_nothing() {
         assert_eq!(raw, ours);
     }
 
+    let head = c.head_manifest(&reference).await.unwrap();
+    assert_eq!((&head.digest, head.size), (&img.top.digest, img.top.size));
+
     // Pull into another store.
     let dst = TempStore::new();
     let pulled = c
