@@ -30,9 +30,9 @@ use std::time::SystemTime;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use crate::meta::{Chmod, MetaPlan};
-use crate::pattern::{ExcludeMatcher, PatternError};
+use crate::pattern::PatternError;
 use crate::root::{Root, clean, join};
-use crate::select::{SelectSpec, Selected, expand_sources};
+use crate::select::{Filter, SelectSpec, Selected, expand_sources};
 
 /// Options of one copy, mirroring BuildKit's `FileActionCopy`.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +61,10 @@ pub struct CopyOptions {
     pub preserve_mtime: bool,
     /// Force every copied entry's times (`SOURCE_DATE_EPOCH`, `--link`).
     pub timestamp: Option<SystemTime>,
+    /// The context's `.dockerignore` patterns, matched against paths in the
+    /// source root: ignored files behave as if absent (a named one is "not
+    /// found", wildcards and directory copies skip them).
+    pub context_ignore: Vec<String>,
     /// `ADD`: a source that is a tar archive (plain, gzip, xz, zstd) is
     /// extracted into `dest` (made a directory) instead of copied.
     pub unpack_archives: bool,
@@ -185,7 +189,7 @@ pub fn copy(
         path: dest_root.into(),
         source,
     })?;
-    let excludes = ExcludeMatcher::new(&opts.exclude)?;
+    let filter = Filter::new(&opts.exclude, &opts.context_ignore)?;
     if sources.is_empty() {
         return Err(CopyError::NoSources);
     }
@@ -194,7 +198,7 @@ pub fn copy(
         allow_empty: opts.allow_empty_wildcard,
         follow: opts.follow_symlinks,
         parents: opts.parents,
-        excludes: &excludes,
+        filter: &filter,
     };
     let selected = expand_sources(&src, sources, &spec)?;
     if selected.is_empty() {
@@ -219,7 +223,8 @@ pub fn copy(
         src: &src,
         dst: &dst,
         plan,
-        excludes: &excludes,
+        filter: &filter,
+        base: String::new(),
         links: HashMap::new(),
         created: Vec::new(),
         stats: CopyStats::default(),
@@ -278,7 +283,9 @@ struct Ctx<'a> {
     src: &'a Root,
     dst: &'a Root,
     plan: MetaPlan<'a>,
-    excludes: &'a ExcludeMatcher,
+    filter: &'a Filter,
+    /// Path (in the source root) of the source being copied, for `.dockerignore`.
+    base: String,
     /// (dev, ino) of a multiply-linked source file → where we copied it.
     links: HashMap<(u64, u64), Vec<OsString>>,
     /// Parent directories this copy created (their times are fixed last).
@@ -342,6 +349,11 @@ impl Ctx<'_> {
         opts: &CopyOptions,
     ) -> Result<(), CopyError> {
         let shown = join(&sel.named).to_string_lossy().into_owned();
+        self.base = if sel.canon.is_empty() {
+            String::new()
+        } else {
+            join(&sel.canon).to_string_lossy().into_owned()
+        };
         let (src_dir, src_name) = self.src_parent(&sel.canon, &shown)?;
         let st =
             rustix::fs::statat(&src_dir, &src_name, AtFlags::SYMLINK_NOFOLLOW).map_err(|_| {
@@ -665,7 +677,7 @@ impl Ctx<'_> {
             };
             let cst = rustix::fs::statat(sfd, &name, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(errno("stat", &child_rel))?;
-            if !self.excludes.is_empty() && self.excludes.is_excluded(&child_rel, is_dir(&cst)) {
+            if self.filter.skip(&self.base, &child_rel, is_dir(&cst)) {
                 continue;
             }
             self.copy_entry(sfd, &name, &cst, dfd, here, &name, &child_rel, true)?;

@@ -24,7 +24,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use sha2::{Digest, Sha256};
 
 use crate::copy::CopyError;
-use crate::pattern::{ExcludeMatcher, PatternError};
+use crate::pattern::PatternError;
 use crate::root::{Root, join};
 use crate::walk::{EntryKind, WalkEntry, WalkError, walk_fd};
 
@@ -61,6 +61,8 @@ pub struct SelectionOptions {
     pub follow_symlinks: bool,
     pub allow_wildcard: bool,
     pub allow_empty_wildcard: bool,
+    /// The context's `.dockerignore` (see [`crate::CopyOptions::context_ignore`]).
+    pub context_ignore: Vec<String>,
     /// `--parents` (changes what `**` matches).
     pub parents: bool,
     /// Include uid/gid (for sources whose owners are preserved, e.g. a copy
@@ -86,6 +88,7 @@ impl From<&crate::CopyOptions> for SelectionOptions {
     fn from(o: &crate::CopyOptions) -> Self {
         SelectionOptions {
             exclude: o.exclude.clone(),
+            context_ignore: o.context_ignore.clone(),
             follow_symlinks: o.follow_symlinks,
             allow_wildcard: o.allow_wildcard,
             allow_empty_wildcard: o.allow_empty_wildcard,
@@ -158,7 +161,7 @@ pub fn hash_selection(
         path: src_root.to_path_buf(),
         source,
     })?;
-    let excludes = ExcludeMatcher::new(&opts.exclude)?;
+    let filter = crate::select::Filter::new(&opts.exclude, &opts.context_ignore)?;
     let mut h = Hasher {
         sha: Sha256::new(),
         cache,
@@ -176,14 +179,14 @@ pub fn hash_selection(
             allow_empty: opts.allow_empty_wildcard,
             follow: opts.follow_symlinks,
             parents: opts.parents,
-            excludes: &excludes,
+            filter: &filter,
         };
         let selected = crate::select::expand_sources(&root, one, &spec)?;
         for sel in selected {
             h.sha.update(b"M");
             h.sha.update(join(&sel.named).as_os_str().as_bytes());
             h.sha.update(b"\0");
-            h.selected(&sel.canon, &excludes)?;
+            h.selected(&sel.canon, &filter)?;
         }
     }
     Ok(format!("sha256:{}", hex::encode(h.sha.finalize())))
@@ -197,7 +200,11 @@ struct Hasher<'a> {
 }
 
 impl Hasher<'_> {
-    fn selected(&mut self, canon: &[OsString], excludes: &ExcludeMatcher) -> Result<(), HashError> {
+    fn selected(
+        &mut self,
+        canon: &[OsString],
+        filter: &crate::select::Filter,
+    ) -> Result<(), HashError> {
         let shown = join(canon).to_string_lossy().into_owned();
         let io = |op| {
             let shown = shown.clone();
@@ -232,8 +239,7 @@ impl Hasher<'_> {
                 Mode::empty(),
             )
             .map_err(|e| io("open directory")(e.into()))?;
-            let exclude =
-                |p: &str, is_dir: bool| !excludes.is_empty() && excludes.is_excluded(p, is_dir);
+            let exclude = |p: &str, is_dir: bool| filter.skip(&shown, p, is_dir);
             let mut err = None;
             let mut visit =
                 |e: &WalkEntry, dir: BorrowedFd<'_>, n: &OsStr| -> Result<(), WalkError> {

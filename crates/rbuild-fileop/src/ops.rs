@@ -204,13 +204,13 @@ pub fn rm(
 ) -> Result<(), OpError> {
     let root = open_root(root)?;
     let targets: Vec<Vec<OsString>> = if allow_wildcard && crate::pattern::has_wildcard(path) {
-        let excludes = crate::pattern::ExcludeMatcher::default();
+        let filter = crate::select::Filter::default();
         let spec = crate::select::SelectSpec {
             allow_wildcard: true,
             allow_empty: true,
             follow: false,
             parents: false,
-            excludes: &excludes,
+            filter: &filter,
         };
         let sel =
             crate::select::expand_sources(&root, &[path.to_string()], &spec).map_err(|e| {

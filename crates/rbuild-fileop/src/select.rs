@@ -25,6 +25,56 @@ pub(crate) struct Selected {
     pub pivot: usize,
 }
 
+/// What is left out of a copy: `--exclude` patterns (relative to each
+/// source) and the context's `.dockerignore` (relative to the source root,
+/// making ignored files behave as if they were not there at all).
+#[derive(Debug, Default)]
+pub(crate) struct Filter {
+    pub exclude: ExcludeMatcher,
+    pub ignore: ExcludeMatcher,
+}
+
+impl Filter {
+    pub(crate) fn new(
+        exclude: &[String],
+        ignore: &[String],
+    ) -> Result<Filter, crate::pattern::PatternError> {
+        Ok(Filter {
+            exclude: ExcludeMatcher::new(exclude)?,
+            ignore: ExcludeMatcher::new(ignore)?,
+        })
+    }
+
+    /// Is the entry `rel` (relative to a selected source whose path in the
+    /// source root is `base`) left out?
+    pub(crate) fn skip(&self, base: &str, rel: &str, is_dir: bool) -> bool {
+        if !self.exclude.is_empty() && self.exclude.is_excluded(rel, is_dir) {
+            return true;
+        }
+        if self.ignore.is_empty() {
+            return false;
+        }
+        if base.is_empty() || base == "." {
+            self.ignore.is_excluded(rel, is_dir)
+        } else {
+            self.ignore.is_excluded(&format!("{base}/{rel}"), is_dir)
+        }
+    }
+
+    /// Is a source path (relative to the source root) ignored by `.dockerignore`?
+    fn ignored(&self, src: &Root, canon: &[OsString]) -> bool {
+        if self.ignore.is_empty() || canon.is_empty() {
+            return false;
+        }
+        let is_dir = src
+            .open_canonical(canon, OFlags::PATH)
+            .and_then(|fd| Ok(rustix::fs::fstat(&fd)?))
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+        self.ignore
+            .is_excluded(&join(canon).to_string_lossy(), is_dir)
+    }
+}
+
 /// How sources are interpreted.
 pub(crate) struct SelectSpec<'a> {
     pub allow_wildcard: bool,
@@ -34,7 +84,7 @@ pub(crate) struct SelectSpec<'a> {
     pub follow: bool,
     /// `--parents`: a `**` component matches any number of directories.
     pub parents: bool,
-    pub excludes: &'a ExcludeMatcher,
+    pub filter: &'a Filter,
 }
 
 /// Expand every source. Missing literal sources are errors; a wildcard with
@@ -71,7 +121,7 @@ pub(crate) fn expand_sources(
                 let (canon, exists) = src
                     .canonicalize(join(&named).as_os_str(), spec.follow)
                     .map_err(|_| not_found(raw))?;
-                if !exists {
+                if !exists || spec.filter.ignored(src, &canon) {
                     return Err(not_found(raw));
                 }
                 out.push(Selected {
@@ -134,18 +184,17 @@ fn expand_wildcard(
         let rel_str = join(&rel).to_string_lossy().into_owned();
         let mut full = base.to_vec();
         full.extend(rel.iter().cloned());
-        if !spec.excludes.is_empty() {
+        let excludes = &spec.filter.exclude;
+        if !excludes.is_empty() {
             let full_str = join(&full).to_string_lossy().into_owned();
-            if spec.excludes.is_excluded(&rel_str, false)
-                || spec.excludes.is_excluded(&full_str, false)
-            {
+            if excludes.is_excluded(&rel_str, false) || excludes.is_excluded(&full_str, false) {
                 continue;
             }
         }
         let (canon, exists) = src
             .canonicalize(join(&full).as_os_str(), spec.follow)
             .map_err(io_err("resolve", join(&full)))?;
-        if exists {
+        if exists && !spec.filter.ignored(src, &canon) {
             out.push(Selected {
                 named: full,
                 canon,

@@ -220,3 +220,52 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+/// `.dockerignore` patterns (relative to the context root) make files absent.
+#[test]
+fn dockerignore_makes_files_absent() {
+    let ctx = tempfile::tempdir().unwrap();
+    build(ctx.path(), CONTEXT);
+    let ignore: Vec<String> = ["*.md", "dir/sub", "src/lib/**/x.rs", "a.txt"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let run = |srcs: &[&str], dest: &str| {
+        let dst = tempfile::tempdir().unwrap();
+        let mut o = CopyOptions::dockerfile();
+        o.context_ignore = ignore.clone();
+        let srcs: Vec<String> = srcs.iter().map(|s| s.to_string()).collect();
+        copy(ctx.path(), &srcs, dst.path(), dest, &o).map(|_| list(dst.path()))
+    };
+    assert!(
+        run(&["c.md"], "/o")
+            .unwrap_err()
+            .to_string()
+            .contains("not found")
+    );
+    assert!(
+        run(&["link-a"], "/o").is_err(),
+        "a followed link to an ignored file finds nothing"
+    );
+    assert_eq!(run(&["*.md", "b.txt"], "/o/").unwrap(), ["o/", "o/b.txt=B"]);
+    assert_eq!(
+        run(&["dir"], "/o").unwrap(),
+        ["o/", "o/.hidden=H", "o/one.txt=1"]
+    );
+    assert_eq!(
+        run(&["src"], "/o").unwrap(),
+        [
+            "o/",
+            "o/app/",
+            "o/app/main.rs=M",
+            "o/lib/",
+            "o/lib/deep/",
+            "o/lib/util.rs=U"
+        ]
+    );
+    // The same through a followed symlink to a directory: paths are the real ones.
+    assert_eq!(
+        run(&["link-dir"], "/o").unwrap(),
+        ["o/", "o/.hidden=H", "o/one.txt=1"]
+    );
+}

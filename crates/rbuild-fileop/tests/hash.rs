@@ -307,3 +307,21 @@ fn missing_source_and_bad_pattern_are_errors() {
     let b = hash_selection(d.path(), &["*.nothing".to_string()], &o, None).unwrap();
     assert_ne!(a, b);
 }
+
+#[test]
+fn dockerignored_files_do_not_count() {
+    let d = ctx();
+    let mut o = SelectionOptions::dockerfile();
+    o.context_ignore = vec!["app/data".into(), "*.log".into()];
+    let before = h(d.path(), &["."], &o);
+    fs::write(d.path().join("app/data/blob.bin"), "changed").unwrap();
+    fs::write(d.path().join("notes.log"), "changed").unwrap();
+    fs::write(d.path().join("new.log"), "new").unwrap();
+    assert_eq!(before, h(d.path(), &["."], &o));
+    fs::write(d.path().join("app/main.py"), "changed").unwrap();
+    assert_ne!(before, h(d.path(), &["."], &o));
+    // Relative to the context root, not to the selected source.
+    let app = h(d.path(), &["app"], &o);
+    fs::write(d.path().join("app/data/blob.bin"), "again").unwrap();
+    assert_eq!(app, h(d.path(), &["app"], &o));
+}
