@@ -367,7 +367,24 @@ pub fn unpack_image(
     Ok(all)
 }
 
-/// Errors from [`unpack_image`].
+/// Writes an image's flattened root filesystem as one tar
+/// (`--output type=tar`). The layers are unpacked into `scratch` (a new or
+/// empty directory the caller removes afterwards) and tarred from there.
+pub fn write_rootfs_tar<W: Write>(
+    store: &ContentStore,
+    image: &Descriptor,
+    platform: Option<&Platform>,
+    scratch: &Path,
+    out: W,
+    opts: &crate::layer::ApplyOptions,
+) -> Result<W, UnpackError> {
+    unpack_image(store, image, platform, scratch, opts)?;
+    let (out, _) = crate::layer::write_layer_tar(scratch, out, &crate::layer::TarOptions::default())
+        .map_err(UnpackError::Tar)?;
+    Ok(out)
+}
+
+/// Errors from [`unpack_image`] and [`write_rootfs_tar`].
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
     /// Reading the image from the store failed.
@@ -390,6 +407,9 @@ pub enum UnpackError {
         #[source]
         source: crate::layer::LayerError,
     },
+    /// Tarring the unpacked root filesystem failed.
+    #[error("cannot write the root filesystem tar")]
+    Tar(#[source] crate::layer::LayerError),
     /// A layer's uncompressed digest is not the one the config names.
     #[error("layer {digest}: uncompressed digest {actual} does not match the config's diff_id {expected}")]
     DiffId { digest: Digest, expected: Digest, actual: Digest },

@@ -209,3 +209,16 @@ fn unpack_image_flattens_layers_and_checks_diff_ids() {
     let err = unpack_image(&store, &bad.descriptor, None, &t.path().join("bad"), &crate::layer::ApplyOptions::default()).unwrap_err();
     assert!(matches!(err, UnpackError::DiffId { .. }), "{err}");
 }
+
+#[test]
+fn rootfs_tar_contains_the_flattened_tree() {
+    let t = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(&t.path().join("store")).unwrap();
+    let m = make_image(&store, t.path(), "linux/amd64", ManifestFormat::Oci);
+    let scratch = t.path().join("scratch");
+    let tar = write_rootfs_tar(&store, &m, None, &scratch, Vec::new(), &crate::layer::ApplyOptions::default()).unwrap();
+    let files = crate::layer::tarfmt_reader_for_tests(&tar);
+    assert_eq!(files.get("hello.txt").map(Vec::as_slice), Some(&b"hello\nlinux/amd64"[..]));
+    assert_eq!(files.get("etc/motd").map(Vec::as_slice), Some(&b"welcome\nlinux/amd64"[..]));
+    assert!(files.contains_key("etc/"));
+}
