@@ -1,1 +1,29 @@
-//! rbuild-sandbox
+//! The rootless executor: every RUN step in its own namespaces.
+//!
+//! Three entry points, called by our binaries:
+//! 1. [`helper::run_if_requested`] first thing in `main()`: turns the
+//!    process into the sandbox helper when started as one;
+//! 2. [`process::enter_build_namespace`] before any thread: private mount
+//!    namespace as root, or a user namespace with the subordinate id range
+//!    when unprivileged;
+//! 3. [`Executor::run`] from async code, once per RUN.
+//!
+//! Layout of a run: executor (tokio) → helper (single-threaded re-exec;
+//! unshares pid/uts/ipc/net) → init (PID 1; own mount namespace, overlay
+//! root, /proc, /dev, /etc files, `RUN --mount`s, `pivot_root`) → the
+//! user's command (Docker's default capabilities, `no_new_privs`, the
+//! image's user, fds > 2 closed).
+
+pub mod executor;
+pub mod helper;
+mod init;
+mod mounts;
+pub mod process;
+pub(crate) mod proto;
+pub mod qemu;
+pub mod rootfs;
+pub mod spec;
+
+pub use executor::{Executor, HelperCommand, SandboxError};
+pub use process::{NamespaceInfo, NamespaceMode, enter_build_namespace};
+pub use spec::{Mount, MountKind, Network, OutputStream, RunResult, RunSpec, Rootfs, Security};

@@ -1,0 +1,341 @@
+//! The async side: starts the helper for one RUN, feeds it the spec, attaches
+//! the user-mode network, streams output, and cleans up.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helper::HELPER_ARG;
+use crate::proto::{Event, STATUS_FD, Stub, take_message, write_message};
+use crate::qemu::{self, EmulationError};
+use crate::spec::{Network, OutputStream, RunResult, RunSpec, Rootfs};
+
+/// Errors of a sandboxed run (not the RUN's own failure, which is a
+/// non-zero [`RunResult`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("starting the sandbox helper `{program}`: {source}")]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sandbox setup failed: {0}")]
+    Setup(String),
+    #[error("`slirp4netns` is needed for the default RUN network but was not found in PATH\nhint: install it (`apt-get install slirp4netns`) or build with `--network=none`")]
+    SlirpMissing,
+    #[error("attaching the RUN network with slirp4netns failed: {0}")]
+    Slirp(String),
+    #[error(transparent)]
+    Emulation(#[from] EmulationError),
+    #[error("creating the sandbox run directory `{path}`: {source}")]
+    RunDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to the sandbox helper: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("the sandbox helper ended without a result ({0})")]
+    NoResult(String),
+}
+
+/// How to start the helper: our own binary plus a prefix of arguments
+/// (before the hidden subcommand), e.g. for a test harness.
+#[derive(Debug, Clone)]
+pub struct HelperCommand {
+    pub program: PathBuf,
+    pub args_prefix: Vec<String>,
+}
+
+impl HelperCommand {
+    /// The running executable, which must call
+    /// [`crate::helper::run_if_requested`] first thing in `main`.
+    pub fn current_exe() -> std::io::Result<Self> {
+        Ok(Self {
+            program: std::env::current_exe()?,
+            args_prefix: Vec::new(),
+        })
+    }
+}
+
+/// Runs RUN steps in sandboxes. Cheap to share (`&self`); runs may go on
+/// concurrently.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    helper: HelperCommand,
+    run_dir: PathBuf,
+    binfmt_dir: PathBuf,
+    pids_cgroup: Option<PathBuf>,
+}
+
+static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Serialize)]
+struct RequestOut<'a> {
+    spec: &'a RunSpec,
+    mountpoint: &'a Path,
+    wait_for_network: bool,
+    pids_cgroup: Option<PathBuf>,
+}
+
+impl Executor {
+    /// An executor whose helper is `helper`; mount points go to a directory
+    /// under the system temp dir (see [`Executor::with_run_dir`]).
+    pub fn new(helper: HelperCommand) -> Self {
+        Self {
+            helper,
+            run_dir: std::env::temp_dir().join(format!("rbuild-sandbox-{}", nix::unistd::getuid())),
+            binfmt_dir: PathBuf::from("/proc/sys/fs/binfmt_misc"),
+            pids_cgroup: detect_pids_cgroup(),
+        }
+    }
+
+    /// Where per-run empty mount-point directories are made (e.g.
+    /// `<state>/tmp`). Nothing else is ever written there.
+    pub fn with_run_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.run_dir = dir.into();
+        self
+    }
+
+    /// Where binfmt_misc handlers are looked up (tests).
+    pub fn with_binfmt_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.binfmt_dir = dir.into();
+        self
+    }
+
+    /// Whether process limits use a cgroup (else `RLIMIT_NPROC`).
+    pub fn uses_pids_cgroup(&self) -> bool {
+        self.pids_cgroup.is_some()
+    }
+
+    /// Runs one step. Output chunks go to `output` as they come. Dropping
+    /// the future kills the whole sandbox; its mounts live only in its own
+    /// mount namespace and vanish with it.
+    pub async fn run(
+        &self,
+        spec: &RunSpec,
+        output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
+    ) -> Result<RunResult, SandboxError> {
+        if let Some(arch) = &spec.platform_arch {
+            qemu::check_arch(arch, &self.binfmt_dir)?;
+        }
+        let slirp = match spec.network {
+            Network::Sandbox => Some(find_in_path("slirp4netns").ok_or(SandboxError::SlirpMissing)?),
+            _ => None,
+        };
+        std::fs::create_dir_all(&self.run_dir).map_err(|source| SandboxError::RunDir {
+            path: self.run_dir.clone(),
+            source,
+        })?;
+        let mountpoint = tempfile::Builder::new()
+            .prefix("root-")
+            .tempdir_in(&self.run_dir)
+            .map_err(|source| SandboxError::RunDir {
+                path: self.run_dir.clone(),
+                source,
+            })?;
+        let n = RUN_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let req = RequestOut {
+            spec,
+            mountpoint: mountpoint.path(),
+            wait_for_network: slirp.is_some(),
+            pids_cgroup: self
+                .pids_cgroup
+                .as_ref()
+                .map(|p| p.join(format!("rbuild-{}-{n}", std::process::id()))),
+        };
+        let mut msg = Vec::new();
+        write_message(&mut msg, &req).map_err(SandboxError::Io)?;
+        let res = self.run_helper(&mut msg, slirp.as_deref(), output).await;
+        let (result, stubs) = res?;
+        let upper = match &spec.rootfs {
+            Rootfs::Overlay { upperdir, .. } => upperdir,
+            Rootfs::Dir(d) => d,
+        };
+        if !stubs.is_empty()
+            && let Err(e) = crate::rootfs::remove_stubs(upper, &stubs)
+        {
+            tracing::debug!(upper = %upper.display(), error = %e, "stub cleanup failed");
+        }
+        drop(mountpoint);
+        Ok(result)
+    }
+
+    async fn run_helper(
+        &self,
+        msg: &mut Vec<u8>,
+        slirp: Option<&Path>,
+        output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
+    ) -> Result<(RunResult, Vec<Stub>), SandboxError> {
+        let (status_r, status_w) = cloexec_pipe()?;
+        let mut cmd = tokio::process::Command::new(&self.helper.program);
+        cmd.args(&self.helper.args_prefix)
+            .arg(HELPER_ARG)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        pass_fd(&mut cmd, &status_w, STATUS_FD);
+        let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
+            program: self.helper.program.clone(),
+            source,
+        })?;
+        drop(status_w);
+        let mut stdin = child.stdin.take().ok_or_else(|| SandboxError::Setup("no helper stdin".into()))?;
+        let mut stdout = child.stdout.take().ok_or_else(|| SandboxError::Setup("no helper stdout".into()))?;
+        let mut stderr = child.stderr.take().ok_or_else(|| SandboxError::Setup("no helper stderr".into()))?;
+        let write_res = stdin.write_all(msg).await;
+        // The request may hold secret bytes: do not keep them around.
+        msg.fill(0);
+        let mut status = tokio::net::unix::pipe::Receiver::from_owned_fd(status_r).map_err(SandboxError::Io)?;
+
+        let (mut out_open, mut err_open, mut st_open) = (true, true, true);
+        let mut out_buf = vec![0u8; 32 * 1024];
+        let mut err_buf = vec![0u8; 32 * 1024];
+        let mut st_buf = vec![0u8; 4096];
+        let mut pending = Vec::new();
+        let mut slirp_child = None;
+        let (mut result, mut error, mut stubs) = (None, None, Vec::new());
+        while out_open || err_open || st_open {
+            tokio::select! {
+                r = stdout.read(&mut out_buf), if out_open => match r {
+                    Ok(0) | Err(_) => out_open = false,
+                    Ok(n) => output(OutputStream::Stdout, &out_buf[..n]),
+                },
+                r = stderr.read(&mut err_buf), if err_open => match r {
+                    Ok(0) | Err(_) => err_open = false,
+                    Ok(n) => output(OutputStream::Stderr, &err_buf[..n]),
+                },
+                r = status.read(&mut st_buf), if st_open => match r {
+                    Ok(0) | Err(_) => st_open = false,
+                    Ok(n) => {
+                        pending.extend_from_slice(&st_buf[..n]);
+                        while let Some(ev) = take_message::<Event>(&mut pending).map_err(SandboxError::Io)? {
+                            match ev {
+                                Event::NetnsReady { pid } => {
+                                    let Some(path) = slirp else { continue };
+                                    match start_slirp(path, pid).await {
+                                        Ok(c) => {
+                                            slirp_child = Some(c);
+                                            if let Err(e) = stdin.write_all(b"g").await {
+                                                error.get_or_insert(format!("resuming the helper: {e}"));
+                                            }
+                                        }
+                                        Err(e) => {
+                                            let _ = child.start_kill();
+                                            return Err(SandboxError::Slirp(e));
+                                        }
+                                    }
+                                }
+                                Event::Stubs(s) => stubs = s,
+                                Event::Started => {}
+                                Event::Exited(r) => result = Some(r),
+                                Event::Error { message } => {
+                                    error.get_or_insert(message);
+                                }
+                            }
+                        }
+                    }
+                },
+            }
+        }
+        let exit = child.wait().await.map_err(SandboxError::Io)?;
+        if let Some(mut s) = slirp_child {
+            let _ = s.start_kill();
+            let _ = s.wait().await;
+        }
+        if let Some(e) = error {
+            return Err(SandboxError::Setup(e));
+        }
+        if let Err(e) = write_res {
+            return Err(SandboxError::NoResult(format!("writing the request: {e}; helper {exit}")));
+        }
+        match result {
+            Some(r) => Ok((r, stubs)),
+            None => Err(SandboxError::NoResult(exit.to_string())),
+        }
+    }
+}
+
+fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+        .map_err(|e| SandboxError::Io(e.into()))
+        .and_then(|(r, w)| {
+            // Only our read end is non-blocking; the child's write end blocks.
+            nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))
+                .map_err(|e| SandboxError::Io(e.into()))?;
+            Ok((r, w))
+        })
+}
+
+/// Makes `fd` appear as `target` in the child (and only there).
+fn pass_fd(cmd: &mut tokio::process::Command, fd: &OwnedFd, target: i32) {
+    let raw = fd.as_raw_fd();
+    // SAFETY: the closure only calls async-signal-safe dup2/fcntl.
+    unsafe {
+        cmd.pre_exec(move || {
+            if raw == target {
+                if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+async fn start_slirp(path: &Path, pid: i32) -> Result<tokio::process::Child, String> {
+    let (ready_r, ready_w) = cloexec_pipe().map_err(|e| e.to_string())?;
+    let mut cmd = tokio::process::Command::new(path);
+    cmd.args(["--configure", "--mtu=65520", "--disable-host-loopback", "--ready-fd=3"])
+        .arg(pid.to_string())
+        .arg("tap0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    pass_fd(&mut cmd, &ready_w, 3);
+    let mut child = cmd.spawn().map_err(|e| format!("`{}`: {e}", path.display()))?;
+    drop(ready_w);
+    let mut ready = tokio::net::unix::pipe::Receiver::from_owned_fd(ready_r).map_err(|e| e.to_string())?;
+    let mut b = [0u8; 1];
+    match ready.read(&mut b).await {
+        Ok(1) => Ok(child),
+        _ => {
+            let _ = child.start_kill();
+            let mut err = String::new();
+            if let Some(mut s) = child.stderr.take() {
+                let _ = s.read_to_string(&mut err).await;
+            }
+            Err(err.trim().to_string())
+        }
+    }
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok())
+}
+
+/// The cgroup-v1 `pids` directory of this process, when we may create
+/// children in it (real root on a v1/hybrid host).
+fn detect_pids_cgroup() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctrl, path) = (parts.next()?, parts.next()?, parts.next()?);
+        ctrl.split(',').any(|c| c == "pids").then(|| path.trim_start_matches('/').to_string())
+    })?;
+    let dir = Path::new("/sys/fs/cgroup/pids").join(rel);
+    nix::unistd::access(&dir.join("cgroup.procs"), nix::unistd::AccessFlags::W_OK).ok()?;
+    Some(dir)
+}

@@ -1,0 +1,166 @@
+//! The single-threaded sandbox helper: a re-exec of our own binary with a
+//! hidden first argument.
+//!
+//! Why a separate process: `fork` in a tokio process is unsafe and new
+//! namespaces must be created from a single-threaded process. The helper
+//! reads its [`HelperRequest`] from stdin, unshares the pid, uts, ipc and
+//! (unless host networking) net namespaces, optionally waits for the
+//! executor to attach slirp4netns, and forks PID 1 of the new pid namespace
+//! (see [`crate::init`]). It forwards termination signals to it and exits
+//! when it is gone; the outcome is reported on fd 3 by the init itself.
+
+use std::fs::File;
+use std::io::Read;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigmaskHow, Signal};
+use nix::sys::wait::WaitStatus;
+
+use crate::proto::{Event, HelperRequest, STATUS_FD, read_message, write_message};
+use crate::spec::{DEFAULT_PIDS_LIMIT, Network, RunSpec};
+
+/// The hidden subcommand that selects the helper.
+pub const HELPER_ARG: &str = "__rbuild-sandbox";
+
+/// Call first in `main()`: if this process was started as the sandbox
+/// helper, run it and exit; otherwise return and let `main` go on.
+pub fn run_if_requested() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(HELPER_ARG)) {
+        std::process::exit(helper_main());
+    }
+}
+
+/// Set when the helper joined a `pids` cgroup (inherited by init over fork).
+static IN_CGROUP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The process limit that applies when no cgroup could be used.
+pub(crate) fn nproc_limit(spec: &RunSpec) -> Option<u64> {
+    if IN_CGROUP.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    Some(spec.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT))
+}
+
+fn helper_main() -> i32 {
+    // SAFETY: fd 3 was set up by the executor for us alone.
+    let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+    // SAFETY: fd 0 is our stdin pipe; ManuallyDrop keeps it open for init.
+    let mut input = ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
+    let req: HelperRequest = match read_message(&mut *input) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = write_message(&mut status, &Event::Error { message: format!("reading the sandbox request: {e}") });
+            return 1;
+        }
+    };
+    match run(&req, &mut status, &mut input) {
+        Ok(()) => 0,
+        Err(message) => {
+            let _ = write_message(&mut status, &Event::Error { message });
+            1
+        }
+    }
+}
+
+fn run(req: &HelperRequest, status: &mut File, input: &mut File) -> Result<(), String> {
+    let cgroup = req.pids_cgroup.as_deref().and_then(|cg| join_pids_cgroup(cg, &req.spec).ok());
+    if cgroup.is_some() {
+        IN_CGROUP.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let mut flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if req.spec.network != Network::Host {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    nix::sched::unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
+    if req.spec.network != Network::Host {
+        loopback_up().map_err(|e| format!("bringing up `lo`: {e}"))?;
+    }
+    if req.wait_for_network {
+        write_message(status, &Event::NetnsReady { pid: std::process::id() as i32 })
+            .map_err(|e| format!("reporting the netns: {e}"))?;
+        let mut go = [0u8; 1];
+        match input.read(&mut go) {
+            Ok(1) if go[0] == b'g' => {}
+            _ => return Err("the executor did not attach the network".into()),
+        }
+    }
+    let set = crate::init::handled_signals();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| format!("sigprocmask: {e}"))?;
+    // SAFETY: the helper is single-threaded.
+    let init = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => crate::init::run_init(req, status),
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    let outcome = loop {
+        match nix::sys::wait::waitpid(init, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => break Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => break Err(sig),
+            Ok(_) => {}
+            Err(e) => return Err(format!("waiting for the sandbox init: {e}")),
+        }
+        match set.wait() {
+            Ok(Signal::SIGCHLD) | Err(_) => {}
+            Ok(sig) => {
+                let _ = nix::sys::signal::kill(init, sig);
+            }
+        }
+    };
+    if let Some(cg) = cgroup {
+        leave_pids_cgroup(&cg);
+    }
+    match outcome {
+        Ok(0 | 1) => Ok(()),
+        Ok(code) => Err(format!("the sandbox init exited with status {code}")),
+        Err(sig) => Err(format!("the sandbox init was killed by {sig}")),
+    }
+}
+
+/// Creates `cg` (a cgroup-v1 `pids` directory), limits it and moves us in;
+/// the init and everything it starts inherit it.
+fn join_pids_cgroup(cg: &Path, spec: &RunSpec) -> std::io::Result<PathBuf> {
+    std::fs::create_dir(cg)?;
+    let limit = spec.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT);
+    let res = std::fs::write(cg.join("pids.max"), limit.to_string())
+        .and_then(|()| std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string()));
+    if let Err(e) = res {
+        let _ = std::fs::remove_dir(cg);
+        return Err(e);
+    }
+    Ok(cg.to_path_buf())
+}
+
+fn leave_pids_cgroup(cg: &Path) {
+    if let Some(parent) = cg.parent() {
+        let _ = std::fs::write(parent.join("cgroup.procs"), std::process::id().to_string());
+    }
+    let _ = std::fs::remove_dir(cg);
+}
+
+/// `ip link set lo up` with one ioctl.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: plain socket/ioctl calls on a zeroed, NUL-terminated ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sock = File::from_raw_fd(fd);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
