@@ -367,6 +367,53 @@ pub fn unpack_image(
     Ok(all)
 }
 
+/// Copies the images of an OCI layout directory into the store, verifying
+/// every blob's digest and size, and returns the `index.json` entries (with
+/// their names, if annotated). Only blobs reachable from `index.json` are
+/// read, and only by digest-derived names.
+pub fn import_oci_layout(store: &ContentStore, dir: &Path) -> Result<Vec<ExportImage>, ExportError> {
+    let index_path = dir.join("index.json");
+    let bytes = fs::read(&index_path).map_err(io_err(index_path.display().to_string()))?;
+    let index = ImageIndex::from_slice(&bytes).map_err(|_| ExportError::BadLayoutIndex(index_path.display().to_string()))?;
+    let mut todo: Vec<Descriptor> = index.manifests.clone();
+    let mut seen = BTreeSet::new();
+    while let Some(d) = todo.pop() {
+        if !seen.insert(d.digest.clone()) {
+            continue;
+        }
+        if !store.contains(&d.digest) {
+            let path = dir.join("blobs").join(d.digest.algorithm()).join(d.digest.hex());
+            let f = fs::File::open(&path).map_err(io_err(path.display().to_string()))?;
+            store.put_reader(f, Some((&d.digest, Some(d.size))))?;
+        }
+        if mt::is_index(&d.media_type) || mt::is_manifest(&d.media_type) {
+            let bytes = store.read_all(&d.digest)?;
+            match manifest::parse(&bytes, Some(&d.media_type)).map_err(|source| ExportError::Manifest { digest: d.digest.clone(), source })? {
+                Parsed::Index(idx) => todo.extend(idx.manifests),
+                Parsed::Manifest(m) => {
+                    todo.push(m.config);
+                    todo.extend(m.layers);
+                }
+            }
+        }
+    }
+    Ok(index
+        .manifests
+        .into_iter()
+        .map(|d| {
+            // The full name when it agrees with the OCI ref name; tools that
+            // only manage ref names (umoci, skopeo) may leave a stale one.
+            let ref_name = d.annotation(ANNOTATION_REF_NAME);
+            let full = d.annotation(ANNOTATION_CONTAINERD_IMAGE_NAME).filter(|n| {
+                let tag = Reference::parse(n).ok().and_then(|r| r.tag);
+                ref_name.is_none() || tag.as_deref() == ref_name
+            });
+            let name = full.or(ref_name).map(str::to_owned);
+            ExportImage::new(d, name)
+        })
+        .collect())
+}
+
 /// Writes an image's flattened root filesystem as one tar
 /// (`--output type=tar`). The layers are unpacked into `scratch` (a new or
 /// empty directory the caller removes afterwards) and tarred from there.

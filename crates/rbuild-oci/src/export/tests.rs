@@ -222,3 +222,50 @@ fn rootfs_tar_contains_the_flattened_tree() {
     assert_eq!(files.get("etc/motd").map(Vec::as_slice), Some(&b"welcome\nlinux/amd64"[..]));
     assert!(files.contains_key("etc/"));
 }
+
+/// umoci computes a layer from a modified bundle (whiteouts for deletions);
+/// importing its layout and unpacking with our code gives umoci's tree.
+#[test]
+fn umoci_repacked_whiteouts_apply_like_umoci() {
+    if !tool("umoci") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(&t.path().join("store")).unwrap();
+    let base = make_image_with(&store, t.path(), "linux/amd64", ManifestFormat::Oci, false);
+    let layout = t.path().join("layout");
+    write_oci_layout(&store, &layout, &[ExportImage::new(base, Some("localhost/x:base".into()))]).unwrap();
+    let bundle = t.path().join("bundle");
+    run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:base", layout.display())).arg(&bundle));
+    let rootfs = bundle.join("rootfs");
+    fs::remove_file(rootfs.join("hello.txt")).unwrap();
+    fs::remove_file(rootfs.join("etc/motd")).unwrap();
+    fs::write(rootfs.join("etc/new"), b"new").unwrap();
+    run(Command::new("umoci").args(["repack", "--image"]).arg(format!("{}:next", layout.display())).arg(&bundle));
+    let store2 = ContentStore::open(&t.path().join("store2")).unwrap();
+    let images = import_oci_layout(&store2, &layout).unwrap();
+    let next = images.iter().find(|i| i.names == ["next"]).expect("next in index.json");
+    let dest = t.path().join("ours");
+    unpack_image(&store2, &next.descriptor, None, &dest, &crate::layer::ApplyOptions::default()).unwrap();
+    assert!(!dest.join("hello.txt").exists());
+    assert!(!dest.join("etc/motd").exists());
+    assert_eq!(fs::read(dest.join("etc/new")).unwrap(), b"new");
+}
+
+#[test]
+fn import_verifies_blobs() {
+    let t = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(&t.path().join("store")).unwrap();
+    let m = make_image_with(&store, t.path(), "linux/amd64", ManifestFormat::Oci, false);
+    let layout = t.path().join("layout");
+    write_oci_layout(&store, &layout, &[ExportImage::new(m.clone(), Some("x:y".into()))]).unwrap();
+    let parsed = ImageManifest::from_slice(&store.read_all(&m.digest).unwrap()).unwrap();
+    let victim = layout.join("blobs/sha256").join(parsed.layers[0].digest.hex());
+    let mut bytes = fs::read(&victim).unwrap();
+    bytes[20] ^= 0xff;
+    fs::write(&victim, bytes).unwrap();
+    let store2 = ContentStore::open(&t.path().join("store2")).unwrap();
+    let err = import_oci_layout(&store2, &layout).unwrap_err();
+    assert!(matches!(err, ExportError::Store(StoreError::DigestMismatch { .. })), "{err}");
+    assert!(!store2.contains(&parsed.layers[0].digest));
+}
