@@ -649,7 +649,10 @@ mod tests {
     fn credentials_only_go_to_the_endpoint_origin() {
         let c = RegistryConfig::default();
         let ep = c.origin("registry.example:443");
-        let yes = ["https://registry.example/v2/x", "https://registry.example:443/v2/"];
+        let yes = [
+            "https://registry.example/v2/x",
+            "https://registry.example:443/v2/",
+        ];
         let no = [
             "http://registry.example/v2/",
             "https://registry.example:444/v2/",
@@ -663,12 +666,16 @@ mod tests {
             assert!(!same_origin(&Url::parse(u).unwrap(), &ep), "{u}");
         }
         let local = c.origin("[::1]:5000");
-        assert!(same_origin(&Url::parse("http://[::1]:5000/v2/").unwrap(), &local));
+        assert!(same_origin(
+            &Url::parse("http://[::1]:5000/v2/").unwrap(),
+            &local
+        ));
     }
 
     #[test]
     fn redaction_drops_userinfo_and_query() {
-        let u = Url::parse("https://u:p@h.example/v2/r/blobs/uploads/x?_state=secret&digest=d").unwrap();
+        let u = Url::parse("https://u:p@h.example/v2/r/blobs/uploads/x?_state=secret&digest=d")
+            .unwrap();
         assert_eq!(redact(&u), "https://h.example/v2/r/blobs/uploads/x");
     }
 }

@@ -144,7 +144,9 @@ impl RegistryClient {
                     Some(d) => Ok(d),
                     None => {
                         let (d, _) = self
-                            .retry_transient(what, &|| {}, || self.fetch_manifest_from(&ep, reference))
+                            .retry_transient(what, &|| {}, || {
+                                self.fetch_manifest_from(&ep, reference)
+                            })
                             .await?;
                         Ok(d)
                     }
@@ -161,7 +163,11 @@ impl RegistryClient {
     ) -> Result<Option<Descriptor>, RegistryError> {
         let url = Self::api_url(
             ep,
-            &format!("{}/manifests/{}", reference.repository, reference.tag_or_digest()),
+            &format!(
+                "{}/manifests/{}",
+                reference.repository,
+                reference.tag_or_digest()
+            ),
         )?;
         let scopes = Scopes::pull(&reference.repository);
         let build = || {
@@ -193,7 +199,11 @@ impl RegistryClient {
         let (Some(digest), Some(media_type), Some(size)) = (digest, media_type, size) else {
             return Ok(None);
         };
-        if reference.digest.as_ref().is_some_and(|want| *want != digest) {
+        if reference
+            .digest
+            .as_ref()
+            .is_some_and(|want| *want != digest)
+        {
             return Err(RegistryError::DigestMismatch {
                 expected: reference.digest.clone().unwrap_or_else(|| digest.clone()),
                 actual: digest,

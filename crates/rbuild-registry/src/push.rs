@@ -410,6 +410,7 @@ impl RegistryClient {
             if resp.status() != StatusCode::ACCEPTED {
                 return Err(status_error("PATCH", resp).await);
             }
+            check_range(&resp, offset + len)?;
             location = upload_location(&resp)?;
             offset += len;
         }
@@ -461,6 +462,29 @@ async fn finish_upload(resp: Response, digest: &Digest) -> Result<(), RegistryEr
         return Err(status_error("PUT", resp).await);
     }
     check_returned_digest(&resp, digest)
+}
+
+/// After a chunk, the registry's `Range: 0-<last>` must cover exactly what
+/// we sent so far; anything else means it lost or invented data.
+fn check_range(resp: &Response, expected_len: u64) -> Result<(), RegistryError> {
+    let Some(range) = resp.headers().get("range").and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let last = range
+        .trim()
+        .trim_start_matches("bytes=")
+        .split_once('-')
+        .and_then(|(_, end)| end.trim().parse::<u64>().ok());
+    if last.map(|l| l + 1) == Some(expected_len) {
+        return Ok(());
+    }
+    Err(RegistryError::Status {
+        method: "PATCH".into(),
+        url: redact(resp.url()),
+        status: resp.status().as_u16(),
+        message: format!("registry reports range `{range}` after {expected_len} bytes were sent"),
+        retry_after: None,
+    })
 }
 
 /// A registry that reports a different digest than we sent stored
@@ -609,6 +633,20 @@ fn plan(
             return Err(RegistryError::MissingContent {
                 reference: reference.to_string(),
                 digest: b.digest.clone(),
+            });
+        }
+        // A descriptor that lies about the size would make us announce one
+        // Content-Length and send another.
+        let size = store.size(&b.digest).map_err(|e| RegistryError::Store {
+            digest: b.digest.to_string(),
+            message: e.to_string(),
+        })?;
+        if size != b.size {
+            return Err(RegistryError::SizeMismatch {
+                digest: b.digest.clone(),
+                expected: b.size,
+                actual: size,
+                source_url: "the local content store".into(),
             });
         }
     }
