@@ -273,6 +273,8 @@ pub fn create_layer(store: &ContentStore, dir: &Path, opts: &CreateOptions) -> R
 }
 
 #[cfg(test)]
+mod overlay_tests;
+#[cfg(test)]
 mod tests;
 
 /// Reads a whole (small) tar into a name → contents map, for other modules' tests.
