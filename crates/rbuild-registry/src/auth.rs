@@ -275,6 +275,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn challenge_parsing_never_panics(s in "\\PC{0,120}") {
+            let _ = parse_challenges(&s);
+        }
+
+        #[test]
+        fn challenge_parsing_of_challenge_like_text_never_panics(
+            s in r#"(Bearer|Basic|,| |=|"|\\\\|realm|scope|[a-z:/.]){0,40}"#
+        ) {
+            if let Ok(cs) = parse_challenges(&s) {
+                prop_assert!(!cs.is_empty());
+            }
+        }
+    }
 
     #[test]
     fn parses_docker_hub_bearer_challenge() {

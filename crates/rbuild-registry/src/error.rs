@@ -271,7 +271,7 @@ pub fn server_message(body: &[u8]) -> String {
             })
             .collect();
         if !parts.is_empty() {
-            return parts.join("; ");
+            return truncate(&parts.join("; "), 300);
         }
     }
     let text = String::from_utf8_lossy(body);
@@ -291,6 +291,15 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn server_message_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let m = server_message(&bytes);
+            prop_assert!(m.chars().count() <= 301);
+        }
+    }
 
     #[test]
     fn server_messages_are_decoded() {

@@ -58,7 +58,9 @@ impl RetryPolicy {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let jitter = capped / 4 * (nanos % 1000) / 1000;
+        let jitter = (capped / 4)
+            .checked_mul(nanos % 1000)
+            .map_or(Duration::ZERO, |d| d / 1000);
         capped.saturating_sub(jitter)
     }
 }
@@ -91,7 +93,9 @@ fn parse_imf_fixdate(v: &str) -> Option<u64> {
     .iter()
     .position(|m| m == mon)? as u64
         + 1;
-    let year: i64 = year.parse().ok()?;
+    // Bounded so the day arithmetic below cannot overflow on a hostile
+    // header like `Retry-After: Sun, 01 Jan 99999999999999 00:00:00 GMT`.
+    let year: i64 = year.parse().ok().filter(|y| (1970..=9999).contains(y))?;
     let hms: Vec<u64> = time
         .split(':')
         .map(str::parse)
@@ -123,6 +127,30 @@ fn days_from_civil(y: i64, m: u64, d: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn retry_after_never_panics(s in "\\PC{0,60}") {
+            let _ = parse_retry_after(&s);
+        }
+
+        #[test]
+        fn dates_never_panic(day in 0u64..40, year in any::<i64>(), h in 0u64..30, m in 0u64..70) {
+            let _ = parse_retry_after(&format!("Sun, {day:02} Nov {year} {h:02}:{m:02}:00 GMT"));
+        }
+
+        #[test]
+        fn delay_never_panics(attempt in any::<u32>(), base in any::<u64>(), max in any::<u64>()) {
+            let p = RetryPolicy {
+                max_attempts: 3,
+                base_delay: Duration::from_nanos(base),
+                max_delay: Duration::from_nanos(max),
+                max_retry_after: Duration::from_secs(1),
+            };
+            prop_assert!(p.delay(attempt, None) <= Duration::from_nanos(max));
+        }
+    }
 
     #[test]
     fn retry_after_seconds_and_dates() {
