@@ -475,7 +475,7 @@ fn check_range(resp: &Response, expected_len: u64) -> Result<(), RegistryError> 
         .trim_start_matches("bytes=")
         .split_once('-')
         .and_then(|(_, end)| end.trim().parse::<u64>().ok());
-    if last.map(|l| l + 1) == Some(expected_len) {
+    if last.and_then(|l| l.checked_add(1)) == Some(expected_len) {
         return Ok(());
     }
     Err(RegistryError::Status {

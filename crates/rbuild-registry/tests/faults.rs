@@ -462,3 +462,36 @@ async fn head_manifest_reports_the_digest_and_falls_back_to_get() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_registry_that_loses_chunk_data_is_caught() {
+    let fake = FakeRegistry::start().await;
+    fake.set_chunk_min(1000);
+    fake.fault(
+        "PATCH",
+        "/blobs/uploads/",
+        1,
+        Action::Status(
+            202,
+            vec![
+                ("Location".into(), "/v2/r/lossy/blobs/uploads/x".into()),
+                ("Range".into(), "0-5".into()),
+            ],
+        ),
+    );
+    let src = TempStore::new();
+    let img = build_image(&src.store, &[&vec![1u8; 5000]]);
+    let reference = Reference::parse(&format!("{}/r/lossy:1", fake.addr)).unwrap();
+    let err = client(fast_options())
+        .push(
+            &reference,
+            &img.top,
+            &src.store,
+            &PushOptions::default(),
+            &no_progress,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("reports range `0-5`"), "{err}");
+    assert_eq!(fake.count("PUT", "/manifests/"), 0);
+}
