@@ -566,9 +566,8 @@ impl Ctx<'_> {
     ) -> Result<(), CopyError> {
         let key = (st.st_dev, st.st_ino);
         if st.st_nlink > 1
-            && let Some(first) = self.links.get(&key)
+            && let Some((fname, fparent)) = self.links.get(&key).and_then(|p| p.split_last())
         {
-            let (fname, fparent) = first.split_last().expect("stored link paths are non-empty");
             let fdir = self
                 .dst
                 .open_dir(fparent)
