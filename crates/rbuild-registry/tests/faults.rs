@@ -495,3 +495,31 @@ async fn a_registry_that_loses_chunk_data_is_caught() {
     assert!(err.to_string().contains("reports range `0-5`"), "{err}");
     assert_eq!(fake.count("PUT", "/manifests/"), 0);
 }
+
+#[tokio::test]
+async fn docker_hub_pulls_go_through_a_configured_mirror() {
+    // No network here: a Docker Hub pull can only succeed through the mirror.
+    let mirror = FakeRegistry::start().await;
+    let (_r, img, _s) = seeded(&mirror, "library/busybox").await;
+    let mut opts = fast_options();
+    opts.config.hosts.insert(
+        "docker.io".into(),
+        HostConfig {
+            mirrors: vec![format!("http://{}", mirror.addr)],
+            ..HostConfig::default()
+        },
+    );
+    let reference = Reference::parse("busybox:1").unwrap();
+    assert_eq!(reference.registry, "docker.io");
+    let dst = TempStore::new();
+    let got = client(opts)
+        .pull(&reference, &amd64(), &dst.store, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(got.manifest_descriptor.digest, img.top.digest);
+    assert!(
+        mirror.count("GET", "/v2/library/busybox/manifests/1") >= 1,
+        "{:?}",
+        mirror.log()
+    );
+}

@@ -433,3 +433,83 @@ async fn docker_manifest_list_round_trip_keeps_media_types_and_bytes() {
     .unwrap();
     assert!(events.all().iter().all(|e| e.kind == ProgressKind::Cached));
 }
+
+fn skopeo_copy(from: &str, to: &str) -> bool {
+    if Command::new("skopeo").arg("--version").output().is_err() {
+        eprintln!("note: skopeo not installed; skipping");
+        return false;
+    }
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            from,
+            to,
+        ])
+        .output()
+        .expect("skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo copy {from} {to}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
+#[tokio::test]
+async fn skopeo_copies_what_we_push_and_we_pull_what_skopeo_pushes() {
+    let Some(reg) = TestRegistry::start() else {
+        return;
+    };
+    let src = TempStore::new();
+    let img = build_image(&src.store, &[b"interop layer one", b"interop layer two"]);
+    let ours = Reference::parse(&format!("{}/interop/ours:1", reg.addr)).unwrap();
+    let c = client(fast_options());
+    c.push(
+        &ours,
+        &img.top,
+        &src.store,
+        &PushOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
+
+    // skopeo downloads every blob we pushed (and verifies digests) into an
+    // OCI layout...
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    if !skopeo_copy(
+        &format!("docker://{ours}"),
+        &format!("oci:{}:x", layout.display()),
+    ) {
+        return;
+    }
+    for d in img.layers.iter().chain(&img.configs) {
+        let blob = std::fs::read(layout.join("blobs/sha256").join(d.digest.hex())).unwrap();
+        assert_eq!(blob, src.store.read_all(&d.digest).unwrap(), "{}", d.digest);
+    }
+    // ...and pushes it to another repository with its own client...
+    let theirs = Reference::parse(&format!("{}/interop/theirs:1", reg.addr)).unwrap();
+    assert!(skopeo_copy(
+        &format!("oci:{}:x", layout.display()),
+        &format!("docker://{theirs}")
+    ));
+    // ...which we pull back: same config, same layers.
+    let dst = TempStore::new();
+    let got = c
+        .pull(
+            &theirs,
+            &Platform::parse("linux/amd64").unwrap(),
+            &dst.store,
+            &no_progress,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.config_descriptor.digest, img.configs[0].digest);
+    let digests: Vec<_> = got.layers.iter().map(|l| &l.digest).collect();
+    let want: Vec<_> = img.layers.iter().map(|l| &l.digest).collect();
+    assert_eq!(digests, want);
+}
