@@ -99,11 +99,13 @@ fn modes_preserved_and_chmod_applied() {
     );
 
     let mut o = CopyOptions::dockerfile();
-    o.chmod = Some(Chmod::parse("640").unwrap());
+    // (750, not 640: `--chmod` applies to directories too, and an unprivileged
+    // test could not look inside a directory without its x bit.)
+    o.chmod = Some(Chmod::parse("750").unwrap());
     copy(ctx.path(), &s(&["d"]), dst.path(), "/octal", &o).unwrap();
     let p = dst.path().join("octal");
     for f in ["x.sh", "ro", "priv", "priv/f"] {
-        assert_eq!(mode(&p.join(f)), 0o640, "{f}");
+        assert_eq!(mode(&p.join(f)), 0o750, "{f}");
     }
 
     let mut o = CopyOptions::dockerfile();

@@ -64,7 +64,8 @@ fn add(
 ) -> Result<(), rbuild_fileop::CopyError> {
     let mut o = CopyOptions::dockerfile();
     o.unpack_archives = true;
-    o.chown = Some((0, 0));
+    // Our own ids, so that the test also runs unprivileged.
+    o.chown = Some((rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw()));
     copy(ctx, &[name.to_string()], dest_root, dest, &o).map(|_| ())
 }
 
