@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
+/// Deepest directory a resolution may descend through (4 × [`crate::MAX_DEPTH`]).
+const MAX_RESOLVE_DEPTH: usize = 4 * crate::MAX_DEPTH;
+
 /// How many symlinks one resolution may traverse (Linux uses 40 too).
 const MAX_SYMLINKS: usize = 40;
 
@@ -150,6 +153,11 @@ impl Root {
                     Mode::empty(),
                 )?;
                 fds.push(fd);
+                // One fd per level is held for `..`; a hostile path naming a
+                // very deep existing tree gets an error, not fd exhaustion.
+                if fds.len() > MAX_RESOLVE_DEPTH {
+                    return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+                }
             } else if !is_last {
                 return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
             }

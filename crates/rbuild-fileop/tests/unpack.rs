@@ -65,7 +65,10 @@ fn add(
     let mut o = CopyOptions::dockerfile();
     o.unpack_archives = true;
     // Our own ids, so that the test also runs unprivileged.
-    o.chown = Some((rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw()));
+    o.chown = Some((
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    ));
     copy(ctx, &[name.to_string()], dest_root, dest, &o).map(|_| ())
 }
 
