@@ -18,6 +18,11 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile.
     Build(BuildArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -65,7 +70,7 @@ pub struct BuildArgs {
     #[arg(long = "allow")]
     pub allow: Vec<String>,
     /// Progress output: auto, tty, plain, rawjson, quiet.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "rawjson", "quiet"])]
     pub progress: String,
     /// Only print the image digest.
     #[arg(short = 'q', long)]

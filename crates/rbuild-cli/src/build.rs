@@ -104,11 +104,35 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
     Ok(req)
 }
 
+/// The Dockerfile as the build will read it, for quoting the failing
+/// instruction in error reports; `None` when it cannot be read (the build
+/// then fails with its own message).
+fn dockerfile_source(req: &BuildRequest) -> Option<render::DockerfileSource> {
+    let (name, contents) = match (&req.dockerfile_contents, &req.dockerfile) {
+        (Some(bytes), _) => ("Dockerfile".to_string(), bytes.clone()),
+        (None, Some(path)) => (path.display().to_string(), std::fs::read(path).ok()?),
+        (None, None) => ("Dockerfile".to_string(), std::fs::read(req.context.join("Dockerfile")).ok()?),
+    };
+    Some(render::DockerfileSource { name, contents })
+}
+
 pub async fn run(opts: BuilderOptions, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let req = request(&args)?;
     let mode = render::Mode::parse(&args.progress, args.quiet)?;
     let builder = rbuild::Builder::open(opts)?;
-    let result = builder.build(req, render::sink(mode)).await?;
+    let source = dockerfile_source(&req);
+    let progress = render::Progress::start(mode, source);
+    let result = match builder.build(req, progress.sink()).await {
+        Ok(r) => {
+            progress.finish(None);
+            r
+        }
+        Err(e) => {
+            // The report ends with the error: main must not print it again.
+            progress.finish(Some(&e.to_string()));
+            return Ok(ExitCode::from(1));
+        }
+    };
     if let Some(path) = &args.iidfile {
         std::fs::write(path, result.config.digest.to_string()).with_context(|| format!("writing {}", path.display()))?;
     }

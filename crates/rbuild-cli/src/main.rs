@@ -2,6 +2,7 @@
 
 mod args;
 mod build;
+mod completions;
 mod render;
 
 use clap::Parser;
@@ -45,5 +46,6 @@ async fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
     let opts = rbuild::BuilderOptions { root: cli.root.clone(), ..Default::default() };
     match cli.command {
         args::Command::Build(b) => build::run(opts, b).await,
+        args::Command::Completion { shell } => completions::run(shell),
     }
 }
