@@ -199,6 +199,12 @@ struct State {
 #[derive(Debug, Clone)]
 struct Nfa {
     states: Vec<State>,
+    /// For automata of at most 64 states: the epsilon closure of each
+    /// state as a bitmask, so a step is a few mask operations.
+    closure: Option<Vec<u64>>,
+    /// The longest run of literal characters every match must contain:
+    /// a cheap substring test rejects most paths before simulation.
+    required: Option<String>,
 }
 
 /// A small bitset over NFA states.
@@ -227,6 +233,49 @@ impl Set {
 }
 
 impl Nfa {
+    fn new(states: Vec<State>, required: Option<String>) -> Nfa {
+        let mut nfa = Nfa { states, closure: None, required: required.filter(|r| r.chars().count() >= 2) };
+        if nfa.states.len() <= 64 {
+            let mut masks = Vec::with_capacity(nfa.states.len());
+            let mut stack = Vec::new();
+            for i in 0..nfa.states.len() {
+                let mut set = Set::new(nfa.states.len());
+                set.insert(i);
+                nfa.close(&mut set, &mut stack);
+                masks.push(set.0[0]);
+            }
+            nfa.closure = Some(masks);
+        }
+        nfa
+    }
+
+    /// Bitmask simulation (at most 64 states); same contract as `matches`.
+    fn matches_small(&self, closure: &[u64], path: &str) -> bool {
+        let accept = 1u64 << self.accept();
+        let mut cur = closure[0];
+        for c in path.chars() {
+            if c == '/' && cur & accept != 0 {
+                return true;
+            }
+            let mut next = 0u64;
+            let mut bits = cur;
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                for (edge, t) in &self.states[i].edges {
+                    if edge.accepts(c) {
+                        next |= closure[*t];
+                    }
+                }
+            }
+            if next == 0 {
+                return false;
+            }
+            cur = next;
+        }
+        cur & accept != 0
+    }
+
     fn accept(&self) -> usize {
         self.states.len() - 1
     }
@@ -266,6 +315,14 @@ impl Nfa {
 
     /// Does the pattern match `path` or one of its parents?
     fn matches(&self, path: &str) -> bool {
+        if let Some(req) = &self.required
+            && !path.contains(req.as_str())
+        {
+            return false;
+        }
+        if let Some(closure) = &self.closure {
+            return self.matches_small(closure, path);
+        }
         let mut cur = self.start();
         let mut next = Set::new(self.states.len());
         let mut stack = Vec::new();
@@ -324,6 +381,8 @@ fn compile(pattern: &str) -> Kind {
     let mut ty = Ty::Exact;
     let mut i = 0;
     let mut iteration = 0;
+    let mut run = String::new();
+    let mut required = String::new();
     // Adds a consuming edge from the current last state to a new one.
     fn push_edge(states: &mut Vec<State>, e: Edge) {
         let next = states.len();
@@ -335,6 +394,20 @@ fn compile(pattern: &str) -> Kind {
     while i < chars.len() {
         let ch = chars[i];
         i += 1;
+        let literal = match ch {
+            '*' | '?' | '[' => None,
+            '\\' => Some(chars.get(i).copied().unwrap_or('\\')),
+            c => Some(c),
+        };
+        match literal {
+            Some(c) => run.push(c),
+            None => {
+                if run.chars().count() > required.chars().count() {
+                    required = std::mem::take(&mut run);
+                }
+                run.clear();
+            }
+        }
         match ch {
             '*' if chars.get(i) == Some(&'*') => {
                 i += 1;
@@ -416,7 +489,12 @@ fn compile(pattern: &str) -> Kind {
         Ty::Exact => Kind::Exact(pattern.to_string()),
         Ty::Prefix => Kind::Prefix(pattern[..pattern.len() - 2].to_string()),
         Ty::Suffix => Kind::Suffix(pattern[2..].to_string()),
-        Ty::Regexp => Kind::Nfa(Nfa { states }),
+        Ty::Regexp => {
+            if run.chars().count() > required.chars().count() {
+                required = run;
+            }
+            Kind::Nfa(Nfa::new(states, Some(required)))
+        }
     }
 }
 
@@ -546,7 +624,7 @@ fn nfa_of_literal_kind(kind: &Kind) -> Nfa {
             last.edges.push((Edge::AnyButNewline, states.len()));
         }
         states.push(last);
-        Nfa { states }
+        Nfa::new(states, None)
     };
     match kind {
         Kind::Exact(s) => literal(s, false),
@@ -562,5 +640,33 @@ fn normalize(path: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(clean_path(trimmed))
     } else {
         std::borrow::Cow::Borrowed(trimmed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bitmask fast path and the literal prefilter agree with the
+    /// plain set simulation.
+    #[test]
+    fn fast_paths_agree_with_plain_simulation() {
+        let patterns = ["**/*.log", "a**/*.txt", "*/temp*", "src/**/*.rs", "a[b-d]?/**/x", "\\*a*", "**/a/**/b", "x/**", "*.*.*"];
+        let paths = ["a.log", "x/y/a.log", "ab/c.txt", "s/temp1", "src/a/b.rs", "ac1/q/x", "*abc", "k/a/z/b/c", "x/y", "a.b.c", "", "/", "a//b"];
+        for p in patterns {
+            let Kind::Nfa(nfa) = compile(p) else { continue };
+            let plain = Nfa { states: nfa.states.clone(), closure: None, required: None };
+            for path in paths {
+                assert_eq!(nfa.matches(path), plain.matches(path), "{p} vs {path}");
+            }
+        }
+    }
+
+    #[test]
+    fn required_literal_is_extracted() {
+        let Kind::Nfa(n) = compile("**/*.log") else { panic!() };
+        assert_eq!(n.required.as_deref(), Some(".log"));
+        let Kind::Nfa(n) = compile("a\\*bc*d") else { panic!() };
+        assert_eq!(n.required.as_deref(), Some("a*bc"));
     }
 }

@@ -364,7 +364,11 @@ fn visit(df: &Dockerfile, stages: &[ResolvedStage], start: usize, state: &mut [u
                         df,
                         span,
                         &text,
-                        format!("circular dependency detected on stage `{name}`: it needs `{dep_name}`, which needs it"),
+                        if dep == node {
+                            format!("circular dependency detected on stage `{name}`: it refers to itself")
+                        } else {
+                            format!("circular dependency detected on stage `{name}`: it needs `{dep_name}`, which needs it")
+                        },
                         Some("a stage cannot (directly or indirectly) copy from itself".into()),
                     ));
                 }
