@@ -170,7 +170,9 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Manifes
     }
     let outer = content_type.map(|c| c.split(';').next().unwrap_or(c).trim()).filter(|c| is_known(c));
     let kind = match (&probe.media_type, outer) {
-        (Some(inner), Some(outer)) if inner != outer => {
+        // Only a disagreement on the *kind* matters; some registries label an
+        // OCI manifest with the Docker type or vice versa.
+        (Some(inner), Some(outer)) if mt::is_index(inner) != mt::is_index(outer) => {
             return Err(ManifestError::MediaTypeMismatch { inner: inner.clone(), outer: outer.to_owned() });
         }
         (Some(inner), _) => inner.clone(),
@@ -401,6 +403,8 @@ mod tests {
         assert!(matches!(parse(bare, None).unwrap(), Parsed::Index(_)));
         // A registry claiming a manifest for an index document is refused.
         assert!(matches!(parse(&idx.bytes, Some(mt::OCI_MANIFEST)), Err(ManifestError::MediaTypeMismatch { .. })));
+        assert!(matches!(parse(&idx.bytes, Some(mt::DOCKER_MANIFEST_LIST)), Ok(Parsed::Index(_))));
+        assert!(matches!(parse(&idx.bytes, Some("application/json; charset=utf-8")), Ok(Parsed::Index(_))));
         assert!(matches!(parse(br#"{"schemaVersion":1}"#, None), Err(ManifestError::SchemaVersion(1))));
         assert!(matches!(parse(b"[]", None), Err(ManifestError::Json { .. })));
         assert!(matches!(ImageManifest::from_slice(&idx.bytes), Err(ManifestError::UnsupportedMediaType(_))));
