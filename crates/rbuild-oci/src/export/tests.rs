@@ -127,6 +127,11 @@ fn oci_tar_is_deterministic_and_readable() {
             run(Command::new("oci-image-tool").args(["validate", "--type", "image"]).arg(&x));
             // (Its tar mode fails even on GNU-tar-made archives: "unable to walk"; not used.)
         }
+        if tool("umoci") {
+            let bundle = t.path().join("bundle");
+            run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", x.display())).arg(&bundle));
+            assert_eq!(fs::read_to_string(bundle.join("rootfs/hello.txt")).unwrap(), "hello\nlinux/amd64");
+        }
     }
     if tool("skopeo") {
         let out = run(Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci-archive:{}:latest", tarfile.display())));
