@@ -14,7 +14,7 @@
 //!   source follows a symlink when `follow_symlinks` is set — always inside
 //!   the source root; hard links between copied files stay hard links.
 //!
-//! Every lookup is fd-relative: sources through [`Root::canonicalize`] of the
+//! Every lookup is fd-relative: sources through the in-root resolver of the
 //! source root, the destination through the destination root, so a symlink
 //! in an earlier layer (`/app -> /etc`, `/app -> ../../host`) resolves to the
 //! root's own directories and never outside.

@@ -6,7 +6,7 @@
 //! no path is ever built by string joining and then followed.
 //!
 //! - [`users`]: `USER` / `--chown` resolution from the image's own databases.
-//! - [`copy`]: `COPY`/`ADD` semantics of BuildKit's file-op backend.
+//! - [`mod@copy`]: `COPY`/`ADD` semantics of BuildKit's file-op backend.
 //! - [`pattern`]: source wildcards and `--exclude` patterns.
 //! - [`meta`]: `--chmod` specs.
 //! - [`ops`]: `mkdir`, `mkfile`, `rm`.
