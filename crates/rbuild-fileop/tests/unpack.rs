@@ -196,3 +196,42 @@ fn archive_entry_replaces_files_but_not_directories() {
     );
     assert_eq!(fs::read_to_string(dst.path().join("o/x")).unwrap(), "new");
 }
+
+/// Corrupted archives fail or extract something, but never panic and never
+/// write outside the destination directory.
+#[test]
+fn corrupted_archives_do_not_escape_or_panic() {
+    let tarball = archive(&[
+        ("d/", tar::EntryType::Directory, ""),
+        ("d/f", tar::EntryType::Regular, "content"),
+        ("d/l", tar::EntryType::Symlink, "../../.."),
+        ("d/h", tar::EntryType::Link, "d/f"),
+        ("up", tar::EntryType::Symlink, "/"),
+    ]);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let ctx = tempfile::tempdir().unwrap();
+    for round in 0..150 {
+        let mut bytes = tarball.clone();
+        for _ in 0..1 + rnd(8) {
+            let at = rnd(bytes.len().min(2048));
+            bytes[at] = rnd(256) as u8;
+        }
+        let name = format!("c{round}.tar");
+        fs::write(ctx.path().join(&name), &bytes).unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        fs::create_dir(dst.path().join("into")).unwrap();
+        let _ = add(ctx.path(), &name, dst.path(), "/into/");
+        for entry in list(dst.path()) {
+            assert!(
+                entry.starts_with("into"),
+                "round {round}: `{entry}` outside the destination"
+            );
+        }
+    }
+}
