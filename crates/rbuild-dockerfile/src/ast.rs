@@ -25,7 +25,55 @@ pub struct Dockerfile {
     /// are visible to `FROM` lines, and inside a stage after re-declaration.
     pub global_args: Vec<Instruction>,
     pub stages: Vec<Stage>,
+    /// Lint findings, already filtered by `# check=skip=…`.
     pub warnings: Vec<Warning>,
+    /// The `# check=` directive, parsed.
+    pub check: CheckConfig,
+}
+
+/// `# check=skip=Rule1,Rule2;error=true` (BuildKit's lint configuration).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CheckConfig {
+    /// `skip=all`: no lint warnings at all.
+    pub skip_all: bool,
+    /// Rule names whose warnings are dropped.
+    pub skip: Vec<String>,
+    /// `error=true`: the build must fail when any warning remains (the
+    /// caller decides when; [`Dockerfile::warnings`] holds what is left).
+    pub error: bool,
+}
+
+impl CheckConfig {
+    /// Parses the directive value; unknown keys produce a message.
+    pub fn parse(value: &str) -> (CheckConfig, Vec<String>) {
+        let mut c = CheckConfig::default();
+        let mut problems = Vec::new();
+        for part in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('=').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim())) {
+                Some((k, v)) if k == "skip" => {
+                    for rule in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                        if rule.eq_ignore_ascii_case("all") {
+                            c.skip_all = true;
+                        } else {
+                            c.skip.push(rule.to_string());
+                        }
+                    }
+                }
+                Some((k, v)) if k == "error" => match v.to_ascii_lowercase().as_str() {
+                    "true" | "1" => c.error = true,
+                    "false" | "0" => c.error = false,
+                    _ => problems.push(format!("invalid value `{v}` for `error` in `# check={value}`")),
+                },
+                _ => problems.push(format!("unknown setting `{part}` in `# check={value}`; expected `skip=` or `error=`")),
+            }
+        }
+        (c, problems)
+    }
+
+    /// Is a warning of this rule reported?
+    pub fn reports(&self, rule: &str) -> bool {
+        !self.skip_all && !self.skip.iter().any(|s| s.eq_ignore_ascii_case(rule))
+    }
 }
 
 /// One `FROM` and the instructions up to the next one.

@@ -61,7 +61,10 @@ pub(crate) fn build(raw: RawDockerfile, file_name: &str) -> Result<Dockerfile, R
     for stage in &stages {
         lint_stage(stage, &mut warnings);
     }
-    Ok(Dockerfile { file_name: file_name.to_string(), directives: raw.directives, escape: raw.escape, global_args, stages, warnings })
+    let (check, problems) = raw.directives.check.as_deref().map(CheckConfig::parse).unwrap_or_default();
+    warnings.extend(problems.into_iter().map(|message| Warning { rule: "InvalidCheckDirective", message, span: None }));
+    warnings.retain(|w| check.reports(w.rule));
+    Ok(Dockerfile { file_name: file_name.to_string(), directives: raw.directives, escape: raw.escape, global_args, stages, warnings, check })
 }
 
 fn lint_stage(stage: &Stage, warnings: &mut Vec<Warning>) {

@@ -48,6 +48,7 @@ mod flags;
 pub mod ignore;
 mod instructions;
 pub mod mounts;
+pub mod ports;
 pub mod shell;
 pub mod stages;
 mod shell_pattern;
@@ -58,6 +59,7 @@ pub use ast::*;
 pub use error::{ParseError, Span};
 pub use ignore::{parse_dockerignore, IgnoreError, IgnoreMatcher, IgnorePattern};
 pub use mounts::{CacheSharing, MountError, MountSpec, MountType};
+pub use ports::{parse_port_spec, PortError};
 pub use shell::{expand_word, expand_word_with_matches, expand_words, referenced_variables, ExpandError, Expansion, ShellLexer};
 pub use shell_pattern::PatternError;
 pub use syntax::{Directives, Heredoc, Node, RawDockerfile, Warning};
@@ -102,4 +104,30 @@ pub fn parse(source: &[u8], file_name: &str) -> Result<Dockerfile, ParseError> {
     let mut raw = syntax::parse_nodes(&text).map_err(to_error)?;
     raw.warnings.splice(0..0, warning);
     instructions::build(raw, file_name).map_err(to_error)
+}
+
+/// Parses an ONBUILD trigger taken from a base image's config (BuildKit
+/// parses these with the default escape character). FROM, MAINTAINER and
+/// ONBUILD are rejected as triggers; heredocs in the expression work.
+#[allow(clippy::result_large_err)] // errors are rare and carry the rendered context
+pub fn parse_onbuild_trigger(expression: &str) -> Result<Instruction, ParseError> {
+    let file_name = "ONBUILD trigger";
+    let lines: Vec<&str> = expression.split_inclusive('\n').collect();
+    let to_error = |e: error::RawError| e.into_parse_error(file_name, &lines);
+    let raw = syntax::parse_nodes(expression).map_err(to_error)?;
+    let [node] = raw.nodes.as_slice() else {
+        return Err(ParseError {
+            file_name: file_name.into(),
+            span: Span::point(1, 1),
+            message: format!("ONBUILD trigger `{expression}` must be exactly one instruction"),
+            source_line: lines.first().map(|l| l.trim_end().to_string()).unwrap_or_default(),
+            hint: None,
+        });
+    };
+    let keyword = node.keyword.to_ascii_uppercase();
+    if matches!(keyword.as_str(), "FROM" | "MAINTAINER" | "ONBUILD") {
+        return Err(to_error(error::RawError::new(node.keyword_span(), format!("{keyword} isn't allowed as an ONBUILD trigger"))));
+    }
+    let mut warnings = Vec::new();
+    instructions::parse_instruction(node, &mut warnings).map_err(to_error)
 }

@@ -266,3 +266,27 @@ fn error_table() {
         assert!(text.starts_with(&format!("Dockerfile:{line}:")), "{text}");
     }
 }
+
+#[test]
+fn check_directive_filters_warnings() {
+    let df = parse_ok("# check=skip=JSONArgsRecommended,MaintainerDeprecated;error=true\nFROM a\nCMD run\nMAINTAINER me\nCMD again\n");
+    assert!(df.check.error);
+    let rules: Vec<&str> = df.warnings.iter().map(|w| w.rule).collect();
+    assert_eq!(rules, ["MultipleInstructionsDisallowed"]);
+    let df = parse_ok("# check=skip=all\nFROM a\nCMD run\n");
+    assert!(df.warnings.is_empty());
+    let df = parse_ok("# check=bogus\nFROM a\n");
+    assert_eq!(df.warnings[0].rule, "InvalidCheckDirective");
+}
+
+#[test]
+fn onbuild_triggers_from_images() {
+    let i = parse_onbuild_trigger("RUN echo hi").unwrap();
+    assert!(matches!(i.kind, InstructionKind::Run(_)));
+    let i = parse_onbuild_trigger("COPY <<EOF /f\nbody\nEOF").unwrap();
+    let InstructionKind::Copy(c) = i.kind else { panic!() };
+    assert_eq!(c.heredocs[0].content, "body\n");
+    assert!(parse_onbuild_trigger("FROM x").unwrap_err().to_string().contains("isn't allowed as an ONBUILD trigger"));
+    assert!(parse_onbuild_trigger("RUN a\nRUN b").is_err());
+    assert!(parse_onbuild_trigger("").is_err());
+}
