@@ -37,6 +37,33 @@
 //! | `ONBUILD` | | the expression (stored verbatim in the image) |
 //! | `MAINTAINER` | | the value |
 //!
+//! Flags that BuildKit treats as constants are parsed here: `--link`,
+//! `--parents`, `--keep-git-dir`, `--unpack`, `--network`, `--security`,
+//! HEALTHCHECK durations and retries. `RUN --mount` values are validated
+//! here when they contain no `$` ([`MountSpec::needs_expansion`] otherwise)
+//! and always re-parsed with expansion by [`Run::resolve_mounts`].
+//!
+//! # API at a glance
+//!
+//! ```
+//! use rbuild_dockerfile::{parse, expand_word, InstructionKind};
+//!
+//! let df = parse(b"FROM alpine\nENV GREETING=\"hello world\"\n", "Dockerfile").unwrap();
+//! let InstructionKind::Env(kvs) = &df.stages[0].instructions[0].kind else { unreachable!() };
+//! let value = expand_word(&kvs[0].value, &|_| None, df.escape).unwrap();
+//! assert_eq!(value, "hello world");
+//! ```
+//!
+//! - [`parse`] → [`Dockerfile`] { `directives`, `escape`, `global_args`,
+//!   `stages`, `warnings`, `check` }; [`parse_nodes`] → BuildKit's node tree;
+//!   [`parse_onbuild_trigger`] for triggers found in base images.
+//! - [`Run::script`] tells how BuildKit runs a RUN with heredocs;
+//!   [`Run::resolve_mounts`] expands and completes its mounts.
+//! - [`stages::resolve`] → [`stages::ResolvedStages`]: stages to build in
+//!   order, each base as `Scratch | Stage(i) | Image(ref) | Context(name)`.
+//! - [`IgnoreMatcher`] (`matches`, `can_skip_dir`) and [`parse_dockerignore`].
+//! - [`parse_port_spec`] for expanded EXPOSE words.
+//!
 //! Variables referenced by an expanded field can be listed without values
 //! with [`referenced_variables`] (BuildKit uses this for cache keys and
 //! the undefined-variable lint); [`expand_word_with_matches`] returns the
