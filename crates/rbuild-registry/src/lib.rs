@@ -23,6 +23,7 @@ pub mod auth;
 mod client;
 pub mod config;
 pub mod credentials;
+mod download;
 pub mod error;
 pub mod progress;
 mod pull;

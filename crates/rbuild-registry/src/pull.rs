@@ -18,13 +18,13 @@ use rbuild_oci::manifest::{self, ImageManifest, Parsed};
 use rbuild_oci::media_types as mt;
 use rbuild_oci::platform::Platform;
 use rbuild_oci::reference::Reference;
-use rbuild_oci::store::{ContentStore, StoreError};
+use rbuild_oci::store::ContentStore;
 
 use crate::auth::Scopes;
 use crate::client::{RegistryClient, read_limited, redact, status_error};
 use crate::config::Endpoint;
 use crate::error::RegistryError;
-use crate::progress::{ProgressFn, ProgressKind, Throttle, emit};
+use crate::progress::ProgressFn;
 
 /// Largest manifest or index we accept (the distribution spec suggests
 /// registries accept at least 4 MiB).
@@ -82,7 +82,7 @@ fn store_err(digest: &Digest, e: impl std::fmt::Display) -> RegistryError {
 impl RegistryClient {
     /// Run `op` against each pull endpoint of `reference` (mirrors first)
     /// until one succeeds; the origin's error is the one reported.
-    async fn on_pull_endpoints<T, F, Fut>(
+    pub(crate) async fn on_pull_endpoints<T, F, Fut>(
         &self,
         reference: &Reference,
         op: F,
@@ -399,157 +399,17 @@ impl RegistryClient {
         let limit = self.inner.opts.max_concurrent_blobs.max(1);
         let mut seen = std::collections::HashSet::new();
         let unique: Vec<&Descriptor> = layers.iter().filter(|d| seen.insert(&d.digest)).collect();
-        let mut results = futures_util::stream::iter(unique)
+        // Futures built eagerly: a lazy `stream.map(closure)` here makes the
+        // whole future fail the `Send` check (a higher-ranked closure
+        // lifetime the compiler cannot prove), and callers spawn it.
+        let downloads: Vec<_> = unique
+            .into_iter()
             .map(|d| self.fetch_blob(reference, d, store, progress))
-            .buffer_unordered(limit);
+            .collect();
+        let mut results = futures_util::stream::iter(downloads).buffer_unordered(limit);
         while let Some(r) = results.next().await {
             r?;
         }
-        Ok(())
-    }
-
-    /// Download one blob of `reference`'s repository into `store`, streamed
-    /// and verified against `desc` (digest and size); nothing is stored when
-    /// it does not match. Transient failures (including a connection cut
-    /// mid-blob) restart the download, up to the retry policy's attempts.
-    pub async fn fetch_blob(
-        &self,
-        reference: &Reference,
-        desc: &Descriptor,
-        store: &ContentStore,
-        progress: ProgressFn<'_>,
-    ) -> Result<(), RegistryError> {
-        if store.contains(&desc.digest) {
-            emit(
-                progress,
-                &desc.digest,
-                ProgressKind::Cached,
-                desc.size,
-                desc.size,
-            );
-            return Ok(());
-        }
-        let what = desc.digest.to_string();
-        let on_retry = || emit(progress, &desc.digest, ProgressKind::Retrying, 0, desc.size);
-        self.on_pull_endpoints(reference, |ep| {
-            let (what, on_retry) = (&what, &on_retry);
-            async move {
-                self.retry_transient(what, on_retry, || {
-                    self.fetch_blob_once(&ep, reference, desc, store, progress)
-                })
-                .await
-            }
-        })
-        .await
-    }
-
-    async fn open_blob_stream(
-        &self,
-        ep: &Endpoint,
-        reference: &Reference,
-        digest: &Digest,
-    ) -> Result<reqwest::Response, RegistryError> {
-        let url = Self::api_url(ep, &format!("{}/blobs/{}", reference.repository, digest))?;
-        let scopes = Scopes::pull(&reference.repository);
-        let build = || Ok(Self::request(Method::GET, url.clone()));
-        let resp = self.send_once(ep, &scopes, &build).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Err(RegistryError::BlobNotFound {
-                repository: reference.name(),
-                digest: digest.clone(),
-            });
-        }
-        if !resp.status().is_success() {
-            return Err(status_error("GET", resp).await);
-        }
-        Ok(resp)
-    }
-
-    async fn fetch_blob_once(
-        &self,
-        ep: &Endpoint,
-        reference: &Reference,
-        desc: &Descriptor,
-        store: &ContentStore,
-        progress: ProgressFn<'_>,
-    ) -> Result<(), RegistryError> {
-        let resp = self.open_blob_stream(ep, reference, &desc.digest).await?;
-        let source_url = redact(resp.url());
-        if let Some(len) = resp.content_length()
-            && len > desc.size
-        {
-            return Err(RegistryError::SizeMismatch {
-                digest: desc.digest.clone(),
-                expected: desc.size,
-                actual: len,
-                source_url,
-            });
-        }
-        // Network chunks are small (often 8-16 KiB); batch them into 1 MiB
-        // writes so the disk sees few syscalls.
-        let ingest = store
-            .ingest(Some((&desc.digest, Some(desc.size))))
-            .map_err(|e| store_err(&desc.digest, e))?;
-        let mut ingest = std::io::BufWriter::with_capacity(1 << 20, ingest);
-        emit(progress, &desc.digest, ProgressKind::Started, 0, desc.size);
-        let mut done: u64 = 0;
-        let mut throttle = Throttle::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| RegistryError::Transport {
-                method: "GET".into(),
-                url: source_url.clone(),
-                source: source.without_url(),
-            })?;
-            done += chunk.len() as u64;
-            if done > desc.size {
-                return Err(RegistryError::SizeMismatch {
-                    digest: desc.digest.clone(),
-                    expected: desc.size,
-                    actual: done,
-                    source_url,
-                });
-            }
-            std::io::Write::write_all(&mut ingest, &chunk)
-                .map_err(|e| store_err(&desc.digest, e))?;
-            if throttle.due(done, desc.size) {
-                emit(
-                    progress,
-                    &desc.digest,
-                    ProgressKind::Transferring,
-                    done,
-                    desc.size,
-                );
-            }
-        }
-        if done != desc.size {
-            return Err(RegistryError::SizeMismatch {
-                digest: desc.digest.clone(),
-                expected: desc.size,
-                actual: done,
-                source_url,
-            });
-        }
-        // The store hashes what it was given and refuses to publish a blob
-        // whose digest differs; the temp file is removed either way.
-        let ingest = ingest
-            .into_inner()
-            .map_err(|e| store_err(&desc.digest, e.error()))?;
-        let committed = tokio::task::spawn_blocking(move || ingest.commit())
-            .await
-            .map_err(|e| RegistryError::Task(e.to_string()))?;
-        match committed {
-            Ok(_) => {}
-            Err(StoreError::DigestMismatch { expected, actual }) => {
-                return Err(RegistryError::DigestMismatch {
-                    expected,
-                    actual,
-                    source_url,
-                });
-            }
-            Err(e) => return Err(store_err(&desc.digest, e)),
-        }
-        emit(progress, &desc.digest, ProgressKind::Done, done, desc.size);
         Ok(())
     }
 
@@ -585,7 +445,9 @@ impl RegistryClient {
         reference: &Reference,
         desc: &Descriptor,
     ) -> Result<Vec<u8>, RegistryError> {
-        let resp = self.open_blob_stream(ep, reference, &desc.digest).await?;
+        let resp = self
+            .open_blob_stream(ep, reference, &desc.digest, 0)
+            .await?;
         let source_url = redact(resp.url());
         let bytes = read_limited(resp, desc.size, &format!("blob {}", desc.digest)).await?;
         if bytes.len() as u64 != desc.size {

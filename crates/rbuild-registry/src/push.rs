@@ -117,9 +117,13 @@ impl RegistryClient {
             manifests: 0,
         };
         let limit = self.inner.opts.max_concurrent_blobs.max(1);
-        let mut uploads = futures_util::stream::iter(plan.blobs.iter())
+        // Built eagerly, not with `stream.map(closure)`: see `pull_layers`.
+        let uploads: Vec<_> = plan
+            .blobs
+            .iter()
             .map(|b| self.push_blob(&ep, &scopes, reference, b, store, &sources, progress))
-            .buffer_unordered(limit);
+            .collect();
+        let mut uploads = futures_util::stream::iter(uploads).buffer_unordered(limit);
         while let Some(r) = uploads.next().await {
             match r? {
                 BlobOutcome::Existed => summary.existed += 1,

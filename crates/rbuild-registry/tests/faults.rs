@@ -138,6 +138,98 @@ async fn stream_cut_mid_blob_is_retried_and_stores_the_right_bytes() {
 }
 
 #[tokio::test]
+async fn a_cut_download_resumes_with_range_where_it_stopped() {
+    let fake = FakeRegistry::start().await;
+    let (reference, img, src) = seeded(&fake, "r/app").await;
+    let layer = &img.layers[0];
+    fake.fault("GET", layer.digest.as_str(), 2, Action::CutBody(10));
+    let dst = TempStore::new();
+    let events = Events::default();
+    let cb = events.callback();
+    client(fast_options())
+        .fetch_blob(&reference, layer, &dst.store, &cb)
+        .await
+        .unwrap();
+    assert_eq!(
+        dst.store.read_all(&layer.digest).unwrap(),
+        src.store.read_all(&layer.digest).unwrap()
+    );
+    let gets: Vec<String> = fake
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("GET ") && l.contains(layer.digest.as_str()))
+        .collect();
+    assert_eq!(gets.len(), 3, "{gets:?}");
+    assert!(!gets[0].contains("[bytes="), "{gets:?}");
+    assert!(gets[1].ends_with("[bytes=10-]"), "{gets:?}");
+    assert!(gets[2].ends_with("[bytes=20-]"), "{gets:?}");
+    let retries: Vec<u64> = events
+        .all()
+        .iter()
+        .filter(|e| e.kind == ProgressKind::Retrying)
+        .map(|e| e.done)
+        .collect();
+    assert_eq!(retries, vec![10, 20], "resumed progress");
+    assert_eq!(ingest_leftovers(&dst), 0);
+}
+
+#[tokio::test]
+async fn a_registry_ignoring_ranges_gets_a_fresh_download() {
+    let fake = FakeRegistry::start().await;
+    fake.ignore_ranges();
+    let (reference, img, src) = seeded(&fake, "r/app").await;
+    let layer = &img.layers[0];
+    fake.fault("GET", layer.digest.as_str(), 1, Action::CutBody(10));
+    let dst = TempStore::new();
+    client(fast_options())
+        .fetch_blob(&reference, layer, &dst.store, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(
+        dst.store.read_all(&layer.digest).unwrap(),
+        src.store.read_all(&layer.digest).unwrap()
+    );
+    assert_eq!(ingest_leftovers(&dst), 0);
+}
+
+#[tokio::test]
+async fn public_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let fake = FakeRegistry::start().await;
+    let c = client(fast_options());
+    let store = TempStore::new();
+    let reference = Reference::parse(&format!("{}/r/x:1", fake.addr)).unwrap();
+    let desc = Descriptor::new(
+        mt::OCI_LAYER_GZIP,
+        rbuild_oci::digest::Digest::sha256(b""),
+        0,
+    );
+    let platform = amd64();
+    let opts = PushOptions::default();
+    let f = c.pull(&reference, &platform, &store.store, &no_progress);
+    assert_send(&f);
+    drop(f);
+    let f = c.fetch_blob(&reference, &desc, &store.store, &no_progress);
+    assert_send(&f);
+    drop(f);
+    let f = c.push(
+        &reference,
+        &desc,
+        &store.store,
+        &opts,
+        &no_progress,
+    );
+    assert_send(&f);
+    drop(f);
+    let f = c.head_manifest(&reference);
+    assert_send(&f);
+    drop(f);
+    let f = c.check_login(&fake.addr);
+    assert_send(&f);
+    drop(f);
+}
+
+#[tokio::test]
 async fn stream_always_cut_fails_and_stores_nothing() {
     let fake = FakeRegistry::start().await;
     let (reference, img, _src) = seeded(&fake, "r/app").await;

@@ -52,6 +52,7 @@ struct State {
     token_requests: Vec<String>,
     chunk_min: Option<u64>,
     token_basic: Option<String>,
+    no_ranges: bool,
 }
 
 /// A running fake registry on `127.0.0.1`.
@@ -175,6 +176,11 @@ impl FakeRegistry {
     /// Make `/token` demand this `Authorization: Basic` value.
     pub fn require_token_basic(&self, header: &str) {
         self.st().token_basic = Some(header.to_owned());
+    }
+
+    /// Ignore `Range` on blob downloads (always answer 200 with everything).
+    pub fn ignore_ranges(&self) {
+        self.st().no_ranges = true;
     }
 
     /// Invalidate every token issued so far (as if they expired early).
@@ -346,7 +352,11 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>, addr: &str) -> std
     };
     let fault = {
         let mut st = state.lock().expect("state");
-        st.log.push(format!("{} {}", req.method, req.path));
+        let range = req
+            .header("range")
+            .map(|r| format!(" [{r}]"))
+            .unwrap_or_default();
+        st.log.push(format!("{} {}{range}", req.method, req.path));
         let hit = st
             .faults
             .iter_mut()
@@ -443,6 +453,18 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>, addr: &str) -> Response {
             return Response::error(404, "BLOB_UNKNOWN");
         }
         let body = st.blobs.get(digest).cloned().unwrap_or_default();
+        let start = req
+            .header("range")
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n < body.len() && !st.no_ranges);
+        if let Some(start) = start {
+            let total = body.len();
+            return Response::new(206)
+                .header("Content-Range", format!("bytes {start}-{}/{total}", total - 1))
+                .body(body[start..].to_vec());
+        }
         return Response::new(200)
             .header("Docker-Content-Digest", digest)
             .body(body);
