@@ -12,6 +12,7 @@ mod db;
 mod exec;
 mod export;
 mod file;
+mod gc;
 mod image;
 mod images;
 mod lease;
@@ -19,14 +20,20 @@ mod mounts;
 mod progress;
 mod solve;
 mod state;
+mod statcache;
 
 pub use db::{Db, DbError, ImageRecord, LayerRecord, SnapshotUsage};
 pub use export::{ExportOptions, ExportedImage};
+pub use gc::{
+    BlobEntry, CacheMountEntry, DiskUsage, GcError, PruneOptions, PruneReport, SnapshotEntry, UnitError,
+    format_size, parse_duration, parse_size,
+};
 pub use images::{ImageStoreError, LocalImage, normalise_name};
 pub use lease::{Lease, LeaseError, LiveLease};
 pub use progress::{Event, ProgressSink, Stream, now_ms};
 pub use solve::{Output, Solved};
 pub use state::{State, StateError};
+pub use statcache::{DbStatCache, StatCacheError};
 
 use rbuild_graph::{Graph, VertexId};
 use rbuild_oci::config::ImageConfig;
@@ -48,6 +55,10 @@ pub enum SolveError {
     State(#[from] StateError),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(transparent)]
+    StatCache(#[from] StatCacheError),
     #[error("snapshot: {0}")]
     Snapshot(#[from] rbuild_snapshot::SnapshotError),
     #[error("mount: {0}")]
@@ -163,9 +174,18 @@ pub struct Engine {
     pub state: State,
     pub registry: RegistryClient,
     pub executor: Executor,
-    pub(crate) stat_cache: Arc<rbuild_fileop::MemoryStatCache>,
+    /// File digests by stat identity, persistent across processes.
+    pub(crate) stat_cache: Arc<DbStatCache>,
     /// This process's scratch dir inside the state dir's `tmp/`.
     pub(crate) tmp: PathBuf,
+    /// Keeps garbage collection away from what this process uses.
+    pub(crate) lease: Lease,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.lease.release(&self.state.db.conn());
+    }
 }
 
 impl Engine {
@@ -174,7 +194,9 @@ impl Engine {
         let state = State::open(root)?;
         let tmp = state.process_tmp().map_err(|e| SolveError::io(&state.tmp, e))?;
         let executor = executor.with_run_dir(tmp.join("sandbox"));
-        Ok(Arc::new(Engine { state, registry, executor, stat_cache: Arc::default(), tmp }))
+        let lease = Lease::acquire(&state.root, &state.db.conn())?;
+        let stat_cache = Arc::new(DbStatCache::open(&state.root.join("metadata.db"))?);
+        Ok(Arc::new(Engine { state, registry, executor, stat_cache, tmp, lease }))
     }
 
     /// Solves `roots` of `graph`; returns their results in order.
@@ -186,7 +208,14 @@ impl Engine {
     ) -> Result<Vec<Arc<Solved>>, SolveError> {
         let limit = Arc::new(tokio::sync::Semaphore::new(opts.max_parallelism.max(1)));
         let ctx = Arc::new(solve::Ctx { engine: self.clone(), graph, opts: Arc::new(opts), limit });
-        solve::solve(ctx, roots).await
+        let result = solve::solve(ctx, roots).await;
+        // Digests learnt while hashing contexts outlive this process.
+        let cache = self.stat_cache.clone();
+        let flushed = tokio::task::spawn_blocking(move || cache.flush()).await;
+        if let Ok(Err(e)) = flushed {
+            tracing::debug!(error = %e, "stat cache flush");
+        }
+        result
     }
 
     /// The snapshot recorded for a key, if it still exists on disk.

@@ -1,0 +1,270 @@
+//! GC against a real state dir: snapshots made by the snapshotter, blobs in
+//! the content store, records in the metadata DB, leases of other engines.
+
+use super::*;
+use crate::db::LayerRecord;
+use rbuild_registry::{ClientOptions, RegistryClient};
+use rbuild_sandbox::{Executor, HelperCommand};
+use std::sync::Arc;
+
+fn engine(root: &Path) -> Arc<Engine> {
+    let registry = RegistryClient::new(ClientOptions::default()).unwrap();
+    let helper = HelperCommand { program: "/bin/false".into(), args_prefix: vec![] };
+    Engine::open(root, registry, Executor::new(helper)).unwrap()
+}
+
+/// Commits a snapshot holding one file of `len` bytes and records it.
+fn snapshot(e: &Engine, key: &str, parent: Option<&str>, len: usize) -> String {
+    let active = crate::prepare(e, parent).unwrap();
+    std::fs::write(active.upper.join(key), vec![b'x'; len]).unwrap();
+    let id = e.state.snapshots.commit(active).unwrap();
+    e.record(key, id.as_str(), parent, false, &format!("RUN make {key}")).unwrap()
+}
+
+/// Pretends a snapshot was last used `secs` ago.
+fn age(e: &Engine, id: &str, secs: i64) {
+    let t = crate::lease::now() - secs;
+    let conn = e.state.db.conn();
+    conn.execute("UPDATE snapshots SET last_used = ?2, created = ?2 WHERE id = ?1", rusqlite::params![id, t]).unwrap();
+    conn.execute("UPDATE cache SET last_used = ?2 WHERE snapshot = ?1", rusqlite::params![id, t]).unwrap();
+}
+
+fn put_blob(e: &Engine, bytes: &[u8]) -> Digest {
+    e.state.content.put_bytes(bytes).unwrap()
+}
+
+/// Pretends a blob was written `secs` ago.
+fn age_blob(e: &Engine, d: &Digest, secs: i64) {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs as u64);
+    let f = File::options().write(true).open(e.state.content.path(d)).or_else(|_| File::open(e.state.content.path(d)));
+    f.unwrap().set_modified(t).unwrap();
+}
+
+fn layer(e: &Engine, snapshot: &str, d: &Digest) {
+    let rec = LayerRecord { diff_id: d.to_string(), digest: d.to_string(), size: 1, media_type: "m".into() };
+    e.state.db.put_layer(snapshot, "gzip", &rec).unwrap();
+}
+
+fn ids(e: &Engine) -> Vec<String> {
+    e.state.snapshots.list().unwrap().into_iter().map(|s| s.to_string()).collect()
+}
+
+const ALL: PruneOptions = PruneOptions { all: true, until: None, keep_storage: None, protect_own: false };
+
+#[test]
+fn prune_all_empties_snapshots_blobs_and_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let a = snapshot(&e, "a", None, 10);
+    let b = snapshot(&e, "b", Some(&a), 10);
+    snapshot(&e, "c", None, 10);
+    let x = put_blob(&e, b"layer of b");
+    layer(&e, &b, &x);
+    put_blob(&e, b"nobody names me");
+    let report = e.prune(&ALL).unwrap();
+    assert_eq!(report.snapshots.len(), 3);
+    assert_eq!(report.blobs.len(), 2);
+    assert!(report.reclaimed > 0);
+    assert!(ids(&e).is_empty());
+    assert!(e.state.content.list().unwrap().is_empty());
+    assert_eq!(e.state.db.lookup("b").unwrap(), None);
+    assert!(e.state.db.snapshots().unwrap().is_empty());
+    assert_eq!(e.state.db.layer(&b, "gzip").unwrap(), None);
+}
+
+#[test]
+fn a_running_build_in_another_engine_keeps_what_it_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let pruner = engine(dir.path());
+    let a = snapshot(&pruner, "a", None, 10);
+    let b = snapshot(&pruner, "b", Some(&a), 10);
+    let c = snapshot(&pruner, "c", None, 10);
+    let old_blob = put_blob(&pruner, b"old");
+    for s in [&a, &b, &c] {
+        age(&pruner, s, 10 * 86400);
+    }
+    age_blob(&pruner, &old_blob, 10 * 86400);
+    // Another process starts a build and looks `b` up.
+    let build = engine(dir.path());
+    assert_eq!(build.cached("b").unwrap().as_deref(), Some(b.as_str()));
+    let fresh_blob = put_blob(&build, b"being pushed");
+    let report = pruner.prune(&ALL).unwrap();
+    let removed: Vec<&str> = report.snapshots.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(removed, vec![c.as_str()]);
+    let mut left = ids(&pruner);
+    left.sort();
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort();
+    assert_eq!(left, want, "the leased snapshot and its parent stay");
+    assert!(pruner.state.content.contains(&fresh_blob));
+    assert!(!pruner.state.content.contains(&old_blob));
+    // The build ends; now everything can go.
+    drop(build);
+    let report = pruner.prune(&ALL).unwrap();
+    assert_eq!(report.snapshots.len(), 2);
+    assert_eq!(report.snapshots[0].id, b, "children before parents");
+    assert!(ids(&pruner).is_empty());
+}
+
+#[test]
+fn the_lease_of_a_dead_process_protects_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pruner = engine(dir.path());
+    let a = snapshot(&pruner, "a", None, 10);
+    age(&pruner, &a, 86400);
+    // A process that died without cleaning up: its row stays, its lock is gone.
+    pruner
+        .state
+        .db
+        .conn()
+        .execute("INSERT INTO leases (id, pid, since) VALUES ('99999-dead-0', 99999, 0)", [])
+        .unwrap();
+    let report = pruner.prune(&ALL).unwrap();
+    assert_eq!(report.snapshots.len(), 1);
+}
+
+#[test]
+fn keep_storage_removes_least_recently_used_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let old = snapshot(&e, "old", None, 64 * 1024);
+    let mid = snapshot(&e, "mid", None, 64 * 1024);
+    let new = snapshot(&e, "new", None, 64 * 1024);
+    age(&e, &old, 3 * 3600);
+    age(&e, &mid, 2 * 3600);
+    age(&e, &new, 3600);
+    let one = e.disk_usage().unwrap().snapshots.iter().map(|s| s.size).max().unwrap();
+    let opts = PruneOptions { keep_storage: Some(one + one / 2), ..PruneOptions::default() };
+    let report = e.prune(&opts).unwrap();
+    let removed: Vec<&str> = report.snapshots.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(removed, vec![old.as_str(), mid.as_str()]);
+    assert_eq!(ids(&e), vec![new]);
+}
+
+#[test]
+fn plain_prune_keeps_recent_cache_and_until_sets_the_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let stale = snapshot(&e, "stale", None, 10);
+    let recent = snapshot(&e, "recent", None, 10);
+    age(&e, &stale, 3 * 86400);
+    age(&e, &recent, 3600);
+    let report = e.prune(&PruneOptions::default()).unwrap();
+    assert_eq!(report.snapshots.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![stale]);
+    let opts = PruneOptions { until: Some(1800), ..PruneOptions::default() };
+    let report = e.prune(&opts).unwrap();
+    assert_eq!(report.snapshots.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![recent]);
+}
+
+#[test]
+fn local_images_keep_their_blobs_always_and_their_snapshots_without_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let s = snapshot(&e, "s", None, 10);
+    age(&e, &s, 10 * 86400);
+    let config = put_blob(&e, b"{}");
+    let layer_blob = put_blob(&e, b"layer");
+    layer(&e, &s, &layer_blob);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},
+        "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_blob}","size":5}}]}}"#
+    );
+    let m = put_blob(&e, manifest.as_bytes());
+    for d in [&config, &layer_blob, &m] {
+        age_blob(&e, d, 10 * 86400);
+    }
+    e.state
+        .db
+        .conn()
+        .execute(
+            "INSERT INTO local_images (name, manifest_digest, media_type, manifest_size, config_digest, platform, size, created, tagged)
+             VALUES ('docker.io/library/app:latest', ?1, 'application/vnd.oci.image.manifest.v1+json', 1, ?2, 'linux/amd64', 1, NULL, 0)",
+            rusqlite::params![m.to_string(), config.to_string()],
+        )
+        .unwrap();
+    let report = e.prune(&PruneOptions { until: Some(0), ..PruneOptions::default() }).unwrap();
+    assert!(report.snapshots.is_empty() && report.blobs.is_empty(), "{report:?}");
+    let report = e.prune(&ALL).unwrap();
+    assert_eq!(report.snapshots.len(), 1);
+    assert!(report.blobs.is_empty());
+    for d in [&config, &layer_blob, &m] {
+        assert!(e.state.content.contains(d));
+    }
+}
+
+#[test]
+fn directories_left_by_a_crash_are_removed_unless_a_build_may_be_making_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    // A build is running; a directory appears that it may be about to record.
+    let other = engine(dir.path());
+    let active = other.state.snapshots.prepare(None).unwrap();
+    let orphan = other.state.snapshots.commit(active).unwrap();
+    assert!(e.prune(&ALL).unwrap().snapshots.is_empty());
+    let du = e.disk_usage().unwrap();
+    assert!(du.snapshots.iter().any(|s| s.id == orphan.as_str() && !s.recorded && s.in_use));
+    drop(other);
+    let report = e.prune(&ALL).unwrap();
+    assert_eq!(report.snapshots.len(), 1);
+    assert!(!report.snapshots[0].recorded);
+}
+
+#[test]
+fn du_lists_snapshots_blobs_cache_mounts_and_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let a = snapshot(&e, "a", None, 8192);
+    let d = put_blob(&e, b"blob");
+    let mount = e.state.cache_mounts.join("abc").join("0");
+    std::fs::create_dir_all(&mount).unwrap();
+    std::fs::write(mount.join("f"), vec![1u8; 8192]).unwrap();
+    let du = e.disk_usage().unwrap();
+    assert_eq!(du.snapshots.len(), 1);
+    assert_eq!(du.snapshots[0].id, a);
+    assert_eq!(du.snapshots[0].description, "RUN make a");
+    assert_eq!(du.snapshots[0].cache_keys, 1);
+    assert!(du.snapshots[0].size >= 8192);
+    assert_eq!(du.blobs, vec![BlobEntry { digest: d.to_string(), size: 4, referenced: false }]);
+    assert_eq!(du.cache_mounts.len(), 1);
+    assert!(du.cache_mounts[0].size >= 8192 && !du.cache_mounts[0].in_use);
+    assert_eq!(du.total, du.snapshots[0].size + 4 + du.cache_mounts[0].size);
+    // Our own lease covers what we just made: nothing is reclaimable but
+    // the cache mount.
+    assert_eq!(du.reclaimable, du.cache_mounts[0].size);
+}
+
+#[test]
+fn prune_all_removes_cache_mounts_nobody_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let base = e.state.cache_mounts.join("abc");
+    for n in ["0", "1"] {
+        std::fs::create_dir_all(base.join(n)).unwrap();
+        std::fs::write(base.join(n).join("f"), b"data").unwrap();
+    }
+    let held = File::create(base.join("1.lock")).unwrap();
+    rustix::fs::flock(&held, FlockOperation::LockShared).unwrap();
+    let report = e.prune(&PruneOptions::default()).unwrap();
+    assert!(report.cache_mounts.is_empty(), "cache mounts only go with --all");
+    let report = e.prune(&ALL).unwrap();
+    assert_eq!(report.cache_mounts.iter().map(|c| c.instance.as_str()).collect::<Vec<_>>(), vec!["0"]);
+    assert!(!base.join("0").exists());
+    assert!(base.join("1/f").exists());
+}
+
+#[test]
+fn automatic_gc_acts_only_above_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let old = snapshot(&e, "old", None, 64 * 1024);
+    let new = snapshot(&e, "new", None, 64 * 1024);
+    age(&e, &old, 7200);
+    age(&e, &new, 3600);
+    // Our own lease started now: the aged records are not protected by it.
+    assert!(e.gc_to_cap(u64::MAX).unwrap().is_none());
+    let one = e.disk_usage().unwrap().snapshots.iter().map(|s| s.size).max().unwrap();
+    let report = e.gc_to_cap(one).unwrap().expect("over the cap");
+    assert_eq!(report.snapshots.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![old]);
+    assert_eq!(ids(&e), vec![new]);
+}
