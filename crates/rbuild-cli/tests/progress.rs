@@ -27,7 +27,6 @@ fn prerequisites() -> bool {
     true
 }
 
-
 const BASE: &str = "\
 FROM scratch AS base
 COPY busybox /bin/busybox

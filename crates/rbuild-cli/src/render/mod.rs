@@ -11,10 +11,10 @@
 mod plain;
 mod report;
 mod state;
-mod text;
-mod tty;
 #[cfg(test)]
 mod tests;
+mod text;
+mod tty;
 
 pub use report::DockerfileSource;
 
@@ -32,7 +32,9 @@ const TICK: Duration = Duration::from_millis(100);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// The live view; `color` is false with `NO_COLOR` or off a terminal.
-    Tty { color: bool },
+    Tty {
+        color: bool,
+    },
     Plain,
     RawJson,
     Quiet,
@@ -116,9 +118,16 @@ impl Progress {
     }
 
     /// Progress written to `out`, with the build's clock started at `start_ms`.
-    fn with_output(mode: Mode, source: Option<DockerfileSource>, out: Box<dyn Write + Send>, start_ms: u64) -> Progress {
+    fn with_output(
+        mode: Mode,
+        source: Option<DockerfileSource>,
+        out: Box<dyn Write + Send>,
+        start_ms: u64,
+    ) -> Progress {
         let renderer = match mode {
-            Mode::Tty { color } => Renderer::Tty { state: BuildState::default(), terminal: tty::Terminal::default(), color },
+            Mode::Tty { color } => {
+                Renderer::Tty { state: BuildState::default(), terminal: tty::Terminal::default(), color }
+            }
             Mode::Plain => Renderer::Plain(plain::Plain::default()),
             Mode::RawJson => Renderer::RawJson,
             Mode::Quiet => Renderer::Quiet(BuildState::default()),
@@ -162,13 +171,7 @@ impl Progress {
     /// Ends the output: the last frame of the live view, then, when the
     /// build failed with `error`, the report on the failing step.
     pub fn finish(mut self, error: Option<&str>) {
-        {
-            self.shared.lock().stopped = true;
-            self.shared.wake.notify_all();
-        }
-        if let Some(t) = self.ticker.take() {
-            let _ = t.join();
-        }
+        self.stop_ticker();
         let now = now_ms();
         let start_ms = self.shared.start_ms;
         let mut inner = self.shared.lock();
@@ -195,6 +198,26 @@ impl Progress {
             let _ = out.write_all(text.as_bytes());
         }
         let _ = out.flush();
+    }
+}
+
+impl Progress {
+    /// Stops the drawing thread and waits for it, so that nothing is drawn
+    /// after the last frame.
+    fn stop_ticker(&mut self) {
+        self.shared.lock().stopped = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Progress {
+    /// A build abandoned without `finish` (an early return, a panic) still
+    /// stops the drawing thread.
+    fn drop(&mut self) {
+        self.stop_ticker();
     }
 }
 

@@ -108,7 +108,7 @@ pub fn render(state: &BuildState, source: Option<&DockerfileSource>, error: &str
             out.push_str(&block);
         }
     }
-    let mut lines = error.lines();
+    let mut lines = error.lines().map(text::clean_line);
     let _ = writeln!(out, "ERROR: {}", lines.next().unwrap_or_default());
     for line in lines {
         let _ = writeln!(out, "{line}");

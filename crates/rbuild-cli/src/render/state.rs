@@ -19,10 +19,17 @@ const LINE_BYTES: usize = 2048;
 pub enum Status {
     Running,
     Cached,
-    Done { duration_ms: u64 },
-    Failed { error: String, duration_ms: u64 },
+    Done {
+        duration_ms: u64,
+    },
+    Failed {
+        error: String,
+        duration_ms: u64,
+    },
     /// Still running when another step failed and the build stopped.
-    Canceled { duration_ms: u64 },
+    Canceled {
+        duration_ms: u64,
+    },
 }
 
 /// One transfer inside a step (a layer being pulled or pushed).
@@ -118,9 +125,9 @@ impl Step {
         match &self.status {
             Status::Running => now_ms.saturating_sub(self.started_ms),
             Status::Cached => 0,
-            Status::Done { duration_ms }
-            | Status::Failed { duration_ms, .. }
-            | Status::Canceled { duration_ms } => *duration_ms,
+            Status::Done { duration_ms } | Status::Failed { duration_ms, .. } | Status::Canceled { duration_ms } => {
+                *duration_ms
+            }
         }
     }
 
@@ -162,7 +169,13 @@ impl BuildState {
                 transfers: Vec::new(),
             });
         }
-        &mut self.steps[i]
+        let step = &mut self.steps[i];
+        // Output that arrives before the step's announcement creates it
+        // without a name; the announcement then supplies it.
+        if step.name.is_empty() && !name.is_empty() {
+            step.name = text::clean_line(name);
+        }
+        step
     }
 
     /// The index of `vertex`'s step, if it was seen.

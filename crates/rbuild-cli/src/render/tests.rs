@@ -298,3 +298,29 @@ fn modes() {
     let err = Mode::decide("fancy", true, false, false).err().map(|e| e.to_string());
     assert_eq!(err.as_deref(), Some("invalid --progress `fancy`: expected auto, tty, plain, rawjson or quiet"));
 }
+
+#[test]
+fn report_cleans_the_error_text() {
+    let report = report::render(&BuildState::default(), None, "bad \u{1b}]0;pwned\u{7}thing\nsecond \u{1b}[2Jline");
+    assert_eq!(report, "ERROR: bad thing\nsecond line\n");
+}
+
+#[test]
+fn dropping_progress_without_finish_stops_the_live_view() {
+    let out = Captured::default();
+    let p = Progress::with_output(Mode::Tty { color: false }, None, Box::new(out.clone()), T0);
+    p.sink().emit(started("v", "[a 2/2] RUN x", 0));
+    drop(p);
+    let len = out.text().len();
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(out.text().len(), len, "nothing is drawn after the drop");
+}
+
+#[test]
+fn output_before_the_announcement_gets_the_name_later() {
+    let mut state = BuildState::default();
+    state.apply(&log("v", "early\n", 0));
+    state.apply(&started("v", "[a 2/2] RUN x", 5));
+    assert_eq!(state.steps.len(), 1);
+    assert_eq!(state.steps[0].name, "[a 2/2] RUN x");
+}
