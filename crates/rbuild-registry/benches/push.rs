@@ -142,7 +142,7 @@ fn main() {
         let layer = random_blob(&store, size, 0x9e37_79b9 + u64::from(chunked));
         let top = image(&store, &layer);
         let client = RegistryClient::new(ClientOptions {
-            chunked_uploads: chunked,
+            chunk_threshold: chunked.then_some(0),
             chunk_size: 16 << 20,
             ..ClientOptions::default()
         })

@@ -32,13 +32,14 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// Blobs transferred at the same time by one pull or push.
     pub max_concurrent_blobs: usize,
-    /// Blobs larger than this are uploaded in chunks (PATCH) rather than
-    /// one PUT; also the chunk size.
+    /// Size of each `PATCH` when uploading in chunks.
     pub chunk_size: u64,
-    /// Upload blobs larger than `chunk_size` in chunks. Off by default:
-    /// one streamed PUT is faster and every registry supports it; a
-    /// registry that sends `OCI-Chunk-Min-Length` gets chunks anyway.
-    pub chunked_uploads: bool,
+    /// Blobs larger than this are uploaded in chunks of `chunk_size`
+    /// rather than one streamed `PUT`; `None`: never (unless the registry
+    /// asks with `OCI-Chunk-Min-Length`). One `PUT` is faster, but proxies
+    /// in front of registries often cap request bodies, so very large
+    /// blobs go in pieces by default.
+    pub chunk_threshold: Option<u64>,
     /// `User-Agent` header.
     pub user_agent: String,
 }
@@ -51,7 +52,7 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             max_concurrent_blobs: 3,
             chunk_size: 64 << 20,
-            chunked_uploads: false,
+            chunk_threshold: Some(1 << 30),
             user_agent: format!("rbuild/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -79,7 +80,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("retry", &self.retry)
             .field("max_concurrent_blobs", &self.max_concurrent_blobs)
             .field("chunk_size", &self.chunk_size)
-            .field("chunked_uploads", &self.chunked_uploads)
+            .field("chunk_threshold", &self.chunk_threshold)
             .finish_non_exhaustive()
     }
 }

@@ -274,7 +274,7 @@ impl RegistryClient {
         let opts = &self.inner.opts;
         let chunk = match min_chunk {
             Some(min) => Some(opts.chunk_size.max(min)),
-            None if opts.chunked_uploads && desc.size > opts.chunk_size => Some(opts.chunk_size),
+            None if opts.chunk_threshold.is_some_and(|t| desc.size > t) => Some(opts.chunk_size),
             None => None,
         };
         emit(progress, &desc.digest, ProgressKind::Started, 0, desc.size);

@@ -247,7 +247,7 @@ async fn chunked_upload_to_real_registry() {
     let big: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
     let img = build_image(&src.store, &[&big]);
     let mut opts = fast_options();
-    opts.chunked_uploads = true;
+    opts.chunk_threshold = Some(0);
     opts.chunk_size = 64 << 10;
     let c = client(opts);
     let reference = Reference::parse(&format!("{}/rbuild/chunked:1", reg.addr)).unwrap();
