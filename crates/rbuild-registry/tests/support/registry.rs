@@ -113,7 +113,8 @@ impl TestRegistry {
             storage,
             _dir: dir,
         };
-        for _ in 0..200 {
+        // Generous: CI machines are small and busy.
+        for _ in 0..800 {
             if let Ok(Some(_)) = reg.child.try_wait() {
                 return None;
             }
