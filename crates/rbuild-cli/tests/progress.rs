@@ -165,3 +165,86 @@ fn completion_scripts() {
     let out = Command::new(env!("CARGO_BIN_EXE_rbuild")).args(["completion", "tcsh"]).output().expect("run rbuild");
     assert!(!out.status.success());
 }
+
+/// Runs `rbuild` with standard error on a new 100x30 pseudo-terminal and
+/// returns its exit status and everything it drew there.
+fn rbuild_on_a_terminal(state: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let size = nix::pty::Winsize { ws_row: 30, ws_col: 100, ws_xpixel: 0, ws_ypixel: 0 };
+    let pty = nix::pty::openpty(&size, None).expect("openpty");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    cmd.arg(format!("--root={}", state.display()))
+        .args(args)
+        .env_remove("NO_COLOR")
+        .env_remove("TERM")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(pty.slave));
+    let child = cmd.spawn().expect("run rbuild");
+    // Our copy of the terminal's slave side goes with `cmd`.
+    drop(cmd);
+    let exited = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let exited = exited.clone();
+        let master = pty.master;
+        std::thread::spawn(move || {
+            let mut drawn = Vec::new();
+            let mut file = std::fs::File::from(master);
+            loop {
+                let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+                let ready = poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0);
+                if ready == 0 {
+                    if exited.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    continue;
+                }
+                let mut chunk = [0u8; 4096];
+                match file.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drawn.extend_from_slice(&chunk[..n]),
+                }
+            }
+            drawn
+        })
+    };
+    let out = child.wait_with_output().expect("wait for rbuild");
+    exited.store(true, Ordering::SeqCst);
+    let drawn = reader.join().expect("reader thread");
+    (out.status.success(), text(&drawn))
+}
+
+#[test]
+fn auto_progress_on_a_terminal_is_the_live_view() {
+    if !prerequisites() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let ctx = work.path().join("ctx");
+    context(&ctx, "FROM base\nRUN echo on-a-terminal\n");
+    let state = work.path().join("state");
+    let ctx_arg = ctx.display().to_string();
+
+    let (ok, drawn) = rbuild_on_a_terminal(&state, &["build", &ctx_arg], &[("TERM", "xterm")]);
+    assert!(ok, "{drawn}");
+    assert!(drawn.contains("[+] Building"), "{drawn:?}");
+    assert!(drawn.contains("\x1b[34m[+] Building") && drawn.contains("FINISHED"), "coloured last frame: {drawn:?}");
+    assert!(drawn.contains(" => [stage-1 2/2] RUN echo on-a-terminal"), "{drawn:?}");
+    assert!(!drawn.contains("#1 "), "not the plain format: {drawn:?}");
+
+    let (ok, drawn) = rbuild_on_a_terminal(&state, &["build", &ctx_arg], &[("TERM", "xterm"), ("NO_COLOR", "1")]);
+    assert!(ok, "{drawn}");
+    assert!(drawn.contains("FINISHED"), "{drawn:?}");
+    assert!(!drawn.contains("\x1b[34m"), "NO_COLOR: {drawn:?}");
+    assert!(drawn.contains(" => CACHED [stage-1 2/2] RUN echo on-a-terminal"), "{drawn:?}");
+
+    let (ok, drawn) = rbuild_on_a_terminal(&state, &["build", &ctx_arg], &[("TERM", "dumb")]);
+    assert!(ok, "{drawn}");
+    assert!(drawn.contains("#3 [stage-1 2/2] RUN echo on-a-terminal"), "TERM=dumb gets plain output: {drawn:?}");
+    assert!(!drawn.contains("[+] Building"), "{drawn:?}");
+}
