@@ -6,8 +6,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use rbuild_dockerfile::stages::{resolve, Platform, ResolveOptions};
-use rbuild_dockerfile::{expand_word, parse, IgnoreMatcher};
+use rbuild_dockerfile::stages::{Platform, ResolveOptions, resolve};
+use rbuild_dockerfile::{IgnoreMatcher, expand_word, parse};
 
 fn dockerfile(lines: usize) -> String {
     let mut s = String::from("# syntax=docker/dockerfile:1\nARG BASE=alpine:3.20\n");
@@ -16,8 +16,14 @@ fn dockerfile(lines: usize) -> String {
         s.push_str(&format!("FROM ${{BASE}} AS stage{stage}\n"));
         s.push_str("ARG VERSION=1.0\nENV APP_HOME=/opt/app PATH=\"/opt/app/bin:${PATH}\"\nWORKDIR $APP_HOME\n");
         s.push_str("RUN --mount=type=cache,target=/var/cache/apk \\\n    apk add --no-cache curl git \\\n    && rm -rf /tmp/*\n");
-        let from = if stage == 0 { "busybox".to_string() } else { format!("stage{}", stage - 1) };
-        s.push_str(&format!("COPY --from={from} --chown=app:app /opt/app /opt/app\n"));
+        let from = if stage == 0 {
+            "busybox".to_string()
+        } else {
+            format!("stage{}", stage - 1)
+        };
+        s.push_str(&format!(
+            "COPY --from={from} --chown=app:app /opt/app /opt/app\n"
+        ));
         s.push_str("LABEL org.opencontainers.image.version=\"${VERSION}\" maintainer=\"team@example.com\"\n");
         s.push_str("RUN <<EOF\nset -eux\necho building\nEOF\n");
         s.push_str("HEALTHCHECK --interval=30s CMD [\"/bin/true\"]\nEXPOSE 8080\nUSER app\nCMD [\"app\", \"serve\"]\n");
@@ -27,9 +33,31 @@ fn dockerfile(lines: usize) -> String {
 }
 
 fn paths(count: usize) -> Vec<String> {
-    let dirs = ["src", "src/api", "src/api/v1", "node_modules/lodash", "node_modules/react/cjs", "docs", "target/debug/deps", "tests/fixtures", ".git/objects/ab", "assets/img"];
-    let exts = ["rs", "js", "md", "png", "json", "log", "tmp", "o", "txt", "go"];
-    (0..count).map(|i| format!("{}/file{}.{}", dirs[i % dirs.len()], i / 7, exts[(i / 3) % exts.len()])).collect()
+    let dirs = [
+        "src",
+        "src/api",
+        "src/api/v1",
+        "node_modules/lodash",
+        "node_modules/react/cjs",
+        "docs",
+        "target/debug/deps",
+        "tests/fixtures",
+        ".git/objects/ab",
+        "assets/img",
+    ];
+    let exts = [
+        "rs", "js", "md", "png", "json", "log", "tmp", "o", "txt", "go",
+    ];
+    (0..count)
+        .map(|i| {
+            format!(
+                "{}/file{}.{}",
+                dirs[i % dirs.len()],
+                i / 7,
+                exts[(i / 3) % exts.len()]
+            )
+        })
+        .collect()
 }
 
 const PATTERNS: &str = "\
@@ -98,8 +126,18 @@ fn time<F: FnMut()>(mut f: F, min: Duration) -> (Duration, u32) {
 fn main() {
     let src = dockerfile(1_000);
     let lines = src.lines().count();
-    let (per, iters) = time(|| drop(black_box(parse(black_box(src.as_bytes()), "Dockerfile").unwrap())), Duration::from_secs(2));
-    println!("parse {lines}-line Dockerfile: {:.3} ms/iter ({iters} iters)", per.as_secs_f64() * 1e3);
+    let (per, iters) = time(
+        || {
+            drop(black_box(
+                parse(black_box(src.as_bytes()), "Dockerfile").unwrap(),
+            ))
+        },
+        Duration::from_secs(2),
+    );
+    println!(
+        "parse {lines}-line Dockerfile: {:.3} ms/iter ({iters} iters)",
+        per.as_secs_f64() * 1e3
+    );
 
     let df = parse(src.as_bytes(), "Dockerfile").unwrap();
     let args = Default::default();
@@ -111,12 +149,22 @@ fn main() {
         target_platform: Platform::parse("linux/arm64").unwrap(),
         named_contexts: &named,
     };
-    let (per, iters) = time(|| drop(black_box(resolve(&df, &opts).unwrap())), Duration::from_secs(1));
-    println!("resolve {} stages: {:.3} ms/iter ({iters} iters)", df.stages.len(), per.as_secs_f64() * 1e3);
+    let (per, iters) = time(
+        || drop(black_box(resolve(&df, &opts).unwrap())),
+        Duration::from_secs(1),
+    );
+    println!(
+        "resolve {} stages: {:.3} ms/iter ({iters} iters)",
+        df.stages.len(),
+        per.as_secs_f64() * 1e3
+    );
 
     let env = |k: &str| (k == "PATH").then(|| "/usr/bin:/bin".to_string());
     let word = "\"/opt/app/bin:${PATH}\" ${VERSION:-1.0} ${APP_HOME%/*}";
-    let (per, _) = time(|| drop(black_box(expand_word(black_box(word), &env, '\\'))), Duration::from_secs(1));
+    let (per, _) = time(
+        || drop(black_box(expand_word(black_box(word), &env, '\\'))),
+        Duration::from_secs(1),
+    );
     println!("expand_word: {:.2} µs/word", per.as_secs_f64() * 1e6);
 
     let matcher = IgnoreMatcher::from_dockerignore(PATTERNS).unwrap();

@@ -49,7 +49,10 @@ impl CheckConfig {
         let mut c = CheckConfig::default();
         let mut problems = Vec::new();
         for part in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            match part.split_once('=').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim())) {
+            match part
+                .split_once('=')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim()))
+            {
                 Some((k, v)) if k == "skip" => {
                     for rule in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
                         if rule.eq_ignore_ascii_case("all") {
@@ -62,9 +65,13 @@ impl CheckConfig {
                 Some((k, v)) if k == "error" => match v.to_ascii_lowercase().as_str() {
                     "true" | "1" => c.error = true,
                     "false" | "0" => c.error = false,
-                    _ => problems.push(format!("invalid value `{v}` for `error` in `# check={value}`")),
+                    _ => problems.push(format!(
+                        "invalid value `{v}` for `error` in `# check={value}`"
+                    )),
                 },
-                _ => problems.push(format!("unknown setting `{part}` in `# check={value}`; expected `skip=` or `error=`")),
+                _ => problems.push(format!(
+                    "unknown setting `{part}` in `# check={value}`; expected `skip=` or `error=`"
+                )),
             }
         }
         (c, problems)
@@ -217,7 +224,10 @@ impl Run {
                 match (only_marker, self.heredocs.first()) {
                     (Some(_), Some(doc)) if self.heredocs.len() == 1 => {
                         if doc.content.starts_with("#!") {
-                            RunScript::File { name: doc.name.clone(), content: doc.content.clone() }
+                            RunScript::File {
+                                name: doc.name.clone(),
+                                content: doc.content.clone(),
+                            }
                         } else {
                             RunScript::Shell(doc.content.clone())
                         }
@@ -239,8 +249,13 @@ impl Run {
     /// All mounts, values expanded with `lookup` (BuildKit expands them with
     /// the stage's ARG/ENV values), with the defaults
     /// that depend on the whole RUN (ssh socket paths) filled in.
-    pub fn resolve_mounts(&self, lookup: &dyn Fn(&str) -> Option<String>, escape: char) -> Result<Vec<MountSpec>, MountError> {
-        let expand = |s: &str| -> Result<String, ExpandError> { crate::expand_word(s, lookup, escape) };
+    pub fn resolve_mounts(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        escape: char,
+    ) -> Result<Vec<MountSpec>, MountError> {
+        let expand =
+            |s: &str| -> Result<String, ExpandError> { crate::expand_word(s, lookup, escape) };
         let mut out = Vec::with_capacity(self.mounts.len());
         let mut ssh_index = 0;
         for m in &self.mounts {
@@ -340,7 +355,9 @@ impl HealthTest {
     pub fn to_config(&self) -> Vec<String> {
         match self {
             HealthTest::None => vec!["NONE".into()],
-            HealthTest::Cmd(args) => std::iter::once("CMD".to_string()).chain(args.iter().cloned()).collect(),
+            HealthTest::Cmd(args) => std::iter::once("CMD".to_string())
+                .chain(args.iter().cloned())
+                .collect(),
             HealthTest::CmdShell(s) => vec!["CMD-SHELL".into(), s.clone()],
         }
     }

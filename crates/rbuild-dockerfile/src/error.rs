@@ -22,7 +22,12 @@ pub struct Span {
 impl Span {
     /// A span covering a single point (used when we only know a line).
     pub fn point(line: usize, col: usize) -> Span {
-        Span { start_line: line, end_line: line, start_col: col, end_col: col + 1 }
+        Span {
+            start_line: line,
+            end_line: line,
+            start_col: col,
+            end_col: col + 1,
+        }
     }
 }
 
@@ -56,18 +61,35 @@ impl std::error::Error for ParseError {}
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file_name, self.span.start_line, self.span.start_col, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file_name, self.span.start_line, self.span.start_col, self.message
+        )?;
         if self.span.start_line > 0 {
             let gutter = self.span.start_line.to_string();
             let pad = " ".repeat(gutter.len());
             // Tabs are shown as single spaces so the caret lines up.
-            let shown: String = self.source_line.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
+            let shown: String = self
+                .source_line
+                .chars()
+                .map(|c| if c == '\t' { ' ' } else { c })
+                .collect();
             let width = shown.chars().count();
             write!(f, "\n {gutter} | {shown}")?;
             let start = self.span.start_col.max(1) - 1;
-            let end = if self.span.end_line == self.span.start_line { self.span.end_col.max(1) - 1 } else { width };
+            let end = if self.span.end_line == self.span.start_line {
+                self.span.end_col.max(1) - 1
+            } else {
+                width
+            };
             let carets = end.saturating_sub(start).max(1);
-            write!(f, "\n {pad} | {}{}", " ".repeat(start.min(width)), "^".repeat(carets))?;
+            write!(
+                f,
+                "\n {pad} | {}{}",
+                " ".repeat(start.min(width)),
+                "^".repeat(carets)
+            )?;
         }
         if let Some(hint) = &self.hint {
             write!(f, "\nhint: {hint}")?;
@@ -87,7 +109,11 @@ pub(crate) struct RawError {
 
 impl RawError {
     pub(crate) fn new(span: Span, message: impl Into<String>) -> RawError {
-        RawError { span, message: message.into(), hint: None }
+        RawError {
+            span,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> RawError {
@@ -103,7 +129,13 @@ impl RawError {
             .and_then(|i| lines.get(i))
             .map(|l| l.trim_end_matches(['\r', '\n']).to_string())
             .unwrap_or_default();
-        ParseError { file_name: file_name.to_string(), span: self.span, message: self.message, source_line, hint: self.hint }
+        ParseError {
+            file_name: file_name.to_string(),
+            span: self.span,
+            message: self.message,
+            source_line,
+            hint: self.hint,
+        }
     }
 }
 
@@ -122,7 +154,9 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[i - 2][j - 2] + 1);
             }
@@ -166,7 +200,12 @@ mod tests {
     fn renders_caret_under_span() {
         let e = ParseError {
             file_name: "Dockerfile".into(),
-            span: Span { start_line: 3, end_line: 3, start_col: 1, end_col: 5 },
+            span: Span {
+                start_line: 3,
+                end_line: 3,
+                start_col: 1,
+                end_col: 5,
+            },
             message: "unknown instruction `FORM`".into(),
             source_line: "FORM alpine".into(),
             hint: Some("did you mean `FROM`?".into()),

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::error::{suggest, RawError};
+use crate::error::{RawError, suggest};
 use crate::syntax::Node;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +43,22 @@ impl Flags {
 }
 
 /// Parses `node.flags` against the declared `(name, kind)` list.
-pub(crate) fn parse_flags(node: &Node, keyword: &str, declared: &[(&'static str, FlagKind)]) -> Result<Flags, RawError> {
+pub(crate) fn parse_flags(
+    node: &Node,
+    keyword: &str,
+    declared: &[(&'static str, FlagKind)],
+) -> Result<Flags, RawError> {
     let mut out = Flags::default();
     for (i, raw) in node.flags.iter().enumerate() {
-        let span = node.flag_ranges.get(i).map_or(node.span, |&(s, e)| node.range_span(s, e));
+        let span = node
+            .flag_ranges
+            .get(i)
+            .map_or(node.span, |&(s, e)| node.range_span(s, e));
         let Some(body) = raw.strip_prefix("--") else {
-            return Err(RawError::new(span, format!("flag `{raw}` of {keyword} should start with `--`")));
+            return Err(RawError::new(
+                span,
+                format!("flag `{raw}` of {keyword} should start with `--`"),
+            ));
         };
         let (name, value) = match body.split_once('=') {
             Some((n, v)) => (n, Some(v)),
@@ -67,7 +77,10 @@ pub(crate) fn parse_flags(node: &Node, keyword: &str, declared: &[(&'static str,
             });
         };
         if kind != FlagKind::Strings && out.origin.contains_key(decl) {
-            return Err(RawError::new(span, format!("duplicate flag specified: `--{name}`")));
+            return Err(RawError::new(
+                span,
+                format!("duplicate flag specified: `--{name}`"),
+            ));
         }
         out.origin.insert(decl, i);
         match kind {
@@ -76,11 +89,19 @@ pub(crate) fn parse_flags(node: &Node, keyword: &str, declared: &[(&'static str,
                     None => true,
                     Some("true") => true,
                     Some("false") => false,
-                    Some("") => return Err(RawError::new(span, format!("missing a value on flag `--{name}`"))),
+                    Some("") => {
+                        return Err(RawError::new(
+                            span,
+                            format!("missing a value on flag `--{name}`"),
+                        ));
+                    }
                     Some(_) => {
                         return Err(RawError::new(
                             span,
-                            format!("expecting boolean value for flag `--{name}`, not: `{}`", value.unwrap_or_default()),
+                            format!(
+                                "expecting boolean value for flag `--{name}`, not: `{}`",
+                                value.unwrap_or_default()
+                            ),
                         ));
                     }
                 };
@@ -88,8 +109,10 @@ pub(crate) fn parse_flags(node: &Node, keyword: &str, declared: &[(&'static str,
             }
             FlagKind::String | FlagKind::Strings => {
                 let Some(v) = value else {
-                    return Err(RawError::new(span, format!("missing a value on flag `--{name}`"))
-                        .with_hint(format!("write `--{name}=<value>`")));
+                    return Err(
+                        RawError::new(span, format!("missing a value on flag `--{name}`"))
+                            .with_hint(format!("write `--{name}=<value>`")),
+                    );
                 };
                 if kind == FlagKind::String {
                     out.strings.insert(decl, v.to_string());
@@ -117,14 +140,18 @@ pub(crate) fn parse_go_duration(s: &str) -> Result<(bool, Duration), String> {
     }
     let mut total: f64 = 0.0;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
         let num = &rest[..num_len];
         if num.is_empty() || num == "." || num.matches('.').count() > 1 {
             return Err(format!("invalid duration `{s}`"));
         }
         let value: f64 = num.parse().map_err(|_| format!("invalid duration `{s}`"))?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let nanos_per = match unit {
@@ -151,12 +178,27 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        assert_eq!(parse_go_duration("5s").unwrap(), (false, Duration::from_secs(5)));
-        assert_eq!(parse_go_duration("1m30s").unwrap(), (false, Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("1.5h").unwrap(), (false, Duration::from_secs(5400)));
+        assert_eq!(
+            parse_go_duration("5s").unwrap(),
+            (false, Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_go_duration("1m30s").unwrap(),
+            (false, Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_go_duration("1.5h").unwrap(),
+            (false, Duration::from_secs(5400))
+        );
         assert_eq!(parse_go_duration("0").unwrap(), (false, Duration::ZERO));
-        assert_eq!(parse_go_duration("-2ms").unwrap(), (true, Duration::from_millis(2)));
-        assert_eq!(parse_go_duration("300us").unwrap(), (false, Duration::from_micros(300)));
+        assert_eq!(
+            parse_go_duration("-2ms").unwrap(),
+            (true, Duration::from_millis(2))
+        );
+        assert_eq!(
+            parse_go_duration("300us").unwrap(),
+            (false, Duration::from_micros(300))
+        );
         for bad in ["", "5", "s", "5x", "1..2s", "--1s", "99999999999999999999h"] {
             assert!(parse_go_duration(bad).is_err(), "{bad}");
         }

@@ -28,7 +28,11 @@ pub enum IgnoreError {
     #[error(".dockerignore line {line}: illegal exclusion pattern `!`")]
     LoneBang { line: usize },
     #[error(".dockerignore line {line}: syntax error in pattern `{pattern}`: {reason}")]
-    BadPattern { line: usize, pattern: String, reason: &'static str },
+    BadPattern {
+        line: usize,
+        pattern: String,
+        reason: &'static str,
+    },
 }
 
 /// One cleaned pattern.
@@ -45,7 +49,13 @@ pub struct IgnorePattern {
 impl IgnorePattern {
     /// A pattern given directly (e.g. `COPY --exclude`), cleaned the same way.
     pub fn new(text: &str) -> Result<IgnorePattern, IgnoreError> {
-        parse_line(text, 0).and_then(|p| p.ok_or(IgnoreError::BadPattern { line: 0, pattern: text.into(), reason: "empty pattern" }))
+        parse_line(text, 0).and_then(|p| {
+            p.ok_or(IgnoreError::BadPattern {
+                line: 0,
+                pattern: text.into(),
+                reason: "empty pattern",
+            })
+        })
     }
 }
 
@@ -53,7 +63,10 @@ impl IgnorePattern {
 /// named `dockerfile_name`: `<name>.dockerignore` next to the Dockerfile
 /// wins over the context's `.dockerignore`.
 pub fn dockerignore_names(dockerfile_name: &str) -> [String; 2] {
-    let base = dockerfile_name.rsplit('/').next().unwrap_or(dockerfile_name);
+    let base = dockerfile_name
+        .rsplit('/')
+        .next()
+        .unwrap_or(dockerfile_name);
     [format!("{base}.dockerignore"), ".dockerignore".to_string()]
 }
 
@@ -88,8 +101,16 @@ fn parse_line(line: &str, line_no: usize) -> Result<Option<IgnorePattern>, Ignor
     if cleaned.len() > 1 && cleaned.starts_with('/') {
         cleaned.remove(0);
     }
-    validate(&cleaned).map_err(|reason| IgnoreError::BadPattern { line: line_no, pattern: line.trim().to_string(), reason })?;
-    Ok(Some(IgnorePattern { pattern: cleaned, exception, line: line_no }))
+    validate(&cleaned).map_err(|reason| IgnoreError::BadPattern {
+        line: line_no,
+        pattern: line.trim().to_string(),
+        reason,
+    })?;
+    Ok(Some(IgnorePattern {
+        pattern: cleaned,
+        exception,
+        line: line_no,
+    }))
 }
 
 /// Go's `path.Clean`: collapse `//`, drop `.`, resolve `..` lexically.
@@ -156,7 +177,9 @@ fn validate(p: &str) -> Result<(), &'static str> {
                     }
                     if chars.get(i) == Some(&'-') {
                         match chars.get(i + 1) {
-                            None | Some(']') | Some('-') => return Err("bad range in character class"),
+                            None | Some(']') | Some('-') => {
+                                return Err("bad range in character class");
+                            }
                             Some('\\') => i += 3,
                             Some(_) => i += 2,
                         }
@@ -175,7 +198,10 @@ enum Edge {
     Char(char),
     NotSlash,
     AnyButNewline,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 impl Edge {
@@ -184,7 +210,9 @@ impl Edge {
             Edge::Char(x) => *x == c,
             Edge::NotSlash => c != '/',
             Edge::AnyButNewline => c != '\n',
-            Edge::Class { negated, ranges } => ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated,
+            Edge::Class { negated, ranges } => {
+                ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
+            }
         }
     }
 }
@@ -234,7 +262,11 @@ impl Set {
 
 impl Nfa {
     fn new(states: Vec<State>, required: Option<String>) -> Nfa {
-        let mut nfa = Nfa { states, closure: None, required: required.filter(|r| r.chars().count() >= 2) };
+        let mut nfa = Nfa {
+            states,
+            closure: None,
+            required: required.filter(|r| r.chars().count() >= 2),
+        };
         if nfa.states.len() <= 64 {
             let mut masks = Vec::with_capacity(nfa.states.len());
             let mut stack = Vec::new();
@@ -358,6 +390,39 @@ impl Nfa {
     }
 }
 
+/// A `[…]` class starting after the `[` at `*i`; leaves `*i` after `]`.
+fn parse_class(chars: &[char], i: &mut usize) -> Edge {
+    let negated = chars.get(*i) == Some(&'^');
+    if negated {
+        *i += 1;
+    }
+    let mut ranges = Vec::new();
+    let one = |i: &mut usize, c: char| {
+        if c == '\\' {
+            let escaped = chars.get(*i).copied().unwrap_or('\\');
+            *i += 1;
+            escaped
+        } else {
+            c
+        }
+    };
+    while let Some(&c) = chars.get(*i) {
+        *i += 1;
+        if c == ']' && !ranges.is_empty() {
+            break;
+        }
+        let lo = one(i, c);
+        let mut hi = lo;
+        if chars.get(*i) == Some(&'-') && chars.get(*i + 1).is_some_and(|&c| c != ']') {
+            let h = chars[*i + 1];
+            *i += 2;
+            hi = one(i, h);
+        }
+        ranges.push((lo, hi));
+    }
+    Edge::Class { negated, ranges }
+}
+
 /// How Docker classifies a pattern (its fast paths are part of the
 /// semantics, e.g. `**/x` is a plain suffix test).
 #[derive(Debug, Clone)]
@@ -431,7 +496,10 @@ fn compile(pattern: &str) -> Kind {
                     let inner = cur + 1;
                     let exit = cur + 2;
                     states[cur].eps.extend([inner, exit]);
-                    states.push(State { edges: vec![(Edge::AnyButNewline, inner), (Edge::Char('/'), exit)], eps: vec![] });
+                    states.push(State {
+                        edges: vec![(Edge::AnyButNewline, inner), (Edge::Char('/'), exit)],
+                        eps: vec![],
+                    });
                     states.push(State::default());
                 }
                 if iteration == 0 {
@@ -460,26 +528,8 @@ fn compile(pattern: &str) -> Kind {
             }
             '[' => {
                 ty = Ty::Regexp;
-                let negated = chars.get(i) == Some(&'^');
-                if negated {
-                    i += 1;
-                }
-                let mut ranges = Vec::new();
-                while let Some(&c) = chars.get(i) {
-                    i += 1;
-                    if c == ']' && !ranges.is_empty() {
-                        break;
-                    }
-                    let lo = if c == '\\' { chars.get(i).copied().inspect(|_| i += 1).unwrap_or('\\') } else { c };
-                    let mut hi = lo;
-                    if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|&c| c != ']') {
-                        let h = chars[i + 1];
-                        i += 2;
-                        hi = if h == '\\' { chars.get(i).copied().inspect(|_| i += 1).unwrap_or('\\') } else { h };
-                    }
-                    ranges.push((lo, hi));
-                }
-                push_edge(&mut states, Edge::Class { negated, ranges });
+                let class = parse_class(&chars, &mut i);
+                push_edge(&mut states, class);
             }
             c => push_edge(&mut states, Edge::Char(c)),
         }
@@ -510,12 +560,16 @@ struct Compiled {
 impl Compiled {
     fn matches(&self, path: &str) -> bool {
         match &self.kind {
-            Kind::Exact(p) => path.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+            Kind::Exact(p) => path
+                .strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
             Kind::Prefix(p) => path.starts_with(p.as_str()),
             Kind::Suffix(s) => {
                 // Docker: `HasSuffix(p, "/foo") || p == "foo"`, for the path
                 // and each parent.
-                let one = |p: &str| p.ends_with(s.as_str()) || s.strip_prefix('/').is_some_and(|bare| p == bare);
+                let one = |p: &str| {
+                    p.ends_with(s.as_str()) || s.strip_prefix('/').is_some_and(|bare| p == bare)
+                };
                 one(path) || path.match_indices('/').any(|(q, _)| one(&path[..q]))
             }
             Kind::Nfa(n) => n.matches(path),
@@ -551,10 +605,18 @@ impl IgnoreMatcher {
                     Kind::Nfa(_) => None,
                     _ => Some(nfa_of_literal_kind(&kind)),
                 };
-                Compiled { kind, nfa, exception: p.exception, pattern: p.pattern }
+                Compiled {
+                    kind,
+                    nfa,
+                    exception: p.exception,
+                    pattern: p.pattern,
+                }
             })
             .collect();
-        IgnoreMatcher { patterns, has_exceptions }
+        IgnoreMatcher {
+            patterns,
+            has_exceptions,
+        }
     }
 
     /// Parses and compiles `.dockerignore` text.
@@ -569,7 +631,9 @@ impl IgnoreMatcher {
 
     /// The patterns, cleaned, in order (`!` stripped; see `exception`).
     pub fn patterns(&self) -> impl Iterator<Item = (&str, bool)> {
-        self.patterns.iter().map(|p| (p.pattern.as_str(), p.exception))
+        self.patterns
+            .iter()
+            .map(|p| (p.pattern.as_str(), p.exception))
     }
 
     /// Is `path` (relative to the context, `/`-separated) excluded? A path
@@ -607,7 +671,10 @@ impl IgnoreMatcher {
             return true;
         }
         let dir = normalize(dir);
-        !self.patterns.iter().any(|p| p.exception && p.may_match_below(&dir))
+        !self
+            .patterns
+            .iter()
+            .any(|p| p.exception && p.may_match_below(&dir))
     }
 }
 
@@ -617,7 +684,10 @@ fn nfa_of_literal_kind(kind: &Kind) -> Nfa {
     let literal = |s: &str, trailing_any: bool| {
         let mut states: Vec<State> = Vec::new();
         for (i, c) in s.chars().enumerate() {
-            states.push(State { edges: vec![(Edge::Char(c), i + 1)], eps: vec![] });
+            states.push(State {
+                edges: vec![(Edge::Char(c), i + 1)],
+                eps: vec![],
+            });
         }
         let mut last = State::default();
         if trailing_any {
@@ -636,7 +706,11 @@ fn nfa_of_literal_kind(kind: &Kind) -> Nfa {
 
 fn normalize(path: &str) -> std::borrow::Cow<'_, str> {
     let trimmed = path.trim_start_matches("./").trim_start_matches('/');
-    if trimmed.contains("//") || trimmed.contains("/./") || trimmed.ends_with('/') || trimmed.contains("/../") {
+    if trimmed.contains("//")
+        || trimmed.contains("/./")
+        || trimmed.ends_with('/')
+        || trimmed.contains("/../")
+    {
         std::borrow::Cow::Owned(clean_path(trimmed))
     } else {
         std::borrow::Cow::Borrowed(trimmed)
@@ -651,11 +725,39 @@ mod tests {
     /// plain set simulation.
     #[test]
     fn fast_paths_agree_with_plain_simulation() {
-        let patterns = ["**/*.log", "a**/*.txt", "*/temp*", "src/**/*.rs", "a[b-d]?/**/x", "\\*a*", "**/a/**/b", "x/**", "*.*.*"];
-        let paths = ["a.log", "x/y/a.log", "ab/c.txt", "s/temp1", "src/a/b.rs", "ac1/q/x", "*abc", "k/a/z/b/c", "x/y", "a.b.c", "", "/", "a//b"];
+        let patterns = [
+            "**/*.log",
+            "a**/*.txt",
+            "*/temp*",
+            "src/**/*.rs",
+            "a[b-d]?/**/x",
+            "\\*a*",
+            "**/a/**/b",
+            "x/**",
+            "*.*.*",
+        ];
+        let paths = [
+            "a.log",
+            "x/y/a.log",
+            "ab/c.txt",
+            "s/temp1",
+            "src/a/b.rs",
+            "ac1/q/x",
+            "*abc",
+            "k/a/z/b/c",
+            "x/y",
+            "a.b.c",
+            "",
+            "/",
+            "a//b",
+        ];
         for p in patterns {
             let Kind::Nfa(nfa) = compile(p) else { continue };
-            let plain = Nfa { states: nfa.states.clone(), closure: None, required: None };
+            let plain = Nfa {
+                states: nfa.states.clone(),
+                closure: None,
+                required: None,
+            };
             for path in paths {
                 assert_eq!(nfa.matches(path), plain.matches(path), "{p} vs {path}");
             }
@@ -664,9 +766,13 @@ mod tests {
 
     #[test]
     fn required_literal_is_extracted() {
-        let Kind::Nfa(n) = compile("**/*.log") else { panic!() };
+        let Kind::Nfa(n) = compile("**/*.log") else {
+            panic!()
+        };
         assert_eq!(n.required.as_deref(), Some(".log"));
-        let Kind::Nfa(n) = compile("a\\*bc*d") else { panic!() };
+        let Kind::Nfa(n) = compile("a\\*bc*d") else {
+            panic!()
+        };
         assert_eq!(n.required.as_deref(), Some("a*bc"));
     }
 }

@@ -6,14 +6,30 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::ast::*;
-use crate::error::{suggest, RawError, Span};
-use crate::flags::{parse_flags, parse_go_duration, FlagKind};
+use crate::error::{RawError, Span, suggest};
+use crate::flags::{FlagKind, parse_flags, parse_go_duration};
 use crate::mounts::MountSpec;
-use crate::syntax::{parse_heredoc, Heredoc, Node, RawDockerfile, Warning};
+use crate::syntax::{Heredoc, Node, RawDockerfile, Warning, parse_heredoc};
 
 const KEYWORDS: &[&str] = &[
-    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL", "MAINTAINER", "ONBUILD", "RUN",
-    "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
 ];
 
 /// Converts the node layer to stages. `warnings` receives lint findings.
@@ -35,8 +51,14 @@ pub(crate) fn build(raw: RawDockerfile, file_name: &str) -> Result<Dockerfile, R
             let stage = parse_from(node, stages.len(), &mut warnings)?;
             if let Some(name) = &stage.name {
                 if let Some(prev) = names.get(name) {
-                    return Err(RawError::new(node.args_span(), format!("duplicate stage name `{name}`"))
-                        .with_hint(format!("stage `{name}` is already defined on line {}", prev.start_line)));
+                    return Err(RawError::new(
+                        node.args_span(),
+                        format!("duplicate stage name `{name}`"),
+                    )
+                    .with_hint(format!(
+                        "stage `{name}` is already defined on line {}",
+                        prev.start_line
+                    )));
                 }
                 names.insert(name.clone(), stage.span);
             }
@@ -48,33 +70,64 @@ pub(crate) fn build(raw: RawDockerfile, file_name: &str) -> Result<Dockerfile, R
             Some(stage) => stage.instructions.push(inst),
             None if matches!(inst.kind, InstructionKind::Arg(_)) => global_args.push(inst),
             None => {
-                return Err(RawError::new(node.keyword_span(), format!("`{kw}` before the first `FROM`: no build stage in current context"))
-                    .with_hint("only `ARG` may come before the first `FROM`; add a `FROM` line above"));
+                return Err(RawError::new(
+                    node.keyword_span(),
+                    format!("`{kw}` before the first `FROM`: no build stage in current context"),
+                )
+                .with_hint(
+                    "only `ARG` may come before the first `FROM`; add a `FROM` line above",
+                ));
             }
         }
     }
     if stages.is_empty() {
         let span = raw.nodes.last().map_or(Span::point(1, 1), |n| n.span);
-        return Err(RawError::new(span, "the Dockerfile has no `FROM` instruction, so there is no stage to build")
-            .with_hint("start a stage with `FROM <image>` or `FROM scratch`"));
+        return Err(RawError::new(
+            span,
+            "the Dockerfile has no `FROM` instruction, so there is no stage to build",
+        )
+        .with_hint("start a stage with `FROM <image>` or `FROM scratch`"));
     }
     for stage in &stages {
         lint_stage(stage, &mut warnings);
     }
-    let (check, problems) = raw.directives.check.as_deref().map(CheckConfig::parse).unwrap_or_default();
-    warnings.extend(problems.into_iter().map(|message| Warning { rule: "InvalidCheckDirective", message, span: None }));
+    let (check, problems) = raw
+        .directives
+        .check
+        .as_deref()
+        .map(CheckConfig::parse)
+        .unwrap_or_default();
+    warnings.extend(problems.into_iter().map(|message| Warning {
+        rule: "InvalidCheckDirective",
+        message,
+        span: None,
+    }));
     warnings.retain(|w| check.reports(w.rule));
-    Ok(Dockerfile { file_name: file_name.to_string(), directives: raw.directives, escape: raw.escape, global_args, stages, warnings, check })
+    Ok(Dockerfile {
+        file_name: file_name.to_string(),
+        directives: raw.directives,
+        escape: raw.escape,
+        global_args,
+        stages,
+        warnings,
+        check,
+    })
 }
 
 fn lint_stage(stage: &Stage, warnings: &mut Vec<Warning>) {
     for kw in ["CMD", "ENTRYPOINT", "HEALTHCHECK"] {
-        let all: Vec<&Instruction> = stage.instructions.iter().filter(|i| i.kind.keyword() == kw).collect();
+        let all: Vec<&Instruction> = stage
+            .instructions
+            .iter()
+            .filter(|i| i.kind.keyword() == kw)
+            .collect();
         if all.len() > 1 {
             for inst in &all[..all.len() - 1] {
                 warnings.push(Warning {
                     rule: "MultipleInstructionsDisallowed",
-                    message: format!("multiple `{kw}` instructions in one stage: only the last one takes effect"),
+                    message: format!(
+                        "multiple `{kw}` instructions in one stage: only the last one takes effect"
+                    ),
                     span: Some(inst.span),
                 });
             }
@@ -94,7 +147,9 @@ fn parse_from(node: &Node, index: usize, warnings: &mut Vec<Warning>) -> Result<
         3 if args[1].eq_ignore_ascii_case("as") => {
             let lower = args[2].to_lowercase();
             let valid = lower.starts_with(|c: char| c.is_ascii_lowercase())
-                && lower.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+                && lower.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+                });
             if !valid {
                 return Err(err(node.args_span(), format!("invalid name for build stage: `{}`", args[2]))
                     .with_hint("a stage name starts with a letter and contains only letters, digits, `-`, `_` and `.`"));
@@ -116,8 +171,15 @@ fn parse_from(node: &Node, index: usize, warnings: &mut Vec<Warning>) -> Result<
             Some(lower)
         }
         _ => {
-            return Err(err(if args.is_empty() { node.span } else { node.args_span() }, "FROM requires either one or three arguments")
-                .with_hint("write `FROM <image>` or `FROM <image> AS <name>`"));
+            return Err(err(
+                if args.is_empty() {
+                    node.span
+                } else {
+                    node.args_span()
+                },
+                "FROM requires either one or three arguments",
+            )
+            .with_hint("write `FROM <image>` or `FROM <image> AS <name>`"));
         }
     };
     Ok(Stage {
@@ -138,13 +200,19 @@ fn no_flags(node: &Node, kw: &str) -> Result<(), RawError> {
 fn exactly_one(node: &Node, kw: &str) -> Result<String, RawError> {
     match node.args.as_slice() {
         [one] => Ok(one.clone()),
-        _ => Err(err(node.span, format!("{kw} requires exactly one argument"))),
+        _ => Err(err(
+            node.span,
+            format!("{kw} requires exactly one argument"),
+        )),
     }
 }
 
 fn at_least_one(node: &Node, kw: &str) -> Result<(), RawError> {
     if node.args.is_empty() {
-        return Err(err(node.span, format!("{kw} requires at least one argument")));
+        return Err(err(
+            node.span,
+            format!("{kw} requires at least one argument"),
+        ));
     }
     Ok(())
 }
@@ -162,12 +230,22 @@ fn kvs(node: &Node, kw: &str) -> Result<Vec<KeyValue>, RawError> {
     let mut out = Vec::new();
     for chunk in node.args.chunks(3) {
         let [key, value, sep] = chunk else {
-            return Err(err(node.span, format!("bad input to {kw}, too many arguments")));
+            return Err(err(
+                node.span,
+                format!("bad input to {kw}, too many arguments"),
+            ));
         };
         if key.is_empty() {
-            return Err(err(node.args_span(), format!("{kw} names can not be blank")));
+            return Err(err(
+                node.args_span(),
+                format!("{kw} names can not be blank"),
+            ));
         }
-        out.push(KeyValue { key: key.clone(), value: value.clone(), legacy: sep.is_empty() });
+        out.push(KeyValue {
+            key: key.clone(),
+            value: value.clone(),
+            legacy: sep.is_empty(),
+        });
     }
     Ok(out)
 }
@@ -178,7 +256,11 @@ fn chomped(docs: &[Heredoc]) -> Vec<Heredoc> {
         .map(|d| {
             let mut d = d.clone();
             if d.chomp_tabs {
-                d.content = d.content.split_inclusive('\n').map(|l| l.trim_start_matches('\t')).collect();
+                d.content = d
+                    .content
+                    .split_inclusive('\n')
+                    .map(|l| l.trim_start_matches('\t'))
+                    .collect();
             }
             d
         })
@@ -186,7 +268,10 @@ fn chomped(docs: &[Heredoc]) -> Vec<Heredoc> {
 }
 
 /// Parses one non-FROM node.
-pub(crate) fn parse_instruction(node: &Node, warnings: &mut Vec<Warning>) -> Result<Instruction, RawError> {
+pub(crate) fn parse_instruction(
+    node: &Node,
+    warnings: &mut Vec<Warning>,
+) -> Result<Instruction, RawError> {
     let kw = node.keyword.to_ascii_uppercase();
     let kind = match kw.as_str() {
         "RUN" => InstructionKind::Run(parse_run(node)?),
@@ -200,78 +285,37 @@ pub(crate) fn parse_instruction(node: &Node, warnings: &mut Vec<Warning>) -> Res
                 });
             }
             let cmd = command(node);
-            if kw == "CMD" { InstructionKind::Cmd(cmd) } else { InstructionKind::Entrypoint(cmd) }
+            if kw == "CMD" {
+                InstructionKind::Cmd(cmd)
+            } else {
+                InstructionKind::Entrypoint(cmd)
+            }
         }
         "SHELL" => {
             no_flags(node, &kw)?;
             if !node.json {
-                return Err(err(node.args_span(), "SHELL requires the arguments to be in JSON form")
-                    .with_hint("write e.g. `SHELL [\"/bin/bash\", \"-c\"]`"));
+                return Err(err(
+                    node.args_span(),
+                    "SHELL requires the arguments to be in JSON form",
+                )
+                .with_hint("write e.g. `SHELL [\"/bin/bash\", \"-c\"]`"));
             }
             at_least_one(node, "SHELL")?;
             InstructionKind::Shell(node.args.clone())
         }
-        "LABEL" => {
-            no_flags(node, &kw)?;
-            InstructionKind::Label(kvs(node, "LABEL")?)
-        }
-        "ENV" => {
-            no_flags(node, &kw)?;
-            InstructionKind::Env(kvs(node, "ENV")?)
-        }
+        "ADD" | "COPY" => parse_copy(node, &kw)?,
         "MAINTAINER" => {
             no_flags(node, &kw)?;
             warnings.push(Warning {
                 rule: "MaintainerDeprecated",
-                message: "MAINTAINER is deprecated; use `LABEL org.opencontainers.image.authors=…`".into(),
+                message: "MAINTAINER is deprecated; use `LABEL org.opencontainers.image.authors=…`"
+                    .into(),
                 span: Some(node.span),
             });
             InstructionKind::Maintainer(exactly_one(node, "MAINTAINER")?)
         }
-        "EXPOSE" => {
-            no_flags(node, &kw)?;
-            at_least_one(node, "EXPOSE")?;
-            InstructionKind::Expose(node.args.clone())
-        }
-        "ADD" | "COPY" => parse_copy(node, &kw)?,
-        "VOLUME" => {
-            no_flags(node, &kw)?;
-            at_least_one(node, "VOLUME")?;
-            let mut vols = Vec::new();
-            for v in &node.args {
-                let v = v.trim();
-                if v.is_empty() {
-                    return Err(err(node.args_span(), "VOLUME specified can not be an empty string"));
-                }
-                vols.push(v.to_string());
-            }
-            InstructionKind::Volume(vols)
-        }
-        "USER" => {
-            no_flags(node, &kw)?;
-            InstructionKind::User(exactly_one(node, "USER")?)
-        }
-        "WORKDIR" => {
-            no_flags(node, &kw)?;
-            InstructionKind::Workdir(exactly_one(node, "WORKDIR")?)
-        }
-        "STOPSIGNAL" => {
-            no_flags(node, &kw)?;
-            InstructionKind::StopSignal(exactly_one(node, "STOPSIGNAL")?)
-        }
-        "ARG" => {
-            no_flags(node, &kw)?;
-            at_least_one(node, "ARG")?;
-            let mut decls = Vec::new();
-            for a in &node.args {
-                let decl = match a.split_once('=') {
-                    Some(("", _)) => return Err(err(node.args_span(), "ARG names can not be blank")),
-                    Some((k, v)) => ArgDecl { name: k.to_string(), default: Some(v.to_string()) },
-                    None => ArgDecl { name: a.clone(), default: None },
-                };
-                decls.push(decl);
-            }
-            InstructionKind::Arg(decls)
+        "LABEL" | "ENV" | "EXPOSE" | "VOLUME" | "USER" | "WORKDIR" | "STOPSIGNAL" | "ARG" => {
+            parse_simple(node, &kw)?
         }
         "ONBUILD" => InstructionKind::Onbuild(parse_onbuild(node, warnings)?),
         "HEALTHCHECK" => InstructionKind::Healthcheck(parse_healthcheck(node, warnings)?),
@@ -279,7 +323,10 @@ pub(crate) fn parse_instruction(node: &Node, warnings: &mut Vec<Warning>) -> Res
             return Err(err(node.keyword_span(), "FROM is not allowed here"));
         }
         _ => {
-            let e = err(node.keyword_span(), format!("unknown instruction `{}`", node.keyword));
+            let e = err(
+                node.keyword_span(),
+                format!("unknown instruction `{}`", node.keyword),
+            );
             return Err(match suggest(&node.keyword, KEYWORDS) {
                 Some(s) => e.with_hint(format!("did you mean `{s}`?")),
                 None => e.with_hint("instructions are FROM, RUN, COPY, ADD, ENV, ARG, WORKDIR, USER, CMD, ENTRYPOINT, …"),
@@ -293,14 +340,80 @@ pub(crate) fn parse_instruction(node: &Node, warnings: &mut Vec<Warning>) -> Res
             span: Some(node.keyword_span()),
         });
     }
-    Ok(Instruction { span: node.span, original: node.original.trim().to_string(), kind })
+    Ok(Instruction {
+        span: node.span,
+        original: node.original.trim().to_string(),
+        kind,
+    })
+}
+
+/// Instructions without flags whose arguments need only counting/splitting.
+fn parse_simple(node: &Node, kw: &str) -> Result<InstructionKind, RawError> {
+    no_flags(node, kw)?;
+    Ok(match kw {
+        "LABEL" => InstructionKind::Label(kvs(node, "LABEL")?),
+        "ENV" => InstructionKind::Env(kvs(node, "ENV")?),
+        "EXPOSE" => {
+            at_least_one(node, "EXPOSE")?;
+            InstructionKind::Expose(node.args.clone())
+        }
+        "VOLUME" => {
+            at_least_one(node, "VOLUME")?;
+            let mut vols = Vec::new();
+            for v in &node.args {
+                let v = v.trim();
+                if v.is_empty() {
+                    return Err(err(
+                        node.args_span(),
+                        "VOLUME specified can not be an empty string",
+                    ));
+                }
+                vols.push(v.to_string());
+            }
+            InstructionKind::Volume(vols)
+        }
+        "USER" => InstructionKind::User(exactly_one(node, "USER")?),
+        "WORKDIR" => InstructionKind::Workdir(exactly_one(node, "WORKDIR")?),
+        "STOPSIGNAL" => InstructionKind::StopSignal(exactly_one(node, "STOPSIGNAL")?),
+        "ARG" => {
+            at_least_one(node, "ARG")?;
+            let mut decls = Vec::new();
+            for a in &node.args {
+                let decl = match a.split_once('=') {
+                    Some(("", _)) => {
+                        return Err(err(node.args_span(), "ARG names can not be blank"));
+                    }
+                    Some((k, v)) => ArgDecl {
+                        name: k.to_string(),
+                        default: Some(v.to_string()),
+                    },
+                    None => ArgDecl {
+                        name: a.clone(),
+                        default: None,
+                    },
+                };
+                decls.push(decl);
+            }
+            InstructionKind::Arg(decls)
+        }
+        _ => {
+            return Err(err(
+                node.keyword_span(),
+                format!("unknown instruction `{}`", node.keyword),
+            ));
+        }
+    })
 }
 
 fn parse_run(node: &Node) -> Result<Run, RawError> {
     let flags = parse_flags(
         node,
         "RUN",
-        &[("mount", FlagKind::Strings), ("network", FlagKind::String), ("security", FlagKind::String)],
+        &[
+            ("mount", FlagKind::Strings),
+            ("network", FlagKind::String),
+            ("security", FlagKind::String),
+        ],
     )?;
     let flag_span = |name: &str| {
         flags
@@ -310,8 +423,13 @@ fn parse_run(node: &Node) -> Result<Run, RawError> {
             .map_or(node.span, |&(s, e)| node.range_span(s, e))
     };
     let mut mounts = Vec::new();
-    let mount_indexes: Vec<usize> =
-        node.flags.iter().enumerate().filter(|(_, f)| f.starts_with("--mount=")).map(|(i, _)| i).collect();
+    let mount_indexes: Vec<usize> = node
+        .flags
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.starts_with("--mount="))
+        .map(|(i, _)| i)
+        .collect();
     for (n, raw) in flags.strings("mount").into_iter().enumerate() {
         let span = mount_indexes
             .get(n)
@@ -326,8 +444,11 @@ fn parse_run(node: &Node) -> Result<Run, RawError> {
         Some("none") => Some(NetworkMode::None),
         Some("host") => Some(NetworkMode::Host),
         Some(other) => {
-            return Err(err(flag_span("network"), format!("network mode `{other}` not supported"))
-                .with_hint("use `default`, `none` or `host`"));
+            return Err(err(
+                flag_span("network"),
+                format!("network mode `{other}` not supported"),
+            )
+            .with_hint("use `default`, `none` or `host`"));
         }
     };
     let security = match flags.string("security").as_deref() {
@@ -335,12 +456,25 @@ fn parse_run(node: &Node) -> Result<Run, RawError> {
         Some("sandbox") => Some(SecurityMode::Sandbox),
         Some("insecure") => Some(SecurityMode::Insecure),
         Some(other) => {
-            return Err(err(flag_span("security"), format!("security mode `{other}` not supported"))
-                .with_hint("use `sandbox` or `insecure`"));
+            return Err(err(
+                flag_span("security"),
+                format!("security mode `{other}` not supported"),
+            )
+            .with_hint("use `sandbox` or `insecure`"));
         }
     };
-    let heredocs = if node.json { Vec::new() } else { chomped(&node.heredocs) };
-    Ok(Run { command: command(node), heredocs, mounts, network, security })
+    let heredocs = if node.json {
+        Vec::new()
+    } else {
+        chomped(&node.heredocs)
+    };
+    Ok(Run {
+        command: command(node),
+        heredocs,
+        mounts,
+        network,
+        security,
+    })
 }
 
 fn parse_copy(node: &Node, kw: &str) -> Result<InstructionKind, RawError> {
@@ -353,7 +487,11 @@ fn parse_copy(node: &Node, kw: &str) -> Result<InstructionKind, RawError> {
         ("parents", FlagKind::Bool),
     ];
     if is_add {
-        declared.extend([("keep-git-dir", FlagKind::Bool), ("checksum", FlagKind::String), ("unpack", FlagKind::Bool)]);
+        declared.extend([
+            ("keep-git-dir", FlagKind::Bool),
+            ("checksum", FlagKind::String),
+            ("unpack", FlagKind::Bool),
+        ]);
     } else {
         declared.push(("from", FlagKind::String));
     }
@@ -363,17 +501,30 @@ fn parse_copy(node: &Node, kw: &str) -> Result<InstructionKind, RawError> {
             .with_hint(format!("write `{kw} <source>... <destination>`")));
     }
     let (dest, srcs) = node.args.split_last().unwrap_or((&node.args[0], &[]));
-    let heredocs = if node.json { Vec::new() } else { chomped(&node.heredocs) };
+    let heredocs = if node.json {
+        Vec::new()
+    } else {
+        chomped(&node.heredocs)
+    };
     if !node.json && parse_heredoc(dest).ok().flatten().is_some() {
-        return Err(err(node.args_span(), format!("{kw} cannot accept a heredoc as a destination")));
+        return Err(err(
+            node.args_span(),
+            format!("{kw} cannot accept a heredoc as a destination"),
+        ));
     }
     let mut sources = Vec::new();
     let mut inline = Vec::new();
     for src in srcs {
-        match (!node.json).then(|| parse_heredoc(src).ok().flatten()).flatten() {
+        match (!node.json)
+            .then(|| parse_heredoc(src).ok().flatten())
+            .flatten()
+        {
             Some(marker) => {
                 let body = heredocs.iter().find(|h| h.name == marker.name).cloned();
-                inline.push(body.unwrap_or(Heredoc { content: String::new(), ..marker }));
+                inline.push(body.unwrap_or(Heredoc {
+                    content: String::new(),
+                    ..marker
+                }));
             }
             None => sources.push(src.clone()),
         }
@@ -393,7 +544,11 @@ fn parse_copy(node: &Node, kw: &str) -> Result<InstructionKind, RawError> {
         unpack: flags.bool("unpack"),
         json: node.json,
     };
-    Ok(if is_add { InstructionKind::Add(copy) } else { InstructionKind::Copy(copy) })
+    Ok(if is_add {
+        InstructionKind::Add(copy)
+    } else {
+        InstructionKind::Copy(copy)
+    })
 }
 
 fn parse_onbuild(node: &Node, warnings: &mut Vec<Warning>) -> Result<Onbuild, RawError> {
@@ -404,10 +559,16 @@ fn parse_onbuild(node: &Node, warnings: &mut Vec<Warning>) -> Result<Onbuild, Ra
     let trigger_kw = sub.keyword.to_ascii_uppercase();
     match trigger_kw.as_str() {
         "ONBUILD" => {
-            return Err(err(sub.keyword_span(), "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"));
+            return Err(err(
+                sub.keyword_span(),
+                "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+            ));
         }
         "MAINTAINER" | "FROM" => {
-            return Err(err(sub.keyword_span(), format!("{trigger_kw} isn't allowed as an ONBUILD trigger")));
+            return Err(err(
+                sub.keyword_span(),
+                format!("{trigger_kw} isn't allowed as an ONBUILD trigger"),
+            ));
         }
         _ => {}
     }
@@ -422,7 +583,10 @@ fn parse_onbuild(node: &Node, warnings: &mut Vec<Warning>) -> Result<Onbuild, Ra
         expression.push_str(&doc.content);
         expression.push_str(&doc.name);
     }
-    Ok(Onbuild { expression, trigger: Box::new(trigger) })
+    Ok(Onbuild {
+        expression,
+        trigger: Box::new(trigger),
+    })
 }
 
 fn parse_healthcheck(node: &Node, warnings: &mut Vec<Warning>) -> Result<Healthcheck, RawError> {
@@ -471,27 +635,45 @@ fn parse_healthcheck(node: &Node, warnings: &mut Vec<Warning>) -> Result<Healthc
             .map_or(node.span, |&(s, e)| node.range_span(s, e))
     };
     if upper != "CMD" {
-        return Err(err(node.args_span(), format!("unknown type `{typ}` in HEALTHCHECK")).with_hint("try `CMD` or `NONE`"));
+        return Err(err(
+            node.args_span(),
+            format!("unknown type `{typ}` in HEALTHCHECK"),
+        )
+        .with_hint("try `CMD` or `NONE`"));
     }
     let test = if node.json {
         if rest.is_empty() {
-            return Err(err(node.args_span(), "missing command after HEALTHCHECK CMD"));
+            return Err(err(
+                node.args_span(),
+                "missing command after HEALTHCHECK CMD",
+            ));
         }
         HealthTest::Cmd(rest.to_vec())
     } else {
         match rest.first() {
             Some(s) if !s.is_empty() => HealthTest::CmdShell(s.clone()),
-            _ => return Err(err(node.args_span(), "missing command after HEALTHCHECK CMD")),
+            _ => {
+                return Err(err(
+                    node.args_span(),
+                    "missing command after HEALTHCHECK CMD",
+                ));
+            }
         }
     };
     let duration = |name: &str| -> Result<Option<Duration>, RawError> {
-        let Some(v) = flags.string(name) else { return Ok(None) };
-        let (neg, d) = parse_go_duration(&v).map_err(|m| err(flag_span(name), format!("--{name}: {m}")))?;
+        let Some(v) = flags.string(name) else {
+            return Ok(None);
+        };
+        let (neg, d) =
+            parse_go_duration(&v).map_err(|m| err(flag_span(name), format!("--{name}: {m}")))?;
         if d.is_zero() {
             return Ok(Some(Duration::ZERO));
         }
         if neg || d < Duration::from_millis(1) {
-            return Err(err(flag_span(name), format!("--{name} `{v}` cannot be less than 1ms")));
+            return Err(err(
+                flag_span(name),
+                format!("--{name} `{v}` cannot be less than 1ms"),
+            ));
         }
         Ok(Some(d))
     };
@@ -502,9 +684,17 @@ fn parse_healthcheck(node: &Node, warnings: &mut Vec<Warning>) -> Result<Healthc
                 .parse()
                 .ok()
                 .filter(|n| i32::try_from(*n).is_ok())
-                .ok_or_else(|| err(flag_span("retries"), format!("--retries: invalid number `{v}`")))?;
+                .ok_or_else(|| {
+                    err(
+                        flag_span("retries"),
+                        format!("--retries: invalid number `{v}`"),
+                    )
+                })?;
             if n < 0 {
-                return Err(err(flag_span("retries"), format!("--retries cannot be negative (`{v}`)")));
+                return Err(err(
+                    flag_span("retries"),
+                    format!("--retries cannot be negative (`{v}`)"),
+                ));
             }
             u32::try_from(n).ok()
         }

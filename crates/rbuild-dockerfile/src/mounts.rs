@@ -93,14 +93,31 @@ pub enum MountError {
     #[error("invalid field `{field}` in mount `{raw}`: must be a key=value pair")]
     NotKeyValue { raw: String, field: String },
     #[error("unexpected key `{key}` in mount `{raw}`{}", hint.as_ref().map(|h| format!(" (did you mean `{h}`?)")).unwrap_or_default())]
-    UnknownKey { raw: String, key: String, hint: Option<String> },
-    #[error("unsupported mount type `{value}` in mount `{raw}`; expected bind, cache, tmpfs, secret or ssh")]
+    UnknownKey {
+        raw: String,
+        key: String,
+        hint: Option<String>,
+    },
+    #[error(
+        "unsupported mount type `{value}` in mount `{raw}`; expected bind, cache, tmpfs, secret or ssh"
+    )]
     BadType { raw: String, value: String },
     #[error("invalid value `{value}` for `{key}` in mount `{raw}`: {reason}")]
-    BadValue { raw: String, key: String, value: String, reason: String },
+    BadValue {
+        raw: String,
+        key: String,
+        value: String,
+        reason: String,
+    },
     #[error("`{key}` is not allowed for `{kind}` mounts: `{raw}`")]
-    NotAllowed { raw: String, key: String, kind: &'static str },
-    #[error("`from` in mount `{raw}` does not support variable expansion; define an alias stage instead")]
+    NotAllowed {
+        raw: String,
+        key: String,
+        kind: &'static str,
+    },
+    #[error(
+        "`from` in mount `{raw}` does not support variable expansion; define an alias stage instead"
+    )]
     FromVariable { raw: String },
     #[error("mount `{raw}` of type `{kind}` requires a `target`")]
     MissingTarget { raw: String, kind: &'static str },
@@ -119,14 +136,44 @@ pub enum MountError {
 /// Expands one mount value (the conversion passes the stage environment).
 pub type Expander<'a> = &'a dyn Fn(&str) -> Result<String, ExpandError>;
 
+/// Which option fields a mount value set (for per-type validation).
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    ro: Option<bool>,
+    sharing: bool,
+    required: bool,
+    size: bool,
+    env: bool,
+}
+
 const KEYS: &[&str] = &[
-    "type", "from", "source", "src", "target", "dst", "destination", "readonly", "ro", "readwrite", "rw", "required", "id",
-    "sharing", "mode", "uid", "gid", "size", "env",
+    "type",
+    "from",
+    "source",
+    "src",
+    "target",
+    "dst",
+    "destination",
+    "readonly",
+    "ro",
+    "readwrite",
+    "rw",
+    "required",
+    "id",
+    "sharing",
+    "mode",
+    "uid",
+    "gid",
+    "size",
+    "env",
 ];
 
 /// Go's `encoding/csv` for a single record.
 fn split_csv(raw: &str) -> Result<Vec<String>, MountError> {
-    let err = |reason: &str| MountError::Csv { raw: raw.to_string(), reason: reason.to_string() };
+    let err = |reason: &str| MountError::Csv {
+        raw: raw.to_string(),
+        reason: reason.to_string(),
+    };
     if raw.is_empty() {
         return Err(err("empty value"));
     }
@@ -176,7 +223,12 @@ fn parse_bool(raw: &str, key: &str, v: &str) -> Result<bool, MountError> {
     match v {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(MountError::BadValue { raw: raw.into(), key: key.into(), value: v.into(), reason: "expected a boolean".into() }),
+        _ => Err(MountError::BadValue {
+            raw: raw.into(),
+            key: key.into(),
+            value: v.into(),
+            reason: "expected a boolean".into(),
+        }),
     }
 }
 
@@ -191,12 +243,24 @@ fn parse_u32(raw: &str, key: &str, v: &str, radix: u32) -> Result<u32, MountErro
 
 /// Docker's `units.RAMInBytes`: `64m`, `1g`, `512k`, `100` (bytes), `1.5gb`.
 fn parse_size(raw: &str, v: &str) -> Result<u64, MountError> {
-    let bad = |reason: &str| MountError::BadValue { raw: raw.into(), key: "size".into(), value: v.into(), reason: reason.into() };
+    let bad = |reason: &str| MountError::BadValue {
+        raw: raw.into(),
+        key: "size".into(),
+        value: v.into(),
+        reason: reason.into(),
+    };
     let lower = v.trim().to_ascii_lowercase();
-    let num_len = lower.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(lower.len());
-    let number: f64 = lower[..num_len].parse().map_err(|_| bad("expected a size like `64m`"))?;
+    let num_len = lower
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(lower.len());
+    let number: f64 = lower[..num_len]
+        .parse()
+        .map_err(|_| bad("expected a size like `64m`"))?;
     let unit = lower[num_len..].trim_start();
-    let unit = unit.strip_suffix("ib").or_else(|| unit.strip_suffix('b')).unwrap_or(unit);
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(unit);
     let mult: f64 = match unit {
         "" => 1.0,
         "k" => 1024.0,
@@ -250,11 +314,7 @@ impl MountSpec {
             raw: raw.to_string(),
             needs_expansion: false,
         };
-        let mut ro: Option<bool> = None;
-        let mut sharing_set = false;
-        let mut required_set = false;
-        let mut size_set = false;
-        let mut env_set = false;
+        let mut seen = Seen::default();
         for field in split_csv(raw)? {
             let (key, value) = match field.split_once('=') {
                 Some((k, v)) => (k.to_ascii_lowercase(), Some(v.to_string())),
@@ -262,13 +322,18 @@ impl MountSpec {
             };
             let Some(value) = value else {
                 match key.as_str() {
-                    "readonly" | "ro" => ro = Some(true),
-                    "readwrite" | "rw" => ro = Some(false),
+                    "readonly" | "ro" => seen.ro = Some(true),
+                    "readwrite" | "rw" => seen.ro = Some(false),
                     "required" => {
                         m.required = true;
-                        required_set = true;
+                        seen.required = true;
                     }
-                    _ => return Err(MountError::NotKeyValue { raw: raw.into(), field }),
+                    _ => {
+                        return Err(MountError::NotKeyValue {
+                            raw: raw.into(),
+                            field,
+                        });
+                    }
                 }
                 continue;
             };
@@ -288,83 +353,129 @@ impl MountSpec {
                     "env" => m.env = Some(value),
                     k if KEYS.contains(&k) => {}
                     _ => {
-                        return Err(MountError::UnknownKey { raw: raw.into(), hint: suggest(&key, KEYS).map(str::to_string), key });
+                        return Err(MountError::UnknownKey {
+                            raw: raw.into(),
+                            hint: suggest(&key, KEYS).map(str::to_string),
+                            key,
+                        });
                     }
                 }
                 continue;
             }
             let value = match expand {
-                Some(f) => f(&value).map_err(|source| MountError::Expand { raw: raw.into(), source })?,
+                Some(f) => f(&value).map_err(|source| MountError::Expand {
+                    raw: raw.into(),
+                    source,
+                })?,
                 None => value,
             };
-            match key.as_str() {
-                "type" => {
-                    m.kind = match value.to_ascii_lowercase().as_str() {
-                        "bind" => MountType::Bind,
-                        "cache" => MountType::Cache,
-                        "tmpfs" => MountType::Tmpfs,
-                        "secret" => MountType::Secret,
-                        "ssh" => MountType::Ssh,
-                        _ => return Err(MountError::BadType { raw: raw.into(), value }),
-                    }
-                }
-                "from" => m.from = Some(value),
-                "source" | "src" => m.source = Some(value),
-                "target" | "dst" | "destination" => m.target = Some(value),
-                "readonly" | "ro" => ro = Some(parse_bool(raw, &key, &value)?),
-                "readwrite" | "rw" => ro = Some(!parse_bool(raw, &key, &value)?),
-                "required" => {
-                    m.required = parse_bool(raw, &key, &value)?;
-                    required_set = true;
-                }
-                "id" => m.id = Some(value),
-                "sharing" => {
-                    m.sharing = match value.to_ascii_lowercase().as_str() {
-                        "shared" => CacheSharing::Shared,
-                        "private" => CacheSharing::Private,
-                        "locked" => CacheSharing::Locked,
-                        _ => {
-                            return Err(MountError::BadValue {
-                                raw: raw.into(),
-                                key,
-                                value,
-                                reason: "expected shared, private or locked".into(),
-                            });
-                        }
-                    };
-                    sharing_set = true;
-                }
-                "mode" => m.mode = Some(parse_u32(raw, &key, &value, 8)?),
-                "uid" => m.uid = Some(parse_u32(raw, &key, &value, 10)?),
-                "gid" => m.gid = Some(parse_u32(raw, &key, &value, 10)?),
-                "size" => {
-                    m.size = Some(parse_size(raw, &value)?);
-                    size_set = true;
-                }
-                "env" => {
-                    m.env = Some(value);
-                    env_set = true;
-                }
-                _ => {
-                    return Err(MountError::UnknownKey { raw: raw.into(), hint: suggest(&key, KEYS).map(str::to_string), key });
-                }
-            }
+            m.apply(&mut seen, key, value)?;
         }
         if m.needs_expansion {
-            m.readonly = ro.unwrap_or(!matches!(m.kind, MountType::Cache | MountType::Tmpfs));
+            m.readonly = seen
+                .ro
+                .unwrap_or(!matches!(m.kind, MountType::Cache | MountType::Tmpfs));
             return Ok(m);
         }
-        m.validate(ro, sharing_set, required_set, size_set, env_set)?;
+        m.validate(&seen)?;
         Ok(m)
     }
 
-    fn validate(&mut self, ro: Option<bool>, sharing: bool, required: bool, size: bool, env: bool) -> Result<(), MountError> {
+    /// Sets one `key=value` field (value already expanded).
+    fn apply(&mut self, seen: &mut Seen, key: String, value: String) -> Result<(), MountError> {
+        let raw = self.raw.as_str();
+        match key.as_str() {
+            "type" => {
+                self.kind = match value.to_ascii_lowercase().as_str() {
+                    "bind" => MountType::Bind,
+                    "cache" => MountType::Cache,
+                    "tmpfs" => MountType::Tmpfs,
+                    "secret" => MountType::Secret,
+                    "ssh" => MountType::Ssh,
+                    _ => {
+                        return Err(MountError::BadType {
+                            raw: raw.into(),
+                            value,
+                        });
+                    }
+                }
+            }
+            "from" => self.from = Some(value),
+            "source" | "src" => self.source = Some(value),
+            "target" | "dst" | "destination" => self.target = Some(value),
+            "readonly" | "ro" => seen.ro = Some(parse_bool(raw, &key, &value)?),
+            "readwrite" | "rw" => seen.ro = Some(!parse_bool(raw, &key, &value)?),
+            "required" => {
+                self.required = parse_bool(raw, &key, &value)?;
+                seen.required = true;
+            }
+            "id" => self.id = Some(value),
+            "sharing" => {
+                self.sharing = match value.to_ascii_lowercase().as_str() {
+                    "shared" => CacheSharing::Shared,
+                    "private" => CacheSharing::Private,
+                    "locked" => CacheSharing::Locked,
+                    _ => {
+                        let reason = "expected shared, private or locked".into();
+                        return Err(MountError::BadValue {
+                            raw: raw.into(),
+                            key,
+                            value,
+                            reason,
+                        });
+                    }
+                };
+                seen.sharing = true;
+            }
+            "mode" => self.mode = Some(parse_u32(raw, &key, &value, 8)?),
+            "uid" => self.uid = Some(parse_u32(raw, &key, &value, 10)?),
+            "gid" => self.gid = Some(parse_u32(raw, &key, &value, 10)?),
+            "size" => {
+                self.size = Some(parse_size(raw, &value)?);
+                seen.size = true;
+            }
+            "env" => {
+                self.env = Some(value);
+                seen.env = true;
+            }
+            _ => {
+                return Err(MountError::UnknownKey {
+                    raw: raw.into(),
+                    hint: suggest(&key, KEYS).map(str::to_string),
+                    key,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&mut self, seen: &Seen) -> Result<(), MountError> {
+        let Seen {
+            ro,
+            sharing,
+            required,
+            size,
+            env,
+        } = *seen;
         let raw = self.raw.clone();
         let kind = self.kind.name();
-        let not_allowed = |key: &str| Err(MountError::NotAllowed { raw: raw.clone(), key: key.into(), kind });
-        let file_info = matches!(self.kind, MountType::Secret | MountType::Ssh | MountType::Cache);
+        let not_allowed = |key: &str| {
+            Err(MountError::NotAllowed {
+                raw: raw.clone(),
+                key: key.into(),
+                kind,
+            })
+        };
+        let file_info = matches!(
+            self.kind,
+            MountType::Secret | MountType::Ssh | MountType::Cache
+        );
         if !file_info {
-            for (key, set) in [("mode", self.mode.is_some()), ("uid", self.uid.is_some()), ("gid", self.gid.is_some())] {
+            for (key, set) in [
+                ("mode", self.mode.is_some()),
+                ("uid", self.uid.is_some()),
+                ("gid", self.gid.is_some()),
+            ] {
                 if set {
                     return not_allowed(key);
                 }
@@ -411,12 +522,24 @@ impl MountSpec {
                     return Err(MountError::SecretWithoutName { raw });
                 }
                 if self.id.is_none() {
-                    let from_target = self.target.as_deref().map(|t| t.trim_end_matches('/').rsplit('/').next().unwrap_or(t));
+                    let from_target = self
+                        .target
+                        .as_deref()
+                        .map(|t| t.trim_end_matches('/').rsplit('/').next().unwrap_or(t));
                     self.id = from_target.or(self.env.as_deref()).map(str::to_string);
                 }
                 if self.target.is_none() && self.env.is_none() {
-                    let base = |id: &str| id.trim_end_matches('/').rsplit('/').next().unwrap_or(id).to_string();
-                    self.target = self.id.as_deref().map(|id| format!("/run/secrets/{}", base(id)));
+                    let base = |id: &str| {
+                        id.trim_end_matches('/')
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or(id)
+                            .to_string()
+                    };
+                    self.target = self
+                        .id
+                        .as_deref()
+                        .map(|id| format!("/run/secrets/{}", base(id)));
                 }
                 self.mode.get_or_insert(0o400);
                 self.uid.get_or_insert(0);
@@ -448,22 +571,42 @@ mod tests {
         let b = p("target=/src").unwrap();
         assert_eq!((b.kind, b.readonly), (MountType::Bind, true));
         let c = p("type=cache,target=/root/.cache").unwrap();
-        assert_eq!((c.readonly, c.sharing, c.id.as_deref(), c.mode), (false, CacheSharing::Shared, Some("/root/.cache"), Some(0o755)));
+        assert_eq!(
+            (c.readonly, c.sharing, c.id.as_deref(), c.mode),
+            (
+                false,
+                CacheSharing::Shared,
+                Some("/root/.cache"),
+                Some(0o755)
+            )
+        );
         let s = p("type=secret,id=npmrc").unwrap();
-        assert_eq!((s.target.as_deref(), s.mode, s.readonly), (Some("/run/secrets/npmrc"), Some(0o400), true));
+        assert_eq!(
+            (s.target.as_deref(), s.mode, s.readonly),
+            (Some("/run/secrets/npmrc"), Some(0o400), true)
+        );
         let s = p("type=secret,target=/etc/token").unwrap();
         assert_eq!(s.id.as_deref(), Some("token"));
         let d = MountSpec::parse_deferred("type=$T,target=$DIR,mode=0644").unwrap();
         assert!(d.needs_expansion);
         assert!(MountSpec::parse_deferred("type=$T,tagret=$DIR").is_err());
         let s = p("type=secret,id=tok,env=TOKEN").unwrap();
-        assert_eq!((s.env.as_deref(), s.target.as_deref()), (Some("TOKEN"), None));
+        assert_eq!(
+            (s.env.as_deref(), s.target.as_deref()),
+            (Some("TOKEN"), None)
+        );
         let s = p("type=ssh,required").unwrap();
-        assert_eq!((s.id.as_deref(), s.required, s.mode), (Some("default"), true, Some(0o600)));
+        assert_eq!(
+            (s.id.as_deref(), s.required, s.mode),
+            (Some("default"), true, Some(0o600))
+        );
         let t = p("type=tmpfs,target=/tmp,size=64m").unwrap();
         assert_eq!(t.size, Some(64 << 20));
         let r = p("type=bind,target=/x,rw,from=build,source=/out").unwrap();
-        assert_eq!((r.readonly, r.from.as_deref(), r.source.as_deref()), (false, Some("build"), Some("/out")));
+        assert_eq!(
+            (r.readonly, r.from.as_deref(), r.source.as_deref()),
+            (false, Some("build"), Some("/out"))
+        );
         let q = p("\"target=/a,b\",ro=false").unwrap();
         assert_eq!((q.target.as_deref(), q.readonly), (Some("/a,b"), false));
     }
@@ -497,7 +640,8 @@ mod tests {
 
     #[test]
     fn expansion_pass() {
-        let exp = |s: &str| crate::expand_word(s, &|k| (k == "D").then(|| "/cache".to_string()), '\\');
+        let exp =
+            |s: &str| crate::expand_word(s, &|k| (k == "D").then(|| "/cache".to_string()), '\\');
         let m = MountSpec::parse("type=cache,target=$D", Some(&exp)).unwrap();
         assert_eq!(m.target.as_deref(), Some("/cache"));
     }

@@ -14,7 +14,10 @@ pub enum PortError {
 
 /// Expands one EXPOSE word into `port/proto` keys.
 pub fn parse_port_spec(spec: &str) -> Result<Vec<String>, PortError> {
-    let bad = |reason| PortError::Invalid { spec: spec.to_string(), reason };
+    let bad = |reason| PortError::Invalid {
+        spec: spec.to_string(),
+        reason,
+    };
     let (ports, proto) = match spec.split_once('/') {
         Some((p, proto)) => (p, proto.to_ascii_lowercase()),
         None => (spec, "tcp".to_string()),
@@ -52,8 +55,20 @@ mod tests {
     fn specs() {
         assert_eq!(parse_port_spec("80").unwrap(), ["80/tcp"]);
         assert_eq!(parse_port_spec("53/UDP").unwrap(), ["53/udp"]);
-        assert_eq!(parse_port_spec("8000-8002/udp").unwrap(), ["8000/udp", "8001/udp", "8002/udp"]);
-        for bad in ["", "x", "80/icmp", "70000", "10-5", "1.2.3.4:80:80", "-1", "80-"] {
+        assert_eq!(
+            parse_port_spec("8000-8002/udp").unwrap(),
+            ["8000/udp", "8001/udp", "8002/udp"]
+        );
+        for bad in [
+            "",
+            "x",
+            "80/icmp",
+            "70000",
+            "10-5",
+            "1.2.3.4:80:80",
+            "-1",
+            "80-",
+        ] {
             assert!(parse_port_spec(bad).is_err(), "{bad}");
         }
     }

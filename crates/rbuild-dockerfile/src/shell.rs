@@ -23,12 +23,18 @@ pub enum ExpandError {
     MissingBrace { word: String },
     #[error("failed to expand `{word}`: syntax error: bad substitution")]
     BadSubstitution { word: String },
-    #[error("failed to expand `{word}`: unexpected end of statement while looking for matching {what}")]
+    #[error(
+        "failed to expand `{word}`: unexpected end of statement while looking for matching {what}"
+    )]
     Unterminated { word: String, what: &'static str },
     #[error("failed to expand `{word}`: unsupported modifier `{modifier}` in substitution")]
     UnsupportedModifier { word: String, modifier: String },
     #[error("failed to expand `{word}`: {name}: {message}")]
-    Required { word: String, name: String, message: String },
+    Required {
+        word: String,
+        name: String,
+        message: String,
+    },
     #[error("failed to expand `{word}`: invalid pattern `{pattern}` in substitution: {source}")]
     InvalidPattern {
         word: String,
@@ -78,11 +84,21 @@ pub const MAX_NESTING: usize = 64;
 impl ShellLexer {
     /// A lexer with BuildKit's default behaviour for the given escape char.
     pub fn new(escape: char) -> ShellLexer {
-        ShellLexer { escape, raw_quotes: false, raw_escapes: false, skip_process_quotes: false, skip_unset_env: false }
+        ShellLexer {
+            escape,
+            raw_quotes: false,
+            raw_escapes: false,
+            skip_process_quotes: false,
+            skip_unset_env: false,
+        }
     }
 
     /// Expands `word`, looking variables up with `lookup`.
-    pub fn process(&self, word: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Expansion, ExpandError> {
+    pub fn process(
+        &self,
+        word: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Expansion, ExpandError> {
         let mut st = State {
             opts: self,
             chars: word.chars().collect(),
@@ -94,19 +110,32 @@ impl ShellLexer {
             depth: 0,
         };
         let (value, words) = st.process_stop_on(None, self.raw_escapes)?;
-        Ok(Expansion { value, words, matched: st.matched, unmatched: st.unmatched })
+        Ok(Expansion {
+            value,
+            words,
+            matched: st.matched,
+            unmatched: st.unmatched,
+        })
     }
 }
 
 /// Expands one word (no field splitting), as BuildKit does for `ENV` values,
 /// `COPY` paths, `WORKDIR`, `USER`, `LABEL`, `FROM`…
-pub fn expand_word(word: &str, lookup: &dyn Fn(&str) -> Option<String>, escape: char) -> Result<String, ExpandError> {
+pub fn expand_word(
+    word: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    escape: char,
+) -> Result<String, ExpandError> {
     Ok(ShellLexer::new(escape).process(word, lookup)?.value)
 }
 
 /// Expands a word and splits it into fields, as BuildKit does where one
 /// Dockerfile word may become several (e.g. heredoc markers, `EXPOSE`).
-pub fn expand_words(word: &str, lookup: &dyn Fn(&str) -> Option<String>, escape: char) -> Result<Vec<String>, ExpandError> {
+pub fn expand_words(
+    word: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    escape: char,
+) -> Result<Vec<String>, ExpandError> {
     Ok(ShellLexer::new(escape).process(word, lookup)?.words)
 }
 
@@ -206,7 +235,10 @@ impl State<'_> {
     fn enter(&mut self) -> Result<(), ExpandError> {
         self.depth += 1;
         if self.depth > MAX_NESTING {
-            return Err(ExpandError::TooDeep { word: self.word(), limit: MAX_NESTING });
+            return Err(ExpandError::TooDeep {
+                word: self.word(),
+                limit: MAX_NESTING,
+            });
         }
         Ok(())
     }
@@ -222,14 +254,22 @@ impl State<'_> {
     }
 
     /// Processes characters until `stop` (consumed) or the end of input.
-    fn process_stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<(String, Vec<String>), ExpandError> {
+    fn process_stop_on(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> Result<(String, Vec<String>), ExpandError> {
         self.enter()?;
         let r = self.process_stop_on_inner(stop, raw_escapes);
         self.depth -= 1;
         r
     }
 
-    fn process_stop_on_inner(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<(String, Vec<String>), ExpandError> {
+    fn process_stop_on_inner(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> Result<(String, Vec<String>), ExpandError> {
         let mut result = String::new();
         let mut words = Words::default();
         while let Some(ch) = self.peek() {
@@ -244,7 +284,11 @@ impl State<'_> {
                 continue;
             }
             if !self.opts.skip_process_quotes && (ch == '\'' || ch == '"') {
-                let tmp = if ch == '\'' { self.process_single_quote()? } else { self.process_double_quote(raw_escapes)? };
+                let tmp = if ch == '\'' {
+                    self.process_single_quote()?
+                } else {
+                    self.process_double_quote(raw_escapes)?
+                };
                 result.push_str(&tmp);
                 words.add_raw_string(&tmp);
                 continue;
@@ -273,7 +317,10 @@ impl State<'_> {
                 '/' => "`/`",
                 _ => "delimiter",
             };
-            return Err(ExpandError::Unterminated { word: self.word(), what });
+            return Err(ExpandError::Unterminated {
+                word: self.word(),
+                what,
+            });
         }
         Ok((result, words.finish()))
     }
@@ -286,7 +333,12 @@ impl State<'_> {
         }
         loop {
             match self.next() {
-                None => return Err(ExpandError::Unterminated { word: self.word(), what: "single-quote" }),
+                None => {
+                    return Err(ExpandError::Unterminated {
+                        word: self.word(),
+                        what: "single-quote",
+                    });
+                }
                 Some('\'') => {
                     if self.opts.raw_quotes {
                         result.push('\'');
@@ -308,7 +360,10 @@ impl State<'_> {
         loop {
             match self.peek() {
                 None => {
-                    return Err(ExpandError::Unterminated { word: self.word(), what: "double-quote" });
+                    return Err(ExpandError::Unterminated {
+                        word: self.word(),
+                        what: "double-quote",
+                    });
                 }
                 Some('"') => {
                     self.pos += 1;
@@ -382,7 +437,9 @@ impl State<'_> {
         self.pos += 1; // the '{'
         match self.peek() {
             None => return Err(ExpandError::MissingBrace { word: self.word() }),
-            Some('{' | '}' | ':') => return Err(ExpandError::BadSubstitution { word: self.word() }),
+            Some('{' | '}' | ':') => {
+                return Err(ExpandError::BadSubstitution { word: self.word() });
+            }
             Some(_) => {}
         }
         let name = self.process_name();
@@ -410,19 +467,30 @@ impl State<'_> {
                 self.modifier(&name, ch, &modifier, null_is_unset)
             }
             '/' => self.substitute(&name),
-            _ => Err(ExpandError::UnsupportedModifier { word: self.word(), modifier }),
+            _ => Err(ExpandError::UnsupportedModifier {
+                word: self.word(),
+                modifier,
+            }),
         }
     }
 
     fn stop_on_brace(&mut self, raw: bool) -> Result<String, ExpandError> {
         match self.process_stop_on(Some('}'), raw) {
             Ok((w, _)) => Ok(w),
-            Err(ExpandError::Unterminated { .. }) if self.peek().is_none() => Err(ExpandError::MissingBrace { word: self.word() }),
+            Err(ExpandError::Unterminated { .. }) if self.peek().is_none() => {
+                Err(ExpandError::MissingBrace { word: self.word() })
+            }
             Err(e) => Err(e),
         }
     }
 
-    fn modifier(&mut self, name: &str, ch: char, modifier: &str, null_is_unset: bool) -> Result<String, ExpandError> {
+    fn modifier(
+        &mut self,
+        name: &str,
+        ch: char,
+        modifier: &str,
+        null_is_unset: bool,
+    ) -> Result<String, ExpandError> {
         let raw = ch == '#' || ch == '%';
         // The word is consumed (and checked) before the modifier is judged.
         let word = self.stop_on_brace(raw)?;
@@ -431,17 +499,38 @@ impl State<'_> {
             return Ok(format!("${{{name}{modifier}{word}}}"));
         }
         if !matches!(ch, '+' | '-' | '?' | '#' | '%') {
-            return Err(ExpandError::UnsupportedModifier { word: self.word(), modifier: modifier.to_string() });
+            return Err(ExpandError::UnsupportedModifier {
+                word: self.word(),
+                modifier: modifier.to_string(),
+            });
         }
-        let empty = value.as_deref().is_none_or(|v| null_is_unset && v.is_empty());
+        let empty = value
+            .as_deref()
+            .is_none_or(|v| null_is_unset && v.is_empty());
         match ch {
-            '-' => Ok(if empty { word } else { value.unwrap_or_default() }),
+            '-' => Ok(if empty {
+                word
+            } else {
+                value.unwrap_or_default()
+            }),
             '+' => Ok(if empty { String::new() } else { word }),
             '?' => {
                 if value.is_none() || empty {
-                    let default = if value.is_none() { "is not allowed to be unset" } else { "is not allowed to be empty" };
-                    let message = if word.is_empty() { default.to_string() } else { word };
-                    return Err(ExpandError::Required { word: self.word(), name: name.to_string(), message });
+                    let default = if value.is_none() {
+                        "is not allowed to be unset"
+                    } else {
+                        "is not allowed to be empty"
+                    };
+                    let message = if word.is_empty() {
+                        default.to_string()
+                    } else {
+                        word
+                    };
+                    return Err(ExpandError::Required {
+                        word: self.word(),
+                        name: name.to_string(),
+                        message,
+                    });
                 }
                 Ok(value.unwrap_or_default())
             }
@@ -451,9 +540,18 @@ impl State<'_> {
                     Some(rest) => (true, rest.to_string()),
                     None => (false, word),
                 };
-                let compiled = shell_pattern::Pattern::compile(&pattern)
-                    .map_err(|source| ExpandError::InvalidPattern { word: self.word(), pattern: pattern.clone(), source })?;
-                Ok(if ch == '%' { compiled.trim_suffix(&value, greedy) } else { compiled.trim_prefix(&value, greedy) })
+                let compiled = shell_pattern::Pattern::compile(&pattern).map_err(|source| {
+                    ExpandError::InvalidPattern {
+                        word: self.word(),
+                        pattern: pattern.clone(),
+                        source,
+                    }
+                })?;
+                Ok(if ch == '%' {
+                    compiled.trim_suffix(&value, greedy)
+                } else {
+                    compiled.trim_prefix(&value, greedy)
+                })
             }
         }
     }
@@ -466,7 +564,10 @@ impl State<'_> {
         let pattern = match self.process_stop_on(Some('/'), true) {
             Ok((w, _)) => w,
             Err(ExpandError::Unterminated { .. }) if self.peek().is_none() => {
-                return Err(ExpandError::Unterminated { word: self.word(), what: "`/` in ${}" });
+                return Err(ExpandError::Unterminated {
+                    word: self.word(),
+                    what: "`/` in ${}",
+                });
             }
             Err(e) => return Err(e),
         };
@@ -481,9 +582,20 @@ impl State<'_> {
         self.replace(value, &pattern, &replacement, replace_all)
     }
 
-    fn replace(&self, value: String, pattern: &str, replacement: &str, all: bool) -> Result<String, ExpandError> {
-        let compiled = shell_pattern::Pattern::compile(pattern)
-            .map_err(|source| ExpandError::InvalidPattern { word: self.word(), pattern: pattern.to_string(), source })?;
+    fn replace(
+        &self,
+        value: String,
+        pattern: &str,
+        replacement: &str,
+        all: bool,
+    ) -> Result<String, ExpandError> {
+        let compiled = shell_pattern::Pattern::compile(pattern).map_err(|source| {
+            ExpandError::InvalidPattern {
+                word: self.word(),
+                pattern: pattern.to_string(),
+                source,
+            }
+        })?;
         Ok(compiled.replace(&value, replacement, all))
     }
 }
@@ -508,14 +620,20 @@ mod tests {
         assert_eq!(expand_word("${FILE##*/}", &env, '\\').unwrap(), "b.tar.gz");
         assert_eq!(expand_word("${FILE%%.*}", &env, '\\').unwrap(), "/a/b");
         assert_eq!(expand_word("${FILE%.*}", &env, '\\').unwrap(), "/a/b.tar");
-        assert_eq!(expand_word("${FILE//a/X}", &env, '\\').unwrap(), "/X/b.tXr.gz");
+        assert_eq!(
+            expand_word("${FILE//a/X}", &env, '\\').unwrap(),
+            "/X/b.tXr.gz"
+        );
         assert!(expand_word("${}", &env, '\\').is_err());
     }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let w = "${a:-".repeat(10_000) + &"}".repeat(10_000);
-        assert!(matches!(expand_word(&w, &env, '\\'), Err(ExpandError::TooDeep { .. })));
+        assert!(matches!(
+            expand_word(&w, &env, '\\'),
+            Err(ExpandError::TooDeep { .. })
+        ));
         let q = "\"${a:-".repeat(10_000);
         assert!(expand_word(&q, &env, '\\').is_err());
     }

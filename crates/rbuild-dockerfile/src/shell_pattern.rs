@@ -108,7 +108,11 @@ impl Pattern {
     /// Longest (greedy) or shortest match of the pattern at `start`.
     fn match_at(&self, s: &[char], start: usize, greedy: bool) -> Option<usize> {
         let ends = self.match_ends(s, start);
-        let found = if greedy { ends.iter().rposition(|&e| e) } else { ends.iter().position(|&e| e) };
+        let found = if greedy {
+            ends.iter().rposition(|&e| e)
+        } else {
+            ends.iter().position(|&e| e)
+        };
         found.map(|len| start + len)
     }
 
@@ -126,7 +130,11 @@ impl Pattern {
         let s: Vec<char> = value.chars().collect();
         let starts = 0..=s.len();
         let ok = |st: &usize| self.match_ends(&s, *st).last().copied().unwrap_or(false);
-        let found = if greedy { starts.clone().find(ok) } else { starts.rev().find(ok) };
+        let found = if greedy {
+            starts.clone().find(ok)
+        } else {
+            starts.rev().find(ok)
+        };
         match found {
             Some(st) => s[..st].iter().collect(),
             None => value.to_string(),
@@ -138,10 +146,16 @@ impl Pattern {
     /// are skipped, as in Go's `ReplaceAllString`).
     pub(crate) fn replace(&self, value: &str, replacement: &str, all: bool) -> String {
         let s: Vec<char> = value.chars().collect();
-        let find_from = |from: usize| (from..=s.len()).find_map(|st| self.match_at(&s, st, true).map(|e| (st, e)));
+        let find_from = |from: usize| {
+            (from..=s.len()).find_map(|st| self.match_at(&s, st, true).map(|e| (st, e)))
+        };
         if !all {
             return match find_from(0) {
-                Some((a, b)) => s[..a].iter().chain(replacement.chars().collect::<Vec<_>>().iter()).chain(s[b..].iter()).collect(),
+                Some((a, b)) => s[..a]
+                    .iter()
+                    .chain(replacement.chars().collect::<Vec<_>>().iter())
+                    .chain(s[b..].iter())
+                    .collect(),
                 None => value.to_string(),
             };
         }
@@ -149,7 +163,9 @@ impl Pattern {
         let mut last_end = 0;
         let mut search = 0;
         while search <= s.len() {
-            let Some((a, b)) = find_from(search) else { break };
+            let Some((a, b)) = find_from(search) else {
+                break;
+            };
             out.extend(&s[last_end..a]);
             if b > last_end || a == 0 {
                 out.push_str(replacement);

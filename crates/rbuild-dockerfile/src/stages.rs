@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::ast::{Dockerfile, InstructionKind};
-use crate::error::{suggest, ParseError, Span};
+use crate::ast::{Dockerfile, InstructionKind, Stage};
+use crate::error::{ParseError, Span, suggest};
 use crate::mounts::MountType;
 use crate::syntax::Warning;
 
@@ -37,11 +37,17 @@ impl Platform {
     /// Parses `linux/amd64`, `linux/arm/v7`, `linux/arm64/v8`.
     pub fn parse(s: &str) -> Option<Platform> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        let ok = |p: &&str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        };
         match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => {
-                Some(Platform { os: os.to_ascii_lowercase(), arch: arch.to_ascii_lowercase(), variant: None })
-            }
+            [os, arch] if ok(os) && ok(arch) => Some(Platform {
+                os: os.to_ascii_lowercase(),
+                arch: arch.to_ascii_lowercase(),
+                variant: None,
+            }),
             [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => Some(Platform {
                 os: os.to_ascii_lowercase(),
                 arch: arch.to_ascii_lowercase(),
@@ -128,8 +134,18 @@ pub struct ResolvedStages {
 }
 
 /// ARGs every build defines without a declaration; never reported unused.
-pub const PROXY_ARGS: &[&str] =
-    &["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"];
+pub const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
 
 /// The automatic platform ARGs for a build.
 pub fn platform_args(build: &Platform, target: &Platform) -> BTreeMap<String, String> {
@@ -138,7 +154,10 @@ pub fn platform_args(build: &Platform, target: &Platform) -> BTreeMap<String, St
         m.insert(format!("{prefix}PLATFORM"), p.to_string());
         m.insert(format!("{prefix}OS"), p.os.clone());
         m.insert(format!("{prefix}ARCH"), p.arch.clone());
-        m.insert(format!("{prefix}VARIANT"), p.variant.clone().unwrap_or_default());
+        m.insert(
+            format!("{prefix}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        );
     }
     m
 }
@@ -147,78 +166,160 @@ fn is_builtin_arg(name: &str) -> bool {
     PROXY_ARGS.contains(&name)
         || name.starts_with("BUILDKIT_")
         || name == "SOURCE_DATE_EPOCH"
-        || ["PLATFORM", "OS", "ARCH", "VARIANT"].iter().any(|s| name == format!("BUILD{s}") || name == format!("TARGET{s}"))
+        || ["PLATFORM", "OS", "ARCH", "VARIANT"]
+            .iter()
+            .any(|s| name == format!("BUILD{s}") || name == format!("TARGET{s}"))
 }
 
-fn error(df: &Dockerfile, span: Span, line_text: &str, message: String, hint: Option<String>) -> ParseError {
+fn error(
+    df: &Dockerfile,
+    span: Span,
+    line_text: &str,
+    message: String,
+    hint: Option<String>,
+) -> ParseError {
     let first = line_text.lines().next().unwrap_or("");
-    let span = if span.start_line == 0 { span } else { Span { end_line: span.start_line, end_col: span.start_col + first.chars().count(), ..span } };
-    ParseError { file_name: df.file_name.clone(), span, message, source_line: format!("{}{}", " ".repeat(span.start_col.saturating_sub(1)), first), hint }
+    let span = if span.start_line == 0 {
+        span
+    } else {
+        Span {
+            end_line: span.start_line,
+            end_col: span.start_col + first.chars().count(),
+            ..span
+        }
+    };
+    ParseError {
+        file_name: df.file_name.clone(),
+        span,
+        message,
+        source_line: format!("{}{}", " ".repeat(span.start_col.saturating_sub(1)), first),
+        hint,
+    }
 }
 
 /// Resolves stages for a build. See the module docs.
 #[allow(clippy::result_large_err)] // errors are rare and carry the rendered context
 pub fn resolve(df: &Dockerfile, opts: &ResolveOptions<'_>) -> Result<ResolvedStages, ParseError> {
-    let expand_err = |span: Span, text: &str, e: crate::ExpandError| error(df, span, text, e.to_string(), None);
-    // 1. global args
+    let (globals, declared) = global_args(df, opts)?;
+    let r = Resolver {
+        df,
+        opts,
+        globals,
+        by_name: df
+            .stages
+            .iter()
+            .filter_map(|s| s.name.as_ref().map(|n| (n.clone(), s.index)))
+            .collect(),
+    };
+    let mut resolved = Vec::with_capacity(df.stages.len());
+    for stage in &df.stages {
+        resolved.push(r.stage(stage)?);
+    }
+    r.apply_named_contexts(&mut resolved);
+    let target = r.target()?;
+    let mut state = vec![0u8; resolved.len()]; // 0 new, 1 on stack, 2 done
+    let mut order = Vec::new();
+    visit(df, &resolved, target, &mut state, &mut order)?;
+    let warnings = unused_build_args(df, opts, declared, &order);
+    let stages = order.iter().map(|&i| resolved[i].clone()).collect();
+    Ok(ResolvedStages {
+        target,
+        stages,
+        global_args: r.globals,
+        warnings,
+    })
+}
+
+/// The global ARG values (platform ARGs, then each global `ARG` in order,
+/// `--build-arg` winning over defaults) and the names declared.
+#[allow(clippy::result_large_err)]
+fn global_args(
+    df: &Dockerfile,
+    opts: &ResolveOptions<'_>,
+) -> Result<(BTreeMap<String, String>, BTreeSet<String>), ParseError> {
     let mut globals = platform_args(&opts.build_platform, &opts.target_platform);
-    let mut declared: BTreeSet<String> = BTreeSet::new();
+    let mut declared = BTreeSet::new();
     for inst in &df.global_args {
-        let InstructionKind::Arg(decls) = &inst.kind else { continue };
+        let InstructionKind::Arg(decls) = &inst.kind else {
+            continue;
+        };
+        let fail =
+            |e: crate::ExpandError| error(df, inst.span, &inst.original, e.to_string(), None);
         for d in decls {
             let lookup = |k: &str| globals.get(k).cloned();
-            let name = crate::expand_word(&d.name, &lookup, df.escape).map_err(|e| expand_err(inst.span, &inst.original, e))?;
-            declared.insert(name.clone());
+            let name = crate::expand_word(&d.name, &lookup, df.escape).map_err(fail)?;
             let value = match (opts.build_args.get(&name), &d.default) {
                 (Some(v), _) => Some(v.clone()),
                 (None, Some(def)) => {
-                    Some(crate::expand_word(def, &lookup, df.escape).map_err(|e| expand_err(inst.span, &inst.original, e))?)
+                    Some(crate::expand_word(def, &lookup, df.escape).map_err(fail)?)
                 }
                 (None, None) => None,
             };
+            declared.insert(name.clone());
             if let Some(v) = value {
                 globals.insert(name, v);
             }
         }
     }
-    let lookup = |k: &str| globals.get(k).cloned();
+    Ok((globals, declared))
+}
 
-    // 2. stage names, with named contexts taking over
-    let by_name: BTreeMap<String, usize> =
-        df.stages.iter().filter_map(|s| s.name.as_ref().map(|n| (n.clone(), s.index))).collect();
-    let context_for = |word: &str| -> Option<String> {
-        if opts.named_contexts.contains(word) {
-            Some(word.to_string())
-        } else {
-            let lower = word.to_lowercase();
-            opts.named_contexts.contains(&lower).then_some(lower)
+struct Resolver<'a> {
+    df: &'a Dockerfile,
+    opts: &'a ResolveOptions<'a>,
+    globals: BTreeMap<String, String>,
+    /// Lowercased stage name → index.
+    by_name: BTreeMap<String, usize>,
+}
+
+impl Resolver<'_> {
+    fn expand(&self, word: &str, span: Span, text: &str) -> Result<String, ParseError> {
+        let lookup = |k: &str| self.globals.get(k).cloned();
+        crate::expand_word(word, &lookup, self.df.escape)
+            .map_err(|e| error(self.df, span, text, e.to_string(), None))
+    }
+
+    /// The named context a word refers to, if any (exact, then lowercased).
+    fn context_for(&self, word: &str) -> Option<String> {
+        let contexts = self.opts.named_contexts;
+        if contexts.contains(word) {
+            return Some(word.to_string());
         }
-    };
+        let lower = word.to_lowercase();
+        contexts.contains(&lower).then_some(lower)
+    }
 
-    // 3. bases, platforms and --from references
-    let mut resolved: Vec<ResolvedStage> = Vec::with_capacity(df.stages.len());
-    for stage in &df.stages {
-        let base_word =
-            crate::expand_word(&stage.base, &lookup, df.escape).map_err(|e| expand_err(stage.span, &stage.original, e))?;
+    #[allow(clippy::result_large_err)]
+    fn stage(&self, stage: &Stage) -> Result<ResolvedStage, ParseError> {
+        let df = self.df;
+        let base_word = self.expand(&stage.base, stage.span, &stage.original)?;
         if base_word.trim().is_empty() {
-            return Err(error(df, stage.span, &stage.original, format!("base name `{}` should not be blank", stage.base), Some("check that the ARG it uses has a value".into())));
+            let hint = Some("check that the ARG it uses has a value".into());
+            return Err(error(
+                df,
+                stage.span,
+                &stage.original,
+                format!("base name `{}` should not be blank", stage.base),
+                hint,
+            ));
         }
-        let base = if let Some(c) = context_for(&base_word) {
+        let base = if let Some(c) = self.context_for(&base_word) {
             Source::Context(c)
         } else if base_word.eq_ignore_ascii_case("scratch") {
             Source::Scratch
         } else {
-            match by_name.get(&base_word.to_lowercase()) {
+            match self.by_name.get(&base_word.to_lowercase()) {
                 Some(&i) if i < stage.index => Source::Stage(i),
                 Some(&i) => {
-                    let later = &df.stages[i];
-                    return Err(error(
-                        df,
-                        stage.span,
-                        &stage.original,
-                        format!("stage `{base_word}` is used before it is defined (line {})", later.span.start_line),
-                        Some("a stage can only start FROM a stage defined above it; move the stage up".into()),
-                    ));
+                    let message = format!(
+                        "stage `{base_word}` is used before it is defined (line {})",
+                        df.stages[i].span.start_line
+                    );
+                    let hint = Some(
+                        "a stage can only start FROM a stage defined above it; move the stage up"
+                            .into(),
+                    );
+                    return Err(error(df, stage.span, &stage.original, message, hint));
                 }
                 None => Source::Image(base_word),
             }
@@ -226,13 +327,33 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions<'_>) -> Result<ResolvedSta
         let platform = match &stage.platform {
             None => None,
             Some(p) => {
-                let v = crate::expand_word(p, &lookup, df.escape).map_err(|e| expand_err(stage.span, &stage.original, e))?;
-                Some(Platform::parse(&v).ok_or_else(|| {
-                    error(df, stage.span, &stage.original, format!("invalid platform `{v}` in `--platform={p}`"), Some("use `os/arch[/variant]`, e.g. `linux/arm64`".into()))
-                })?)
+                let v = self.expand(p, stage.span, &stage.original)?;
+                let hint = || Some("use `os/arch[/variant]`, e.g. `linux/arm64`".into());
+                let message = || format!("invalid platform `{v}` in `--platform={p}`");
+                Some(
+                    Platform::parse(&v)
+                        .ok_or_else(|| error(df, stage.span, &stage.original, message(), hint()))?,
+                )
             }
         };
-        let mut from_refs = Vec::new();
+        let from_refs = self.from_refs(stage)?;
+        let mut resolved = ResolvedStage {
+            index: stage.index,
+            name: stage.name.clone(),
+            base,
+            platform,
+            from_refs,
+            deps: Vec::new(),
+        };
+        resolved.deps = deps_of(&resolved);
+        Ok(resolved)
+    }
+
+    /// Every `COPY --from` and bind/cache `--mount from=` of a stage.
+    #[allow(clippy::result_large_err)]
+    fn from_refs(&self, stage: &Stage) -> Result<Vec<FromRef>, ParseError> {
+        let df = self.df;
+        let mut refs = Vec::new();
         for (i, inst) in stage.instructions.iter().enumerate() {
             let mut words: Vec<(Option<usize>, &str)> = Vec::new();
             match &inst.kind {
@@ -247,104 +368,153 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions<'_>) -> Result<ResolvedSta
                 _ => {}
             }
             for (mount, word) in words {
-                let word = crate::expand_word(word, &lookup, df.escape).map_err(|e| expand_err(inst.span, &inst.original, e))?;
-                let source = if let Some(c) = context_for(&word) {
+                let word = self.expand(word, inst.span, &inst.original)?;
+                let source = if let Some(c) = self.context_for(&word) {
                     Source::Context(c)
                 } else if let Ok(n) = word.parse::<i64>() {
                     match usize::try_from(n).ok().filter(|&n| n < df.stages.len()) {
                         Some(n) => Source::Stage(n),
                         None => {
-                            return Err(error(df, inst.span, &inst.original, format!("invalid stage index `{word}`"), Some(format!("this Dockerfile has stages 0 to {}", df.stages.len() - 1))));
+                            let hint = Some(format!(
+                                "this Dockerfile has stages 0 to {}",
+                                df.stages.len() - 1
+                            ));
+                            return Err(error(
+                                df,
+                                inst.span,
+                                &inst.original,
+                                format!("invalid stage index `{word}`"),
+                                hint,
+                            ));
                         }
                     }
                 } else if word.eq_ignore_ascii_case("scratch") {
                     Source::Scratch
                 } else {
-                    match by_name.get(&word.to_lowercase()) {
+                    match self.by_name.get(&word.to_lowercase()) {
                         Some(&n) => Source::Stage(n),
                         None => Source::Image(word),
                     }
                 };
-                from_refs.push(FromRef { instruction: i, mount, source });
+                refs.push(FromRef {
+                    instruction: i,
+                    mount,
+                    source,
+                });
             }
         }
-        let mut deps: BTreeSet<usize> = from_refs.iter().filter_map(|r| if let Source::Stage(n) = r.source { Some(n) } else { None }).collect();
-        if let Source::Stage(n) = base {
-            deps.insert(n);
-        }
-        resolved.push(ResolvedStage { index: stage.index, name: stage.name.clone(), base, platform, from_refs, deps: deps.into_iter().collect() });
+        Ok(refs)
     }
-    // A stage replaced by a named context is not built at all.
-    for r in &mut resolved {
-        let replaced = |n: usize| df.stages[n].name.as_deref().and_then(&context_for);
-        if let Source::Stage(n) = r.base
-            && let Some(c) = replaced(n)
-        {
-            r.base = Source::Context(c);
-        }
-        for f in &mut r.from_refs {
-            if let Source::Stage(n) = f.source
+
+    /// A stage whose name is a named context is replaced by the context
+    /// (and then never built).
+    fn apply_named_contexts(&self, resolved: &mut [ResolvedStage]) {
+        let replaced = |n: usize| {
+            self.df.stages[n]
+                .name
+                .as_deref()
+                .and_then(|name| self.context_for(name))
+        };
+        for r in resolved.iter_mut() {
+            if let Source::Stage(n) = r.base
                 && let Some(c) = replaced(n)
             {
-                f.source = Source::Context(c);
+                r.base = Source::Context(c);
             }
+            for f in &mut r.from_refs {
+                if let Source::Stage(n) = f.source
+                    && let Some(c) = replaced(n)
+                {
+                    f.source = Source::Context(c);
+                }
+            }
+            r.deps = deps_of(r);
         }
-        let mut deps: BTreeSet<usize> = r.from_refs.iter().filter_map(|f| if let Source::Stage(n) = f.source { Some(n) } else { None }).collect();
-        if let Source::Stage(n) = r.base {
-            deps.insert(n);
-        }
-        r.deps = deps.into_iter().collect();
     }
 
-    // 4. target
-    let target = match opts.target {
-        None => df.stages.len() - 1,
-        Some(t) => match by_name.get(&t.to_lowercase()) {
-            Some(&i) => i,
-            None => {
-                let names: Vec<&str> = by_name.keys().map(String::as_str).collect();
-                let hint = match suggest(t, &names) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None if names.is_empty() => "this Dockerfile has no named stages".into(),
-                    None => format!("stages are: {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
-                };
-                return Err(ParseError { file_name: df.file_name.clone(), span: Span::default(), message: format!("target stage `{t}` could not be found"), source_line: String::new(), hint: Some(hint) });
-            }
-        },
+    #[allow(clippy::result_large_err)]
+    fn target(&self) -> Result<usize, ParseError> {
+        let Some(t) = self.opts.target else {
+            return Ok(self.df.stages.len() - 1);
+        };
+        if let Some(&i) = self.by_name.get(&t.to_lowercase()) {
+            return Ok(i);
+        }
+        let names: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+        let hint = match suggest(t, &names) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None if names.is_empty() => "this Dockerfile has no named stages".into(),
+            None => format!(
+                "stages are: {}",
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        Err(ParseError {
+            file_name: self.df.file_name.clone(),
+            span: Span::default(),
+            message: format!("target stage `{t}` could not be found"),
+            source_line: String::new(),
+            hint: Some(hint),
+        })
+    }
+}
+
+fn deps_of(r: &ResolvedStage) -> Vec<usize> {
+    let stage_of = |s: &Source| {
+        if let Source::Stage(n) = s {
+            Some(*n)
+        } else {
+            None
+        }
     };
+    let deps: BTreeSet<usize> = r
+        .from_refs
+        .iter()
+        .filter_map(|f| stage_of(&f.source))
+        .chain(stage_of(&r.base))
+        .collect();
+    deps.into_iter().collect()
+}
 
-    // 5. order (depth-first, dependencies first), detecting cycles
-    let mut state = vec![0u8; resolved.len()]; // 0 new, 1 on stack, 2 done
-    let mut order = Vec::new();
-    visit(df, &resolved, target, &mut state, &mut order)?;
-
-    // 6. unused build args
-    let mut warnings = Vec::new();
-    let mut consumed = declared;
-    for &i in &order {
+/// `--build-arg`s no ARG of the built stages (or the global scope) declares.
+fn unused_build_args(
+    df: &Dockerfile,
+    opts: &ResolveOptions<'_>,
+    mut consumed: BTreeSet<String>,
+    order: &[usize],
+) -> Vec<Warning> {
+    for &i in order {
         for inst in &df.stages[i].instructions {
             if let InstructionKind::Arg(decls) = &inst.kind {
                 consumed.extend(decls.iter().map(|d| d.name.clone()));
             }
         }
     }
-    for name in opts.build_args.keys() {
-        if !consumed.contains(name) && !is_builtin_arg(name) {
-            warnings.push(Warning {
-                rule: "UnusedBuildArg",
-                message: format!("build argument `{name}` was provided but not consumed by any `ARG` of the stages being built"),
-                span: None,
-            });
-        }
-    }
-    let stages = order.iter().map(|&i| resolved[i].clone()).collect();
-    Ok(ResolvedStages { target, stages, global_args: globals, warnings })
+    opts.build_args
+        .keys()
+        .filter(|name| !consumed.contains(*name) && !is_builtin_arg(name))
+        .map(|name| Warning {
+            rule: "UnusedBuildArg",
+            message: format!("build argument `{name}` was provided but not consumed by any `ARG` of the stages being built"),
+            span: None,
+        })
+        .collect()
 }
 
 /// Depth-first post-order from `i`; an edge back to a stage still on the
 /// stack is a cycle. Iterative, so hostile inputs cannot exhaust the stack.
 #[allow(clippy::result_large_err)]
-fn visit(df: &Dockerfile, stages: &[ResolvedStage], start: usize, state: &mut [u8], order: &mut Vec<usize>) -> Result<(), ParseError> {
+fn visit(
+    df: &Dockerfile,
+    stages: &[ResolvedStage],
+    start: usize,
+    state: &mut [u8],
+    order: &mut Vec<usize>,
+) -> Result<(), ParseError> {
     let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
     state[start] = 1;
     while let Some(&mut (node, ref mut next)) = stack.last_mut() {
@@ -357,17 +527,27 @@ fn visit(df: &Dockerfile, stages: &[ResolvedStage], start: usize, state: &mut [u
                 }
                 1 => {
                     let stage = &df.stages[node];
-                    let name = stage.name.clone().unwrap_or_else(|| stage.index.to_string());
-                    let dep_name = df.stages[dep].name.clone().unwrap_or_else(|| dep.to_string());
+                    let name = stage
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| stage.index.to_string());
+                    let dep_name = df.stages[dep]
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| dep.to_string());
                     let (span, text) = first_ref(df, &stages[node], dep);
                     return Err(error(
                         df,
                         span,
                         &text,
                         if dep == node {
-                            format!("circular dependency detected on stage `{name}`: it refers to itself")
+                            format!(
+                                "circular dependency detected on stage `{name}`: it refers to itself"
+                            )
                         } else {
-                            format!("circular dependency detected on stage `{name}`: it needs `{dep_name}`, which needs it")
+                            format!(
+                                "circular dependency detected on stage `{name}`: it needs `{dep_name}`, which needs it"
+                            )
                         },
                         Some("a stage cannot (directly or indirectly) copy from itself".into()),
                     ));

@@ -13,6 +13,13 @@ use serde::Serialize;
 use crate::error::{RawError, Span};
 use crate::shell::ShellLexer;
 
+mod args;
+
+use args::{
+    extract_flags, parse_health_config, parse_maybe_json, parse_maybe_json_to_list, parse_name_val,
+    parse_words, split_whitespace_delimited,
+};
+
 /// Parser directives found at the top of the file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Directives {
@@ -106,7 +113,12 @@ impl Node {
     pub(crate) fn range_span(&self, start: usize, end: usize) -> Span {
         let (l1, c1) = self.map.position(&self.original, start);
         let (l2, c2) = self.map.position(&self.original, end.max(start));
-        Span { start_line: l1, end_line: l2, start_col: c1, end_col: c2.max(c1 + 1) }
+        Span {
+            start_line: l1,
+            end_line: l2,
+            start_col: c1,
+            end_col: c2.max(c1 + 1),
+        }
     }
 
     /// The span of the keyword.
@@ -146,7 +158,9 @@ pub fn go_quote(s: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\x0b' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c if c.is_control() || (c.is_whitespace() && c != ' ') => {
                 if (c as u32) < 0x10000 {
                     out.push_str(&format!("\\u{:04x}", c as u32));
@@ -184,7 +198,12 @@ impl LineMap {
     fn shifted(&self, joined: &str, base: usize) -> LineMap {
         let (line, col) = self.position(joined, base);
         let mut segments = vec![(0, line, col)];
-        segments.extend(self.segments.iter().filter(|s| s.0 > base).map(|&(o, l, c)| (o - base, l, c)));
+        segments.extend(
+            self.segments
+                .iter()
+                .filter(|s| s.0 > base)
+                .map(|&(o, l, c)| (o - base, l, c)),
+        );
         LineMap { segments }
     }
 }
@@ -201,7 +220,11 @@ pub struct RawDockerfile {
 /// Bytes to nodes. Errors carry positions but no file name yet.
 pub(crate) fn parse_nodes(text: &str) -> Result<RawDockerfile, RawError> {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let mut dir = DirectiveState { escape: '\\', done: false, found: Directives::default() };
+    let mut dir = DirectiveState {
+        escape: '\\',
+        done: false,
+        found: Directives::default(),
+    };
     let mut nodes = Vec::new();
     let mut warnings = Vec::new();
     let mut i = 0;
@@ -214,7 +237,11 @@ pub(crate) fn parse_nodes(text: &str) -> Result<RawDockerfile, RawError> {
         let trimmed = raw.trim_start();
         let lead_cols = raw[..raw.len() - trimmed.len()].chars().count();
         dir.possible_directive(trimmed, i + 1)?;
-        let first = if trimmed.starts_with('#') { "" } else { trimmed };
+        let first = if trimmed.starts_with('#') {
+            ""
+        } else {
+            trimmed
+        };
         i += 1;
         last_line = i;
         let start_line = i;
@@ -223,7 +250,9 @@ pub(crate) fn parse_nodes(text: &str) -> Result<RawDockerfile, RawError> {
             continue;
         }
         let mut joined = line.to_string();
-        let mut map = LineMap { segments: vec![(0, start_line, lead_cols + 1)] };
+        let mut map = LineMap {
+            segments: vec![(0, start_line, lead_cols + 1)],
+        };
         let mut empty_continuation = false;
         while !eol && i < lines.len() {
             let raw = trim_newline(lines[i]);
@@ -241,7 +270,12 @@ pub(crate) fn parse_nodes(text: &str) -> Result<RawDockerfile, RawError> {
             eol = e;
         }
         let end_col = trim_newline(lines[i - 1]).chars().count() + 1;
-        let whole = Span { start_line, end_line: i, start_col: lead_cols + 1, end_col };
+        let whole = Span {
+            start_line,
+            end_line: i,
+            start_col: lead_cols + 1,
+            end_col,
+        };
         if empty_continuation {
             warnings.push(Warning {
                 rule: "NoEmptyContinuation",
@@ -249,9 +283,12 @@ pub(crate) fn parse_nodes(text: &str) -> Result<RawDockerfile, RawError> {
                 span: Some(whole),
             });
         }
-        let mut node = new_node_from_line(&joined, dir.escape, &map, 0).map_err(|e| e.locate(&joined, &map, whole))?;
+        let mut node = new_node_from_line(&joined, dir.escape, &map, 0)
+            .map_err(|e| e.locate(&joined, &map, whole))?;
         if node.can_contain_heredoc() {
-            for mut doc in heredocs_from_line(&joined).map_err(|e| e.locate(&joined, &map, whole))? {
+            for mut doc in
+                heredocs_from_line(&joined).map_err(|e| e.locate(&joined, &map, whole))?
+            {
                 let mut terminated = false;
                 while i < lines.len() {
                     let body_line = lines[i];
@@ -267,22 +304,43 @@ pub(crate) fn parse_nodes(text: &str) -> Result<RawDockerfile, RawError> {
                     doc.content.push_str(body_line);
                 }
                 if !terminated {
-                    let span = Span { end_line: i.max(start_line), ..whole };
-                    return Err(RawError::new(span, format!("unterminated heredoc `{}`", doc.name))
-                        .with_hint(format!("end the heredoc with a line containing only `{}`", doc.name)));
+                    let span = Span {
+                        end_line: i.max(start_line),
+                        ..whole
+                    };
+                    return Err(RawError::new(
+                        span,
+                        format!("unterminated heredoc `{}`", doc.name),
+                    )
+                    .with_hint(format!(
+                        "end the heredoc with a line containing only `{}`",
+                        doc.name
+                    )));
                 }
                 node.heredocs.push(doc);
             }
         }
         let end_col = trim_newline(lines[i - 1]).chars().count() + 1;
-        node.span = Span { end_line: i, end_col, ..whole };
+        node.span = Span {
+            end_line: i,
+            end_col,
+            ..whole
+        };
         nodes.push(node);
     }
     if nodes.is_empty() {
-        return Err(RawError::new(Span::point(last_line.max(1), 1), "file with no instructions")
-            .with_hint("a Dockerfile needs at least a `FROM` instruction"));
+        return Err(RawError::new(
+            Span::point(last_line.max(1), 1),
+            "file with no instructions",
+        )
+        .with_hint("a Dockerfile needs at least a `FROM` instruction"));
     }
-    Ok(RawDockerfile { nodes, escape: dir.escape, directives: dir.found, warnings })
+    Ok(RawDockerfile {
+        nodes,
+        escape: dir.escape,
+        directives: dir.found,
+        warnings,
+    })
 }
 
 fn trim_newline(s: &str) -> &str {
@@ -320,7 +378,12 @@ impl DirectiveState {
             return Ok(());
         };
         let key = name.to_ascii_lowercase();
-        let span = Span { start_line: line_no, end_line: line_no, start_col: 1, end_col: line.chars().count() + 1 };
+        let span = Span {
+            start_line: line_no,
+            end_line: line_no,
+            start_col: 1,
+            end_col: line.chars().count() + 1,
+        };
         let seen = match key.as_str() {
             "escape" => self.found.escape.is_some(),
             "syntax" => self.found.syntax.is_some(),
@@ -331,7 +394,10 @@ impl DirectiveState {
             }
         };
         if seen {
-            return Err(RawError::new(span, format!("only one `{key}` parser directive can be used")));
+            return Err(RawError::new(
+                span,
+                format!("only one `{key}` parser directive can be used"),
+            ));
         }
         match key.as_str() {
             "escape" => {
@@ -339,9 +405,15 @@ impl DirectiveState {
                     "\\" => '\\',
                     "`" => '`',
                     _ => {
-                        let span = Span { start_col: col, end_col: col + value.chars().count(), ..span };
-                        return Err(RawError::new(span, format!("invalid escape token `{value}`"))
-                            .with_hint("the escape character must be `\\` or a backtick"));
+                        let span = Span {
+                            start_col: col,
+                            end_col: col + value.chars().count(),
+                            ..span
+                        };
+                        return Err(
+                            RawError::new(span, format!("invalid escape token `{value}`"))
+                                .with_hint("the escape character must be `\\` or a backtick"),
+                        );
                     }
                 };
                 self.escape = c;
@@ -359,12 +431,16 @@ impl DirectiveState {
 fn parse_directive(line: &str) -> Option<(&str, &str, usize)> {
     let is_ws = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0c');
     let rest = line.strip_prefix('#')?.trim_start_matches(is_ws);
-    let name_len = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len());
+    let name_len = rest
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(rest.len());
     let name = &rest[..name_len];
     if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
         return None;
     }
-    let after = rest[name_len..].trim_start_matches(is_ws).strip_prefix('=')?;
+    let after = rest[name_len..]
+        .trim_start_matches(is_ws)
+        .strip_prefix('=')?;
     let trimmed = after.trim_matches(is_ws);
     let value = if trimmed.is_empty() {
         // The lazy `(.+?)` still takes one (blank) character.
@@ -373,7 +449,8 @@ fn parse_directive(line: &str) -> Option<(&str, &str, usize)> {
     } else {
         trimmed
     };
-    let value_off = line.len() - after.len() + (after.len() - after.trim_start_matches(is_ws).len());
+    let value_off =
+        line.len() - after.len() + (after.len() - after.trim_start_matches(is_ws).len());
     let col = line[..value_off.min(line.len())].chars().count() + 1;
     Some((name, value, col))
 }
@@ -388,7 +465,11 @@ pub(crate) struct NodeError {
 
 impl NodeError {
     fn new(message: impl Into<String>) -> NodeError {
-        NodeError { message: message.into(), hint: None, range: None }
+        NodeError {
+            message: message.into(),
+            hint: None,
+            range: None,
+        }
     }
 
     fn locate(self, joined: &str, map: &LineMap, whole: Span) -> RawError {
@@ -396,11 +477,20 @@ impl NodeError {
             Some((s, e)) => {
                 let (l1, c1) = map.position(joined, s);
                 let (l2, c2) = map.position(joined, e);
-                Span { start_line: l1, end_line: l2, start_col: c1, end_col: c2.max(c1 + 1) }
+                Span {
+                    start_line: l1,
+                    end_line: l2,
+                    start_col: c1,
+                    end_col: c2.max(c1 + 1),
+                }
             }
             None => whole,
         };
-        RawError { span, message: self.message, hint: self.hint }
+        RawError {
+            span,
+            message: self.message,
+            hint: self.hint,
+        }
     }
 }
 
@@ -412,7 +502,12 @@ fn is_token_space(c: char) -> bool {
 
 /// Splits an instruction into keyword, flags and arguments, and dispatches
 /// to the keyword's argument parser.
-fn new_node_from_line(line: &str, escape: char, map: &LineMap, depth: usize) -> Result<Node, NodeError> {
+fn new_node_from_line(
+    line: &str,
+    escape: char,
+    map: &LineMap,
+    depth: usize,
+) -> Result<Node, NodeError> {
     let lead = line.len() - line.trim_start().len();
     let trimmed = line.trim();
     let kw_len = trimmed.find(is_token_space).unwrap_or(trimmed.len());
@@ -421,7 +516,9 @@ fn new_node_from_line(line: &str, escape: char, map: &LineMap, depth: usize) -> 
     let rest_off = lead + (trimmed.len() - after_kw.len());
     let (args_rel, flags) = extract_flags(after_kw);
     let args_str = after_kw[args_rel..].trim();
-    let args_offset = rest_off + args_rel + (after_kw[args_rel..].len() - after_kw[args_rel..].trim_start().len());
+    let args_offset = rest_off
+        + args_rel
+        + (after_kw[args_rel..].len() - after_kw[args_rel..].trim_start().len());
     let mut node = Node {
         keyword: keyword.to_string(),
         flags: flags.iter().map(|f| f.0.clone()).collect(),
@@ -432,10 +529,18 @@ fn new_node_from_line(line: &str, escape: char, map: &LineMap, depth: usize) -> 
         heredocs: Vec::new(),
         span: Span::default(),
         map: map.clone(),
-        flag_ranges: flags.iter().map(|f| (rest_off + f.1, rest_off + f.2)).collect(),
+        flag_ranges: flags
+            .iter()
+            .map(|f| (rest_off + f.1, rest_off + f.2))
+            .collect(),
         args_offset,
     };
-    let at_args = |e: NodeError| NodeError { range: e.range.or(Some((args_offset, args_offset + args_str.len()))), ..e };
+    let at_args = |e: NodeError| NodeError {
+        range: e
+            .range
+            .or(Some((args_offset, args_offset + args_str.len()))),
+        ..e
+    };
     match keyword.to_ascii_lowercase().as_str() {
         "add" | "copy" | "volume" => {
             let (args, json) = parse_maybe_json_to_list(args_str).map_err(at_args)?;
@@ -448,7 +553,10 @@ fn new_node_from_line(line: &str, escape: char, map: &LineMap, depth: usize) -> 
             node.json = json;
         }
         "arg" => node.args = parse_words(args_str, escape),
-        "env" | "label" => node.args = parse_name_val(args_str, &keyword.to_ascii_uppercase(), escape).map_err(at_args)?,
+        "env" | "label" => {
+            node.args =
+                parse_name_val(args_str, &keyword.to_ascii_uppercase(), escape).map_err(at_args)?
+        }
         "expose" | "from" => node.args = split_whitespace_delimited(args_str),
         "healthcheck" => {
             let (args, json) = parse_health_config(args_str).map_err(at_args)?;
@@ -463,9 +571,11 @@ fn new_node_from_line(line: &str, escape: char, map: &LineMap, depth: usize) -> 
                 return Err(NodeError::new("ONBUILD triggers nested too deeply"));
             }
             let sub_map = map.shifted(line, args_offset);
-            let sub = new_node_from_line(args_str, escape, &sub_map, depth + 1).map_err(|e| NodeError {
-                range: e.range.map(|(s, e)| (s + args_offset, e + args_offset)),
-                ..e
+            let sub = new_node_from_line(args_str, escape, &sub_map, depth + 1).map_err(|e| {
+                NodeError {
+                    range: e.range.map(|(s, e)| (s + args_offset, e + args_offset)),
+                    ..e
+                }
             })?;
             node.sub = Some(Box::new(sub));
         }
@@ -474,285 +584,16 @@ fn new_node_from_line(line: &str, escape: char, map: &LineMap, depth: usize) -> 
     Ok(node)
 }
 
-/// Leading `--flag` words (BuildKit's `extractBuilderFlags`): returns the
-/// byte offset where the arguments start and each flag with its byte range.
-fn extract_flags(line: &str) -> (usize, Vec<(String, usize, usize)>) {
-    #[derive(PartialEq)]
-    enum Phase {
-        Spaces,
-        Word,
-        Quote,
-    }
-    let chars: Vec<(usize, char)> = line.char_indices().collect();
-    let mut words = Vec::new();
-    let mut phase = Phase::Spaces;
-    let mut word = String::new();
-    let mut word_start = 0;
-    let mut quote = '\0';
-    let mut blank_ok = false;
-    let mut i = 0;
-    while i <= chars.len() {
-        let at_end = i == chars.len();
-        let (pos, ch) = if at_end { (line.len(), '\0') } else { chars[i] };
-        if phase == Phase::Spaces {
-            if at_end {
-                break;
-            }
-            if ch.is_whitespace() {
-                i += 1;
-                continue;
-            }
-            let next_dash = chars.get(i + 1).is_some_and(|c| c.1 == '-');
-            if ch != '-' || !next_dash {
-                return (pos, words);
-            }
-            phase = Phase::Word;
-            word_start = pos;
-        }
-        if at_end {
-            if word != "--" && (blank_ok || !word.is_empty()) {
-                words.push((word, word_start, line.len()));
-            }
-            return (line.len(), words);
-        }
-        if phase == Phase::Word {
-            if ch.is_whitespace() {
-                phase = Phase::Spaces;
-                if word == "--" {
-                    return (pos, words);
-                }
-                if blank_ok || !word.is_empty() {
-                    words.push((std::mem::take(&mut word), word_start, pos));
-                }
-                word.clear();
-                blank_ok = false;
-                i += 1;
-                continue;
-            }
-            if ch == '\'' || ch == '"' {
-                quote = ch;
-                blank_ok = true;
-                phase = Phase::Quote;
-                i += 1;
-                continue;
-            }
-            if ch == '\\' {
-                if i + 1 == chars.len() {
-                    i += 1;
-                    continue;
-                }
-                i += 1;
-                word.push(chars[i].1);
-                i += 1;
-                continue;
-            }
-            word.push(ch);
-            i += 1;
-            continue;
-        }
-        // in a quote
-        if ch == quote {
-            phase = Phase::Word;
-            i += 1;
-            continue;
-        }
-        if ch == '\\' {
-            if i + 1 == chars.len() {
-                phase = Phase::Word;
-                i += 1;
-                continue;
-            }
-            i += 1;
-            word.push(chars[i].1);
-            i += 1;
-            continue;
-        }
-        word.push(ch);
-        i += 1;
-    }
-    (line.len(), words)
-}
-
-/// Words with quotes and escapes preserved (for ENV, LABEL, ARG).
-fn parse_words(rest: &str, escape: char) -> Vec<String> {
-    #[derive(PartialEq)]
-    enum Phase {
-        Spaces,
-        Word,
-        Quote,
-    }
-    let chars: Vec<char> = rest.chars().collect();
-    let mut words = Vec::new();
-    let mut phase = Phase::Spaces;
-    let mut quote = '\0';
-    let mut blank_ok = false;
-    let mut word = String::new();
-    let mut i = 0;
-    while i <= chars.len() {
-        let at_end = i == chars.len();
-        let mut ch = if at_end { '\0' } else { chars[i] };
-        if phase == Phase::Spaces {
-            if at_end {
-                break;
-            }
-            if ch.is_whitespace() {
-                i += 1;
-                continue;
-            }
-            phase = Phase::Word;
-        }
-        if at_end {
-            if blank_ok || !word.is_empty() {
-                words.push(word);
-            }
-            break;
-        }
-        if phase == Phase::Word {
-            if ch.is_whitespace() {
-                phase = Phase::Spaces;
-                if blank_ok || !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-                blank_ok = false;
-                i += 1;
-                continue;
-            }
-            if ch == '\'' || ch == '"' {
-                quote = ch;
-                blank_ok = true;
-                phase = Phase::Quote;
-            }
-            if ch == escape {
-                if i + 1 == chars.len() {
-                    i += 1;
-                    continue;
-                }
-                word.push(ch);
-                i += 1;
-                ch = chars[i];
-            }
-            word.push(ch);
-            i += 1;
-            continue;
-        }
-        if ch == quote {
-            phase = Phase::Word;
-        }
-        if ch == escape && quote != '\'' {
-            if i + 1 == chars.len() {
-                phase = Phase::Word;
-                i += 1;
-                continue;
-            }
-            word.push(ch);
-            i += 1;
-            ch = chars[i];
-        }
-        word.push(ch);
-        i += 1;
-    }
-    words
-}
-
-fn split_whitespace_delimited(rest: &str) -> Vec<String> {
-    if rest.is_empty() {
-        return Vec::new();
-    }
-    rest.split(is_token_space).filter(|s| !s.is_empty()).map(str::to_string).collect()
-}
-
-/// `k=v k2=v2` or legacy `k v`: returns key, value, separator triples
-/// flattened, like BuildKit's node list.
-fn parse_name_val(rest: &str, keyword: &str, escape: char) -> Result<Vec<String>, NodeError> {
-    let words = parse_words(rest, escape);
-    let Some(first) = words.first() else {
-        return Ok(Vec::new());
-    };
-    if !first.contains('=') {
-        let Some(idx) = rest.find(is_token_space) else {
-            return Err(NodeError {
-                hint: Some(format!("write `{keyword} {rest}=<value>` or `{keyword} {rest} <value>`")),
-                ..NodeError::new(format!("{keyword} must have two arguments"))
-            });
-        };
-        let value = rest[idx..].trim_start_matches(is_token_space);
-        return Ok(vec![rest[..idx].to_string(), value.to_string(), String::new()]);
-    }
-    let mut out = Vec::new();
-    for w in &words {
-        let Some((k, v)) = w.split_once('=') else {
-            return Err(NodeError {
-                hint: Some("use one form per instruction: `NAME=value NAME2=value2`".into()),
-                ..NodeError::new(format!("syntax error: can't find `=` in `{w}`; must be of the form `name=value`"))
-            });
-        };
-        out.extend([k.to_string(), v.to_string(), "=".to_string()]);
-    }
-    Ok(out)
-}
-
-enum JsonOutcome {
-    Array(Vec<String>),
-    NotJson,
-}
-
-fn parse_json(rest: &str) -> Result<JsonOutcome, NodeError> {
-    let rest = rest.trim_start();
-    if !rest.starts_with('[') {
-        return Ok(JsonOutcome::NotJson);
-    }
-    let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(rest) else {
-        return Ok(JsonOutcome::NotJson);
-    };
-    let mut out = Vec::with_capacity(values.len());
-    for v in values {
-        match v {
-            serde_json::Value::String(s) => out.push(s),
-            other => {
-                return Err(NodeError {
-                    hint: Some("write every element as a quoted string, e.g. `[\"sh\", \"-c\", \"…\"]`".into()),
-                    ..NodeError::new(format!("when using JSON array syntax, arrays must be comprised of strings only (found `{other}`)"))
-                });
-            }
-        }
-    }
-    Ok(JsonOutcome::Array(out))
-}
-
-fn parse_maybe_json(rest: &str) -> Result<(Vec<String>, bool), NodeError> {
-    if rest.is_empty() {
-        return Ok((Vec::new(), false));
-    }
-    match parse_json(rest)? {
-        JsonOutcome::Array(a) => Ok((a, true)),
-        JsonOutcome::NotJson => Ok((vec![rest.to_string()], false)),
-    }
-}
-
-fn parse_maybe_json_to_list(rest: &str) -> Result<(Vec<String>, bool), NodeError> {
-    match parse_json(rest)? {
-        JsonOutcome::Array(a) => Ok((a, true)),
-        JsonOutcome::NotJson => Ok((split_whitespace_delimited(rest), false)),
-    }
-}
-
-fn parse_health_config(rest: &str) -> Result<(Vec<String>, bool), NodeError> {
-    let sep = rest.find(char::is_whitespace).unwrap_or(rest.len());
-    if sep == 0 {
-        return Ok((Vec::new(), false));
-    }
-    let typ = &rest[..sep];
-    let cmd = rest[sep..].trim_start();
-    let (mut args, json) = parse_maybe_json(cmd)?;
-    args.insert(0, typ.to_string());
-    Ok((args, json))
-}
-
 /// Finds heredoc markers (`<<EOF`, `<<-"EOF"`, `3<<EOF`) among the words of
 /// an instruction, the way BuildKit does: lex the line keeping quotes and
 /// escapes; an unlexable line has no heredocs.
 fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, NodeError> {
-    let lexer = ShellLexer { raw_quotes: true, raw_escapes: true, skip_unset_env: true, ..ShellLexer::new('\\') };
+    let lexer = ShellLexer {
+        raw_quotes: true,
+        raw_escapes: true,
+        skip_unset_env: true,
+        ..ShellLexer::new('\\')
+    };
     let Ok(expansion) = lexer.process(line, &|_| None) else {
         return Ok(Vec::new());
     };
@@ -778,7 +619,10 @@ pub(crate) fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, NodeError> {
     if rest.is_empty() || rest.contains('<') {
         return Ok(None);
     }
-    let plain = ShellLexer { skip_unset_env: true, ..ShellLexer::new('\\') };
+    let plain = ShellLexer {
+        skip_unset_env: true,
+        ..ShellLexer::new('\\')
+    };
     let words = plain
         .process(rest, &|_| None)
         .map_err(|e| NodeError::new(format!("invalid heredoc delimiter `{rest}`: {e}")))?
@@ -786,17 +630,27 @@ pub(crate) fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, NodeError> {
     if words.len() != 1 {
         return Ok(None);
     }
-    let raw = ShellLexer { raw_quotes: true, ..plain };
+    let raw = ShellLexer {
+        raw_quotes: true,
+        ..plain
+    };
     let raw_words = raw
         .process(rest, &|_| None)
         .map_err(|e| NodeError::new(format!("invalid heredoc delimiter `{rest}`: {e}")))?
         .words;
     if raw_words.len() != 1 {
-        return Err(NodeError::new(format!("internal lexing of heredoc produced inconsistent results: `{rest}`")));
+        return Err(NodeError::new(format!(
+            "internal lexing of heredoc produced inconsistent results: `{rest}`"
+        )));
     }
     let quotes = |s: &str| s.chars().filter(|&c| c == '\'' || c == '"').count();
     let expand = quotes(&words[0]) == quotes(&raw_words[0]);
-    Ok(Some(Heredoc { name: words[0].clone(), content: String::new(), expand, chomp_tabs: chomp }))
+    Ok(Some(Heredoc {
+        name: words[0].clone(),
+        content: String::new(),
+        expand,
+        chomp_tabs: chomp,
+    }))
 }
 
 #[cfg(test)]
@@ -814,8 +668,14 @@ mod tests {
 
     #[test]
     fn directive_lines() {
-        assert_eq!(parse_directive("# escape=`").map(|d| (d.0, d.1)), Some(("escape", "`")));
-        assert_eq!(parse_directive("#syntax = docker/dockerfile:1 ").map(|d| (d.0, d.1)), Some(("syntax", "docker/dockerfile:1")));
+        assert_eq!(
+            parse_directive("# escape=`").map(|d| (d.0, d.1)),
+            Some(("escape", "`"))
+        );
+        assert_eq!(
+            parse_directive("#syntax = docker/dockerfile:1 ").map(|d| (d.0, d.1)),
+            Some(("syntax", "docker/dockerfile:1"))
+        );
         assert_eq!(parse_directive("# not a directive"), None);
         assert_eq!(parse_directive("# 1a=b"), None);
     }
@@ -831,7 +691,10 @@ mod tests {
     #[test]
     fn heredoc_markers() {
         let h = parse_heredoc("<<-'EOF'").ok().flatten().unwrap();
-        assert_eq!((h.name.as_str(), h.expand, h.chomp_tabs), ("EOF", false, true));
+        assert_eq!(
+            (h.name.as_str(), h.expand, h.chomp_tabs),
+            ("EOF", false, true)
+        );
         let h = parse_heredoc("<<EOF").ok().flatten().unwrap();
         assert!(h.expand);
         assert!(parse_heredoc("<<").ok().flatten().is_none());

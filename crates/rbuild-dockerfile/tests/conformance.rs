@@ -14,21 +14,31 @@ use rbuild_dockerfile::{expand_word, expand_words, parse_nodes};
 fn data_dir() -> Option<PathBuf> {
     let dir = match std::env::var_os("RBUILD_CONFORMANCE_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/buildkit"),
+        None => {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/buildkit")
+        }
     };
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("note: BuildKit conformance data not found at {}; skipping", dir.display());
+        eprintln!(
+            "note: BuildKit conformance data not found at {}; skipping",
+            dir.display()
+        );
         None
     }
 }
 
 fn base_env() -> BTreeMap<String, String> {
-    [("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    [
+        ("PWD", "/home"),
+        ("SHELL", "bash"),
+        ("KOREAN", "한국어"),
+        ("NULL", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 #[test]
@@ -62,7 +72,12 @@ fn env_var_test() {
         }
     }
     assert!(count > 200, "only {count} cases read");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -80,7 +95,9 @@ fn words_test() {
             env.insert(k.to_string(), v.to_string());
             continue;
         }
-        let Some((input, expected)) = line.split_once('|') else { continue };
+        let Some((input, expected)) = line.split_once('|') else {
+            continue;
+        };
         let input = input.trim();
         let expected = expected.trim_start();
         let lookup = |k: &str| env.get(k).cloned();
@@ -94,43 +111,68 @@ fn words_test() {
             failures.push(format!("{input:?}: expected {expected:?}, got {got:?}"));
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn parser_testfiles() {
     let Some(dir) = data_dir() else { return };
     let mut failures = Vec::new();
-    let mut cases: Vec<_> = std::fs::read_dir(dir.join("parser-testfiles")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut cases: Vec<_> = std::fs::read_dir(dir.join("parser-testfiles"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     cases.sort();
     assert!(cases.len() >= 30);
     for case in cases {
         let source = std::fs::read(case.join("Dockerfile")).unwrap();
-        let expected = std::fs::read_to_string(case.join("result")).unwrap().replace("\r\n", "\n");
+        let expected = std::fs::read_to_string(case.join("result"))
+            .unwrap()
+            .replace("\r\n", "\n");
         match parse_nodes(&source, "Dockerfile") {
             Ok(raw) => {
                 let got: String = raw.nodes.iter().map(|n| n.dump() + "\n").collect();
                 if got != expected {
-                    failures.push(format!("{}:\n--- expected\n{expected}--- got\n{got}", case.display()));
+                    failures.push(format!(
+                        "{}:\n--- expected\n{expected}--- got\n{got}",
+                        case.display()
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{}: {e}", case.display())),
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn parser_testfiles_negative() {
     let Some(dir) = data_dir() else { return };
-    let mut cases: Vec<_> =
-        std::fs::read_dir(dir.join("parser-testfiles-negative")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut cases: Vec<_> = std::fs::read_dir(dir.join("parser-testfiles-negative"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     cases.sort();
     assert!(cases.len() >= 4);
     for case in cases {
         let source = std::fs::read(case.join("Dockerfile")).unwrap();
         let result = parse_nodes(&source, "Dockerfile");
-        assert!(result.is_err(), "{} parsed but must fail: {:?}", case.display(), result.map(|r| r.nodes.len()));
+        assert!(
+            result.is_err(),
+            "{} parsed but must fail: {:?}",
+            case.display(),
+            result.map(|r| r.nodes.len())
+        );
         // The typed layer must reject it as well.
         // (typed layer checked in instructions tests)
     }

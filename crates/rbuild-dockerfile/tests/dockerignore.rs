@@ -1,8 +1,8 @@
 //! `.dockerignore` semantics, case by case (Docker's patternmatcher and
 //! ignorefile behaviour, including its shortcuts).
 
-use rbuild_dockerfile::ignore::{dockerignore_names, IgnorePattern};
-use rbuild_dockerfile::{parse_dockerignore, IgnoreError, IgnoreMatcher};
+use rbuild_dockerfile::ignore::{IgnorePattern, dockerignore_names};
+use rbuild_dockerfile::{IgnoreError, IgnoreMatcher, parse_dockerignore};
 
 /// (dockerignore text, path, excluded?)
 const CASES: &[(&str, &str, bool)] = &[
@@ -74,7 +74,11 @@ const CASES: &[(&str, &str, bool)] = &[
     ("a(b)c/def", "a(b)c/def", true),
     ("a(b)c/def", "a(b)c/xyz", false),
     ("a.|)$(}+{bc", "a.|)$(}+{bc", true),
-    ("dist/*.whl", "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl", true),
+    (
+        "dist/*.whl",
+        "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+        true,
+    ),
     ("*", "anything", true),
     ("*", "dir/file", true),
     ("*.go", "main.go", true),
@@ -122,8 +126,16 @@ const CASES: &[(&str, &str, bool)] = &[
     // exceptions: the last matching pattern wins
     ("*.md\n!README.md", "README.md", false),
     ("*.md\n!README.md", "CHANGES.md", true),
-    ("*.md\n!README*.md\nREADME-secret.md", "README-secret.md", true),
-    ("*.md\n!README*.md\nREADME-secret.md", "README-public.md", false),
+    (
+        "*.md\n!README*.md\nREADME-secret.md",
+        "README-secret.md",
+        true,
+    ),
+    (
+        "*.md\n!README*.md\nREADME-secret.md",
+        "README-public.md",
+        false,
+    ),
     ("docs\n!docs/keep.txt", "docs/keep.txt", false),
     ("docs\n!docs/keep.txt", "docs/other.txt", true),
     ("docs\n!docs/keep.txt", "docs", true),
@@ -146,16 +158,29 @@ fn table() {
     for (text, path, expected) in CASES {
         let m = IgnoreMatcher::from_dockerignore(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
         if m.matches(path, false) != *expected {
-            failures.push(format!("patterns {text:?}, path {path:?}: expected excluded={expected}"));
+            failures.push(format!(
+                "patterns {text:?}, path {path:?}: expected excluded={expected}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn bad_patterns() {
-    assert_eq!(parse_dockerignore("foo\n!\n"), Err(IgnoreError::LoneBang { line: 2 }));
-    assert_eq!(parse_dockerignore("  !  "), Err(IgnoreError::LoneBang { line: 1 }));
+    assert_eq!(
+        parse_dockerignore("foo\n!\n"),
+        Err(IgnoreError::LoneBang { line: 2 })
+    );
+    assert_eq!(
+        parse_dockerignore("  !  "),
+        Err(IgnoreError::LoneBang { line: 1 })
+    );
     for bad in ["[", "a[b", "[]", "a\\", "[a-]", "x[^]"] {
         assert!(parse_dockerignore(bad).is_err(), "{bad:?} must be rejected");
     }
@@ -167,8 +192,14 @@ fn bad_patterns() {
 fn parsed_form() {
     let p = parse_dockerignore("# c\n/abs/path/\n!./keep//x\n").unwrap();
     assert_eq!(p.len(), 2);
-    assert_eq!((p[0].pattern.as_str(), p[0].exception, p[0].line), ("abs/path", false, 2));
-    assert_eq!((p[1].pattern.as_str(), p[1].exception, p[1].line), ("keep/x", true, 3));
+    assert_eq!(
+        (p[0].pattern.as_str(), p[0].exception, p[0].line),
+        ("abs/path", false, 2)
+    );
+    assert_eq!(
+        (p[1].pattern.as_str(), p[1].exception, p[1].line),
+        ("keep/x", true, 3)
+    );
     assert_eq!(IgnorePattern::new("  ./a/b/ ").unwrap().pattern, "a/b");
 }
 
@@ -194,5 +225,8 @@ fn directory_pruning() {
 
 #[test]
 fn dockerignore_file_names() {
-    assert_eq!(dockerignore_names("build/Dockerfile.prod"), ["Dockerfile.prod.dockerignore", ".dockerignore"]);
+    assert_eq!(
+        dockerignore_names("build/Dockerfile.prod"),
+        ["Dockerfile.prod.dockerignore", ".dockerignore"]
+    );
 }

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use rbuild_dockerfile::{expand_word, expand_word_with_matches, expand_words, referenced_variables, ShellLexer};
+use rbuild_dockerfile::{
+    ShellLexer, expand_word, expand_word_with_matches, expand_words, referenced_variables,
+};
 
 const E: &str = "\u{0}ERROR";
 
@@ -277,7 +279,11 @@ const WORDS: &[(&str, &str)] = &[
 
 #[test]
 fn single_word() {
-    assert!(WORD.len() + WORDS.len() >= 200, "{} cases", WORD.len() + WORDS.len());
+    assert!(
+        WORD.len() + WORDS.len() >= 200,
+        "{} cases",
+        WORD.len() + WORDS.len()
+    );
     let mut failures = Vec::new();
     for (input, expected) in WORD {
         let got = expand_word(input, &env, '\\');
@@ -287,10 +293,18 @@ fn single_word() {
             _ => false,
         };
         if !ok {
-            failures.push(format!("{input:?}: expected {:?}, got {got:?}", if *expected == E { "error" } else { expected }));
+            failures.push(format!(
+                "{input:?}: expected {:?}, got {got:?}",
+                if *expected == E { "error" } else { expected }
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -302,7 +316,12 @@ fn field_splitting() {
             failures.push(format!("{input:?}: expected {expected:?}, got {got:?}"));
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -318,13 +337,20 @@ fn backtick_escape() {
         ("${UNSET:-`}}", "}"),
     ];
     for (input, expected) in cases {
-        assert_eq!(expand_word(input, &env, '`').as_deref(), Ok(expected), "{input:?}");
+        assert_eq!(
+            expand_word(input, &env, '`').as_deref(),
+            Ok(expected),
+            "{input:?}"
+        );
     }
 }
 
 #[test]
 fn unset_variables_can_be_kept() {
-    let lexer = ShellLexer { skip_unset_env: true, ..ShellLexer::new('\\') };
+    let lexer = ShellLexer {
+        skip_unset_env: true,
+        ..ShellLexer::new('\\')
+    };
     let cases = [
         ("$UNSET", "$UNSET"),
         ("${UNSET}", "${UNSET}"),
@@ -333,37 +359,69 @@ fn unset_variables_can_be_kept() {
         ("$NAME $UNSET", "world $UNSET"),
     ];
     for (input, expected) in cases {
-        assert_eq!(lexer.process(input, &env).map(|e| e.value).as_deref(), Ok(expected), "{input:?}");
+        assert_eq!(
+            lexer.process(input, &env).map(|e| e.value).as_deref(),
+            Ok(expected),
+            "{input:?}"
+        );
     }
-    let heredoc_heads = ShellLexer { raw_quotes: true, raw_escapes: true, skip_unset_env: true, ..ShellLexer::new('\\') };
-    let e = heredoc_heads.process("cat <<'EOF' > \"$OUT\" a\\ b", &env).unwrap();
+    let heredoc_heads = ShellLexer {
+        raw_quotes: true,
+        raw_escapes: true,
+        skip_unset_env: true,
+        ..ShellLexer::new('\\')
+    };
+    let e = heredoc_heads
+        .process("cat <<'EOF' > \"$OUT\" a\\ b", &env)
+        .unwrap();
     assert_eq!(e.words, ["cat", "<<'EOF'", ">", "\"$OUT\"", "a\\ b"]);
 }
 
 #[test]
 fn quote_processing_can_be_off() {
-    let lexer = ShellLexer { skip_process_quotes: true, ..ShellLexer::new('\\') };
-    assert_eq!(lexer.process("echo \"$NAME\" '$NAME'", &env).unwrap().value, "echo \"world\" 'world'");
+    let lexer = ShellLexer {
+        skip_process_quotes: true,
+        ..ShellLexer::new('\\')
+    };
+    assert_eq!(
+        lexer.process("echo \"$NAME\" '$NAME'", &env).unwrap().value,
+        "echo \"world\" 'world'"
+    );
 }
 
 #[test]
 fn matches_and_references() {
     let e = expand_word_with_matches("$NAME ${UNSET:-$PWD} ${EMPTY}", &env, '\\').unwrap();
-    assert_eq!(e.matched, BTreeSet::from(["NAME".to_string(), "PWD".to_string(), "EMPTY".to_string()]));
+    assert_eq!(
+        e.matched,
+        BTreeSet::from(["NAME".to_string(), "PWD".to_string(), "EMPTY".to_string()])
+    );
     assert_eq!(e.unmatched, BTreeSet::from(["UNSET".to_string()]));
     let r = referenced_variables("'$NOT' \"$YES\" \\$NO ${A:+${B}}", '\\');
-    assert_eq!(r, BTreeSet::from(["A".to_string(), "B".to_string(), "YES".to_string()]));
+    assert_eq!(
+        r,
+        BTreeSet::from(["A".to_string(), "B".to_string(), "YES".to_string()])
+    );
     assert!(referenced_variables("${", '\\').is_empty());
 }
 
 #[test]
 fn error_messages_name_the_word() {
-    let e = expand_word("x${UNSET:?needs a value}", &env, '\\').unwrap_err().to_string();
-    assert_eq!(e, "failed to expand `x${UNSET:?needs a value}`: UNSET: needs a value");
-    let e = expand_word("${EMPTY:?}", &env, '\\').unwrap_err().to_string();
+    let e = expand_word("x${UNSET:?needs a value}", &env, '\\')
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "failed to expand `x${UNSET:?needs a value}`: UNSET: needs a value"
+    );
+    let e = expand_word("${EMPTY:?}", &env, '\\')
+        .unwrap_err()
+        .to_string();
     assert!(e.ends_with("EMPTY: is not allowed to be empty"), "{e}");
     let e = expand_word("${NAME", &env, '\\').unwrap_err().to_string();
     assert!(e.contains("missing `}`"), "{e}");
-    let e = expand_word("${NAME:=x}", &env, '\\').unwrap_err().to_string();
+    let e = expand_word("${NAME:=x}", &env, '\\')
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("unsupported modifier `:=`"), "{e}");
 }

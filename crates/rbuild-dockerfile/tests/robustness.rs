@@ -3,8 +3,10 @@
 
 use proptest::prelude::*;
 
-use rbuild_dockerfile::stages::{resolve, Platform, ResolveOptions};
-use rbuild_dockerfile::{expand_word, expand_words, parse, parse_nodes, IgnoreMatcher, MountSpec, ShellLexer};
+use rbuild_dockerfile::stages::{Platform, ResolveOptions, resolve};
+use rbuild_dockerfile::{
+    IgnoreMatcher, MountSpec, ShellLexer, expand_word, expand_words, parse, parse_nodes,
+};
 
 /// Bytes biased towards Dockerfile syntax so the fuzzing reaches deep.
 fn dockerfile_bytes() -> impl Strategy<Value = Vec<u8>> {

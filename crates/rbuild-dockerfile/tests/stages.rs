@@ -3,11 +3,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rbuild_dockerfile::parse;
-use rbuild_dockerfile::stages::{resolve, Platform, ResolveOptions, ResolvedStages, Source};
+use rbuild_dockerfile::stages::{Platform, ResolveOptions, ResolvedStages, Source, resolve};
 
-fn run(src: &str, args: &[(&str, &str)], target: Option<&str>, contexts: &[&str]) -> Result<ResolvedStages, String> {
+fn run(
+    src: &str,
+    args: &[(&str, &str)],
+    target: Option<&str>,
+    contexts: &[&str],
+) -> Result<ResolvedStages, String> {
     let df = parse(src.as_bytes(), "Dockerfile").map_err(|e| e.to_string())?;
-    let build_args: BTreeMap<String, String> = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let build_args: BTreeMap<String, String> = args
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let named: BTreeSet<String> = contexts.iter().map(|s| s.to_string()).collect();
     let opts = ResolveOptions {
         build_args: &build_args,
@@ -34,17 +42,27 @@ fn from_expansion_uses_global_args_and_platform_args() {
     assert_eq!(r.global_args["IMG"], "docker.io/library/alpine");
     assert_eq!(r.global_args["TARGETVARIANT"], "v8");
     let r = run(src, &[("TAG", "3.20")], Some("0"), &[]);
-    assert!(r.unwrap_err().contains("target stage `0` could not be found"));
+    assert!(
+        r.unwrap_err()
+            .contains("target stage `0` could not be found")
+    );
     let src0 = "ARG REG=docker.io\nARG TAG\nARG IMG=${REG}/library/alpine\nFROM ${IMG}:${TAG:-latest} AS first\nFROM scratch\n";
     let r = run(src0, &[], Some("first"), &[]).unwrap();
-    assert_eq!(r.stages[0].base, Source::Image("docker.io/library/alpine:latest".into()));
+    assert_eq!(
+        r.stages[0].base,
+        Source::Image("docker.io/library/alpine:latest".into())
+    );
 }
 
 #[test]
 fn build_args_without_global_arg_do_not_reach_from() {
     let r = run("FROM alpine:${V:-3}\n", &[("V", "9")], None, &[]).unwrap();
     assert_eq!(r.stages[0].base, Source::Image("alpine:3".into()));
-    assert!(r.warnings.iter().any(|w| w.rule == "UnusedBuildArg" && w.message.contains("`V`")));
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.rule == "UnusedBuildArg" && w.message.contains("`V`"))
+    );
 }
 
 #[test]
@@ -56,7 +74,14 @@ fn only_needed_stages_in_dependency_order() {
     assert_eq!(last.base, Source::Stage(1));
     assert_eq!(last.deps, [0, 1, 3]);
     let sources: Vec<&Source> = last.from_refs.iter().map(|f| &f.source).collect();
-    assert_eq!(sources, [&Source::Stage(3), &Source::Stage(0), &Source::Image("nginx:latest".into())]);
+    assert_eq!(
+        sources,
+        [
+            &Source::Stage(3),
+            &Source::Stage(0),
+            &Source::Image("nginx:latest".into())
+        ]
+    );
     assert_eq!(last.from_refs[1].mount, Some(0));
     assert_eq!(r.stages[2].base, Source::Scratch);
     let r = run(src, &[], Some("DEPS"), &[]).unwrap();
@@ -65,7 +90,12 @@ fn only_needed_stages_in_dependency_order() {
 
 #[test]
 fn copy_from_may_point_forward() {
-    let r = run("FROM alpine\nCOPY --from=later /x /x\nFROM busybox AS later\n", &[], Some("0"), &[]);
+    let r = run(
+        "FROM alpine\nCOPY --from=later /x /x\nFROM busybox AS later\n",
+        &[],
+        Some("0"),
+        &[],
+    );
     assert!(r.is_err()); // `0` is not a stage name
     let df = "FROM alpine AS a\nCOPY --from=later /x /x\nFROM busybox AS later\n";
     let r = run(df, &[], Some("a"), &[]).unwrap();
@@ -78,7 +108,10 @@ fn named_contexts_override_stages_and_images() {
     let r = run(src, &[], None, &["base", "tools"]).unwrap();
     assert_eq!(order(&r), [1]);
     assert_eq!(r.stages[0].base, Source::Context("base".into()));
-    assert_eq!(r.stages[0].from_refs[0].source, Source::Context("tools".into()));
+    assert_eq!(
+        r.stages[0].from_refs[0].source,
+        Source::Context("tools".into())
+    );
     let r = run("FROM alpine\n", &[], None, &["alpine"]).unwrap();
     assert_eq!(r.stages[0].base, Source::Context("alpine".into()));
 }
@@ -86,28 +119,70 @@ fn named_contexts_override_stages_and_images() {
 #[test]
 fn errors() {
     let cases: &[(&str, Option<&str>, &str)] = &[
-        ("FROM a AS x\nCOPY --from=y /a /a\nFROM b AS y\nCOPY --from=x /b /b\n", None, "circular dependency"),
-        ("FROM a AS x\nCOPY --from=x /a /a\n", None, "circular dependency"),
-        ("FROM a\nCOPY --from=3 /a /a\n", None, "invalid stage index `3`"),
-        ("FROM a\nCOPY --from=-1 /a /a\n", None, "invalid stage index `-1`"),
-        ("FROM later\nFROM x AS later\n", None, "used before it is defined"),
+        (
+            "FROM a AS x\nCOPY --from=y /a /a\nFROM b AS y\nCOPY --from=x /b /b\n",
+            None,
+            "circular dependency",
+        ),
+        (
+            "FROM a AS x\nCOPY --from=x /a /a\n",
+            None,
+            "circular dependency",
+        ),
+        (
+            "FROM a\nCOPY --from=3 /a /a\n",
+            None,
+            "invalid stage index `3`",
+        ),
+        (
+            "FROM a\nCOPY --from=-1 /a /a\n",
+            None,
+            "invalid stage index `-1`",
+        ),
+        (
+            "FROM later\nFROM x AS later\n",
+            None,
+            "used before it is defined",
+        ),
         ("FROM a AS build\n", Some("biuld"), "did you mean `build`?"),
         ("ARG B\nFROM ${B}\n", None, "should not be blank"),
-        ("FROM --platform=linux a\n", None, "invalid platform `linux`"),
+        (
+            "FROM --platform=linux a\n",
+            None,
+            "invalid platform `linux`",
+        ),
         ("FROM ${X:?must be set}\n", None, "must be set"),
     ];
     for (src, target, needle) in cases {
         let e = run(src, &[], *target, &[]).unwrap_err();
         assert!(e.contains(needle), "{src:?}: {e}");
     }
-    let e = run("FROM a AS x\nRUN true\nCOPY --from=x /a /a\n", &[], None, &[]).unwrap_err();
+    let e = run(
+        "FROM a AS x\nRUN true\nCOPY --from=x /a /a\n",
+        &[],
+        None,
+        &[],
+    )
+    .unwrap_err();
     assert!(e.starts_with("Dockerfile:3:1: circular dependency"), "{e}");
 }
 
 #[test]
 fn unused_build_args() {
     let src = "ARG USED_GLOBAL\nFROM a AS one\nARG IN_ONE\nFROM b AS two\nARG IN_TWO\n";
-    let r = run(src, &[("USED_GLOBAL", "1"), ("IN_ONE", "1"), ("IN_TWO", "1"), ("HTTP_PROXY", "x"), ("NOPE", "1")], None, &[]).unwrap();
+    let r = run(
+        src,
+        &[
+            ("USED_GLOBAL", "1"),
+            ("IN_ONE", "1"),
+            ("IN_TWO", "1"),
+            ("HTTP_PROXY", "x"),
+            ("NOPE", "1"),
+        ],
+        None,
+        &[],
+    )
+    .unwrap();
     let unused: Vec<&str> = r.warnings.iter().map(|w| w.message.as_str()).collect();
     assert_eq!(unused.len(), 2, "{unused:?}");
     assert!(unused.iter().any(|m| m.contains("`IN_ONE`")));
