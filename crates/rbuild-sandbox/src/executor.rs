@@ -89,7 +89,7 @@ impl Executor {
     pub fn new(helper: HelperCommand) -> Self {
         Self {
             helper,
-            run_dir: std::env::temp_dir().join(format!("rbuild-sandbox-{}", nix::unistd::getuid())),
+            run_dir: std::env::temp_dir().join(format!("rbuild-sandbox-{}", outer_uid())),
             binfmt_dir: PathBuf::from("/proc/sys/fs/binfmt_misc"),
             pids_cgroup: detect_pids_cgroup(),
         }
@@ -132,9 +132,14 @@ impl Executor {
             path: self.run_dir.clone(),
             source,
         })?;
+        // Canonical, so that paths the kernel reports inside it compare equal.
+        let run_dir = std::fs::canonicalize(&self.run_dir).map_err(|source| SandboxError::RunDir {
+            path: self.run_dir.clone(),
+            source,
+        })?;
         let mountpoint = tempfile::Builder::new()
             .prefix("root-")
-            .tempdir_in(&self.run_dir)
+            .tempdir_in(&run_dir)
             .map_err(|source| SandboxError::RunDir {
                 path: self.run_dir.clone(),
                 source,
@@ -151,7 +156,9 @@ impl Executor {
         };
         let mut msg = Vec::new();
         write_message(&mut msg, &req).map_err(SandboxError::Io)?;
+        let cgroup_guard = CgroupGuard(req.pids_cgroup.clone());
         let res = self.run_helper(&mut msg, slirp.as_deref(), output).await;
+        drop(cgroup_guard);
         let (result, stubs) = res?;
         let upper = match &spec.rootfs {
             Rootfs::Overlay { upperdir, .. } => upperdir,
@@ -262,6 +269,31 @@ impl Executor {
     }
 }
 
+/// Removes a run's `pids` cgroup if the helper could not (it was killed by
+/// a cancellation). The cgroup empties only once the kernel has finished
+/// killing the sandbox, so a short-lived thread retries for a while.
+struct CgroupGuard(Option<PathBuf>);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        let Some(cg) = self.0.take() else { return };
+        if std::fs::remove_dir(&cg).is_ok() || !cg.exists() {
+            return;
+        }
+        let _ = std::thread::Builder::new().name("rbuild-cgroup-rm".into()).spawn(move || {
+            for _ in 0..200 {
+                match std::fs::remove_dir(&cg) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    _ => return,
+                }
+            }
+            tracing::debug!(cgroup = %cg.display(), "cgroup still busy; left behind");
+        });
+    }
+}
+
 fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
         .map_err(|e| SandboxError::Io(e.into()))
@@ -317,6 +349,20 @@ async fn start_slirp(path: &Path, pid: i32) -> Result<tokio::process::Child, Str
             Err(err.trim().to_string())
         }
     }
+}
+
+/// Our uid outside the user namespace (the first line of `uid_map`), so
+/// that a rootless build and real root never share a default run dir.
+fn outer_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .ok()
+        .and_then(|m| {
+            let mut it = m.split_whitespace();
+            let inside: u32 = it.next()?.parse().ok()?;
+            let outside: u32 = it.next()?.parse().ok()?;
+            (inside == 0).then_some(outside)
+        })
+        .unwrap_or_else(|| nix::unistd::getuid().as_raw())
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {

@@ -20,7 +20,7 @@ use rustix::thread::CapabilitySet;
 
 use crate::proto::{Event, HelperRequest, write_message};
 use crate::rootfs::{Kind, RootBuilder, memory_file};
-use crate::spec::{DEFAULT_PATH_ENV, MountKind, Network, RunResult, RunSpec, Rootfs, Security};
+use crate::spec::{DEFAULT_PATH_ENV, MountKind, RunResult, RunSpec, Rootfs, Security};
 
 /// Docker's default capability set.
 pub const DEFAULT_CAPS: CapabilitySet = CapabilitySet::CHOWN
@@ -91,15 +91,16 @@ fn setup_and_start(req: &HelperRequest, status: &mut File) -> Result<Pid, String
     let mut rb = RootBuilder::new(&req.mountpoint, upper).map_err(|e| e.to_string())?;
 
     crate::mounts::system_mounts(&mut rb, spec).map_err(|e| e.to_string())?;
-    let secret_env = user_mounts(&mut rb, spec).map_err(|e| e.to_string())?;
+    let (secret_env, proxies) = user_mounts(&mut rb, spec).map_err(|e| e.to_string())?;
     let user = rbuild_fileop::users::resolve_user_at(rb.root(), &spec.user).map_err(|e| format!("USER: {e}"))?;
     let cwd = rb.workdir(&spec.cwd).map_err(|e| e.to_string())?;
     write_message(status, &Event::Stubs(rb.take_stubs())).map_err(|e| format!("reporting stubs: {e}"))?;
 
-    if spec.network != Network::Host || !spec.hostname.is_empty() {
-        let _ = nix::unistd::sethostname(if spec.hostname.is_empty() { "buildkitsandbox" } else { &spec.hostname });
-    }
+    // The helper made a new UTS namespace: the host's name is never changed.
+    let hostname = if spec.hostname.is_empty() { "buildkitsandbox" } else { &spec.hostname };
+    nix::unistd::sethostname(hostname).map_err(|e| format!("sethostname `{hostname}`: {e}"))?;
     pivot(rb.root())?;
+    crate::ssh::start(proxies)?;
 
     let exec = ExecPlan::new(spec, &user, secret_env)?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
@@ -134,15 +135,19 @@ fn pivot(root: BorrowedFd<'_>) -> Result<(), String> {
 
 /// Mounts requested by `RUN --mount`, shallowest target first. Returns the
 /// secret environment variables.
-fn user_mounts(rb: &mut RootBuilder, spec: &RunSpec) -> Result<Vec<CString>, crate::rootfs::RootfsError> {
+type UserMounts = (Vec<CString>, Vec<crate::ssh::AgentProxy>);
+
+fn user_mounts(rb: &mut RootBuilder, spec: &RunSpec) -> Result<UserMounts, crate::rootfs::RootfsError> {
     let mut order: Vec<_> = spec.mounts.iter().collect();
     order.sort_by_key(|mnt| crate::rootfs::clean_components(&mnt.target).len());
     let mut env = Vec::new();
+    let mut proxies = Vec::new();
     let mut secrets: Option<OwnedFd> = None;
     for (i, mnt) in order.into_iter().enumerate() {
         match &mnt.kind {
             MountKind::Bind { source, readonly } => {
-                let kind = if source.is_dir() { Kind::Dir } else { Kind::File };
+                let is_dir = std::fs::symlink_metadata(source).is_ok_and(|m| m.is_dir());
+                let kind = if is_dir { Kind::Dir } else { Kind::File };
                 let fd = m::bind_mount_fd(source, *readonly, true)?;
                 rb.attach(fd.as_fd(), &mnt.target, kind)?;
             }
@@ -160,13 +165,9 @@ fn user_mounts(rb: &mut RootBuilder, spec: &RunSpec) -> Result<Vec<CString>, cra
                 rb.attach(fd.as_fd(), &mnt.target, Kind::Dir)?;
             }
             MountKind::Secret { data, mode, uid, gid } => {
-                if secrets.is_none() {
-                    secrets = Some(m::tmpfs_mount_fd(&[("mode", "0700")])?);
-                }
-                if let Some(tmp) = &secrets {
-                    let f = memory_file(tmp.as_fd(), &format!("s{i}"), data, *mode, Some((*uid, *gid)), true)?;
-                    rb.attach(f.as_fd(), &mnt.target, Kind::File)?;
-                }
+                let tmp = private_tmpfs(&mut secrets)?;
+                let f = memory_file(tmp, &format!("s{i}"), data, *mode, Some((*uid, *gid)), true)?;
+                rb.attach(f.as_fd(), &mnt.target, Kind::File)?;
             }
             MountKind::SecretEnv { name, data } => {
                 let mut kv = name.as_bytes().to_vec();
@@ -178,13 +179,27 @@ fn user_mounts(rb: &mut RootBuilder, spec: &RunSpec) -> Result<Vec<CString>, cra
                     reason: "contains a NUL byte",
                 })?);
             }
-            MountKind::SshAgent { socket, .. } => {
-                let fd = m::bind_mount_fd(socket, false, false)?;
+            MountKind::SshAgent { socket, mode, uid, gid } => {
+                let tmp = private_tmpfs(&mut secrets)?;
+                let (fd, proxy) = crate::ssh::prepare(tmp, &format!("ssh{i}"), socket, *mode, *uid, *gid)?;
                 rb.attach(fd.as_fd(), &mnt.target, Kind::File)?;
+                proxies.push(proxy);
             }
         }
     }
-    Ok(env)
+    Ok((env, proxies))
+}
+
+/// The detached tmpfs holding secrets and agent sockets (created on first use).
+fn private_tmpfs(slot: &mut Option<OwnedFd>) -> Result<BorrowedFd<'_>, crate::rootfs::RootfsError> {
+    if slot.is_none() {
+        *slot = Some(m::tmpfs_mount_fd(&[("mode", "0700")])?);
+    }
+    slot.as_ref().map(AsFd::as_fd).ok_or(crate::rootfs::RootfsError::Refused {
+        what: "private tmpfs",
+        path: String::new(),
+        reason: "could not be created",
+    })
 }
 
 /// What the main process execs, prepared before fork.
@@ -287,12 +302,12 @@ fn drop_privileges_and_enter(spec: &RunSpec, user: &rbuild_fileop::users::Resolv
     if let Err(e) = nix::unistd::setgroups(&groups)
         && !(e == nix::Error::EPERM && groups.iter().all(|g| g.as_raw() == user.gid))
     {
-        return Err(format!("setgroups {:?}: {e}", user.additional_gids));
+        return Err(id_error("groups", &format!("{:?}", user.additional_gids), e));
     }
     let gid = nix::unistd::Gid::from_raw(user.gid);
     let uid = nix::unistd::Uid::from_raw(user.uid);
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| id_error("gid", user.gid, e))?;
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| id_error("uid", user.uid, e))?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| id_error("gid", &user.gid.to_string(), e))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| id_error("uid", &user.uid.to_string(), e))?;
     // SAFETY: prctl with constant arguments.
     unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
     if sandboxed {
@@ -317,9 +332,10 @@ fn drop_privileges_and_enter(spec: &RunSpec, user: &rbuild_fileop::users::Resolv
     }
 }
 
-fn id_error(what: &str, id: u32, e: nix::Error) -> String {
-    if e == nix::Error::EINVAL {
-        format!("set{what} {id}: this id is not mapped in the build's user namespace (add a subordinate id range: `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 <user>`)")
+fn id_error(what: &str, id: &str, e: nix::Error) -> String {
+    // EINVAL: unmapped id; EPERM from setgroups: a single-id map denies it.
+    if e == nix::Error::EINVAL || (what == "groups" && e == nix::Error::EPERM) {
+        format!("set{what} {id}: not mapped in the build's user namespace (add a subordinate id range: `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 <user>`)")
     } else {
         format!("set{what} {id}: {e}")
     }

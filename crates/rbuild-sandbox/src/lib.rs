@@ -23,6 +23,7 @@ pub(crate) mod proto;
 pub mod qemu;
 pub mod rootfs;
 pub mod spec;
+mod ssh;
 
 pub use executor::{Executor, HelperCommand, SandboxError};
 pub use process::{NamespaceInfo, NamespaceMode, enter_build_namespace};

@@ -26,7 +26,7 @@ use nix::sched::CloneFlags;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid};
 
-/// Environment marker set on the re-executed child (value: `range:N` or `single`).
+/// Environment marker set on the re-executed child (value: `range:N` or `single:<user>`).
 const MARKER: &str = "_RBUILD_USERNS";
 
 /// How the build process is isolated.
@@ -91,7 +91,9 @@ pub fn enter_build_namespace() -> Result<NamespaceInfo, NamespaceError> {
         } else {
             NamespaceMode::RootlessSingleId
         };
-        let warning = (mode == NamespaceMode::RootlessSingleId).then(|| single_id_warning(&user_name()));
+        // The user name is only known outside (inside we are "root").
+        let outer_name = marker.to_str().and_then(|m| m.strip_prefix("single:")).unwrap_or("<user>").to_string();
+        let warning = (mode == NamespaceMode::RootlessSingleId).then(|| single_id_warning(&outer_name));
         return Ok(NamespaceInfo { mode, warning });
     }
     if nix::unistd::geteuid().is_root() {
@@ -196,7 +198,7 @@ fn reexec_in_user_namespace() -> Result<NamespaceInfo, NamespaceError> {
     };
     let marker = match &mapping {
         Some((u, g, _, _)) => format!("range:{}", 1 + u.count.min(g.count)),
-        None => "single".to_string(),
+        None => format!("single:{name}"),
     };
 
     // Everything the child needs is prepared before fork.

@@ -40,10 +40,12 @@ const CASES: &[&str] = &[
     "identity_files_and_caps",
     "foreign_arch_needs_binfmt",
     "overlay_many_lowers_in_process",
+    "ssh_agent_is_forwarded",
 ];
 
 fn main() {
     rbuild_sandbox::helper::run_if_requested();
+    test_client_if_requested();
     let info = match rbuild_sandbox::enter_build_namespace() {
         Ok(i) => i,
         Err(e) => {
@@ -54,7 +56,11 @@ fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let rootless = info.mode != NamespaceMode::Root;
     let ranged = matches!(info.mode, NamespaceMode::Root | NamespaceMode::Rootless { .. });
-    let label = if rootless { "unprivileged" } else { "root" };
+    let label = match info.mode {
+        NamespaceMode::Root => "root",
+        NamespaceMode::Rootless { .. } => "unprivileged",
+        NamespaceMode::RootlessSingleId => "single-id",
+    };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -84,8 +90,21 @@ fn main() {
         }
     }
     drop(ctx);
+    if let Some(w) = &info.warning {
+        println!("[{label}] namespace warning: {w}");
+        if !w.contains("usermod") {
+            println!("[{label}] warning does not say how to fix it");
+            failed += 1;
+        }
+    } else if !ranged {
+        println!("[{label}] single-id map without a warning");
+        failed += 1;
+    }
     if !rootless && std::env::var_os("RBUILD_TEST_NO_UNPRIV").is_none() {
-        failed += run_unprivileged(filter.as_deref());
+        failed += run_unprivileged(support::TEST_USER, filter.as_deref());
+        if support::ensure_single_id_user() {
+            failed += run_unprivileged(support::SINGLE_USER, filter.as_deref());
+        }
     }
     if failed > 0 {
         println!("{failed} failed");
@@ -94,21 +113,21 @@ fn main() {
 }
 
 /// Re-runs this binary as the unprivileged test user; returns failures.
-fn run_unprivileged(filter: Option<&str>) -> i32 {
-    if !ensure_test_user() {
-        println!("note: cannot create `{}`; unprivileged run skipped", support::TEST_USER);
+fn run_unprivileged(user: &str, filter: Option<&str>) -> i32 {
+    if user == support::TEST_USER && !ensure_test_user() {
+        println!("note: cannot create `{user}`; unprivileged run skipped");
         return 0;
     }
     let Ok(exe) = std::env::current_exe() else { return 1 };
     let mut cmd = Command::new("setpriv");
     cmd.args([
-        &format!("--reuid={}", support::TEST_USER),
-        &format!("--regid={}", support::TEST_USER),
+        &format!("--reuid={user}"),
+        &format!("--regid={user}"),
         "--init-groups",
         "--",
     ])
     .arg(&exe)
-    .env("HOME", format!("/home/{}", support::TEST_USER))
+    .env("HOME", format!("/home/{user}"))
     .env("TMPDIR", "/tmp")
     .env_remove("XDG_RUNTIME_DIR");
     if let Some(f) = filter {
@@ -146,6 +165,7 @@ async fn run_case(name: &str, c: &Ctx) -> R {
         "identity_files_and_caps" => identity(c).await,
         "foreign_arch_needs_binfmt" => foreign_arch(c).await,
         "overlay_many_lowers_in_process" => many_lowers(c),
+        "ssh_agent_is_forwarded" => ssh_agent(c).await,
         other => Err(format!("unknown case {other}")),
     }
 }
@@ -156,13 +176,20 @@ fn meta(p: &std::path::Path) -> Result<std::fs::Metadata, String> {
 
 async fn files_owners_modes(c: &Ctx) -> R {
     let a = c.layer();
-    let spec = c.spec(&a, "echo hi > /rootfile && chmod 640 /rootfile && mkdir -p /home/app && chown app:app /home/app && chmod 750 /home/app");
+    let spec = c.spec(&a, "echo hi > /rootfile && chmod 640 /rootfile");
     c.run(&spec).await.ok()?;
     let m = meta(&a.upper.join("rootfile"))?;
     ensure!(m.uid() == 0 && m.gid() == 0 && m.mode() & 0o7777 == 0o640, "rootfile {}:{} {:o}", m.uid(), m.gid(), m.mode());
     if !c.ranged {
-        return Ok(());
+        // Single-id map: switching to another user fails with a clear error.
+        let mut spec = c.spec(&a, "true");
+        spec.user = "app".into();
+        return match c.run(&spec).await.result {
+            Err(SandboxError::Setup(m)) if m.contains("not mapped") => Ok(()),
+            other => Err(format!("USER app with a single-id map gave {other:?}")),
+        };
     }
+    c.run(&c.spec(&a, "mkdir -p /home/app && chown app:app /home/app && chmod 750 /home/app")).await.ok()?;
     let m = meta(&a.upper.join("home/app"))?;
     ensure!(m.uid() == 1000 && m.gid() == 1000, "home/app owner {}:{}", m.uid(), m.gid());
     // A second step on the same layer, as USER app.
@@ -180,10 +207,12 @@ async fn files_owners_modes(c: &Ctx) -> R {
 }
 
 async fn chown_to_other_id(c: &Ctx) -> R {
+    let a = c.layer();
     if !c.ranged {
+        let out = c.run(&c.spec(&a, "touch /x && chown 4242:4343 /x")).await;
+        ensure!(matches!(out.result, Ok(r) if !r.success()) && out.stderr.contains("Invalid argument"), "chown with a single-id map: {out:?}");
         return Ok(());
     }
-    let a = c.layer();
     c.run(&c.spec(&a, "touch /x && chown 4242:4343 /x")).await.ok()?;
     let m = meta(&a.upper.join("x"))?;
     ensure!(m.uid() == 4242 && m.gid() == 4343, "x owned by {}:{}", m.uid(), m.gid());
@@ -331,6 +360,23 @@ async fn cancel(c: &Ctx) -> R {
     ensure!(!mounts.contains(&*run_dir.to_string_lossy()), "a mount survived");
     let leftover: Vec<_> = std::fs::read_dir(&run_dir).map_err(|e| e.to_string())?.flatten().map(|e| e.file_name()).collect();
     ensure!(leftover.is_empty(), "run dir not cleaned: {leftover:?}");
+    if c.executor.uses_pids_cgroup() {
+        let prefix = format!("rbuild-{}-", std::process::id());
+        let mut left = Vec::new();
+        for _ in 0..100 {
+            left = std::fs::read_dir("/sys/fs/cgroup/pids")
+                .map_err(|e| e.to_string())?
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.file_name())
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        ensure!(left.is_empty(), "pids cgroups left behind: {left:?}");
+    }
     // The layer can be discarded (not busy).
     drop(a);
     Ok(())
@@ -496,5 +542,59 @@ fn many_lowers(c: &Ctx) -> R {
         ensure!(std::fs::write(target.join("w"), "x").is_err(), "single-lower view is writable");
     }
     ensure!(!target.join("bin").exists(), "guard drop did not unmount");
+    Ok(())
+}
+
+/// Inside a sandbox (with the host's /usr bound in), this binary doubles as
+/// a unix-socket client: `__test-connect <path>` sends `ping`, prints the reply.
+fn test_client_if_requested() {
+    use std::io::{BufRead, Write};
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some("__test-connect") {
+        return;
+    }
+    let code = (|| -> std::io::Result<()> {
+        let mut s = std::os::unix::net::UnixStream::connect(args.get(2).map_or("", String::as_str))?;
+        s.write_all(b"ping\n")?;
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line)?;
+        print!("{line}");
+        Ok(())
+    })();
+    if let Err(e) = code {
+        eprintln!("connect: {e}");
+        std::process::exit(1);
+    }
+    std::process::exit(0);
+}
+
+async fn ssh_agent(c: &Ctx) -> R {
+    let sock = c.dir.path().join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        for conn in listener.incoming().flatten() {
+            let mut line = String::new();
+            let mut r = std::io::BufReader::new(&conn);
+            if r.read_line(&mut line).is_ok() && line == "ping\n" {
+                let _ = (&conn).write_all(b"pong\n");
+            }
+        }
+    });
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let (user, id) = if c.ranged { ("app", 1000) } else { ("", 0) };
+    let a = c.layer();
+    let mut spec = c.spec(&a, "stat -c '%a %u %g' /run/agent.sock && /t __test-connect /run/agent.sock");
+    spec.user = user.into();
+    spec.mounts = vec![
+        Mount { target: "/usr".into(), kind: MountKind::Bind { source: "/usr".into(), readonly: true } },
+        Mount { target: "/t".into(), kind: MountKind::Bind { source: exe, readonly: true } },
+        Mount { target: "/run/agent.sock".into(), kind: MountKind::SshAgent { socket: sock, mode: 0o600, uid: id, gid: id } },
+    ];
+    let out = c.run(&spec).await;
+    out.ok()?;
+    ensure!(out.stdout == format!("600 {id} {id}\npong\n"), "agent proxy: {out:?}");
+    let left: Vec<_> = std::fs::read_dir(&a.upper).map_err(|e| e.to_string())?.flatten().map(|e| e.file_name()).collect();
+    ensure!(left.is_empty(), "mount points leaked into the layer: {left:?}");
     Ok(())
 }

@@ -20,6 +20,7 @@
 //!   those of another live build sharing the state dir.
 
 pub mod mount;
+pub mod native;
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -119,9 +120,16 @@ pub struct Active {
     dir: PathBuf,
     parent: Option<SnapshotId>,
     lock: Option<File>,
+    full_tree: bool,
 }
 
 impl Active {
+    /// True with the copy backend: `upper` holds the whole tree (use it as
+    /// a plain directory rootfs; `lowers` is empty), not just the changes.
+    pub fn is_full_tree(&self) -> bool {
+        self.full_tree
+    }
+
     /// The parent this snapshot was prepared on.
     pub fn parent(&self) -> Option<&SnapshotId> {
         self.parent.as_ref()
@@ -138,22 +146,64 @@ impl Drop for Active {
     }
 }
 
+/// How snapshots are stacked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// Each snapshot holds only its own layer; a view is an overlay of the
+    /// parent chain. The upper dir is the diff.
+    Overlay,
+    /// Overlayfs is unavailable (`reason`): each snapshot holds its full
+    /// tree, copied from its parent at prepare time; the diff is computed
+    /// at commit and kept in `<id>/diff` in upper-dir format.
+    Copy { reason: String },
+}
+
 /// The snapshot store rooted at one directory (`<state>/snapshots`).
 #[derive(Debug, Clone)]
 pub struct Snapshotter {
     root: PathBuf,
+    backend: Backend,
 }
 
 impl Snapshotter {
     /// Opens (creating if needed) the store at `root` and removes in-progress
     /// snapshots left by builds that died.
     pub fn open(root: &Path) -> Result<Self> {
+        Self::open_with(root, Backend::Overlay)
+    }
+
+    /// Like [`Snapshotter::open`], but checks once whether overlayfs can be
+    /// mounted here and falls back to the copy backend if not (see
+    /// [`Snapshotter::backend`] to report it). Needs the process to be root
+    /// in its mount namespace, as after `enter_build_namespace`.
+    pub fn open_auto(root: &Path) -> Result<Self> {
+        fs::create_dir_all(root).map_err(ioe(root))?;
+        let backend = match mount::probe_overlay(root) {
+            Ok(()) => Backend::Overlay,
+            Err(e) => Backend::Copy { reason: e.to_string() },
+        };
+        Self::open_with(root, backend)
+    }
+
+    /// Opens the store with an explicit backend. A store must always be
+    /// opened with the backend it was created with.
+    pub fn open_with(root: &Path, backend: Backend) -> Result<Self> {
         fs::create_dir_all(root).map_err(ioe(root))?;
         let s = Self {
             root: root.to_path_buf(),
+            backend,
         };
         s.clean_stale()?;
         Ok(s)
+    }
+
+    /// The backend in use (report a [`Backend::Copy`] fallback to the user).
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    fn is_copy(&self) -> bool {
+        matches!(self.backend, Backend::Copy { .. })
     }
 
     /// The store's root directory.
@@ -219,7 +269,11 @@ impl Snapshotter {
     /// Starts a new snapshot on top of `parent` (or empty).
     pub fn prepare(&self, parent: Option<&SnapshotId>) -> Result<Active> {
         let lowers = match parent {
-            Some(p) => self.lowers(p)?,
+            Some(p) if !self.is_copy() => self.lowers(p)?,
+            Some(p) => {
+                self.fs_dir(p)?;
+                Vec::new()
+            }
             None => Vec::new(),
         };
         if lowers.len() >= MAX_DEPTH {
@@ -240,6 +294,7 @@ impl Snapshotter {
             dir,
             parent: parent.cloned(),
             lock: Some(lock),
+            full_tree: false,
         };
         for d in [&active.upper, &active.work] {
             fs::create_dir(d).map_err(ioe(d))?;
@@ -249,8 +304,12 @@ impl Snapshotter {
         if let Some(p) = parent {
             let pfile = active.dir.join("parent");
             write_file(&pfile, p.as_str().as_bytes())?;
+            if self.is_copy() {
+                let src = self.fs_dir(p)?;
+                native::copy_tree(&src, &active.upper).map_err(ioe(&src))?;
+            }
         }
-        active.lowers.shrink_to_fit();
+        active.full_tree = self.is_copy();
         Ok(active)
     }
 
@@ -258,6 +317,14 @@ impl Snapshotter {
     pub fn commit(&self, mut active: Active) -> Result<SnapshotId> {
         // The overlay work dir is scratch; it must not be kept.
         remove_tree(&active.work).map_err(ioe(&active.work))?;
+        if self.is_copy()
+            && let Some(p) = &active.parent
+        {
+            let diff = active.dir.join("diff");
+            fs::create_dir(&diff).map_err(ioe(&diff))?;
+            let parent_fs = self.fs_dir(p)?;
+            native::diff_trees(&parent_fs, &active.upper, &diff).map_err(ioe(&diff))?;
+        }
         let lock_path = active.dir.join("lock");
         fs::remove_file(&lock_path).map_err(ioe(&lock_path))?;
         loop {
@@ -275,9 +342,21 @@ impl Snapshotter {
         }
     }
 
+    /// The snapshot's own changes in overlay upper-dir format (whiteouts as
+    /// 0:0 character devices): what its layer tar is made from.
+    pub fn diff_dir(&self, id: &SnapshotId) -> Result<PathBuf> {
+        let fs_dir = self.fs_dir(id)?;
+        let diff = self.dir_of(id).join("diff");
+        if diff.is_dir() { Ok(diff) } else { Ok(fs_dir) }
+    }
+
     /// The `fs` directories of `id` and its ancestors, topmost first: the
-    /// lowerdirs of an overlay that shows the snapshot's full tree.
+    /// lowerdirs of an overlay that shows the snapshot's full tree (with the
+    /// copy backend, only the snapshot's own full tree).
     pub fn lowers(&self, id: &SnapshotId) -> Result<Vec<PathBuf>> {
+        if self.is_copy() {
+            return Ok(vec![self.fs_dir(id)?]);
+        }
         let mut out = Vec::new();
         let mut cur = Some(id.clone());
         while let Some(c) = cur {

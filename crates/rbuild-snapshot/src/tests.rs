@@ -111,3 +111,52 @@ fn usage_counts_hardlinks_once() {
     assert!(u >= 64 * 1024, "usage {u}");
     assert!(u < 2 * 64 * 1024, "hardlink counted twice: {u}");
 }
+
+#[test]
+fn copy_backend_keeps_full_trees_and_writes_overlay_style_diffs() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Snapshotter::open_with(&dir.path().join("s"), Backend::Copy { reason: "test".into() }).expect("open");
+    let a = s.prepare(None).expect("p");
+    fs::create_dir_all(a.upper.join("etc/sub")).expect("mkdir");
+    fs::write(a.upper.join("etc/keep"), b"k").expect("w");
+    fs::write(a.upper.join("etc/change"), b"old").expect("w");
+    fs::write(a.upper.join("etc/gone"), b"g").expect("w");
+    fs::create_dir_all(a.upper.join("dir/x")).expect("mkdir");
+    fs::hard_link(a.upper.join("etc/keep"), a.upper.join("etc/keep-link")).expect("link");
+    std::os::unix::fs::symlink("/etc/keep", a.upper.join("sl")).expect("symlink");
+    fs::set_permissions(a.upper.join("etc/keep"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    let base = s.commit(a).expect("c");
+    assert_eq!(s.diff_dir(&base).expect("diff"), s.fs_dir(&base).expect("fs"));
+
+    let b = s.prepare(Some(&base)).expect("p");
+    assert!(b.is_full_tree() && b.lowers.is_empty());
+    let m = fs::metadata(b.upper.join("etc/keep")).expect("copied");
+    assert_eq!(m.mode() & 0o777, 0o600);
+    assert_eq!(m.ino(), fs::metadata(b.upper.join("etc/keep-link")).expect("link").ino(), "hardlink kept");
+    assert_eq!(fs::read_link(b.upper.join("sl")).expect("sl"), Path::new("/etc/keep"));
+    fs::write(b.upper.join("etc/change"), b"new!").expect("w");
+    fs::remove_file(b.upper.join("etc/gone")).expect("rm");
+    fs::remove_dir_all(b.upper.join("dir")).expect("rm");
+    fs::write(b.upper.join("added"), b"a").expect("w");
+    let top = s.commit(b).expect("c");
+    let diff = s.diff_dir(&top).expect("diff");
+    let mut names: Vec<String> = Vec::new();
+    let mut stack = vec![diff.clone()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("rd").flatten() {
+            let p = e.path();
+            names.push(p.strip_prefix(&diff).expect("rel").display().to_string());
+            if fs::symlink_metadata(&p).expect("m").is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["added", "dir", "etc", "etc/change", "etc/gone"]);
+    for wh in ["dir", "etc/gone"] {
+        let m = fs::symlink_metadata(diff.join(wh)).expect("wh");
+        assert!(m.file_type().is_char_device() && m.rdev() == 0, "{wh} is not a whiteout");
+    }
+    assert_eq!(s.lowers(&top).expect("lowers"), vec![s.fs_dir(&top).expect("fs")]);
+}

@@ -9,6 +9,8 @@ use rbuild_sandbox::{OutputStream, RunResult, RunSpec, Rootfs, SandboxError};
 use rbuild_snapshot::{Active, SnapshotId, Snapshotter};
 
 pub const TEST_USER: &str = "rbuild-test";
+/// A user without subordinate ids (single-id map).
+pub const SINGLE_USER: &str = "rbuild-test1";
 
 /// Everything a case needs.
 pub struct Ctx {
@@ -59,6 +61,9 @@ pub fn busybox_rootfs(upper: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(upper.join("dir/sub"))?;
     std::fs::write(upper.join("dir/a"), "a")?;
     std::fs::create_dir_all(upper.join("home"))?;
+    // So that a bind of the host's /usr can run host binaries (merged /usr).
+    std::os::unix::fs::symlink("usr/lib", upper.join("lib"))?;
+    std::os::unix::fs::symlink("usr/lib64", upper.join("lib64"))?;
     Ok(())
 }
 
@@ -182,6 +187,31 @@ pub fn ensure_test_user() -> bool {
             }
             t.push_str(&format!("{TEST_USER}:300000:65536\n"));
             if std::fs::write(file, t).is_err() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Creates a user with no `/etc/subuid`/`/etc/subgid` entries (root only;
+/// idempotent). Returns false when that is not possible.
+pub fn ensure_single_id_user() -> bool {
+    let exists = Command::new("id").arg(SINGLE_USER).output().is_ok_and(|o| o.status.success());
+    if !exists
+        && !Command::new("useradd")
+            .args(["-m", "-s", "/bin/sh", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", SINGLE_USER])
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        return false;
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let prefix = format!("{SINGLE_USER}:");
+        if text.lines().any(|l| l.starts_with(&prefix)) {
+            let kept: String = text.lines().filter(|l| !l.starts_with(&prefix)).map(|l| format!("{l}\n")).collect();
+            if std::fs::write(file, kept).is_err() {
                 return false;
             }
         }
