@@ -273,6 +273,7 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    #[allow(clippy::result_large_err)]
     fn expand(&self, word: &str, span: Span, text: &str) -> Result<String, ParseError> {
         let lookup = |k: &str| self.globals.get(k).cloned();
         crate::expand_word(word, &lookup, self.df.escape)
@@ -336,7 +337,7 @@ impl Resolver<'_> {
                 )
             }
         };
-        let from_refs = self.from_refs(stage)?;
+        let from_refs = self.collect_from_refs(stage)?;
         let mut resolved = ResolvedStage {
             index: stage.index,
             name: stage.name.clone(),
@@ -351,7 +352,7 @@ impl Resolver<'_> {
 
     /// Every `COPY --from` and bind/cache `--mount from=` of a stage.
     #[allow(clippy::result_large_err)]
-    fn from_refs(&self, stage: &Stage) -> Result<Vec<FromRef>, ParseError> {
+    fn collect_from_refs(&self, stage: &Stage) -> Result<Vec<FromRef>, ParseError> {
         let df = self.df;
         let mut refs = Vec::new();
         for (i, inst) in stage.instructions.iter().enumerate() {
