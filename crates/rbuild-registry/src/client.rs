@@ -549,13 +549,19 @@ impl RegistryClient {
         }
     }
 
-    /// A URL under the endpoint's `/v2/` root.
+    /// A URL under the endpoint's `/v2/` root. Requests to a mirror carry
+    /// `?ns=<registry>` (as containerd sends it) so one mirror can proxy
+    /// several upstream registries.
     pub(crate) fn api_url(ep: &Endpoint, path: &str) -> Result<Url, RegistryError> {
         let text = format!("{}{}", ep.base_url(), path);
-        Url::parse(&text).map_err(|e| RegistryError::Url {
+        let mut url = Url::parse(&text).map_err(|e| RegistryError::Url {
             url: text,
             message: e.to_string(),
-        })
+        })?;
+        if ep.is_mirror {
+            url.query_pairs_mut().append_pair("ns", &ep.registry);
+        }
+        Ok(url)
     }
 
     /// A request builder (method + URL) for use inside `send` closures.

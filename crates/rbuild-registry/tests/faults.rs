@@ -212,13 +212,7 @@ async fn public_futures_are_send() {
     let f = c.fetch_blob(&reference, &desc, &store.store, &no_progress);
     assert_send(&f);
     drop(f);
-    let f = c.push(
-        &reference,
-        &desc,
-        &store.store,
-        &opts,
-        &no_progress,
-    );
+    let f = c.push(&reference, &desc, &store.store, &opts, &no_progress);
     assert_send(&f);
     drop(f);
     let f = c.head_manifest(&reference);
@@ -610,7 +604,7 @@ async fn docker_hub_pulls_go_through_a_configured_mirror() {
         .unwrap();
     assert_eq!(got.manifest_descriptor.digest, img.top.digest);
     assert!(
-        mirror.count("GET", "/v2/library/busybox/manifests/1") >= 1,
+        mirror.count("GET", "/v2/library/busybox/manifests/1?ns=docker.io") >= 1,
         "{:?}",
         mirror.log()
     );

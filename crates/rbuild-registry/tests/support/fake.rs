@@ -356,7 +356,13 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>, addr: &str) -> std
             .header("range")
             .map(|r| format!(" [{r}]"))
             .unwrap_or_default();
-        st.log.push(format!("{} {}{range}", req.method, req.path));
+        let query = if req.query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", req.query)
+        };
+        st.log
+            .push(format!("{} {}{query}{range}", req.method, req.path));
         let hit = st
             .faults
             .iter_mut()
@@ -462,7 +468,10 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>, addr: &str) -> Response {
         if let Some(start) = start {
             let total = body.len();
             return Response::new(206)
-                .header("Content-Range", format!("bytes {start}-{}/{total}", total - 1))
+                .header(
+                    "Content-Range",
+                    format!("bytes {start}-{}/{total}", total - 1),
+                )
                 .body(body[start..].to_vec());
         }
         return Response::new(200)
