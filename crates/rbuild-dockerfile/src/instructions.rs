@@ -89,7 +89,7 @@ pub(crate) fn build(raw: RawDockerfile, file_name: &str) -> Result<Dockerfile, R
         .with_hint("start a stage with `FROM <image>` or `FROM scratch`"));
     }
     for stage in &stages {
-        lint_stage(stage, &mut warnings);
+        crate::lint::lint_stage(stage, &mut warnings);
     }
     let (check, problems) = raw
         .directives
@@ -114,27 +114,6 @@ pub(crate) fn build(raw: RawDockerfile, file_name: &str) -> Result<Dockerfile, R
     })
 }
 
-fn lint_stage(stage: &Stage, warnings: &mut Vec<Warning>) {
-    for kw in ["CMD", "ENTRYPOINT", "HEALTHCHECK"] {
-        let all: Vec<&Instruction> = stage
-            .instructions
-            .iter()
-            .filter(|i| i.kind.keyword() == kw)
-            .collect();
-        if all.len() > 1 {
-            for inst in &all[..all.len() - 1] {
-                warnings.push(Warning {
-                    rule: "MultipleInstructionsDisallowed",
-                    message: format!(
-                        "multiple `{kw}` instructions in one stage: only the last one takes effect"
-                    ),
-                    span: Some(inst.span),
-                });
-            }
-        }
-    }
-}
-
 fn err(span: Span, message: impl Into<String>) -> RawError {
     RawError::new(span, message)
 }
@@ -153,6 +132,18 @@ fn parse_from(node: &Node, index: usize, warnings: &mut Vec<Warning>) -> Result<
             if !valid {
                 return Err(err(node.args_span(), format!("invalid name for build stage: `{}`", args[2]))
                     .with_hint("a stage name starts with a letter and contains only letters, digits, `-`, `_` and `.`"));
+            }
+            let from_upper = node.keyword.chars().all(|c| c.is_ascii_uppercase());
+            let as_upper = args[1].chars().all(|c| c.is_ascii_uppercase());
+            if from_upper != as_upper {
+                warnings.push(Warning {
+                    rule: "FromAsCasing",
+                    message: format!(
+                        "`{}` and `{}` keywords' casing do not match",
+                        args[1], node.keyword
+                    ),
+                    span: Some(node.args_span()),
+                });
             }
             if lower != args[2] {
                 warnings.push(Warning {

@@ -74,6 +74,7 @@ mod error;
 mod flags;
 pub mod ignore;
 mod instructions;
+mod lint;
 pub mod mounts;
 pub mod ports;
 pub mod shell;

@@ -220,7 +220,8 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions<'_>) -> Result<ResolvedSta
     let mut state = vec![0u8; resolved.len()]; // 0 new, 1 on stack, 2 done
     let mut order = Vec::new();
     visit(df, &resolved, target, &mut state, &mut order)?;
-    let warnings = unused_build_args(df, opts, declared, &order);
+    let mut warnings = undefined_args_in_from(df, &declared);
+    warnings.extend(unused_build_args(df, opts, declared, &order));
     let stages = order.iter().map(|&i| resolved[i].clone()).collect();
     Ok(ResolvedStages {
         target,
@@ -479,6 +480,31 @@ fn deps_of(r: &ResolvedStage) -> Vec<usize> {
         .chain(stage_of(&r.base))
         .collect();
     deps.into_iter().collect()
+}
+
+/// FROM lines using variables no global ARG declares (a `--build-arg`
+/// cannot reach them, so they only ever take their `${x:-default}`).
+fn undefined_args_in_from(df: &Dockerfile, declared: &BTreeSet<String>) -> Vec<Warning> {
+    let mut out = Vec::new();
+    for stage in &df.stages {
+        let words = std::iter::once(stage.base.as_str()).chain(stage.platform.as_deref());
+        let mut names = BTreeSet::new();
+        for w in words {
+            names.extend(crate::referenced_variables(w, df.escape));
+        }
+        for name in names {
+            if !declared.contains(&name) && !is_builtin_arg(&name) {
+                out.push(Warning {
+                    rule: "UndefinedArgInFrom",
+                    message: format!(
+                        "FROM uses `${name}`, which no ARG before the first FROM declares"
+                    ),
+                    span: Some(stage.span),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// `--build-arg`s no ARG of the built stages (or the global scope) declares.

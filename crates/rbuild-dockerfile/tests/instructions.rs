@@ -574,3 +574,25 @@ fn onbuild_triggers_from_images() {
     assert!(parse_onbuild_trigger("RUN a\nRUN b").is_err());
     assert!(parse_onbuild_trigger("").is_err());
 }
+
+#[test]
+fn lint_rules() {
+    let df = parse_ok(
+        "FROM alpine as Build\nWORKDIR app\nWORKDIR /abs\nWORKDIR rel-ok\nENV DB_PASSWORD=x\nENV legacy value\nARG GITHUB_TOKEN\nARG PUBLIC_KEY\nLABEL a b\n",
+    );
+    let rules: Vec<&str> = df.warnings.iter().map(|w| w.rule).collect();
+    assert_eq!(
+        rules,
+        [
+            "FromAsCasing",
+            "StageNameCasing",
+            "WorkdirRelativePath",
+            "SecretsUsedInArgOrEnv",
+            "LegacyKeyValueFormat",
+            "SecretsUsedInArgOrEnv",
+            "LegacyKeyValueFormat"
+        ],
+        "{:#?}",
+        df.warnings
+    );
+}

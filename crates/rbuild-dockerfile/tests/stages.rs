@@ -188,3 +188,22 @@ fn unused_build_args() {
     assert!(unused.iter().any(|m| m.contains("`IN_ONE`")));
     assert!(unused.iter().any(|m| m.contains("`NOPE`")));
 }
+
+#[test]
+fn undefined_arg_in_from_is_reported() {
+    let r = run(
+        "ARG A=x\nFROM img:${A}-${B:-b}\nFROM --platform=$BUILDPLATFORM img2\n",
+        &[],
+        None,
+        &[],
+    )
+    .unwrap();
+    let msgs: Vec<&str> = r
+        .warnings
+        .iter()
+        .filter(|w| w.rule == "UndefinedArgInFrom")
+        .map(|w| w.message.as_str())
+        .collect();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(msgs[0].contains("`$B`"));
+}
