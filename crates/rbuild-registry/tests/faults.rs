@@ -609,3 +609,42 @@ async fn docker_hub_pulls_go_through_a_configured_mirror() {
         mirror.log()
     );
 }
+
+#[tokio::test]
+async fn parallel_transfers_stay_within_the_limit() {
+    let fake = FakeRegistry::start().await;
+    let src = TempStore::new();
+    let contents: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
+    let refs: Vec<&[u8]> = contents.iter().map(Vec::as_slice).collect();
+    let img = build_image(&src.store, &refs);
+    let reference = Reference::parse(&format!("{}/r/many:1", fake.addr)).unwrap();
+    let mut opts = fast_options();
+    opts.max_concurrent_blobs = 2;
+    let c = client(opts);
+    // Slow answers so that transfers overlap as much as the client allows.
+    fake.fault("HEAD", "/blobs/", 100, Action::Delay(50));
+    let s = c
+        .push(
+            &reference,
+            &img.top,
+            &src.store,
+            &PushOptions::default(),
+            &no_progress,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.uploaded, 9);
+    assert!(fake.max_inflight() <= 2, "{}", fake.max_inflight());
+
+    fake.fault("GET", "/blobs/", 100, Action::Delay(50));
+    let dst = TempStore::new();
+    let got = c
+        .pull(&reference, &amd64(), &dst.store, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(got.layers.len(), 8);
+    assert!(fake.max_inflight() <= 2, "{}", fake.max_inflight());
+    for l in &img.layers {
+        assert!(dst.store.contains(&l.digest));
+    }
+}

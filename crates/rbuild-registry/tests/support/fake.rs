@@ -26,6 +26,9 @@ pub enum Action {
     WrongBody,
     /// Read this many request-body bytes, then close without answering.
     DropRequest(usize),
+    /// Run the handler, then wait this many milliseconds before answering
+    /// (to make concurrency observable).
+    Delay(u64),
 }
 
 /// A fault rule: the first `times` requests whose method matches and whose
@@ -53,6 +56,8 @@ struct State {
     chunk_min: Option<u64>,
     token_basic: Option<String>,
     no_ranges: bool,
+    inflight: usize,
+    max_inflight: usize,
 }
 
 /// A running fake registry on `127.0.0.1`.
@@ -176,6 +181,11 @@ impl FakeRegistry {
     /// Make `/token` demand this `Authorization: Basic` value.
     pub fn require_token_basic(&self, header: &str) {
         self.st().token_basic = Some(header.to_owned());
+    }
+
+    /// The most delayed (`Action::Delay`) requests held at the same time.
+    pub fn max_inflight(&self) -> usize {
+        self.st().max_inflight
     }
 
     /// Ignore `Range` on blob downloads (always answer 200 with everything).
@@ -343,7 +353,15 @@ async fn read_body(
     }
 }
 
-async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>, addr: &str) -> std::io::Result<()> {
+async fn serve(sock: TcpStream, state: Arc<Mutex<State>>, addr: &str) -> std::io::Result<()> {
+    serve_one(sock, &state, addr).await
+}
+
+async fn serve_one(
+    mut sock: TcpStream,
+    state: &Arc<Mutex<State>>,
+    addr: &str,
+) -> std::io::Result<()> {
     let Some((head, rest)) = read_head(&mut sock).await? else {
         return Ok(());
     };
@@ -383,12 +401,24 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>, addr: &str) -> std
             r.headers.extend(headers.iter().cloned());
             r
         }
-        _ => handle(&req, &state, addr),
+        _ => handle(&req, state, addr),
     };
     let mut cut = None;
     match fault {
         Some(Action::CutBody(n)) => cut = Some(n),
         Some(Action::WrongBody) => resp.body.iter_mut().for_each(|b| *b = !*b),
+        Some(Action::Delay(ms)) => {
+            // Counted only while the answer is held back: the client cannot
+            // have finished these requests, so overlapping ones were truly
+            // concurrent on its side.
+            {
+                let mut st = state.lock().expect("state");
+                st.inflight += 1;
+                st.max_inflight = st.max_inflight.max(st.inflight);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            state.lock().expect("state").inflight -= 1;
+        }
         _ => {}
     }
     let mut out = format!(
