@@ -114,7 +114,9 @@ impl Progress {
     /// Progress on standard error. `source` is the Dockerfile, quoted when
     /// a step fails.
     pub fn start(mode: Mode, source: Option<DockerfileSource>) -> Progress {
-        Self::with_output(mode, source, Box::new(std::io::stderr()), now_ms())
+        // Buffered, and flushed once per event: a chunk of 100 output lines
+        // is one write, not hundreds.
+        Self::with_output(mode, source, Box::new(std::io::BufWriter::new(std::io::stderr())), now_ms())
     }
 
     /// Progress written to `out`, with the build's clock started at `start_ms`.
@@ -159,9 +161,9 @@ impl Progress {
                     state.apply(&e);
                     Ok(())
                 }
-                Renderer::Plain(p) => p.render(&e, out.as_mut()),
+                Renderer::Plain(p) => p.render(&e, out.as_mut()).and_then(|()| out.flush()),
                 Renderer::RawJson => match serde_json::to_string(&e) {
-                    Ok(line) => writeln!(out, "{line}"),
+                    Ok(line) => writeln!(out, "{line}").and_then(|()| out.flush()),
                     Err(_) => Ok(()),
                 },
             };
@@ -180,7 +182,8 @@ impl Progress {
             Renderer::Tty { state, terminal, color } => {
                 state.close(error.is_some(), now);
                 let screen = tty::Screen::detect(*color);
-                let _ = terminal.draw(&tty::frame(state, start_ms, now, &screen, true), out.as_mut());
+                let phase = if error.is_some() { tty::Phase::Failed } else { tty::Phase::Finished };
+                let _ = terminal.draw(&tty::frame(state, start_ms, now, &screen, phase), out.as_mut());
                 Some(&*state)
             }
             Renderer::Plain(p) => {
@@ -228,7 +231,7 @@ fn tick(shared: &Shared) {
         let Inner { renderer, out, .. } = &mut *inner;
         if let Renderer::Tty { state, terminal, color } = renderer {
             let screen = tty::Screen::detect(*color);
-            let lines = tty::frame(state, shared.start_ms, now_ms(), &screen, false);
+            let lines = tty::frame(state, shared.start_ms, now_ms(), &screen, tty::Phase::Running);
             let _ = terminal.draw(&lines, out.as_mut());
         }
         inner = match shared.wake.wait_timeout(inner, TICK) {

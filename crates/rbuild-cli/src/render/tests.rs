@@ -152,10 +152,16 @@ fn tty_frame(events: &[Event], now: u64, screen: &tty::Screen, last: bool) -> St
     for e in events {
         state.apply(e);
     }
+    let failed = state.first_failure.is_some();
+    let phase = match (last, failed) {
+        (false, _) => tty::Phase::Running,
+        (true, false) => tty::Phase::Finished,
+        (true, true) => tty::Phase::Failed,
+    };
     if last {
-        state.close(state.first_failure.is_some(), T0 + now);
+        state.close(failed, T0 + now);
     }
-    tty::frame(&state, T0, T0 + now, screen, last).join("\n")
+    tty::frame(&state, T0, T0 + now, screen, phase).join("\n")
 }
 
 #[test]
@@ -242,7 +248,17 @@ fn live_progress_draws_and_finishes_with_a_report() {
 }
 
 #[test]
-fn quiet_prints_only_the_report() {
+fn a_build_that_fails_before_any_step_says_failed() {
+    let out = Captured::default();
+    let p = Progress::with_output(Mode::Tty { color: false }, Some(source()), Box::new(out.clone()), T0);
+    p.finish(Some("Dockerfile:3:1: unknown instruction `FORM`"));
+    let text = out.text();
+    assert!(text.contains("(0/0) FAILED"), "{text}");
+    assert!(text.ends_with("ERROR: Dockerfile:3:1: unknown instruction `FORM`\n"), "{text}");
+}
+
+#[test]
+fn quiet_prints_only_the_failure_report() {
     let out = Captured::default();
     let p = Progress::with_output(Mode::Quiet, Some(source()), Box::new(out.clone()), T0);
     let sink = p.sink();
@@ -250,7 +266,18 @@ fn quiet_prints_only_the_report() {
         sink.emit(e);
     }
     p.finish(None);
-    assert_eq!(out.text(), "");
+    assert_eq!(out.text(), "", "nothing on success");
+
+    let out = Captured::default();
+    let p = Progress::with_output(Mode::Quiet, Some(source()), Box::new(out.clone()), T0);
+    let sink = p.sink();
+    for e in failure_events() {
+        sink.emit(e);
+    }
+    p.finish(Some("exit code: 2"));
+    let text = out.text();
+    assert!(text.starts_with("------\n > [build 4/4] RUN make:\n"), "{text}");
+    assert!(text.contains(">>> RUN make"), "{text}");
 }
 
 #[test]

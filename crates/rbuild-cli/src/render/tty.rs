@@ -106,17 +106,26 @@ fn step_block(step: &Step, now_ms: u64, screen: &Screen) -> Vec<String> {
     lines
 }
 
+/// Which frame is drawn: live ones are redrawn, the last one stays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    Finished,
+    Failed,
+}
+
 /// The frame for the build as it stands at `now_ms`. The build's clock
-/// started at `start_ms`. A `last` frame says FINISHED (or that the build
-/// failed), lists warnings, and is not limited to the terminal height since
-/// it will not be redrawn.
-pub fn frame(state: &BuildState, start_ms: u64, now_ms: u64, screen: &Screen, last: bool) -> Vec<String> {
+/// started at `start_ms`. The last frame (`Finished` or `Failed`) says so,
+/// lists warnings, and is not limited to the terminal height since it will
+/// not be redrawn.
+pub fn frame(state: &BuildState, start_ms: u64, now_ms: u64, screen: &Screen, phase: Phase) -> Vec<String> {
     let elapsed = text::secs(now_ms.saturating_sub(start_ms));
     let counter = format!("({}/{})", state.finished_count(), state.steps.len());
-    let header = match (last, state.first_failure.is_some()) {
-        (true, false) => paint(format!("[+] Building {elapsed} {counter} FINISHED"), Some(BLUE), screen),
-        (true, true) => paint(format!("[+] Building {elapsed} {counter} FAILED"), Some(RED), screen),
-        (false, _) => format!("[+] Building {elapsed} {counter}"),
+    let last = phase != Phase::Running;
+    let header = match phase {
+        Phase::Finished => paint(format!("[+] Building {elapsed} {counter} FINISHED"), Some(BLUE), screen),
+        Phase::Failed => paint(format!("[+] Building {elapsed} {counter} FAILED"), Some(RED), screen),
+        Phase::Running => format!("[+] Building {elapsed} {counter}"),
     };
     let mut blocks: Vec<(bool, Vec<String>)> =
         state.steps.iter().map(|s| (s.finished(), step_block(s, now_ms, screen))).collect();
