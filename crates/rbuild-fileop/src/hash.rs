@@ -118,10 +118,13 @@ pub trait StatCache {
     fn put(&self, key: StatKey, hash: [u8; 32]);
 }
 
-/// An in-memory [`StatCache`].
+/// An in-memory [`StatCache`], which can be loaded from and saved to a file
+/// (see [`MemoryStatCache::load`]) so that a no-op rebuild in a new process
+/// reads no file contents either.
 #[derive(Debug, Default)]
 pub struct MemoryStatCache {
-    map: Mutex<HashMap<StatKey, [u8; 32]>>,
+    /// Digest, and whether this run used the entry (for pruning on save).
+    pub(crate) map: Mutex<HashMap<StatKey, ([u8; 32], bool)>>,
 }
 
 impl MemoryStatCache {
@@ -140,12 +143,15 @@ impl MemoryStatCache {
 
 impl StatCache for MemoryStatCache {
     fn get(&self, key: &StatKey) -> Option<[u8; 32]> {
-        self.map.lock().ok()?.get(key).copied()
+        let mut m = self.map.lock().ok()?;
+        let entry = m.get_mut(key)?;
+        entry.1 = true;
+        Some(entry.0)
     }
 
     fn put(&self, key: StatKey, hash: [u8; 32]) {
         if let Ok(mut m) = self.map.lock() {
-            m.insert(key, hash);
+            m.insert(key, (hash, true));
         }
     }
 }
