@@ -70,24 +70,30 @@ impl fmt::Display for ParseError {
             let gutter = self.span.start_line.to_string();
             let pad = " ".repeat(gutter.len());
             // Tabs are shown as single spaces so the caret lines up.
-            let shown: String = self
+            let shown: Vec<char> = self
                 .source_line
                 .chars()
                 .map(|c| if c == '\t' { ' ' } else { c })
                 .collect();
-            let width = shown.chars().count();
-            write!(f, "\n {gutter} | {shown}")?;
-            let start = self.span.start_col.max(1) - 1;
+            let start = (self.span.start_col.max(1) - 1).min(shown.len());
             let end = if self.span.end_line == self.span.start_line {
-                self.span.end_col.max(1) - 1
+                (self.span.end_col.max(1) - 1).min(shown.len())
             } else {
-                width
+                shown.len()
             };
-            let carets = end.saturating_sub(start).max(1);
+            // Long lines are cut to a window around the span.
+            let from = start.saturating_sub(40);
+            let to = shown.len().min(from + MAX_SHOWN);
+            let prefix = if from > 0 { "…" } else { "" };
+            let suffix = if to < shown.len() { "…" } else { "" };
+            let text: String = shown[from..to].iter().collect();
+            write!(f, "\n {gutter} | {prefix}{text}{suffix}")?;
+            let caret_start = start - from + prefix.chars().count();
+            let carets = end.min(to).saturating_sub(start).max(1);
             write!(
                 f,
                 "\n {pad} | {}{}",
-                " ".repeat(start.min(width)),
+                " ".repeat(caret_start),
                 "^".repeat(carets)
             )?;
         }
@@ -97,6 +103,9 @@ impl fmt::Display for ParseError {
         Ok(())
     }
 }
+
+/// Longest source excerpt shown under an error, in characters.
+const MAX_SHOWN: usize = 160;
 
 /// The error as collected inside the parser, before the file name and the
 /// source line are attached.
@@ -194,6 +203,29 @@ mod tests {
         assert_eq!(suggest("FORM", &["FROM", "RUN"]), Some("FROM"));
         assert_eq!(suggest("cpy", &["COPY", "RUN"]), Some("COPY"));
         assert_eq!(suggest("xyzzy", &["COPY", "RUN"]), None);
+    }
+
+    #[test]
+    fn long_lines_are_windowed() {
+        let line = format!("RUN {} --bad", "x".repeat(1000));
+        let e = ParseError {
+            file_name: "Dockerfile".into(),
+            span: Span {
+                start_line: 1,
+                end_line: 1,
+                start_col: 1006,
+                end_col: 1011,
+            },
+            message: "m".into(),
+            source_line: line,
+            hint: None,
+        };
+        let text = e.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].chars().count() < 200, "{text}");
+        let caret_col = lines[2].find('^').unwrap();
+        let shown = lines[1].chars().skip(caret_col).take(5).collect::<String>();
+        assert_eq!(shown, "--bad", "{text}");
     }
 
     #[test]
