@@ -19,6 +19,8 @@
 //! The engine names steps `[stage k/n] INSTRUCTION`, where `k` counts the
 //! stage's `FROM` as 1; that is enough to find the instruction again in the
 //! Dockerfile the CLI was given, without the engine carrying source spans.
+//! A failed base-image pull (`[internal] load REF`) points at the `FROM`
+//! line that names the image.
 
 use super::state::BuildState;
 use super::text;
@@ -39,6 +41,9 @@ pub struct DockerfileSource {
 /// points at, if the name has the `[stage k/n]` form and the Dockerfile
 /// still has such an instruction.
 pub fn locate(source: &DockerfileSource, step_name: &str) -> Option<(usize, usize)> {
+    if let Some(reference) = step_name.strip_prefix("[internal] load ") {
+        return locate_base(source, reference);
+    }
     let rest = step_name.strip_prefix('[')?;
     let (label, after) = rest.split_once(']')?;
     let (stage_name, position) = label.rsplit_once(' ')?;
@@ -65,6 +70,21 @@ pub fn locate(source: &DockerfileSource, step_name: &str) -> Option<(usize, usiz
         return None;
     }
     Some((span.start_line, span.end_line.max(span.start_line)))
+}
+
+/// The `FROM` line that names `reference` (a base image being pulled), if
+/// one does literally: `alpine` matches `docker.io/library/alpine:latest`.
+/// Bases spelled with ARGs are not expanded here and match nothing.
+fn locate_base(source: &DockerfileSource, reference: &str) -> Option<(usize, usize)> {
+    fn short(r: &str) -> &str {
+        let r = r.strip_prefix("docker.io/").unwrap_or(r);
+        let r = r.strip_prefix("library/").unwrap_or(r);
+        r.strip_suffix(":latest").unwrap_or(r)
+    }
+    let df = rbuild_dockerfile::parse(&source.contents, &source.name).ok()?;
+    let wanted = short(reference);
+    let stage = df.stages.iter().find(|s| short(&s.base) == wanted)?;
+    Some((stage.span.start_line, stage.span.end_line.max(stage.span.start_line)))
 }
 
 /// The `Dockerfile:N` block quoting lines `first..=last` with context.

@@ -306,7 +306,10 @@ fn locate_finds_instructions_by_step_name() {
     assert_eq!(report::locate(&s, TEST), Some((7, 7)));
     // A name that no longer matches the file (edited since) shows nothing.
     assert_eq!(report::locate(&s, "[build 4/4] COPY x y"), None);
-    assert_eq!(report::locate(&s, "[internal] load example.com/base:1"), None);
+    assert_eq!(report::locate(&s, "[internal] load example.com/base:1"), Some((1, 1)));
+    assert_eq!(report::locate(&s, "[internal] load example.com/other:1"), None);
+    let hub = DockerfileSource { name: "Dockerfile".into(), contents: b"FROM scratch\nFROM debian AS x\n".to_vec() };
+    assert_eq!(report::locate(&hub, "[internal] load docker.io/library/debian:latest"), Some((2, 2)));
     assert_eq!(report::locate(&s, "[nope 2/2] RUN x"), None);
     let unnamed = DockerfileSource { name: "Dockerfile".into(), contents: b"FROM scratch\nRUN \\\n  false\n".to_vec() };
     assert_eq!(report::locate(&unnamed, "[stage-0 2/2] RUN false"), Some((2, 3)));
