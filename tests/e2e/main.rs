@@ -2,6 +2,9 @@
 //! checked with tools we did not write (skopeo, umoci).
 
 mod cache;
+mod gc;
+mod debian;
+mod images;
 mod language;
 mod mounts;
 mod support;
@@ -75,7 +78,7 @@ fn walking_skeleton(runner: &Runner) {
     let inspected: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(inspected["Digest"], digest.as_str());
     let raw_config =
-        ok(Command::new("skopeo").args(["inspect", "--config", "--tls-verify=false", &format!("docker://{app_ref}")]));
+        ok(Command::new("skopeo").args(["inspect", "--config", "--raw", "--tls-verify=false", &format!("docker://{app_ref}")]));
     let config: serde_json::Value = serde_json::from_slice(&raw_config.stdout).unwrap();
     assert_eq!(config["config"]["User"], "1000");
     assert_eq!(config["config"]["WorkingDir"], "/app");
