@@ -18,6 +18,10 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile.
     Build(BuildArgs),
+    /// Show what uses disk space: snapshots, blobs, cache mounts.
+    Du(crate::prune::DuArgs),
+    /// Remove build cache (never what a running build uses).
+    Prune(crate::prune::PruneArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         #[arg(value_enum)]

@@ -2,6 +2,7 @@
 
 mod args;
 mod build;
+mod prune;
 mod completions;
 mod render;
 
@@ -45,7 +46,13 @@ fn main() -> ExitCode {
 async fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
     let opts = rbuild::BuilderOptions { root: cli.root.clone(), ..Default::default() };
     match cli.command {
-        args::Command::Build(b) => build::run(opts, b).await,
+        args::Command::Build(b) => {
+            let code = build::run(opts.clone(), b).await?;
+            prune::after_build(opts).await;
+            Ok(code)
+        }
+        args::Command::Du(a) => prune::du(opts, a).await,
+        args::Command::Prune(a) => prune::prune(opts, a).await,
         args::Command::Completion { shell } => completions::run(shell),
     }
 }

@@ -4,6 +4,7 @@
 //! ```toml
 //! root = "/var/lib/rbuild"          # state dir
 //! max-parallelism = 4
+//! gc-keep-storage = "10GB"          # after each build, prune LRU cache above this
 //! [registry."docker.io"]
 //! mirrors = ["mirror.example:5000"]
 //! [registry."registry.internal:5000"]
@@ -33,6 +34,10 @@ pub struct Config {
     pub max_parallelism: Option<usize>,
     /// Per-registry settings, as in buildkitd.toml.
     pub registry: RegistryConfig,
+    /// A cap on the cache (`"10GB"`, binary units): after each build, least
+    /// recently used records are pruned until snapshots and blobs use less.
+    /// A cap, not a floor: nothing is kept because of it.
+    pub gc_keep_storage: Option<String>,
 }
 
 impl Config {
@@ -55,7 +60,14 @@ impl Config {
 
     /// Parses config text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.gc_keep_storage_bytes().map_err(|e| format!("gc-keep-storage: {e}"))?;
+        Ok(config)
+    }
+
+    /// The GC cap in bytes, when one is configured.
+    pub fn gc_keep_storage_bytes(&self) -> Result<Option<u64>, rbuild_solver::UnitError> {
+        self.gc_keep_storage.as_deref().map(rbuild_solver::parse_size).transpose()
     }
 
     /// The config from the default location, or the defaults.
@@ -81,6 +93,15 @@ mod tests {
         assert_eq!(c.max_parallelism, Some(3));
         assert_eq!(c.registry.hosts["docker.io"].mirrors, vec!["m:5000".to_string()]);
         assert!(c.registry.hosts["r:5000"].http);
+    }
+
+    #[test]
+    fn the_gc_cap_is_a_size() {
+        let c = Config::parse("gc-keep-storage = \"10GB\"").unwrap();
+        assert_eq!(c.gc_keep_storage_bytes().unwrap(), Some(10 << 30));
+        assert_eq!(Config::default().gc_keep_storage_bytes().unwrap(), None);
+        let e = Config::parse("gc-keep-storage = \"lots\"").unwrap_err();
+        assert!(e.contains("`lots`"), "{e}");
     }
 
     #[test]

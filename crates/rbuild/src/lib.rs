@@ -18,10 +18,15 @@
 
 mod build;
 mod config;
+mod gc;
 mod outputs;
 
 pub use build::{BuildRequest, BuildResult, Output};
 pub use config::{Config, ConfigError};
+pub use rbuild_solver::{
+    BlobEntry, CacheMountEntry, DiskUsage, GcError, PruneOptions, PruneReport, SnapshotEntry, format_size,
+    parse_duration, parse_size,
+};
 pub use rbuild_oci::layer::Compression;
 pub use rbuild_oci::platform::Platform;
 pub use rbuild_sandbox::NamespaceInfo;
@@ -49,6 +54,8 @@ pub enum Error {
     Io { path: String, #[source] source: std::io::Error },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Gc(#[from] rbuild_solver::GcError),
 }
 
 impl Error {

@@ -1,0 +1,253 @@
+//! `rbuild du`, `rbuild prune`, and the automatic GC after `rbuild build`.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use rbuild::{Builder, BuilderOptions, DiskUsage, PruneOptions, PruneReport, format_size};
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct DuArgs {
+    /// Show every snapshot, blob and cache mount in full.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Output format: `table` or `json`.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove all cache, not just records unused for 48 hours; cache mounts too.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only remove what matches (`until=24h`: unused for 24 hours).
+    #[arg(long = "filter")]
+    pub filters: Vec<String>,
+    /// Remove least recently used records until the cache uses at most this (`10GB`).
+    #[arg(long)]
+    pub keep_storage: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Output format: `table` or `json`.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+/// "5 minutes ago" for a time in seconds since the epoch.
+fn ago(t: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let s = (now - t).max(0);
+    let (n, unit) = match s {
+        0..60 => return "just now".into(),
+        60..3600 => (s / 60, "minute"),
+        3600..86400 => (s / 3600, "hour"),
+        _ => (s / 86400, "day"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+fn short(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
+fn check_format(format: &str) -> anyhow::Result<bool> {
+    match format {
+        "table" => Ok(false),
+        "json" => Ok(true),
+        other => bail!("unknown --format `{other}` (expected table or json)"),
+    }
+}
+
+fn print_du(out: &mut impl Write, du: &DiskUsage, verbose: bool) -> std::io::Result<()> {
+    if verbose {
+        for s in &du.snapshots {
+            writeln!(out, "ID:\t\t{}", s.id)?;
+            if let Some(p) = &s.parent {
+                writeln!(out, "Parent:\t\t{p}")?;
+            }
+            writeln!(out, "Description:\t{}", s.description)?;
+            writeln!(out, "Size:\t\t{}", format_size(s.size))?;
+            writeln!(out, "Last used:\t{}", ago(s.last_used))?;
+            writeln!(out, "Created:\t{}", ago(s.created))?;
+            writeln!(out, "Cache keys:\t{}", s.cache_keys)?;
+            writeln!(out, "In use:\t\t{}", s.in_use)?;
+            if !s.recorded {
+                writeln!(out, "Recorded:\tfalse")?;
+            }
+            writeln!(out)?;
+        }
+        writeln!(out, "BLOB\t\t\t\t\t\t\t\t\tSIZE\tREFERENCED")?;
+        for b in &du.blobs {
+            writeln!(out, "{}\t{}\t{}", b.digest, format_size(b.size), b.referenced)?;
+        }
+        writeln!(out)?;
+        writeln!(out, "CACHE MOUNT\tINSTANCE\tSIZE\tIN USE")?;
+        for c in &du.cache_mounts {
+            writeln!(out, "{}\t{}\t\t{}\t{}", short(&c.id), c.instance, format_size(c.size), c.in_use)?;
+        }
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{:<14}{:<11}{:<16}{:<8}DESCRIPTION", "SNAPSHOT", "SIZE", "LAST USED", "IN USE")?;
+        for s in du.snapshots.iter().rev() {
+            let in_use = if s.in_use { "*" } else { "" };
+            writeln!(out, "{:<14}{:<11}{:<16}{:<8}{}", short(&s.id), format_size(s.size), ago(s.last_used), in_use, s.description)?;
+        }
+    }
+    let sum = |sizes: &mut dyn Iterator<Item = u64>| format_size(sizes.sum());
+    writeln!(out, "Snapshots:\t{}\t{}", du.snapshots.len(), sum(&mut du.snapshots.iter().map(|s| s.size)))?;
+    writeln!(out, "Blobs:\t\t{}\t{}", du.blobs.len(), sum(&mut du.blobs.iter().map(|b| b.size)))?;
+    writeln!(out, "Cache mounts:\t{}\t{}", du.cache_mounts.len(), sum(&mut du.cache_mounts.iter().map(|c| c.size)))?;
+    writeln!(out, "Reclaimable:\t{}", format_size(du.reclaimable))?;
+    writeln!(out, "Total:\t\t{}", format_size(du.total))
+}
+
+/// `rbuild du`.
+pub async fn du(opts: BuilderOptions, args: DuArgs) -> anyhow::Result<ExitCode> {
+    let json = check_format(&args.format)?;
+    let builder = Builder::open(opts)?;
+    let du = builder.disk_usage().await?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &du)?;
+        writeln!(out)?;
+    } else {
+        print_du(&mut out, &du, args.verbose)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The prune options the flags mean.
+fn prune_options(args: &PruneArgs) -> anyhow::Result<PruneOptions> {
+    let mut opts = PruneOptions { all: args.all, ..PruneOptions::default() };
+    for f in &args.filters {
+        match f.split_once('=') {
+            Some(("until" | "unused-for", d)) => opts.until = Some(rbuild::parse_duration(d)?),
+            _ => bail!("unsupported --filter `{f}`\nhint: rbuild supports until=DURATION (e.g. until=24h)"),
+        }
+    }
+    if let Some(k) = &args.keep_storage {
+        opts.keep_storage = Some(rbuild::parse_size(k).context("--keep-storage")?);
+    }
+    Ok(opts)
+}
+
+/// Asks on the terminal; anything but `y`/`yes` (or no terminal) is no.
+fn confirm(all: bool) -> bool {
+    let what = if all { "all build cache (cache mounts included)" } else { "unused build cache" };
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "This removes {what}. Continue? [y/N] ");
+    let _ = err.flush();
+    if !std::io::stdin().is_terminal() {
+        let _ = writeln!(err, "\nhint: no terminal to ask on; pass --force");
+        return false;
+    }
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+fn print_report(out: &mut impl Write, r: &PruneReport) -> std::io::Result<()> {
+    if !r.snapshots.is_empty() {
+        writeln!(out, "{:<14}{:<11}DESCRIPTION", "SNAPSHOT", "SIZE")?;
+        for s in &r.snapshots {
+            writeln!(out, "{:<14}{:<11}{}", short(&s.id), format_size(s.size), s.description)?;
+        }
+    }
+    if !r.blobs.is_empty() {
+        writeln!(out, "Blobs removed:\t{}", r.blobs.len())?;
+    }
+    if !r.cache_mounts.is_empty() {
+        writeln!(out, "Cache mounts removed:\t{}", r.cache_mounts.len())?;
+    }
+    writeln!(out, "Total:\t{}", format_size(r.reclaimed))
+}
+
+/// `rbuild prune`.
+pub async fn prune(opts: BuilderOptions, args: PruneArgs) -> anyhow::Result<ExitCode> {
+    let json = check_format(&args.format)?;
+    let prune_opts = prune_options(&args)?;
+    if !args.force && !confirm(args.all) {
+        return Ok(ExitCode::from(1));
+    }
+    let builder = Builder::open(opts)?;
+    let report = builder.prune(prune_opts).await?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        print_report(&mut out, &report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Automatic GC after a build, when the config sets `gc-keep-storage`.
+/// Failures are warnings: the build itself succeeded.
+pub async fn after_build(opts: BuilderOptions) {
+    let config = match &opts.config {
+        Some(c) => Ok(c.clone()),
+        None => rbuild::Config::load_default(),
+    };
+    if !config.as_ref().is_ok_and(|c| c.gc_keep_storage.is_some()) {
+        return;
+    }
+    let result = match Builder::open(opts) {
+        Ok(b) => b.auto_gc().await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(Some(r)) => tracing::info!(
+            snapshots = r.snapshots.len(),
+            blobs = r.blobs.len(),
+            reclaimed = r.reclaimed,
+            "automatic GC"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "warning: automatic GC: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(filters: &[&str], keep: Option<&str>) -> PruneArgs {
+        PruneArgs {
+            all: false,
+            filters: filters.iter().map(|s| s.to_string()).collect(),
+            keep_storage: keep.map(str::to_string),
+            force: true,
+            format: "table".into(),
+        }
+    }
+
+    #[test]
+    fn filters_and_sizes_become_options() {
+        let o = prune_options(&args(&["until=24h"], Some("1GB"))).unwrap();
+        assert_eq!(o.until, Some(86400));
+        assert_eq!(o.keep_storage, Some(1 << 30));
+        assert!(!o.protect_own);
+        let e = prune_options(&args(&["type=regular"], None)).unwrap_err();
+        assert!(e.to_string().contains("`type=regular`"));
+        assert!(prune_options(&args(&[], Some("big"))).is_err());
+    }
+
+    #[test]
+    fn times_read_naturally() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        assert_eq!(ago(now), "just now");
+        assert_eq!(ago(now - 60), "1 minute ago");
+        assert_eq!(ago(now - 7200), "2 hours ago");
+        assert_eq!(ago(now - 3 * 86400), "3 days ago");
+    }
+}
