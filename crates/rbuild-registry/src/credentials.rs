@@ -356,6 +356,19 @@ impl DockerConfigCredentials {
         Ok(removed)
     }
 
+    fn helper_installed(&self, helper: &str) -> bool {
+        let name = format!("docker-credential-{helper}");
+        let found = match &self.helper_dir {
+            Some(d) => d.join(&name).is_file(),
+            None => std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(&name).is_file())),
+        };
+        if !found {
+            tracing::debug!(helper = %name, "credsStore helper not installed; ignoring it");
+        }
+        found
+    }
+
     fn config_error(&self, message: impl Into<String>) -> CredentialsError {
         CredentialsError::Config {
             path: self.path.clone(),
@@ -512,7 +525,11 @@ impl CredentialProvider for DockerConfigCredentials {
         if let Some(helper) = keys.iter().find_map(|k| file.cred_helpers.get(k)) {
             return self.run_helper(helper, registry);
         }
+        // A `credsStore` whose helper is not installed (a config copied from
+        // another machine) must not break anonymous pulls: skip it. A helper
+        // named for this registry in `credHelpers` is an error when missing.
         if let Some(store) = file.creds_store.as_deref().filter(|s| !s.is_empty())
+            && self.helper_installed(store)
             && let Some(c) = self.run_helper(store, registry)?
         {
             return Ok(Some(c));
@@ -670,6 +687,24 @@ mod tests {
         assert!(text.contains("erase https://index.docker.io/v1/"), "{text}");
         // The secret never reached the file.
         assert!(!std::fs::read_to_string(&cfg).unwrap().contains("\"s\""));
+    }
+
+    #[test]
+    fn a_missing_creds_store_helper_falls_back_to_auths() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = write(
+            d.path(),
+            "config.json",
+            r#"{"credsStore":"desktop","credHelpers":{"strict.example":"gone"},"auths":{"reg.example":{"auth":"dTpw"}}}"#,
+        );
+        let p = DockerConfigCredentials::new(cfg).with_helper_dir(d.path());
+        assert_eq!(
+            p.get("reg.example").unwrap(),
+            Some(Credential::basic("u", "p"))
+        );
+        assert_eq!(p.get("docker.io").unwrap(), None);
+        let err = p.get("strict.example").unwrap_err();
+        assert!(err.to_string().contains("docker-credential-gone"), "{err}");
     }
 
     #[test]
