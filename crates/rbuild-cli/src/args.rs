@@ -18,6 +18,18 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile.
     Build(BuildArgs),
+    /// List the images of the local store.
+    Images(crate::images::ImagesArgs),
+    /// Remove names from the local store (blobs stay until `prune`).
+    Rmi(crate::images::RmiArgs),
+    /// Give a local image another name.
+    Tag(crate::images::TagArgs),
+    /// Push a local image to its registry.
+    Push(crate::images::PushArgs),
+    /// Write local images to a tar archive (docker-archive or OCI).
+    Save(crate::images::SaveArgs),
+    /// Run a local image in the sandbox (its writes are discarded).
+    Run(crate::images::RunArgs),
     /// Show what uses disk space: snapshots, blobs, cache mounts.
     Du(crate::prune::DuArgs),
     /// Remove build cache (never what a running build uses).
@@ -64,6 +76,9 @@ pub struct BuildArgs {
     /// Push the image to its registry (`--output type=registry`).
     #[arg(long)]
     pub push: bool,
+    /// Keep the image in the local store (`--output type=image`; the default with `-t`).
+    #[arg(long)]
+    pub load: bool,
     /// Output destination (`type=oci,dest=FILE`, `type=docker,dest=FILE`, `type=registry`).
     #[arg(short = 'o', long = "output")]
     pub outputs: Vec<String>,

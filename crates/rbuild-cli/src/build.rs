@@ -31,7 +31,8 @@ fn parse_output(s: &str) -> anyhow::Result<Output> {
         Some("local") => Output::Local { dest: dest()? },
         Some("registry") => Output::Registry,
         Some("image") if kv.get("push").map(String::as_str) == Some("true") => Output::Registry,
-        Some(other) => bail!("unknown output type `{other}` (expected oci, docker, local, registry)"),
+        Some("image") => Output::Image { names: kv.get("name").map(|n| vec![n.clone()]).unwrap_or_default() },
+        Some(other) => bail!("unknown output type `{other}` (expected image, oci, docker, local, registry)"),
         None => bail!("--output `{s}` needs type=…"),
     })
 }
@@ -89,6 +90,10 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
     }
     if args.push && !req.outputs.contains(&Output::Registry) {
         req.outputs.push(Output::Registry);
+    }
+    // `docker build -t app .` keeps the image locally; so do we.
+    if args.load || (req.outputs.is_empty() && !req.tags.is_empty()) {
+        req.outputs.push(Output::Image { names: Vec::new() });
     }
     for s in &args.secrets {
         let (id, data) = parse_secret(s)?;

@@ -4,6 +4,7 @@ mod args;
 mod build;
 mod prune;
 mod completions;
+mod images;
 mod render;
 
 use clap::Parser;
@@ -54,5 +55,11 @@ async fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Du(a) => prune::du(opts, a).await,
         args::Command::Prune(a) => prune::prune(opts, a).await,
         args::Command::Completion { shell } => completions::run(shell),
+        args::Command::Images(a) => images::images(opts, a),
+        args::Command::Rmi(a) => images::rmi(opts, a),
+        args::Command::Tag(a) => images::tag(opts, a),
+        args::Command::Push(a) => images::push(opts, a).await,
+        args::Command::Save(a) => images::save(opts, a),
+        args::Command::Run(a) => images::run(opts, a).await,
     }
 }

@@ -20,6 +20,10 @@ pub enum Output {
     DockerTar { dest: PathBuf },
     /// The root filesystem as files (`type=local,dest=`).
     Local { dest: PathBuf },
+    /// The local image store (`--load`, `type=image`): `names`, or the
+    /// request's tags when empty. `FROM`, `rbuild run`, `save` and `push`
+    /// find it there by name.
+    Image { names: Vec<String> },
 }
 
 /// What to build.

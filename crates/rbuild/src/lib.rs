@@ -18,11 +18,15 @@
 
 mod build;
 mod config;
+mod images;
 mod gc;
 mod outputs;
 
 pub use build::{BuildRequest, BuildResult, Output};
 pub use config::{Config, ConfigError};
+pub use images::{RunNetwork, RunRequest, SaveFormat};
+pub use rbuild_sandbox::OutputStream;
+pub use rbuild_solver::{ImageStoreError, LocalImage};
 pub use rbuild_solver::{
     BlobEntry, CacheMountEntry, DiskUsage, GcError, PruneOptions, PruneReport, SnapshotEntry, format_size,
     parse_duration, parse_size,
@@ -54,6 +58,8 @@ pub enum Error {
     Io { path: String, #[source] source: std::io::Error },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Image(#[from] rbuild_solver::ImageStoreError),
     #[error(transparent)]
     Gc(#[from] rbuild_solver::GcError),
 }

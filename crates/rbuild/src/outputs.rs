@@ -86,6 +86,21 @@ pub(crate) async fn write(
             Output::Local { .. } => {
                 return Err(Error::Invalid("--output type=local is not supported yet".into()));
             }
+            Output::Image { names: given } => {
+                let wanted: Vec<Reference> = if given.is_empty() {
+                    references.clone()
+                } else {
+                    given.iter().map(|n| rbuild_solver::normalise_name(n)).collect::<Result<_, _>>()?
+                };
+                if wanted.is_empty() {
+                    return Err(Error::Invalid(
+                        "the local image store needs an image name\nhint: add -t NAME (or -o type=image,name=NAME)".into(),
+                    ));
+                }
+                for stored in engine.store_image(&wanted, image)? {
+                    names.push(stored.name);
+                }
+            }
         }
     }
     Ok(names)

@@ -1,0 +1,405 @@
+//! `rbuild images`, `rmi`, `tag`, `push`, `save` and `run`: the local
+//! image store. Data goes to stdout, notes to stderr.
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use rbuild::{BuilderOptions, LocalImage, OutputStream, ProgressSink, RunNetwork, RunRequest, SaveFormat};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum ListFormat {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Output format: a table, or one JSON object per line.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ListFormat,
+    /// Only print image IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Image names (or ID prefixes) to remove from the local store.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// An image of the local store (name or ID prefix).
+    pub source: String,
+    /// The new name (`name[:tag]`).
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// A local image whose name includes the registry (`host:5000/app:1`).
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum ArchiveFormat {
+    /// What `docker load` reads.
+    #[default]
+    Docker,
+    /// An OCI image layout in a tar.
+    Oci,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Images to save (names or ID prefixes).
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Write to this file (default: standard output when it is not a terminal).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Archive format.
+    #[arg(long, value_enum, default_value = "docker")]
+    pub format: ArchiveFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum NetworkArg {
+    /// Own network namespace with outbound access.
+    #[default]
+    Default,
+    /// Loopback only.
+    None,
+    /// The host's network.
+    Host,
+}
+
+#[derive(Debug, Args)]
+#[command(trailing_var_arg = true)]
+pub struct RunArgs {
+    /// Accepted for docker compatibility: a run's writes are always discarded.
+    #[arg(long)]
+    pub rm: bool,
+    /// Set an environment variable (`KEY=VALUE`, or `KEY` to pass ours).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Network: default, none, host.
+    #[arg(long, value_enum, default_value = "default")]
+    pub network: NetworkArg,
+    /// Replace the image's entrypoint (`""` clears it).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Run as this user (`name`, `uid`, `uid:gid`).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<PathBuf>,
+    /// The image (name or ID prefix).
+    pub image: String,
+    /// The command (replaces the image's Cmd).
+    #[arg(allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `1.5kB`, `12.3MB`: decimal units, as docker prints sizes.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{bytes}B");
+    }
+    let n = format!("{value:.1}");
+    format!("{}{}", n.strip_suffix(".0").unwrap_or(&n), UNITS[unit])
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2026-01-02T03:04:05Z`,
+/// fractions and offsets allowed); `None` when it does not parse.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let num = |a: usize, b: usize| s.get(a..b)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, se) = (num(0, 4)?, num(5, 7)?, num(8, 10)?, num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    let rest = s.get(19..)?;
+    let rest = rest.strip_prefix('.').map(|r| r.trim_start_matches(|c: char| c.is_ascii_digit())).unwrap_or(rest);
+    let offset = match rest {
+        "Z" | "z" | "" => 0,
+        tz => {
+            let sign = match tz.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let oh: i64 = tz.get(1..3)?.parse().ok()?;
+            let om: i64 = tz.get(4..6)?.parse().ok()?;
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
+/// `5 minutes ago`, as docker prints ages.
+pub fn human_age(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (n, unit) = match s {
+        0..60 => return "Less than a minute ago".into(),
+        60..3600 => (s / 60, "minute"),
+        3600..86_400 => (s / 3600, "hour"),
+        86_400..604_800 => (s / 86_400, "day"),
+        604_800..2_592_000 => (s / 604_800, "week"),
+        2_592_000..31_536_000 => (s / 2_592_000, "month"),
+        _ => (s / 31_536_000, "year"),
+    };
+    if n == 1 { format!("1 {unit} ago") } else { format!("{n} {unit}s ago") }
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn short_id(image: &LocalImage) -> String {
+    image.config_digest.strip_prefix("sha256:").unwrap_or(&image.config_digest).chars().take(12).collect()
+}
+
+/// The table of `rbuild images`.
+pub fn table(images: &[LocalImage], now: i64) -> String {
+    let rows: Vec<[String; 5]> = images
+        .iter()
+        .map(|i| {
+            let created = i.created.as_deref().and_then(parse_rfc3339).map(|t| human_age(now - t));
+            [
+                i.familiar_name(),
+                short_id(i),
+                i.manifest.digest.short().to_string(),
+                created.unwrap_or_else(|| "N/A".into()),
+                human_size(i.size),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "IMAGE ID", "DIGEST", "CREATED", "SIZE"];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   "));
+            }
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = line(header.to_vec());
+    for r in &rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn json_line(i: &LocalImage) -> serde_json::Value {
+    let (repository, tag) = match i.familiar_name().rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
+        _ => (i.familiar_name(), String::new()),
+    };
+    serde_json::json!({
+        "Name": i.name,
+        "Repository": repository,
+        "Tag": tag,
+        "ID": i.config_digest,
+        "Digest": i.manifest.digest.to_string(),
+        "MediaType": i.manifest.media_type,
+        "Platform": i.platform,
+        "Size": i.size,
+        "CreatedAt": i.created,
+    })
+}
+
+pub fn images(opts: BuilderOptions, args: ImagesArgs) -> anyhow::Result<ExitCode> {
+    let builder = rbuild::Builder::open(opts)?;
+    let list = builder.images()?;
+    let mut out = std::io::stdout().lock();
+    if args.quiet {
+        let mut seen = std::collections::BTreeSet::new();
+        for i in &list {
+            if seen.insert(short_id(i)) {
+                writeln!(out, "{}", short_id(i))?;
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match args.format {
+        ListFormat::Table => out.write_all(table(&list, now()).as_bytes())?,
+        ListFormat::Json => {
+            for i in &list {
+                writeln!(out, "{}", json_line(i))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rmi(opts: BuilderOptions, args: RmiArgs) -> anyhow::Result<ExitCode> {
+    let builder = rbuild::Builder::open(opts)?;
+    let mut failed = false;
+    let mut out = std::io::stdout().lock();
+    for name in &args.names {
+        match builder.remove_image(name) {
+            Ok(image) => writeln!(out, "Untagged: {}", image.familiar_name())?,
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "error: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+pub fn tag(opts: BuilderOptions, args: TagArgs) -> anyhow::Result<ExitCode> {
+    let builder = rbuild::Builder::open(opts)?;
+    builder.tag_image(&args.source, &args.target)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn push(opts: BuilderOptions, args: PushArgs) -> anyhow::Result<ExitCode> {
+    let builder = rbuild::Builder::open(opts)?;
+    let (image, target) = builder.push_image(&args.name, None, ProgressSink::discard()).await?;
+    let _ = writeln!(std::io::stderr(), "pushed {}", target.familiar());
+    writeln!(std::io::stdout().lock(), "{}", image.manifest.digest)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn save(opts: BuilderOptions, args: SaveArgs) -> anyhow::Result<ExitCode> {
+    let builder = rbuild::Builder::open(opts)?;
+    let format = match args.format {
+        ArchiveFormat::Docker => SaveFormat::Docker,
+        ArchiveFormat::Oci => SaveFormat::Oci,
+    };
+    match args.output.as_deref() {
+        Some(path) if path.as_os_str() != "-" => {
+            // Through a temporary file: a failed save leaves no partial archive.
+            let file_name = path.file_name().context("-o needs a file name")?;
+            let mut tmp_name = std::ffi::OsString::from(".");
+            tmp_name.push(file_name);
+            tmp_name.push(format!(".rbuild-{}", std::process::id()));
+            let tmp = path.with_file_name(tmp_name);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let written = (|| -> anyhow::Result<()> {
+                let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+                let mut w = std::io::BufWriter::new(file);
+                builder.save_images(&args.names, format, &mut w)?;
+                w.flush().with_context(|| format!("writing {}", path.display()))?;
+                std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+            })();
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written?;
+        }
+        _ => {
+            let stdout = std::io::stdout();
+            if args.output.is_none() && stdout.is_terminal() {
+                bail!("refusing to write an archive to a terminal\nhint: add -o FILE, or redirect standard output");
+            }
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            builder.save_images(&args.names, format, &mut w)?;
+            w.flush().context("writing standard output")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run(opts: BuilderOptions, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let builder = rbuild::Builder::open(opts)?;
+    let workdir = match &args.workdir {
+        Some(w) => Some(w.to_str().context("--workdir is not UTF-8")?.to_string()),
+        None => None,
+    };
+    let req = RunRequest {
+        image: args.image.clone(),
+        args: args.command.clone(),
+        entrypoint: args.entrypoint.as_ref().map(|e| if e.is_empty() { Vec::new() } else { vec![e.clone()] }),
+        env: args.env.clone(),
+        user: args.user.clone(),
+        workdir,
+        network: match args.network {
+            NetworkArg::Default => RunNetwork::Default,
+            NetworkArg::None => RunNetwork::None,
+            NetworkArg::Host => RunNetwork::Host,
+        },
+    };
+    let mut output = |stream: OutputStream, data: &[u8]| {
+        // A closed stdout (`| head`) must not stop the container early.
+        let _ = match stream {
+            OutputStream::Stdout => {
+                let mut o = std::io::stdout().lock();
+                o.write_all(data).and_then(|_| o.flush())
+            }
+            OutputStream::Stderr => {
+                let mut e = std::io::stderr().lock();
+                e.write_all(data).and_then(|_| e.flush())
+            }
+        };
+    };
+    let code = builder.run_image(&req, ProgressSink::discard(), &mut output).await?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_decimal_like_docker() {
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1500), "1.5kB");
+        assert_eq!(human_size(12_345_678), "12.3MB");
+        assert_eq!(human_size(2_000_000_000), "2GB");
+    }
+
+    #[test]
+    fn rfc3339_times_parse() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2001-09-09T01:46:40Z"), Some(1_000_000_000));
+        assert_eq!(parse_rfc3339("2001-09-09T01:46:40.123456789Z"), Some(1_000_000_000));
+        assert_eq!(parse_rfc3339("2001-09-09T03:46:40+02:00"), Some(1_000_000_000));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(parse_rfc3339("2001-09-09T01:46:40Q"), None);
+    }
+
+    #[test]
+    fn ages_read_like_docker() {
+        assert_eq!(human_age(5), "Less than a minute ago");
+        assert_eq!(human_age(60), "1 minute ago");
+        assert_eq!(human_age(7200), "2 hours ago");
+        assert_eq!(human_age(3 * 86_400), "3 days ago");
+        assert_eq!(human_age(-10), "Less than a minute ago");
+    }
+}

@@ -1,0 +1,307 @@
+//! The local image store, as the CLI and embedders see it: list, tag,
+//! remove, push, save and run images that builds stored by name.
+//!
+//! The engine keeps the names (see `rbuild_solver::LocalImage`); this
+//! module adds what users do with them. Nothing here prints: `run_image`
+//! hands the process's output to a callback and returns its exit code.
+
+use crate::{Builder, Error};
+use rbuild_oci::config::ImageConfig;
+use rbuild_oci::export::ExportImage;
+use rbuild_oci::platform::Platform;
+use rbuild_oci::reference::Reference;
+use rbuild_sandbox::{OutputStream, Rootfs, RunSpec};
+use rbuild_solver::{Event, LocalImage, ProgressSink, SolveOptions};
+use std::io::Write;
+
+/// The archive format of [`Builder::save_images`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SaveFormat {
+    /// What `docker save` writes and `docker load` reads.
+    #[default]
+    Docker,
+    /// An OCI image layout in a tar (`skopeo`'s `oci-archive:`).
+    Oci,
+}
+
+/// The network of a [`RunRequest`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunNetwork {
+    /// Own network namespace with outbound access (as RUN steps get).
+    #[default]
+    Default,
+    /// Own network namespace with only loopback.
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// What `rbuild run` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct RunRequest {
+    /// An image name or ID prefix of the local store.
+    pub image: String,
+    /// Replaces the image's `Cmd` when not empty.
+    pub args: Vec<String>,
+    /// Replaces the image's `Entrypoint` when set (`Some(vec![])` clears it).
+    pub entrypoint: Option<Vec<String>>,
+    /// `KEY=VALUE` entries set over the image's `Env`.
+    pub env: Vec<String>,
+    /// Replaces the image's `User`.
+    pub user: Option<String>,
+    /// Replaces the image's `WorkingDir`.
+    pub workdir: Option<String>,
+    pub network: RunNetwork,
+}
+
+impl Builder {
+    /// Every image of the local store, by name.
+    pub fn images(&self) -> Result<Vec<LocalImage>, Error> {
+        Ok(self.engine().local_images()?)
+    }
+
+    /// A local image by name (`app`, `app:1`) or ID prefix.
+    pub fn image(&self, name: &str) -> Result<LocalImage, Error> {
+        Ok(self.engine().find_local_image(name)?)
+    }
+
+    /// Gives a local image another name.
+    pub fn tag_image(&self, src: &str, dst: &str) -> Result<LocalImage, Error> {
+        Ok(self.engine().tag_local_image(src, dst)?)
+    }
+
+    /// Removes a name from the local store; the blobs stay until `prune`.
+    pub fn remove_image(&self, name: &str) -> Result<LocalImage, Error> {
+        Ok(self.engine().remove_local_image(name)?)
+    }
+
+    /// Pushes a local image to the registry its name points at (or to
+    /// `dest`, a full name, when given). Returns the image and the
+    /// reference pushed to.
+    pub async fn push_image(
+        &self,
+        name: &str,
+        dest: Option<&str>,
+        progress: ProgressSink,
+    ) -> Result<(LocalImage, Reference), Error> {
+        let engine = self.engine();
+        let image = engine.find_local_image(name)?;
+        let target = match dest {
+            Some(d) => rbuild_solver::normalise_name(d)?,
+            None => rbuild_solver::normalise_name(&image.name)?,
+        };
+        let sink = progress.clone();
+        engine
+            .registry
+            .push(
+                &target,
+                &image.manifest,
+                &engine.state.content,
+                &rbuild_registry::PushOptions::default(),
+                &move |p| {
+                    sink.emit(Event::Progress {
+                        vertex: String::new(),
+                        id: format!("push {}", p.digest),
+                        current: p.done,
+                        total: Some(p.total),
+                        time_ms: rbuild_solver::now_ms(),
+                    })
+                },
+            )
+            .await
+            .map_err(|e| Error::Registry(format!("push {target}: {}", rbuild_solver::chain(&e))))?;
+        Ok((image, target))
+    }
+
+    /// Writes the named local images into one archive. Several names of one
+    /// image are all recorded for it.
+    pub fn save_images(&self, names: &[String], format: SaveFormat, out: &mut dyn Write) -> Result<(), Error> {
+        if names.is_empty() {
+            return Err(Error::Invalid("save: no image given\nhint: rbuild save NAME… -o FILE".into()));
+        }
+        let engine = self.engine();
+        let mut exports: Vec<ExportImage> = Vec::new();
+        let mut platform: Option<Platform> = None;
+        for n in names {
+            let image = engine.find_local_image(n)?;
+            // A name as given keeps its tag; an ID saves every name it has.
+            let names: Vec<String> = if image.name == reference_string(n) {
+                vec![image.name.clone()]
+            } else {
+                engine
+                    .local_images()?
+                    .into_iter()
+                    .filter(|i| i.manifest.digest == image.manifest.digest)
+                    .map(|i| i.name)
+                    .collect()
+            };
+            platform.get_or_insert_with(|| Platform::parse(&image.platform).unwrap_or_else(|_| Platform::host()));
+            match exports.iter_mut().find(|e| e.descriptor.digest == image.manifest.digest) {
+                Some(e) => {
+                    for n in names {
+                        if !e.names.contains(&n) {
+                            e.names.push(n);
+                        }
+                    }
+                }
+                None => exports.push(ExportImage { descriptor: image.manifest.clone(), names }),
+            }
+        }
+        let store = &engine.state.content;
+        let result = match format {
+            SaveFormat::Docker => rbuild_oci::export::write_docker_tar(store, out, &exports, platform.as_ref()).map(drop),
+            SaveFormat::Oci => rbuild_oci::export::write_oci_tar(store, out, &exports).map(drop),
+        };
+        result.map_err(|e| Error::Invalid(format!("save: {}", rbuild_solver::chain(&e))))
+    }
+
+    /// Runs a local image in the sandbox, the way `docker run --rm` would:
+    /// the image's rootfs as an overlay over its layer snapshots (unpacked
+    /// from the content store when needed), its Entrypoint/Cmd/Env/User/
+    /// WorkingDir, writes discarded afterwards. Output goes to `output` as
+    /// it comes; returns the exit code (128 + signal when killed).
+    pub async fn run_image(
+        &self,
+        req: &RunRequest,
+        progress: ProgressSink,
+        output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
+    ) -> Result<i32, Error> {
+        let engine = self.engine();
+        let image = engine.find_local_image(&req.image)?;
+        let config_digest = rbuild_oci::digest::Digest::parse(&image.config_digest)
+            .map_err(|e| Error::Invalid(format!("image `{}`: {e}", image.familiar_name())))?;
+        let config_bytes = engine
+            .state
+            .content
+            .read_all(&config_digest)
+            .map_err(|e| Error::Invalid(format!("image `{}`: {}", image.familiar_name(), rbuild_solver::chain(&e))))?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| Error::Invalid(format!("image `{}`: config: {e}", image.familiar_name())))?;
+        let mut spec = run_spec(&config, req).map_err(|m| Error::Invalid(format!("run {}: {m}", image.familiar_name())))?;
+        let opts = SolveOptions { progress, ..SolveOptions::default() };
+        let top = engine.image_rootfs(&image, opts).await?;
+        let parent = top.map(rbuild_snapshot::SnapshotId::new).transpose().map_err(rbuild_solver::SolveError::from)?;
+        let snapshots = &engine.state.snapshots;
+        // Dropping the active snapshot (never committed) discards the writes.
+        let active = snapshots.prepare(parent.as_ref()).map_err(rbuild_solver::SolveError::from)?;
+        spec.rootfs = Rootfs::Overlay {
+            lowerdirs: active.lowers.clone(),
+            upperdir: active.upper.clone(),
+            workdir: active.work.clone(),
+        };
+        spec.platform_arch = Some(Platform::parse(&image.platform).map(|p| p.architecture).unwrap_or_default())
+            .filter(|a| !a.is_empty());
+        let result = engine.executor.run(&spec, output).await;
+        drop(active);
+        let result = result.map_err(|e| Error::Invalid(format!("run {}: sandbox: {}", image.familiar_name(), rbuild_solver::chain(&e))))?;
+        Ok(result.code())
+    }
+}
+
+/// The normalised form of a name, or the input when it is not one.
+fn reference_string(input: &str) -> String {
+    Reference::parse(input).map(|r| r.to_string()).unwrap_or_else(|_| input.to_string())
+}
+
+/// The process spec for `req` on an image with `config`, without its root.
+pub(crate) fn run_spec(config: &ImageConfig, req: &RunRequest) -> Result<RunSpec, String> {
+    let c = &config.config;
+    let mut args: Vec<String> = req.entrypoint.clone().or_else(|| c.entrypoint.clone()).unwrap_or_default();
+    if !req.args.is_empty() {
+        args.extend(req.args.iter().cloned());
+    } else if req.entrypoint.is_none() {
+        // Docker drops the image's Cmd when --entrypoint replaces its Entrypoint.
+        args.extend(c.cmd.clone().unwrap_or_default());
+    }
+    if args.is_empty() {
+        return Err("the image has no Entrypoint or Cmd and no command was given\nhint: rbuild run IMAGE COMMAND…".into());
+    }
+    let mut env: Vec<String> = c.env.clone().unwrap_or_default();
+    for kv in &req.env {
+        if kv.is_empty() || kv.starts_with('=') {
+            return Err(format!("invalid environment entry `{kv}`\nhint: use -e KEY=VALUE"));
+        }
+        let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+        let entry = match kv.split_once('=') {
+            Some(_) => kv.clone(),
+            // `-e KEY` takes the value from our own environment, as docker does.
+            None => match std::env::var(key) {
+                Ok(v) => format!("{key}={v}"),
+                Err(_) => continue,
+            },
+        };
+        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+        env.push(entry);
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, rbuild_sandbox::spec::DEFAULT_PATH_ENV.to_string());
+    }
+    let cwd = req.workdir.clone().or_else(|| c.working_dir.clone()).filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(format!("working directory `{cwd}` is not absolute"));
+    }
+    Ok(RunSpec {
+        args,
+        env,
+        cwd,
+        user: req.user.clone().or_else(|| c.user.clone()).unwrap_or_default(),
+        hostname: "rbuild".into(),
+        network: match req.network {
+            RunNetwork::Default => rbuild_sandbox::Network::Sandbox,
+            RunNetwork::None => rbuild_sandbox::Network::None,
+            RunNetwork::Host => rbuild_sandbox::Network::Host,
+        },
+        ..RunSpec::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(entrypoint: Option<&[&str]>, cmd: Option<&[&str]>, env: &[&str]) -> ImageConfig {
+        let mut c = ImageConfig::default();
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        c.config.entrypoint = entrypoint.map(owned);
+        c.config.cmd = cmd.map(owned);
+        c.config.env = Some(owned(env));
+        c.config.user = Some("1000".into());
+        c.config.working_dir = Some("/app".into());
+        c
+    }
+
+    #[test]
+    fn cmd_is_replaced_and_entrypoint_kept() {
+        let c = config(Some(&["/entry"]), Some(&["default"]), &[]);
+        let spec = run_spec(&c, &RunRequest::default()).unwrap();
+        assert_eq!(spec.args, ["/entry", "default"]);
+        let req = RunRequest { args: vec!["x".into()], ..RunRequest::default() };
+        assert_eq!(run_spec(&c, &req).unwrap().args, ["/entry", "x"]);
+        let req = RunRequest { entrypoint: Some(vec!["/other".into()]), ..RunRequest::default() };
+        assert_eq!(run_spec(&c, &req).unwrap().args, ["/other"], "a new entrypoint drops the image's Cmd");
+    }
+
+    #[test]
+    fn image_settings_are_used_and_overridden() {
+        let c = config(None, Some(&["sh"]), &["PATH=/bin", "A=1", "B=2"]);
+        let req = RunRequest { env: vec!["A=override".into(), "C=3".into()], ..RunRequest::default() };
+        let spec = run_spec(&c, &req).unwrap();
+        assert_eq!(spec.env, ["PATH=/bin", "B=2", "A=override", "C=3"]);
+        assert_eq!((spec.user.as_str(), spec.cwd.as_str()), ("1000", "/app"));
+        let req = RunRequest { user: Some("0".into()), workdir: Some("/tmp".into()), ..RunRequest::default() };
+        let spec = run_spec(&c, &req).unwrap();
+        assert_eq!((spec.user.as_str(), spec.cwd.as_str()), ("0", "/tmp"));
+    }
+
+    #[test]
+    fn a_missing_path_gets_the_default_and_bad_input_is_refused() {
+        let c = config(None, Some(&["sh"]), &[]);
+        assert!(run_spec(&c, &RunRequest::default()).unwrap().env[0].starts_with("PATH="));
+        let req = RunRequest { env: vec!["=x".into()], ..RunRequest::default() };
+        assert!(run_spec(&c, &req).unwrap_err().contains("`=x`"));
+        let none = config(None, None, &[]);
+        assert!(run_spec(&none, &RunRequest::default()).unwrap_err().contains("hint:"));
+        let req = RunRequest { workdir: Some("rel".into()), ..RunRequest::default() };
+        assert!(run_spec(&c, &req).is_err());
+    }
+}

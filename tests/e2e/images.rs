@@ -1,0 +1,235 @@
+//! The local image store end to end: `build -t` keeps the image, `images`
+//! lists it, `FROM` finds it without a registry, `run` runs it, `save`
+//! writes archives skopeo reads, `tag`/`rmi` manage names, `push` sends a
+//! stored image to a registry.
+
+use crate::support::{self, Registry, ok, skip};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ready() -> bool {
+    if !support::is_root() || !Path::new("/bin/busybox").exists() {
+        skip("needs root and busybox-static");
+        return false;
+    }
+    true
+}
+
+/// `rbuild --root=STATE ARGS…`.
+fn rbuild(state: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    c.arg(format!("--root={}", state.display())).args(args);
+    c
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A busybox image from scratch (no registry needed) with a file, an env,
+/// a workdir, a user and a default command.
+fn app_context(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\n\
+         COPY busybox /bin/busybox\n\
+         RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+         RUN echo 'hello from the image' > /greeting && mkdir -p /srv && chmod 777 /srv\n\
+         ENV GREETING=hi WHO=world\n\
+         WORKDIR /srv\n\
+         USER 1000\n\
+         CMD [\"sh\", \"-c\", \"echo $GREETING $WHO from $(pwd) as $(id -u)\"]\n",
+    )
+    .unwrap();
+}
+
+struct Fixture {
+    _work: tempfile::TempDir,
+    dir: PathBuf,
+    state: PathBuf,
+}
+
+/// Builds `app` (tagged `app` and `app:1`) into a fresh state dir.
+fn built_app() -> Fixture {
+    let work = support::open_tempdir();
+    let dir = work.path().to_path_buf();
+    let state = dir.join("state");
+    let ctx = dir.join("app");
+    app_context(&ctx);
+    let out = ok(rbuild(&state, &["build", "--progress=plain", "-t", "app", "-t", "app:1"]).arg(&ctx));
+    assert!(stdout(&out).trim().starts_with("sha256:"), "build prints the digest: {}", stdout(&out));
+    Fixture { _work: work, dir, state }
+}
+
+#[test]
+fn build_with_a_tag_keeps_the_image_and_images_lists_it() {
+    if !ready() {
+        return;
+    }
+    let f = built_app();
+    let table = stdout(&ok(&mut rbuild(&f.state, &["images"])));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("SIZE"), "a header: {table}");
+    assert!(lines.iter().any(|l| l.starts_with("app:latest ")), "app:latest is listed: {table}");
+    assert!(lines.iter().any(|l| l.starts_with("app:1 ")), "app:1 is listed: {table}");
+
+    let json = stdout(&ok(&mut rbuild(&f.state, &["images", "--format", "json"])));
+    let rows: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2, "{json}");
+    let latest = rows.iter().find(|r| r["Tag"] == "latest").expect("a latest row");
+    assert_eq!(latest["Name"], "docker.io/library/app:latest");
+    assert_eq!(latest["Repository"], "app");
+    assert!(latest["Digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(latest["Size"].as_u64().unwrap() > 500_000, "busybox is in a layer: {latest}");
+    assert_eq!(rows[0]["Digest"], rows[1]["Digest"], "both tags name one image");
+
+    // Without a tag there is nothing to name; `--load` says how to fix it.
+    let untagged = rbuild(&f.state, &["build", "--progress=plain", "--load"]).arg(f.dir.join("app")).output().unwrap();
+    assert!(!untagged.status.success());
+    assert!(String::from_utf8_lossy(&untagged.stderr).contains("hint: add -t NAME"));
+    // `-o type=image,name=` names it without -t.
+    ok(rbuild(&f.state, &["build", "--progress=plain", "-o", "type=image,name=other:2"]).arg(f.dir.join("app")));
+    let json = stdout(&ok(&mut rbuild(&f.state, &["images", "--format", "json"])));
+    assert!(json.contains("\"docker.io/library/other:2\""), "{json}");
+}
+
+#[test]
+fn run_uses_the_image_config_streams_output_and_propagates_the_exit_code() {
+    if !ready() {
+        return;
+    }
+    let f = built_app();
+    let out = ok(&mut rbuild(&f.state, &["run", "--rm", "app"]));
+    assert_eq!(stdout(&out), "hi world from /srv as 1000\n", "Cmd, Env, WorkingDir and User apply");
+
+    let out = ok(&mut rbuild(&f.state, &["run", "app", "cat", "/greeting"]));
+    assert_eq!(stdout(&out), "hello from the image\n");
+
+    let out = rbuild(&f.state, &["run", "app", "sh", "-c", "echo out; echo err >&2; exit 7"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(7), "the exit code is ours");
+    assert_eq!(stdout(&out), "out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"), "stderr goes to stderr");
+
+    let out = ok(&mut rbuild(
+        &f.state,
+        &["run", "-e", "WHO=tests", "-e", "NEW=1", "-u", "0", "-w", "/", "app", "sh", "-c", "echo $GREETING $WHO $NEW $(pwd) $(id -u)"],
+    ));
+    assert_eq!(stdout(&out), "hi tests 1 / 0\n", "-e, -u and -w override the image");
+
+    // Writes are discarded: a second run sees the image as built.
+    ok(&mut rbuild(&f.state, &["run", "-u", "0", "app", "sh", "-c", "echo changed > /srv/new && rm /greeting"]));
+    let out = ok(&mut rbuild(&f.state, &["run", "app", "sh", "-c", "cat /greeting; ls /srv"]));
+    assert_eq!(stdout(&out), "hello from the image\n");
+
+    // No network: only loopback is up.
+    let out = ok(&mut rbuild(&f.state, &["run", "--network", "none", "app", "sh", "-c", "ls /sys/class/net"]));
+    assert_eq!(stdout(&out).split_whitespace().collect::<Vec<_>>(), ["lo"]);
+
+    let missing = rbuild(&f.state, &["run", "nosuch"]).output().unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("`nosuch`") && err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn from_a_local_image_needs_no_registry() {
+    if !ready() {
+        return;
+    }
+    let f = built_app();
+    let ctx = f.dir.join("child");
+    std::fs::create_dir_all(&ctx).unwrap();
+    // `app:1` would be asked of Docker Hub, which this machine cannot reach.
+    std::fs::write(ctx.join("Dockerfile"), "FROM app:1\nUSER 0\nRUN cat /greeting > /child\nCMD [\"cat\", \"/child\"]\n").unwrap();
+    ok(rbuild(&f.state, &["build", "--progress=plain", "-t", "child"]).arg(&ctx));
+    let out = ok(&mut rbuild(&f.state, &["run", "child"]));
+    assert_eq!(stdout(&out), "hello from the image\n");
+    // The base's config carries over (ENV from `app`).
+    let out = ok(&mut rbuild(&f.state, &["run", "child", "sh", "-c", "echo $GREETING"]));
+    assert_eq!(stdout(&out), "hi\n");
+}
+
+#[test]
+fn save_writes_archives_that_skopeo_reads() {
+    if !ready() {
+        return;
+    }
+    if !support::have("skopeo") {
+        skip("skopeo is not installed");
+        return;
+    }
+    let f = built_app();
+    let digest = {
+        let json = stdout(&ok(&mut rbuild(&f.state, &["images", "--format", "json"])));
+        let row: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+        row["Digest"].as_str().unwrap().to_string()
+    };
+    let docker_tar = f.dir.join("out/app-docker.tar");
+    ok(rbuild(&f.state, &["save", "app", "-o"]).arg(&docker_tar));
+    let inspect = ok(Command::new("skopeo").arg("inspect").arg(format!("docker-archive:{}", docker_tar.display())));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let env: Vec<String> = serde_json::from_value(v["Env"].clone()).unwrap();
+    assert!(env.contains(&"GREETING=hi".to_string()), "the config is in the archive: {env:?}");
+    let manifest = ok(Command::new("tar").arg("-xOf").arg(&docker_tar).arg("manifest.json"));
+    let m: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    assert_eq!(m[0]["RepoTags"], serde_json::json!(["app:latest"]), "docker load gets the name");
+
+    let oci_tar = f.dir.join("out/app-oci.tar");
+    ok(rbuild(&f.state, &["save", "app:1", "--format", "oci", "-o"]).arg(&oci_tar));
+    let inspect = ok(Command::new("skopeo").arg("inspect").arg(format!("oci-archive:{}", oci_tar.display())));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Digest"], digest.as_str(), "the OCI archive holds the stored manifest");
+
+    let missing = rbuild(&f.state, &["save", "nosuch", "-o"]).arg(f.dir.join("out/x.tar")).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(!f.dir.join("out/x.tar").exists(), "a failed save leaves no file");
+}
+
+#[test]
+fn tag_and_rmi_manage_names_only() {
+    if !ready() {
+        return;
+    }
+    let f = built_app();
+    ok(&mut rbuild(&f.state, &["tag", "app", "registry.example:5000/team/app:v2"]));
+    let names = |state: &Path| -> Vec<String> {
+        let json = stdout(&ok(&mut rbuild(state, &["images", "--format", "json"])));
+        json.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["Name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names(&f.state),
+        ["docker.io/library/app:1", "docker.io/library/app:latest", "registry.example:5000/team/app:v2"]
+    );
+    let out = ok(&mut rbuild(&f.state, &["rmi", "app"]));
+    assert_eq!(stdout(&out), "Untagged: app:latest\n");
+    assert_eq!(names(&f.state), ["docker.io/library/app:1", "registry.example:5000/team/app:v2"]);
+    // The blobs stay for prune: the other names still run.
+    let out = ok(&mut rbuild(&f.state, &["run", "registry.example:5000/team/app:v2", "cat", "/greeting"]));
+    assert_eq!(stdout(&out), "hello from the image\n");
+    let gone = rbuild(&f.state, &["rmi", "app"]).output().unwrap();
+    assert!(!gone.status.success(), "a removed name is gone");
+    let run_gone = rbuild(&f.state, &["run", "app"]).output().unwrap();
+    assert!(!run_gone.status.success());
+    assert!(String::from_utf8_lossy(&run_gone.stderr).contains("no local image `app`"));
+}
+
+#[test]
+fn push_sends_a_stored_image_to_its_registry() {
+    if !ready() || !support::have("skopeo") {
+        skip("needs root, busybox-static and skopeo");
+        return;
+    }
+    let Some(registry) = Registry::start() else { return };
+    let f = built_app();
+    let name = format!("{}/e2e/stored:1", registry.host());
+    ok(&mut rbuild(&f.state, &["tag", "app", &name]));
+    let out = ok(&mut rbuild(&f.state, &["push", &name]));
+    let digest = stdout(&out).trim().to_string();
+    let inspect = ok(Command::new("skopeo").args(["inspect", "--tls-verify=false", &format!("docker://{name}")]));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Digest"], digest.as_str(), "the registry has the stored manifest");
+}
