@@ -83,6 +83,24 @@ impl CheckConfig {
     }
 }
 
+impl Dockerfile {
+    /// The stage named `name` (case-insensitive), if any.
+    pub fn stage_by_name(&self, name: &str) -> Option<&Stage> {
+        let lower = name.to_lowercase();
+        self.stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(lower.as_str()))
+    }
+
+    /// Names and defaults of the global ARGs, in order.
+    pub fn global_arg_decls(&self) -> impl Iterator<Item = &ArgDecl> {
+        self.global_args.iter().flat_map(|i| match &i.kind {
+            InstructionKind::Arg(decls) => decls.as_slice(),
+            _ => &[],
+        })
+    }
+}
+
 /// One `FROM` and the instructions up to the next one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stage {

@@ -264,6 +264,21 @@ pub(crate) fn parse_instruction(
     warnings: &mut Vec<Warning>,
 ) -> Result<Instruction, RawError> {
     let kw = node.keyword.to_ascii_uppercase();
+    if matches!(kw.as_str(), "RUN" | "CMD" | "ENTRYPOINT")
+        && !node.json
+        && node
+            .args
+            .first()
+            .is_some_and(|a| a.trim_start().starts_with('['))
+    {
+        warnings.push(Warning {
+            rule: "InvalidJSONArgs",
+            message: format!(
+                "the arguments of `{kw}` look like a JSON array but are not valid JSON (strings need double quotes), so they run as a shell command"
+            ),
+            span: Some(node.args_span()),
+        });
+    }
     let kind = match kw.as_str() {
         "RUN" => InstructionKind::Run(parse_run(node)?),
         "CMD" | "ENTRYPOINT" => {

@@ -596,3 +596,13 @@ fn lint_rules() {
         df.warnings
     );
 }
+
+#[test]
+fn json_lookalikes_and_helpers() {
+    let df = parse_ok("ARG A=1 B\nFROM x AS Main\nCMD ['sh', '-c', 'x']\nRUN [\"ok\"]\n");
+    let rules: Vec<&str> = df.warnings.iter().map(|w| w.rule).collect();
+    assert!(rules.contains(&"InvalidJSONArgs"), "{rules:?}");
+    assert_eq!(df.stage_by_name("MAIN").map(|s| s.index), Some(0));
+    let names: Vec<&str> = df.global_arg_decls().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["A", "B"]);
+}
