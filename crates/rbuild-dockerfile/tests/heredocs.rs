@@ -5,7 +5,10 @@ use rbuild_dockerfile::parse_nodes;
 
 /// (Dockerfile after a `FROM` line, expected (name, content, expand, chomp)
 /// of the first instruction's heredocs)
-const CASES: &[(&str, &[(&str, &str, bool, bool)])] = &[
+/// (name, content, expand, chomp_tabs)
+type Doc = (&'static str, &'static str, bool, bool);
+
+const CASES: &[(&str, &[Doc])] = &[
     ("RUN ls\n", &[]),
     ("USER <<NOPE\n", &[]),
     ("RUN <<EMPTY\nEMPTY\n", &[("EMPTY", "", true, false)]),
