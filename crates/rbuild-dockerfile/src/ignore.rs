@@ -49,7 +49,7 @@ pub struct IgnorePattern {
 impl IgnorePattern {
     /// A pattern given directly (e.g. `COPY --exclude`), cleaned the same way.
     pub fn new(text: &str) -> Result<IgnorePattern, IgnoreError> {
-        parse_line(text, 0).and_then(|p| {
+        parse_line(text, 0, false).and_then(|p| {
             p.ok_or(IgnoreError::BadPattern {
                 line: 0,
                 pattern: text.into(),
@@ -75,15 +75,19 @@ pub fn parse_dockerignore(text: &str) -> Result<Vec<IgnorePattern>, IgnoreError>
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        if let Some(p) = parse_line(line, i + 1)? {
+        if let Some(p) = parse_line(line, i + 1, true)? {
             out.push(p);
         }
     }
     Ok(out)
 }
 
-fn parse_line(line: &str, line_no: usize) -> Result<Option<IgnorePattern>, IgnoreError> {
-    if line.starts_with('#') {
+fn parse_line(
+    line: &str,
+    line_no: usize,
+    comments: bool,
+) -> Result<Option<IgnorePattern>, IgnoreError> {
+    if comments && line.starts_with('#') {
         return Ok(None);
     }
     let mut pattern = line.trim();
@@ -617,6 +621,18 @@ impl IgnoreMatcher {
             patterns,
             has_exceptions,
         }
+    }
+
+    /// Compiles patterns given one per string (e.g. `COPY --exclude`
+    /// values), cleaned like `.dockerignore` lines; `#` is not a comment here.
+    pub fn from_patterns<S: AsRef<str>>(patterns: &[S]) -> Result<IgnoreMatcher, IgnoreError> {
+        let mut parsed = Vec::with_capacity(patterns.len());
+        for p in patterns {
+            if let Some(p) = parse_line(p.as_ref(), 0, false)? {
+                parsed.push(p);
+            }
+        }
+        Ok(IgnoreMatcher::new(parsed))
     }
 
     /// Parses and compiles `.dockerignore` text.

@@ -230,3 +230,17 @@ fn dockerignore_file_names() {
         ["Dockerfile.prod.dockerignore", ".dockerignore"]
     );
 }
+
+#[test]
+fn pattern_lists() {
+    let m = IgnoreMatcher::from_patterns(&["*.md", "!README.md", "", "#hash"]).unwrap();
+    assert!(m.matches("#hash", false));
+    assert!(m.matches("CHANGES.md", false));
+    assert!(!m.matches("README.md", false));
+    assert!(IgnoreMatcher::from_patterns(&["!"]).is_err());
+    assert!(
+        IgnoreMatcher::from_patterns::<&str>(&[])
+            .unwrap()
+            .is_empty()
+    );
+}
