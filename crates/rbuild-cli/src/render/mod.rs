@@ -154,7 +154,12 @@ impl Progress {
         let shared = self.shared.clone();
         ProgressSink::new(move |e| {
             let mut inner = shared.lock();
-            let Inner { renderer, out, .. } = &mut *inner;
+            let Inner { renderer, out, stopped } = &mut *inner;
+            // Tasks still winding down after the build returned must not
+            // print below the last frame or the error report.
+            if *stopped {
+                return;
+            }
             // A closed standard error must not fail the build.
             let _ = match renderer {
                 Renderer::Tty { state, .. } | Renderer::Quiet(state) => {
@@ -171,7 +176,8 @@ impl Progress {
     }
 
     /// Ends the output: the last frame of the live view, then, when the
-    /// build failed with `error`, the report on the failing step.
+    /// build failed with `error`, the report on the failing step. Events
+    /// that arrive later are dropped.
     pub fn finish(mut self, error: Option<&str>) {
         self.stop_ticker();
         let now = now_ms();
@@ -202,9 +208,7 @@ impl Progress {
         }
         let _ = out.flush();
     }
-}
 
-impl Progress {
     /// Stops the drawing thread and waits for it, so that nothing is drawn
     /// after the last frame.
     fn stop_ticker(&mut self) {

@@ -354,3 +354,15 @@ fn output_before_the_announcement_gets_the_name_later() {
     assert_eq!(state.steps.len(), 1);
     assert_eq!(state.steps[0].name, "[a 2/2] RUN x");
 }
+
+#[test]
+fn events_after_finish_are_dropped() {
+    let out = Captured::default();
+    let p = Progress::with_output(Mode::Plain, None, Box::new(out.clone()), T0);
+    let sink = p.sink();
+    sink.emit(started("v", "[a 2/2] RUN x", 0));
+    p.finish(Some("boom"));
+    let len = out.text().len();
+    sink.emit(failed("w", "[b 2/2] RUN y", "cancelled", 10));
+    assert_eq!(out.text().len(), len);
+}
