@@ -133,6 +133,13 @@ pub fn apply_layer(reader: impl Read, media_type: &str, target: &Path, opts: &Ap
     })
 }
 
+/// The diffID (sha256 of the uncompressed tar) and uncompressed size of a
+/// layer blob, without unpacking it.
+pub fn uncompressed_digest(reader: impl Read, media_type: &str) -> Result<(Digest, u64), LayerError> {
+    let plain = decompress(reader, media_type)?;
+    Digest::sha256_reader(plain).map_err(LayerError::Decompress)
+}
+
 /// Wraps a reader in the right decompressor (magic bytes win over the media type).
 pub fn decompress<'a>(reader: impl Read + 'a, media_type: &str) -> Result<Box<dyn Read + 'a>, LayerError> {
     let mut br = BufReader::with_capacity(128 * 1024, reader);

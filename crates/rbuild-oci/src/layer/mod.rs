@@ -15,7 +15,7 @@ mod tarfmt;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-pub use apply::{ApplyOptions, ApplyStats, OPAQUE_XATTR, WhiteoutMode, apply_layer, decompress};
+pub use apply::{ApplyOptions, ApplyStats, OPAQUE_XATTR, WhiteoutMode, apply_layer, decompress, uncompressed_digest};
 pub use create::{TarOptions, TarStats, write_layer_tar};
 pub use tarfmt::TarError;
 pub(crate) use tarfmt::{TarDirEntry, write_tar};

@@ -128,6 +128,8 @@ fn create_is_deterministic_and_round_trips_through_apply() {
         if compression == Compression::None {
             assert_eq!(a.diff_id, a.descriptor.digest);
         }
+        let blob = store.open_blob(&a.descriptor.digest).unwrap();
+        assert_eq!(uncompressed_digest(blob, &a.descriptor.media_type).unwrap(), (a.diff_id.clone(), a.uncompressed_size));
         let out = t.path().join(format!("out-{:?}", compression.kind()));
         fs::create_dir(&out).unwrap();
         let blob = store.open_blob(&a.descriptor.digest).unwrap();
