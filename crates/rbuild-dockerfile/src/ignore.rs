@@ -780,6 +780,35 @@ mod tests {
         }
     }
 
+    /// Exact (whole-string) match, the way Docker's anchored regex works.
+    fn exact(nfa: &Nfa, s: &str) -> bool {
+        let mut cur = nfa.start();
+        let mut next = Set::new(nfa.states.len());
+        let mut stack = Vec::new();
+        for c in s.chars() {
+            nfa.step(&cur, c, &mut next, &mut stack);
+            std::mem::swap(&mut cur, &mut next);
+        }
+        cur.contains(nfa.accept())
+    }
+
+    proptest::proptest! {
+        /// One pass with acceptance at `/` boundaries equals Docker's
+        /// "match the path, else each parent" loop.
+        #[test]
+        fn boundary_matching_equals_parent_loop(pattern in "[ab*?/]{1,7}", path in "[ab/]{0,10}") {
+            let Kind::Nfa(nfa) = compile(&pattern) else { return Ok(()) };
+            let mut expected = exact(&nfa, &path);
+            if !expected {
+                let parts: Vec<&str> = path.split('/').collect();
+                for i in 1..parts.len() {
+                    expected |= exact(&nfa, &parts[..i].join("/"));
+                }
+            }
+            proptest::prop_assert_eq!(nfa.matches(&path), expected, "pattern {} path {}", pattern, path);
+        }
+    }
+
     #[test]
     fn required_literal_is_extracted() {
         let Kind::Nfa(n) = compile("**/*.log") else {
