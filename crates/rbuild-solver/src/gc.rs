@@ -331,6 +331,7 @@ impl Engine {
     pub fn prune(&self, opts: &PruneOptions) -> Result<PruneReport, GcError> {
         let disk = self.disk_facts()?;
         let own = self.lease.id().to_string();
+        let mut report = PruneReport::default();
         let (inv, plan) = {
             let mut conn = self.state.db.conn();
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -348,10 +349,14 @@ impl Engine {
                 tx.execute("DELETE FROM layers WHERE snapshot = ?1", [id])?;
                 tx.execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
             }
+            // Blobs go before the commit: a build whose lookup misses after
+            // it (and that would then use a blob it finds in the store, such
+            // as a base layer to unpack) finds the blob gone and fetches it,
+            // instead of losing it half-way.
+            self.remove_blobs(&inv, &plan.blobs, &mut report)?;
             tx.commit()?;
             (inv, plan)
         };
-        let mut report = PruneReport::default();
         let by_id: HashMap<&str, &SnapshotEntry> = inv.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
         for id in &plan.snapshots {
             let Some(entry) = by_id.get(id.as_str()) else { continue };
@@ -369,7 +374,15 @@ impl Engine {
             report.reclaimed += entry.size;
             report.snapshots.push((*entry).clone());
         }
-        for digest in &plan.blobs {
+        if opts.all {
+            report.cache_mounts = self.cache_mounts(true)?;
+            report.reclaimed += report.cache_mounts.iter().map(|c| c.size).sum::<u64>();
+        }
+        Ok(report)
+    }
+
+    fn remove_blobs(&self, inv: &Inventory, blobs: &[String], report: &mut PruneReport) -> Result<(), GcError> {
+        for digest in blobs {
             let Some((size, _)) = inv.blobs.get(digest) else { continue };
             let Ok(d) = Digest::parse(digest) else { continue };
             match self.state.content.remove(&d) {
@@ -379,11 +392,7 @@ impl Engine {
             report.reclaimed += size;
             report.blobs.push(BlobEntry { digest: digest.clone(), size: *size, referenced: false });
         }
-        if opts.all {
-            report.cache_mounts = self.cache_mounts(true)?;
-            report.reclaimed += report.cache_mounts.iter().map(|c| c.size).sum::<u64>();
-        }
-        Ok(report)
+        Ok(())
     }
 
     /// Automatic GC: when snapshots and blobs use more than `cap` bytes,
