@@ -648,3 +648,19 @@ async fn parallel_transfers_stay_within_the_limit() {
         assert!(dst.store.contains(&l.digest));
     }
 }
+
+#[tokio::test]
+async fn ipv6_loopback_registry_is_plain_http_and_works() {
+    let Some(fake) = FakeRegistry::start_ipv6().await else {
+        return;
+    };
+    assert!(fake.addr.starts_with("[::1]:"), "{}", fake.addr);
+    let (reference, img, _src) = seeded(&fake, "v6/app").await;
+    assert_eq!(reference.registry, fake.addr);
+    let dst = TempStore::new();
+    let got = client(fast_options())
+        .pull(&reference, &amd64(), &dst.store, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(got.manifest_descriptor.digest, img.top.digest);
+}

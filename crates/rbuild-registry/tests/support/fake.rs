@@ -132,8 +132,23 @@ impl FakeRegistry {
         Self::start_inner(true).await
     }
 
+    /// An open fake registry on `[::1]`, or `None` without IPv6 loopback.
+    pub async fn start_ipv6() -> Option<Self> {
+        match TcpListener::bind("[::1]:0").await {
+            Ok(l) => Some(Self::serve_on(l, false)),
+            Err(e) => {
+                eprintln!("note: no IPv6 loopback ({e}); skipping");
+                None
+            }
+        }
+    }
+
     async fn start_inner(bearer: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::serve_on(listener, bearer)
+    }
+
+    fn serve_on(listener: TcpListener, bearer: bool) -> Self {
         let addr = listener.local_addr().expect("addr").to_string();
         let state = Arc::new(Mutex::new(State {
             bearer,
