@@ -254,3 +254,29 @@ fn a_no_op_rebuild_in_a_new_process_reads_no_context_file() {
     let third = build(&state, &ctx);
     assert!(third.iter().any(|n| n.contains("COPY data")), "{third:?}");
 }
+
+#[test]
+fn an_unprivileged_user_can_see_and_prune_its_cache() {
+    if !Path::new("/bin/busybox").exists() {
+        support::skip("needs busybox-static");
+        return;
+    }
+    let Some(user) = support::Runner::unprivileged() else { return };
+    let work = support::open_tempdir();
+    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    user.own(&state);
+    // Files owned by ids of the user's subordinate range, and a dir they
+    // cannot write: removal happens inside the user namespace.
+    context(&ctx, "FROM base\nRUN mkdir -p /locked/in && echo x > /locked/in/f && chown -R 1000:1000 /locked && chmod 500 /locked\n");
+    std::fs::set_permissions(&ctx, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let root_arg = format!("--root={}", state.display());
+    ok(user.rbuild().args([&root_arg, "build", "--progress=plain"]).arg(&ctx));
+    let usage: serde_json::Value =
+        serde_json::from_slice(&ok(user.rbuild().args([&root_arg, "du", "--format=json"])).stdout).unwrap();
+    assert!(count(&usage, "snapshots") >= 2, "{usage}");
+    ok(user.rbuild().args([&root_arg, "prune", "--all", "--force"]));
+    let usage: serde_json::Value =
+        serde_json::from_slice(&ok(user.rbuild().args([&root_arg, "du", "--format=json"])).stdout).unwrap();
+    assert_eq!(count(&usage, "snapshots"), 0, "{usage}");
+    assert_eq!(count(&usage, "blobs"), 0, "{usage}");
+}
