@@ -62,7 +62,8 @@
 //! - [`stages::resolve`] → [`stages::ResolvedStages`]: stages to build in
 //!   order, each base as `Scratch | Stage(i) | Image(ref) | Context(name)`.
 //! - [`IgnoreMatcher`] (`matches`, `can_skip_dir`) and [`parse_dockerignore`].
-//! - [`parse_port_spec`] for expanded EXPOSE words.
+//! - [`parse_port_spec`] for expanded EXPOSE words, [`parse_stop_signal`]
+//!   for expanded STOPSIGNAL values.
 //!
 //! Variables referenced by an expanded field can be listed without values
 //! with [`referenced_variables`] (BuildKit uses this for cache keys and
@@ -87,7 +88,7 @@ pub use ast::*;
 pub use error::{ParseError, Span};
 pub use ignore::{parse_dockerignore, IgnoreError, IgnoreMatcher, IgnorePattern};
 pub use mounts::{CacheSharing, MountError, MountSpec, MountType};
-pub use ports::{parse_port_spec, PortError};
+pub use ports::{parse_port_spec, parse_stop_signal, PortError, SignalError};
 pub use shell::{expand_word, expand_word_with_matches, expand_words, referenced_variables, ExpandError, Expansion, ShellLexer};
 pub use shell_pattern::PatternError;
 pub use syntax::{Directives, Heredoc, Node, RawDockerfile, Warning};

@@ -1,4 +1,4 @@
-//! `EXPOSE` port specifications, after expansion.
+//! `EXPOSE` port specifications and `STOPSIGNAL` values, after expansion.
 //!
 //! Docker accepts `80`, `80/tcp`, `53/udp`, `132/sctp` and ranges
 //! `8000-8010[/proto]`; the protocol defaults to tcp and is
@@ -70,6 +70,64 @@ mod tests {
             "80-",
         ] {
             assert!(parse_port_spec(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+/// A STOPSIGNAL value that is neither a known signal name nor a number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid STOPSIGNAL `{0}`: expected a signal name like `SIGTERM` or a number")]
+pub struct SignalError(pub String);
+
+/// Validates an expanded STOPSIGNAL value the way Docker does (`SIGTERM`,
+/// `TERM`, `15`, `SIGRTMIN+3`; case-insensitive) and returns its number
+/// on Linux. The image config keeps the string as written.
+pub fn parse_stop_signal(value: &str) -> Result<u32, SignalError> {
+    #[rustfmt::skip]
+    const NAMES: &[(&str, u32)] = &[
+        ("HUP", 1), ("INT", 2), ("QUIT", 3), ("ILL", 4), ("TRAP", 5), ("ABRT", 6), ("IOT", 6), ("BUS", 7),
+        ("FPE", 8), ("KILL", 9), ("USR1", 10), ("SEGV", 11), ("USR2", 12), ("PIPE", 13), ("ALRM", 14),
+        ("TERM", 15), ("STKFLT", 16), ("CHLD", 17), ("CLD", 17), ("CONT", 18), ("STOP", 19), ("TSTP", 20),
+        ("TTIN", 21), ("TTOU", 22), ("URG", 23), ("XCPU", 24), ("XFSZ", 25), ("VTALRM", 26), ("PROF", 27),
+        ("WINCH", 28), ("IO", 29), ("POLL", 29), ("PWR", 30), ("SYS", 31), ("UNUSED", 31),
+        ("RTMIN", 34), ("RTMAX", 64),
+    ];
+    let bad = || SignalError(value.to_string());
+    if let Ok(n) = value.parse::<u32>() {
+        return if n == 0 { Err(bad()) } else { Ok(n) };
+    }
+    let upper = value.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(&(_, n)) = NAMES.iter().find(|(k, _)| *k == name) {
+        return Ok(n);
+    }
+    let offset = |base: &str, sign: char| -> Option<u32> {
+        let rest = name.strip_prefix(base)?.strip_prefix(sign)?;
+        rest.parse::<u32>().ok().filter(|n| (1..=14).contains(n))
+    };
+    if let Some(n) = offset("RTMIN", '+') {
+        return Ok(34 + n);
+    }
+    if let Some(n) = offset("RTMAX", '-') {
+        return Ok(64 - n);
+    }
+    Err(bad())
+}
+
+#[cfg(test)]
+mod signal_tests {
+    use super::*;
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_stop_signal("SIGTERM"), Ok(15));
+        assert_eq!(parse_stop_signal("sigkill"), Ok(9));
+        assert_eq!(parse_stop_signal("QUIT"), Ok(3));
+        assert_eq!(parse_stop_signal("9"), Ok(9));
+        assert_eq!(parse_stop_signal("SIGRTMIN+3"), Ok(37));
+        assert_eq!(parse_stop_signal("RTMAX-1"), Ok(63));
+        for bad in ["0", "", "SIGFOO", "-1", "RTMIN+99", "SIG"] {
+            assert!(parse_stop_signal(bad).is_err(), "{bad}");
         }
     }
 }
