@@ -11,6 +11,12 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Completion scripts need no namespace (nor a warning about one).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "completion")
+        && let args::Command::Completion { shell } = args::Cli::parse().command
+    {
+        return completions::run(shell).unwrap_or(ExitCode::from(1));
+    }
     // Before any thread starts: may run the sandbox helper or re-exec us
     // inside a user namespace.
     let ns = match rbuild::init() {

@@ -166,6 +166,24 @@ fn completion_scripts() {
     assert!(!out.status.success());
 }
 
+#[test]
+fn completion_needs_no_namespace_and_warns_about_none() {
+    if !nix::unistd::geteuid().is_root() || !Path::new("/usr/bin/setpriv").exists() {
+        skip("switching to an unprivileged user needs root and setpriv");
+        return;
+    }
+    // `nobody` has no subordinate ids: a build would warn about that.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_rbuild"))
+        .args(["completion", "bash"])
+        .output()
+        .expect("run rbuild");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "nothing on stderr when sourcing completions");
+    assert!(text(&out.stdout).contains("_rbuild()"));
+}
+
 /// Runs `rbuild` with standard error on a new 100x30 pseudo-terminal and
 /// returns its exit status and everything it drew there.
 fn rbuild_on_a_terminal(state: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
