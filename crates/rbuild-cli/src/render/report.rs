@@ -46,7 +46,10 @@ pub fn locate(source: &DockerfileSource, step_name: &str) -> Option<(usize, usiz
     }
     let rest = step_name.strip_prefix('[')?;
     let (label, after) = rest.split_once(']')?;
-    let (stage_name, position) = label.rsplit_once(' ')?;
+    // `[stage k/n]`, or `[platform stage k/n]` in multi-platform builds.
+    let mut words = label.rsplit(' ');
+    let position = words.next()?;
+    let stage_name = words.next()?;
     let (k, _total) = position.split_once('/')?;
     let k: usize = k.parse().ok()?;
     let keyword = after.split_whitespace().next()?;

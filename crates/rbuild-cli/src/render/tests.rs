@@ -311,6 +311,7 @@ fn locate_finds_instructions_by_step_name() {
     let hub = DockerfileSource { name: "Dockerfile".into(), contents: b"FROM scratch\nFROM debian AS x\n".to_vec() };
     assert_eq!(report::locate(&hub, "[internal] load docker.io/library/debian:latest"), Some((2, 2)));
     assert_eq!(report::locate(&s, "[nope 2/2] RUN x"), None);
+    assert_eq!(report::locate(&s, "[linux/arm64 build 4/4] RUN make"), Some((4, 4)));
     let unnamed = DockerfileSource { name: "Dockerfile".into(), contents: b"FROM scratch\nRUN \\\n  false\n".to_vec() };
     assert_eq!(report::locate(&unnamed, "[stage-0 2/2] RUN false"), Some((2, 3)));
 }
@@ -365,4 +366,21 @@ fn events_after_finish_are_dropped() {
     let len = out.text().len();
     sink.emit(failed("w", "[b 2/2] RUN y", "cancelled", 10));
     assert_eq!(out.text().len(), len);
+}
+
+#[test]
+fn many_transfers_show_the_moving_ones_and_the_latest_finished() {
+    let mut events = vec![started("p", PULL, 0)];
+    for n in 0..20u8 {
+        let done_bytes = if n < 17 { 100 } else { 50 };
+        events.push(progress("p", &format!("pull sha256:{n:02}"), done_bytes, 100, u64::from(n)));
+    }
+    let frame = tty_frame(&events, 100, &SCREEN, false);
+    let shown: Vec<&str> = frame.lines().filter(|l| l.starts_with(" => => pull")).collect();
+    assert_eq!(shown.len(), tty::TAIL_LINES, "{frame}");
+    for moving in ["sha256:17", "sha256:18", "sha256:19"] {
+        assert!(shown.iter().any(|l| l.contains(moving)), "{moving} is still moving: {frame}");
+    }
+    assert!(shown.iter().any(|l| l.contains("sha256:16 ")), "the latest finished: {frame}");
+    assert!(!shown.iter().any(|l| l.contains("sha256:00 ")), "the oldest finished is hidden: {frame}");
 }

@@ -14,7 +14,7 @@
 //! Every line is cut to the terminal width: a wrapped line would make the
 //! cursor arithmetic of the next redraw wrong.
 
-use super::state::{BuildState, Status, Step};
+use super::state::{BuildState, Status, Step, Transfer};
 use super::text;
 use std::io::{self, Write};
 
@@ -73,6 +73,31 @@ fn paint(s: String, color: Option<&str>, screen: &Screen) -> String {
     }
 }
 
+/// At most [`TAIL_LINES`] transfers of a step, in their order: every one
+/// still moving first, then the most recently finished. An image with 40
+/// layers must not push the rest of the build off the screen.
+fn shown_transfers(all: &[Transfer]) -> impl Iterator<Item = &Transfer> {
+    let moving = all.iter().filter(|t| !t.complete()).count();
+    let finished_room = TAIL_LINES.saturating_sub(moving);
+    let finished = all.iter().filter(|t| t.complete()).count();
+    let mut skip_finished = finished.saturating_sub(finished_room);
+    let mut moving_room = TAIL_LINES;
+    all.iter().filter(move |t| {
+        if t.complete() {
+            if skip_finished > 0 {
+                skip_finished -= 1;
+                return false;
+            }
+            true
+        } else if moving_room > 0 {
+            moving_room -= 1;
+            true
+        } else {
+            false
+        }
+    })
+}
+
 /// The lines of one step: its summary line and, while it runs or after it
 /// failed, its transfers and output tail.
 fn step_block(step: &Step, now_ms: u64, screen: &Screen) -> Vec<String> {
@@ -91,7 +116,7 @@ fn step_block(step: &Step, now_ms: u64, screen: &Screen) -> Vec<String> {
         return lines;
     }
     if step.status == Status::Running {
-        for t in &step.transfers {
+        for t in shown_transfers(&step.transfers) {
             let end = if t.complete() { t.last_ms } else { now_ms };
             let took = text::secs(end.saturating_sub(t.first_ms));
             let done = if t.complete() { " done" } else { "" };
