@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use rbuild_sandbox::{Executor, HelperCommand, Network, RunSpec, Rootfs};
+use rbuild_sandbox::{Executor, HelperCommand, Network, Rootfs, RunSpec};
 use rbuild_snapshot::Snapshotter;
 
 fn stats(name: &str, mut v: Vec<Duration>) {
@@ -41,8 +41,13 @@ fn main() {
     }
     let base = store.commit(a).expect("commit");
     let layer = store.prepare(Some(&base)).expect("prepare");
-    let executor = Executor::new(HelperCommand::current_exe().expect("exe")).with_run_dir(dir.path().join("run"));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let with_cg = Executor::new(HelperCommand::current_exe().expect("exe"))
+        .with_run_dir(dir.path().join("run"));
+    let without_cg = with_cg.clone().without_pids_cgroup();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     let mut spec = RunSpec {
         rootfs: Rootfs::Overlay {
             lowerdirs: layer.lowers.clone(),
@@ -54,7 +59,24 @@ fn main() {
         ..RunSpec::default()
     };
     println!("mode: {:?}", info.mode);
-    for (name, network, runs) in [("RUN true, network=none", Network::None, 50), ("RUN true, network=sandbox (slirp4netns)", Network::Sandbox, 20)] {
+    let mut cases = vec![
+        ("RUN true, network=none", &without_cg, Network::None, 50),
+        (
+            "RUN true, network=sandbox (slirp4netns)",
+            &without_cg,
+            Network::Sandbox,
+            20,
+        ),
+    ];
+    if with_cg.uses_pids_cgroup() {
+        cases.push((
+            "RUN true, network=none, pids cgroup",
+            &with_cg,
+            Network::None,
+            50,
+        ));
+    }
+    for (name, executor, network, runs) in cases {
         spec.network = network;
         let mut times = Vec::new();
         for i in 0..runs + 3 {

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::helper::HELPER_ARG;
 use crate::proto::{Event, STATUS_FD, Stub, take_message, write_message};
 use crate::qemu::{self, EmulationError};
-use crate::spec::{Network, OutputStream, RunResult, RunSpec, Rootfs};
+use crate::spec::{Network, OutputStream, Rootfs, RunResult, RunSpec};
 
 /// Errors of a sandboxed run (not the RUN's own failure, which is a
 /// non-zero [`RunResult`]).
@@ -26,7 +26,9 @@ pub enum SandboxError {
     },
     #[error("sandbox setup failed: {0}")]
     Setup(String),
-    #[error("`slirp4netns` is needed for the default RUN network but was not found in PATH\nhint: install it (`apt-get install slirp4netns`) or build with `--network=none`")]
+    #[error(
+        "`slirp4netns` is needed for the default RUN network but was not found in PATH\nhint: install it (`apt-get install slirp4netns`) or build with `--network=none`"
+    )]
     SlirpMissing,
     #[error("attaching the RUN network with slirp4netns failed: {0}")]
     Slirp(String),
@@ -108,6 +110,14 @@ impl Executor {
         self
     }
 
+    /// Turns the cgroup-v1 `pids` limit off (it costs a cgroup migration,
+    /// i.e. an RCU grace period, per run); `RLIMIT_NPROC` still applies where
+    /// it can (not to real root).
+    pub fn without_pids_cgroup(mut self) -> Self {
+        self.pids_cgroup = None;
+        self
+    }
+
     /// Whether process limits use a cgroup (else `RLIMIT_NPROC`).
     pub fn uses_pids_cgroup(&self) -> bool {
         self.pids_cgroup.is_some()
@@ -125,7 +135,9 @@ impl Executor {
             qemu::check_arch(arch, &self.binfmt_dir)?;
         }
         let slirp = match spec.network {
-            Network::Sandbox => Some(find_in_path("slirp4netns").ok_or(SandboxError::SlirpMissing)?),
+            Network::Sandbox => {
+                Some(find_in_path("slirp4netns").ok_or(SandboxError::SlirpMissing)?)
+            }
             _ => None,
         };
         std::fs::create_dir_all(&self.run_dir).map_err(|source| SandboxError::RunDir {
@@ -133,10 +145,11 @@ impl Executor {
             source,
         })?;
         // Canonical, so that paths the kernel reports inside it compare equal.
-        let run_dir = std::fs::canonicalize(&self.run_dir).map_err(|source| SandboxError::RunDir {
-            path: self.run_dir.clone(),
-            source,
-        })?;
+        let run_dir =
+            std::fs::canonicalize(&self.run_dir).map_err(|source| SandboxError::RunDir {
+                path: self.run_dir.clone(),
+                source,
+            })?;
         let mountpoint = tempfile::Builder::new()
             .prefix("root-")
             .tempdir_in(&run_dir)
@@ -175,7 +188,7 @@ impl Executor {
 
     async fn run_helper(
         &self,
-        msg: &mut Vec<u8>,
+        msg: &mut [u8],
         slirp: Option<&Path>,
         output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
     ) -> Result<(RunResult, Vec<Stub>), SandboxError> {
@@ -193,13 +206,23 @@ impl Executor {
             source,
         })?;
         drop(status_w);
-        let mut stdin = child.stdin.take().ok_or_else(|| SandboxError::Setup("no helper stdin".into()))?;
-        let mut stdout = child.stdout.take().ok_or_else(|| SandboxError::Setup("no helper stdout".into()))?;
-        let mut stderr = child.stderr.take().ok_or_else(|| SandboxError::Setup("no helper stderr".into()))?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| SandboxError::Setup("no helper stdin".into()))?;
+        let mut stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| SandboxError::Setup("no helper stdout".into()))?;
+        let mut stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| SandboxError::Setup("no helper stderr".into()))?;
         let write_res = stdin.write_all(msg).await;
         // The request may hold secret bytes: do not keep them around.
         msg.fill(0);
-        let mut status = tokio::net::unix::pipe::Receiver::from_owned_fd(status_r).map_err(SandboxError::Io)?;
+        let mut status =
+            tokio::net::unix::pipe::Receiver::from_owned_fd(status_r).map_err(SandboxError::Io)?;
 
         let (mut out_open, mut err_open, mut st_open) = (true, true, true);
         let mut out_buf = vec![0u8; 32 * 1024];
@@ -208,6 +231,8 @@ impl Executor {
         let mut pending = Vec::new();
         let mut slirp_child = None;
         let (mut result, mut error, mut stubs) = (None, None, Vec::new());
+        // The status pipe closes when the helper (and so init) is gone: by
+        // then the overlay is unmounted and the upper dir may be reused.
         while out_open || err_open || st_open {
             tokio::select! {
                 r = stdout.read(&mut out_buf), if out_open => match r {
@@ -251,7 +276,6 @@ impl Executor {
                 },
             }
         }
-        let exit = child.wait().await.map_err(SandboxError::Io)?;
         if let Some(mut s) = slirp_child {
             let _ = s.start_kill();
             let _ = s.wait().await;
@@ -259,12 +283,15 @@ impl Executor {
         if let Some(e) = error {
             return Err(SandboxError::Setup(e));
         }
-        if let Err(e) = write_res {
-            return Err(SandboxError::NoResult(format!("writing the request: {e}; helper {exit}")));
+        let exit = child.wait().await.map_err(SandboxError::Io)?;
+        if let Some(r) = result {
+            return Ok((r, stubs));
         }
-        match result {
-            Some(r) => Ok((r, stubs)),
-            None => Err(SandboxError::NoResult(exit.to_string())),
+        match write_res {
+            Err(e) => Err(SandboxError::NoResult(format!(
+                "writing the request: {e}; helper {exit}"
+            ))),
+            Ok(()) => Err(SandboxError::NoResult(exit.to_string())),
         }
     }
 }
@@ -280,17 +307,19 @@ impl Drop for CgroupGuard {
         if std::fs::remove_dir(&cg).is_ok() || !cg.exists() {
             return;
         }
-        let _ = std::thread::Builder::new().name("rbuild-cgroup-rm".into()).spawn(move || {
-            for _ in 0..200 {
-                match std::fs::remove_dir(&cg) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        std::thread::sleep(std::time::Duration::from_millis(50));
+        let _ = std::thread::Builder::new()
+            .name("rbuild-cgroup-rm".into())
+            .spawn(move || {
+                for _ in 0..200 {
+                    match std::fs::remove_dir(&cg) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        }
+                        _ => return,
                     }
-                    _ => return,
                 }
-            }
-            tracing::debug!(cgroup = %cg.display(), "cgroup still busy; left behind");
-        });
+                tracing::debug!(cgroup = %cg.display(), "cgroup still busy; left behind");
+            });
     }
 }
 
@@ -299,8 +328,11 @@ fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
         .map_err(|e| SandboxError::Io(e.into()))
         .and_then(|(r, w)| {
             // Only our read end is non-blocking; the child's write end blocks.
-            nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))
-                .map_err(|e| SandboxError::Io(e.into()))?;
+            nix::fcntl::fcntl(
+                &w,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+            )
+            .map_err(|e| SandboxError::Io(e.into()))?;
             Ok((r, w))
         })
 }
@@ -326,17 +358,25 @@ fn pass_fd(cmd: &mut tokio::process::Command, fd: &OwnedFd, target: i32) {
 async fn start_slirp(path: &Path, pid: i32) -> Result<tokio::process::Child, String> {
     let (ready_r, ready_w) = cloexec_pipe().map_err(|e| e.to_string())?;
     let mut cmd = tokio::process::Command::new(path);
-    cmd.args(["--configure", "--mtu=65520", "--disable-host-loopback", "--ready-fd=3"])
-        .arg(pid.to_string())
-        .arg("tap0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.args([
+        "--configure",
+        "--mtu=65520",
+        "--disable-host-loopback",
+        "--ready-fd=3",
+    ])
+    .arg(pid.to_string())
+    .arg("tap0")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     pass_fd(&mut cmd, &ready_w, 3);
-    let mut child = cmd.spawn().map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("`{}`: {e}", path.display()))?;
     drop(ready_w);
-    let mut ready = tokio::net::unix::pipe::Receiver::from_owned_fd(ready_r).map_err(|e| e.to_string())?;
+    let mut ready =
+        tokio::net::unix::pipe::Receiver::from_owned_fd(ready_r).map_err(|e| e.to_string())?;
     let mut b = [0u8; 1];
     match ready.read(&mut b).await {
         Ok(1) => Ok(child),
@@ -379,7 +419,9 @@ fn detect_pids_cgroup() -> Option<PathBuf> {
     let rel = text.lines().find_map(|l| {
         let mut parts = l.splitn(3, ':');
         let (_, ctrl, path) = (parts.next()?, parts.next()?, parts.next()?);
-        ctrl.split(',').any(|c| c == "pids").then(|| path.trim_start_matches('/').to_string())
+        ctrl.split(',')
+            .any(|c| c == "pids")
+            .then(|| path.trim_start_matches('/').to_string())
     })?;
     let dir = Path::new("/sys/fs/cgroup/pids").join(rel);
     nix::unistd::access(&dir.join("cgroup.procs"), nix::unistd::AccessFlags::W_OK).ok()?;

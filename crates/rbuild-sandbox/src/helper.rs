@@ -53,7 +53,12 @@ fn helper_main() -> i32 {
     let req: HelperRequest = match read_message(&mut *input) {
         Ok(r) => r,
         Err(e) => {
-            let _ = write_message(&mut status, &Event::Error { message: format!("reading the sandbox request: {e}") });
+            let _ = write_message(
+                &mut status,
+                &Event::Error {
+                    message: format!("reading the sandbox request: {e}"),
+                },
+            );
             return 1;
         }
     };
@@ -67,7 +72,10 @@ fn helper_main() -> i32 {
 }
 
 fn run(req: &HelperRequest, status: &mut File, input: &mut File) -> Result<(), String> {
-    let cgroup = req.pids_cgroup.as_deref().and_then(|cg| join_pids_cgroup(cg, &req.spec).ok());
+    let cgroup = req
+        .pids_cgroup
+        .as_deref()
+        .and_then(|cg| join_pids_cgroup(cg, &req.spec).ok());
     if cgroup.is_some() {
         IN_CGROUP.store(true, std::sync::atomic::Ordering::Relaxed);
     }
@@ -80,8 +88,13 @@ fn run(req: &HelperRequest, status: &mut File, input: &mut File) -> Result<(), S
         loopback_up().map_err(|e| format!("bringing up `lo`: {e}"))?;
     }
     if req.wait_for_network {
-        write_message(status, &Event::NetnsReady { pid: std::process::id() as i32 })
-            .map_err(|e| format!("reporting the netns: {e}"))?;
+        write_message(
+            status,
+            &Event::NetnsReady {
+                pid: std::process::id() as i32,
+            },
+        )
+        .map_err(|e| format!("reporting the netns: {e}"))?;
         let mut go = [0u8; 1];
         match input.read(&mut go) {
             Ok(1) if go[0] == b'g' => {}
@@ -89,12 +102,16 @@ fn run(req: &HelperRequest, status: &mut File, input: &mut File) -> Result<(), S
         }
     }
     let set = crate::init::handled_signals();
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| format!("sigprocmask: {e}"))?;
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|e| format!("sigprocmask: {e}"))?;
     // SAFETY: the helper is single-threaded.
     let init = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => crate::init::run_init(req, status),
         nix::unistd::ForkResult::Parent { child } => child,
     };
+    // Only init and the RUN write the output pipes; their EOF then means
+    // "the RUN's processes are gone", not "the helper is gone".
+    redirect_to_null(&[1, 2]);
     let outcome = loop {
         match nix::sys::wait::waitpid(init, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => break Ok(code),
@@ -109,9 +126,9 @@ fn run(req: &HelperRequest, status: &mut File, input: &mut File) -> Result<(), S
             }
         }
     };
-    if let Some(cg) = cgroup {
-        leave_pids_cgroup(&cg);
-    }
+    // The cgroup is removed by the executor once we are gone: leaving it
+    // would cost one more cgroup migration (an RCU grace period).
+    drop(cgroup);
     match outcome {
         Ok(0 | 1) => Ok(()),
         Ok(code) => Err(format!("the sandbox init exited with status {code}")),
@@ -133,11 +150,18 @@ fn join_pids_cgroup(cg: &Path, spec: &RunSpec) -> std::io::Result<PathBuf> {
     Ok(cg.to_path_buf())
 }
 
-fn leave_pids_cgroup(cg: &Path) {
-    if let Some(parent) = cg.parent() {
-        let _ = std::fs::write(parent.join("cgroup.procs"), std::process::id().to_string());
+/// Points the given fds at `/dev/null`.
+pub(crate) fn redirect_to_null(fds: &[i32]) {
+    if let Ok(null) = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        for fd in fds {
+            // SAFETY: dup2 onto one of our own standard fds.
+            unsafe { libc::dup2(null.as_raw_fd(), *fd) };
+        }
     }
-    let _ = std::fs::remove_dir(cg);
 }
 
 /// `ip link set lo up` with one ioctl.
@@ -163,4 +187,3 @@ fn loopback_up() -> std::io::Result<()> {
     }
     Ok(())
 }
-

@@ -20,7 +20,7 @@ use rustix::thread::CapabilitySet;
 
 use crate::proto::{Event, HelperRequest, write_message};
 use crate::rootfs::{Kind, RootBuilder, memory_file};
-use crate::spec::{DEFAULT_PATH_ENV, MountKind, RunResult, RunSpec, Rootfs, Security};
+use crate::spec::{DEFAULT_PATH_ENV, MountKind, Rootfs, RunResult, RunSpec, Security};
 
 /// Docker's default capability set.
 pub const DEFAULT_CAPS: CapabilitySet = CapabilitySet::CHOWN
@@ -41,7 +41,13 @@ pub const DEFAULT_CAPS: CapabilitySet = CapabilitySet::CHOWN
 /// Signals the helper and init handle synchronously (blocked + sigwait).
 pub fn handled_signals() -> SigSet {
     let mut s = SigSet::empty();
-    for sig in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+    for sig in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
         s.add(sig);
     }
     s
@@ -70,7 +76,8 @@ pub fn run_init(req: &HelperRequest, status: &mut File) -> ! {
 
 fn setup_and_start(req: &HelperRequest, status: &mut File) -> Result<Pid, String> {
     let spec = &req.spec;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -81,29 +88,44 @@ fn setup_and_start(req: &HelperRequest, status: &mut File) -> Result<Pid, String
     .map_err(|e| format!("making / private: {e}"))?;
 
     let (root_mnt, upper) = match &spec.rootfs {
-        Rootfs::Overlay { lowerdirs, upperdir, workdir } => (
-            m::overlay_mount_fd(lowerdirs, Some((upperdir, workdir))).map_err(|e| format!("rootfs: {e}"))?,
+        Rootfs::Overlay {
+            lowerdirs,
+            upperdir,
+            workdir,
+        } => (
+            m::overlay_mount_fd(lowerdirs, Some((upperdir, workdir)))
+                .map_err(|e| format!("rootfs: {e}"))?,
             Some(upperdir.as_path()),
         ),
-        Rootfs::Dir(d) => (m::bind_mount_fd(d, false, false).map_err(|e| format!("rootfs: {e}"))?, None),
+        Rootfs::Dir(d) => (
+            m::bind_mount_fd(d, false, false).map_err(|e| format!("rootfs: {e}"))?,
+            None,
+        ),
     };
     m::attach_path(root_mnt.as_fd(), &req.mountpoint).map_err(|e| format!("rootfs: {e}"))?;
     let mut rb = RootBuilder::new(&req.mountpoint, upper).map_err(|e| e.to_string())?;
 
     crate::mounts::system_mounts(&mut rb, spec).map_err(|e| e.to_string())?;
     let (secret_env, proxies) = user_mounts(&mut rb, spec).map_err(|e| e.to_string())?;
-    let user = rbuild_fileop::users::resolve_user_at(rb.root(), &spec.user).map_err(|e| format!("USER: {e}"))?;
+    let user = rbuild_fileop::users::resolve_user_at(rb.root(), &spec.user)
+        .map_err(|e| format!("USER: {e}"))?;
     let cwd = rb.workdir(&spec.cwd).map_err(|e| e.to_string())?;
-    write_message(status, &Event::Stubs(rb.take_stubs())).map_err(|e| format!("reporting stubs: {e}"))?;
+    write_message(status, &Event::Stubs(rb.take_stubs()))
+        .map_err(|e| format!("reporting stubs: {e}"))?;
 
     // The helper made a new UTS namespace: the host's name is never changed.
-    let hostname = if spec.hostname.is_empty() { "buildkitsandbox" } else { &spec.hostname };
+    let hostname = if spec.hostname.is_empty() {
+        "buildkitsandbox"
+    } else {
+        &spec.hostname
+    };
     nix::unistd::sethostname(hostname).map_err(|e| format!("sethostname `{hostname}`: {e}"))?;
     pivot(rb.root())?;
     crate::ssh::start(proxies)?;
 
     let exec = ExecPlan::new(spec, &user, secret_env)?;
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: init is single-threaded; the child only execs or _exits.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
@@ -113,6 +135,7 @@ fn setup_and_start(req: &HelperRequest, status: &mut File) -> Result<Pid, String
         nix::unistd::ForkResult::Parent { child } => {
             drop(err_w);
             drop(cwd);
+            crate::helper::redirect_to_null(&[1, 2]);
             let mut msg = String::new();
             use std::io::Read;
             let _ = File::from(err_r).take(4096).read_to_string(&mut msg);
@@ -129,7 +152,8 @@ fn setup_and_start(req: &HelperRequest, status: &mut File) -> Result<Pid, String
 fn pivot(root: BorrowedFd<'_>) -> Result<(), String> {
     nix::unistd::fchdir(root).map_err(|e| format!("chdir to the root: {e}"))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
-    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| format!("detaching the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
 }
 
@@ -137,7 +161,10 @@ fn pivot(root: BorrowedFd<'_>) -> Result<(), String> {
 /// secret environment variables.
 type UserMounts = (Vec<CString>, Vec<crate::ssh::AgentProxy>);
 
-fn user_mounts(rb: &mut RootBuilder, spec: &RunSpec) -> Result<UserMounts, crate::rootfs::RootfsError> {
+fn user_mounts(
+    rb: &mut RootBuilder,
+    spec: &RunSpec,
+) -> Result<UserMounts, crate::rootfs::RootfsError> {
     let mut order: Vec<_> = spec.mounts.iter().collect();
     order.sort_by_key(|mnt| crate::rootfs::clean_components(&mnt.target).len());
     let mut env = Vec::new();
@@ -151,7 +178,11 @@ fn user_mounts(rb: &mut RootBuilder, spec: &RunSpec) -> Result<UserMounts, crate
                 let fd = m::bind_mount_fd(source, *readonly, true)?;
                 rb.attach(fd.as_fd(), &mnt.target, kind)?;
             }
-            MountKind::Overlay { lowerdirs, upperdir, workdir } => {
+            MountKind::Overlay {
+                lowerdirs,
+                upperdir,
+                workdir,
+            } => {
                 let fd = m::overlay_mount_fd(lowerdirs, Some((upperdir, workdir)))?;
                 rb.attach(fd.as_fd(), &mnt.target, Kind::Dir)?;
             }
@@ -164,7 +195,12 @@ fn user_mounts(rb: &mut RootBuilder, spec: &RunSpec) -> Result<UserMounts, crate
                 let fd = m::tmpfs_mount_fd(&opts)?;
                 rb.attach(fd.as_fd(), &mnt.target, Kind::Dir)?;
             }
-            MountKind::Secret { data, mode, uid, gid } => {
+            MountKind::Secret {
+                data,
+                mode,
+                uid,
+                gid,
+            } => {
                 let tmp = private_tmpfs(&mut secrets)?;
                 let f = memory_file(tmp, &format!("s{i}"), data, *mode, Some((*uid, *gid)), true)?;
                 rb.attach(f.as_fd(), &mnt.target, Kind::File)?;
@@ -173,15 +209,23 @@ fn user_mounts(rb: &mut RootBuilder, spec: &RunSpec) -> Result<UserMounts, crate
                 let mut kv = name.as_bytes().to_vec();
                 kv.push(b'=');
                 kv.extend_from_slice(data);
-                env.push(CString::new(kv).map_err(|_| crate::rootfs::RootfsError::Refused {
-                    what: "secret environment variable",
-                    path: name.clone(),
-                    reason: "contains a NUL byte",
-                })?);
+                env.push(
+                    CString::new(kv).map_err(|_| crate::rootfs::RootfsError::Refused {
+                        what: "secret environment variable",
+                        path: name.clone(),
+                        reason: "contains a NUL byte",
+                    })?,
+                );
             }
-            MountKind::SshAgent { socket, mode, uid, gid } => {
+            MountKind::SshAgent {
+                socket,
+                mode,
+                uid,
+                gid,
+            } => {
                 let tmp = private_tmpfs(&mut secrets)?;
-                let (fd, proxy) = crate::ssh::prepare(tmp, &format!("ssh{i}"), socket, *mode, *uid, *gid)?;
+                let (fd, proxy) =
+                    crate::ssh::prepare(tmp, &format!("ssh{i}"), socket, *mode, *uid, *gid)?;
                 rb.attach(fd.as_fd(), &mnt.target, Kind::File)?;
                 proxies.push(proxy);
             }
@@ -195,11 +239,13 @@ fn private_tmpfs(slot: &mut Option<OwnedFd>) -> Result<BorrowedFd<'_>, crate::ro
     if slot.is_none() {
         *slot = Some(m::tmpfs_mount_fd(&[("mode", "0700")])?);
     }
-    slot.as_ref().map(AsFd::as_fd).ok_or(crate::rootfs::RootfsError::Refused {
-        what: "private tmpfs",
-        path: String::new(),
-        reason: "could not be created",
-    })
+    slot.as_ref()
+        .map(AsFd::as_fd)
+        .ok_or(crate::rootfs::RootfsError::Refused {
+            what: "private tmpfs",
+            path: String::new(),
+            reason: "could not be created",
+        })
 }
 
 /// What the main process execs, prepared before fork.
@@ -211,17 +257,39 @@ struct ExecPlan {
 }
 
 impl ExecPlan {
-    fn new(spec: &RunSpec, user: &rbuild_fileop::users::ResolvedUser, secret_env: Vec<CString>) -> Result<Self, String> {
+    fn new(
+        spec: &RunSpec,
+        user: &rbuild_fileop::users::ResolvedUser,
+        secret_env: Vec<CString>,
+    ) -> Result<Self, String> {
         let arg0 = spec.args.first().ok_or("RUN has an empty command")?.clone();
-        let cs = |s: &str, what: &str| CString::new(s).map_err(|_| format!("{what} `{}` contains a NUL byte", s.escape_debug()));
-        let argv = spec.args.iter().map(|a| cs(a, "argument")).collect::<Result<Vec<_>, _>>()?;
-        let mut envp = spec.env.iter().map(|e| cs(e, "environment entry")).collect::<Result<Vec<_>, _>>()?;
-        let has = |k: &str| spec.env.iter().any(|e| e.split_once('=').is_some_and(|(n, _)| n == k));
+        let cs = |s: &str, what: &str| {
+            CString::new(s)
+                .map_err(|_| format!("{what} `{}` contains a NUL byte", s.escape_debug()))
+        };
+        let argv = spec
+            .args
+            .iter()
+            .map(|a| cs(a, "argument"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut envp = spec
+            .env
+            .iter()
+            .map(|e| cs(e, "environment entry"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let has = |k: &str| {
+            spec.env
+                .iter()
+                .any(|e| e.split_once('=').is_some_and(|(n, _)| n == k))
+        };
         if !has("PATH") {
             envp.push(cs(DEFAULT_PATH_ENV, "PATH")?);
         }
         if !has("HOME") {
-            envp.push(cs(&format!("HOME={}", user.home.as_deref().unwrap_or("/")), "HOME")?);
+            envp.push(cs(
+                &format!("HOME={}", user.home.as_deref().unwrap_or("/")),
+                "HOME",
+            )?);
         }
         envp.extend(secret_env);
         let path = spec
@@ -238,11 +306,22 @@ impl ExecPlan {
                 .map(|d| cs(&format!("{}/{arg0}", d.trim_end_matches('/')), "command"))
                 .collect::<Result<Vec<_>, _>>()?
         };
-        Ok(Self { candidates, argv, envp, arg0 })
+        Ok(Self {
+            candidates,
+            argv,
+            envp,
+            arg0,
+        })
     }
 }
 
-fn main_child(spec: &RunSpec, user: &rbuild_fileop::users::ResolvedUser, cwd: OwnedFd, exec: &ExecPlan, err: OwnedFd) -> ! {
+fn main_child(
+    spec: &RunSpec,
+    user: &rbuild_fileop::users::ResolvedUser,
+    cwd: OwnedFd,
+    exec: &ExecPlan,
+    err: OwnedFd,
+) -> ! {
     let fail = |msg: String| -> ! {
         let _ = nix::unistd::write(&err, msg.as_bytes());
         // SAFETY: _exit is always safe.
@@ -254,21 +333,37 @@ fn main_child(spec: &RunSpec, user: &rbuild_fileop::users::ResolvedUser, cwd: Ow
     drop(cwd);
     // Every fd above 2 closes on exec (the error pipe is already CLOEXEC).
     // SAFETY: plain syscall.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     let mut last = nix::Error::ENOENT;
     for c in &exec.candidates {
-        let e = nix::unistd::execve(c, &exec.argv, &exec.envp).err().unwrap_or(nix::Error::ENOENT);
+        let e = nix::unistd::execve(c, &exec.argv, &exec.envp)
+            .err()
+            .unwrap_or(nix::Error::ENOENT);
         if e != nix::Error::ENOENT && e != nix::Error::ENOTDIR {
             last = e;
         }
     }
     if last == nix::Error::ENOENT && !exec.arg0.contains('/') {
-        fail(format!("`{}`: executable file not found in $PATH", exec.arg0));
+        fail(format!(
+            "`{}`: executable file not found in $PATH",
+            exec.arg0
+        ));
     }
     fail(format!("exec `{}`: {}", exec.arg0, last.desc()))
 }
 
-fn drop_privileges_and_enter(spec: &RunSpec, user: &rbuild_fileop::users::ResolvedUser, cwd: BorrowedFd<'_>) -> Result<(), String> {
+fn drop_privileges_and_enter(
+    spec: &RunSpec,
+    user: &rbuild_fileop::users::ResolvedUser,
+    cwd: BorrowedFd<'_>,
+) -> Result<(), String> {
     let _ = nix::unistd::setsid();
     for sig in 1..32 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
@@ -276,10 +371,18 @@ fn drop_privileges_and_enter(spec: &RunSpec, user: &rbuild_fileop::users::Resolv
             unsafe { libc::signal(sig, libc::SIG_DFL) };
         }
     }
-    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .map_err(|e| format!("sigprocmask: {e}"))?;
-    let null = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty())
-        .map_err(|e| format!("open /dev/null: {e}"))?;
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        None,
+    )
+    .map_err(|e| format!("sigprocmask: {e}"))?;
+    let null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("open /dev/null: {e}"))?;
     // SAFETY: dup2 onto fd 0 of this process.
     if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
         return Err("dup2 stdin".into());
@@ -297,19 +400,35 @@ fn drop_privileges_and_enter(spec: &RunSpec, user: &rbuild_fileop::users::Resolv
             }
         }
     }
-    let mut groups: Vec<nix::unistd::Gid> = user.additional_gids.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+    let mut groups: Vec<nix::unistd::Gid> = user
+        .additional_gids
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
     groups.dedup();
     if let Err(e) = nix::unistd::setgroups(&groups)
         && !(e == nix::Error::EPERM && groups.iter().all(|g| g.as_raw() == user.gid))
     {
-        return Err(id_error("groups", &format!("{:?}", user.additional_gids), e));
+        return Err(id_error(
+            "groups",
+            &format!("{:?}", user.additional_gids),
+            e,
+        ));
     }
     let gid = nix::unistd::Gid::from_raw(user.gid);
     let uid = nix::unistd::Uid::from_raw(user.uid);
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| id_error("gid", &user.gid.to_string(), e))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| id_error("uid", &user.uid.to_string(), e))?;
     // SAFETY: prctl with constant arguments.
-    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
     if sandboxed {
         if let Ok(cur) = rustix::thread::capabilities(None) {
             let _ = rustix::thread::set_capabilities(
@@ -324,18 +443,24 @@ fn drop_privileges_and_enter(spec: &RunSpec, user: &rbuild_fileop::users::Resolv
         rustix::thread::set_no_new_privs(true).map_err(|e| format!("no_new_privs: {e}"))?;
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    nix::unistd::fchdir(cwd).map_err(|e| format!("chdir to working directory `{}`: {e}", spec.cwd))?;
+    nix::unistd::fchdir(cwd)
+        .map_err(|e| format!("chdir to working directory `{}`: {e}", spec.cwd))?;
     // runc CVE-2024-21626: the cwd must be reachable from our root.
     match nix::unistd::getcwd() {
         Ok(p) if p.starts_with("/") => Ok(()),
-        _ => Err(format!("working directory `{}` is outside the root", spec.cwd)),
+        _ => Err(format!(
+            "working directory `{}` is outside the root",
+            spec.cwd
+        )),
     }
 }
 
 fn id_error(what: &str, id: &str, e: nix::Error) -> String {
     // EINVAL: unmapped id; EPERM from setgroups: a single-id map denies it.
     if e == nix::Error::EINVAL || (what == "groups" && e == nix::Error::EPERM) {
-        format!("set{what} {id}: not mapped in the build's user namespace (add a subordinate id range: `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 <user>`)")
+        format!(
+            "set{what} {id}: not mapped in the build's user namespace (add a subordinate id range: `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 <user>`)"
+        )
     } else {
         format!("set{what} {id}: {e}")
     }
@@ -349,8 +474,12 @@ fn reap(main: Pid) -> RunResult {
     loop {
         loop {
             match nix::sys::wait::waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == main => result = Some(RunResult::Exited(code)),
-                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == main => result = Some(RunResult::Signaled(sig as i32)),
+                Ok(WaitStatus::Exited(pid, code)) if pid == main => {
+                    result = Some(RunResult::Exited(code))
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == main => {
+                    result = Some(RunResult::Signaled(sig as i32))
+                }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => {}
             }
@@ -374,9 +503,8 @@ fn kill_all_and_reap() {
     loop {
         // SAFETY: kill(-1) from PID 1 signals every other process in the namespace.
         unsafe { libc::kill(-1, libc::SIGKILL) };
-        match nix::sys::wait::waitpid(Pid::from_raw(-1), None) {
-            Err(nix::Error::ECHILD) => return,
-            _ => {}
+        if let Err(nix::Error::ECHILD) = nix::sys::wait::waitpid(Pid::from_raw(-1), None) {
+            return;
         }
     }
 }

@@ -27,4 +27,4 @@ mod ssh;
 
 pub use executor::{Executor, HelperCommand, SandboxError};
 pub use process::{NamespaceInfo, NamespaceMode, enter_build_namespace};
-pub use spec::{Mount, MountKind, Network, OutputStream, RunResult, RunSpec, Rootfs, Security};
+pub use spec::{Mount, MountKind, Network, OutputStream, Rootfs, RunResult, RunSpec, Security};

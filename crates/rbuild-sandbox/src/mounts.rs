@@ -14,7 +14,13 @@ use crate::rootfs::{Kind, RootBuilder, RootfsError, errno, memory_file, resolve_
 use crate::spec::{Network, RunSpec};
 
 /// Paths under /proc that are made read-only.
-const PROC_READONLY: &[&str] = &["proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"];
+const PROC_READONLY: &[&str] = &[
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
 /// Paths under /proc hidden behind /dev/null (files) or an empty tmpfs (dirs).
 const PROC_MASKED: &[&str] = &[
     "proc/acpi",
@@ -30,7 +36,11 @@ const PROC_MASKED: &[&str] = &[
 
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-fn new_fs(fstype: &'static str, opts: &[(&str, &str)], attrs: MountAttrFlags) -> Result<OwnedFd, RootfsError> {
+fn new_fs(
+    fstype: &'static str,
+    opts: &[(&str, &str)],
+    attrs: MountAttrFlags,
+) -> Result<OwnedFd, RootfsError> {
     let err = |e: rustix::io::Errno| RootfsError::Path {
         what: "mounting",
         path: fstype.to_string(),
@@ -46,7 +56,9 @@ fn new_fs(fstype: &'static str, opts: &[(&str, &str)], attrs: MountAttrFlags) ->
 
 /// Sets up /proc, /sys, /dev and the /etc files.
 pub fn system_mounts(rb: &mut RootBuilder, spec: &RunSpec) -> Result<(), RootfsError> {
-    let hardened = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOEXEC;
+    let hardened = MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NODEV
+        | MountAttrFlags::MOUNT_ATTR_NOEXEC;
     let proc_fs = new_fs("proc", &[], hardened)?;
     rb.attach(proc_fs.as_fd(), "/proc", Kind::Dir)?;
     if spec.security == crate::spec::Security::Sandbox {
@@ -63,7 +75,9 @@ pub fn system_mounts(rb: &mut RootBuilder, spec: &RunSpec) -> Result<(), RootfsE
 
 fn mask_proc(rb: &mut RootBuilder) -> Result<(), RootfsError> {
     for p in PROC_READONLY {
-        let Ok(fd) = resolve_in(rb.root(), p, OFlags::PATH) else { continue };
+        let Ok(fd) = resolve_in(rb.root(), p, OFlags::PATH) else {
+            continue;
+        };
         let tree = rustix::mount::open_tree(
             &fd,
             "",
@@ -71,13 +85,20 @@ fn mask_proc(rb: &mut RootBuilder) -> Result<(), RootfsError> {
                 | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC
                 | rustix::mount::OpenTreeFlags::AT_EMPTY_PATH,
         )
-        .map_err(|e| RootfsError::Path { what: "read-only bind", path: (*p).into(), source: errno(e) })?;
+        .map_err(|e| RootfsError::Path {
+            what: "read-only bind",
+            path: (*p).into(),
+            source: errno(e),
+        })?;
         m::set_readonly(tree.as_fd(), false)?;
         m::attach_at(tree.as_fd(), fd.as_fd(), p)?;
     }
     for p in PROC_MASKED {
-        let Ok(fd) = resolve_in(rb.root(), p, OFlags::PATH) else { continue };
-        let is_dir = rustix::fs::fstat(&fd).is_ok_and(|s| rustix::fs::FileType::from_raw_mode(s.st_mode).is_dir());
+        let Ok(fd) = resolve_in(rb.root(), p, OFlags::PATH) else {
+            continue;
+        };
+        let is_dir = rustix::fs::fstat(&fd)
+            .is_ok_and(|s| rustix::fs::FileType::from_raw_mode(s.st_mode).is_dir());
         let mask = if is_dir {
             new_fs("tmpfs", &[("size", "0")], MountAttrFlags::MOUNT_ATTR_RDONLY)?
         } else {
@@ -95,34 +116,81 @@ fn dev(rb: &mut RootBuilder) -> Result<(), RootfsError> {
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
     )?;
     rb.attach(devfs.as_fd(), "/dev", Kind::Dir)?;
-    let dev = resolve_in(rb.root(), "dev", OFlags::RDONLY | OFlags::DIRECTORY)
-        .map_err(|e| RootfsError::Path { what: "opening", path: "/dev".into(), source: errno(e) })?;
+    let dev = resolve_in(rb.root(), "dev", OFlags::RDONLY | OFlags::DIRECTORY).map_err(|e| {
+        RootfsError::Path {
+            what: "opening",
+            path: "/dev".into(),
+            source: errno(e),
+        }
+    })?;
     let err = |p: &str| {
         let p = p.to_string();
-        move |e: rustix::io::Errno| RootfsError::Path { what: "creating", path: format!("/dev/{p}"), source: errno(e) }
+        move |e: rustix::io::Errno| RootfsError::Path {
+            what: "creating",
+            path: format!("/dev/{p}"),
+            source: errno(e),
+        }
     };
     for node in DEV_NODES {
         let host = std::path::Path::new("/dev").join(node);
         if !host.exists() {
             continue;
         }
-        rustix::fs::openat(&dev, *node, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC, Mode::from_raw_mode(0o666))
-            .map_err(err(node))?;
-        let target = rustix::fs::openat(&dev, *node, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            .map_err(err(node))?;
+        rustix::fs::openat(
+            &dev,
+            *node,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o666),
+        )
+        .map_err(err(node))?;
+        let target = rustix::fs::openat(
+            &dev,
+            *node,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(err(node))?;
         let bind = m::bind_mount_fd(&host, false, false)?;
         m::attach_at(bind.as_fd(), target.as_fd(), node)?;
     }
     for (dir, mode) in [("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o755)] {
         rustix::fs::mkdirat(&dev, dir, Mode::from_raw_mode(mode)).map_err(err(dir))?;
-        rustix::fs::chmodat(&dev, dir, Mode::from_raw_mode(mode), rustix::fs::AtFlags::empty()).map_err(err(dir))?;
+        rustix::fs::chmodat(
+            &dev,
+            dir,
+            Mode::from_raw_mode(mode),
+            rustix::fs::AtFlags::empty(),
+        )
+        .map_err(err(dir))?;
     }
-    let pts = new_fs("devpts", &[("ptmxmode", "0666"), ("mode", "0620"), ("gid", "5")], MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC)
-        .or_else(|_| new_fs("devpts", &[("ptmxmode", "0666"), ("mode", "0620")], MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC))?;
+    let pts = new_fs(
+        "devpts",
+        &[("ptmxmode", "0666"), ("mode", "0620"), ("gid", "5")],
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )
+    .or_else(|_| {
+        new_fs(
+            "devpts",
+            &[("ptmxmode", "0666"), ("mode", "0620")],
+            MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        )
+    })?;
     rb.attach(pts.as_fd(), "/dev/pts", Kind::Dir)?;
-    let shm = new_fs("tmpfs", &[("mode", "1777"), ("size", "65536k")], MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOEXEC)?;
+    let shm = new_fs(
+        "tmpfs",
+        &[("mode", "1777"), ("size", "65536k")],
+        MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )?;
     rb.attach(shm.as_fd(), "/dev/shm", Kind::Dir)?;
-    if let Ok(mq) = new_fs("mqueue", &[], MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOEXEC) {
+    if let Ok(mq) = new_fs(
+        "mqueue",
+        &[],
+        MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    ) {
         rb.attach(mq.as_fd(), "/dev/mqueue", Kind::Dir)?;
     }
     for (link, target) in [
@@ -175,9 +243,18 @@ pub fn resolv_conf(network: Network, host: &str) -> String {
 }
 
 fn etc_files(rb: &mut RootBuilder, spec: &RunSpec) -> Result<(), RootfsError> {
-    let tmp = new_fs("tmpfs", &[("mode", "0755"), ("size", "1m")], MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV)?;
-    let hostname = if spec.hostname.is_empty() { "buildkitsandbox" } else { &spec.hostname };
-    let mut hosts = format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let tmp = new_fs(
+        "tmpfs",
+        &[("mode", "0755"), ("size", "1m")],
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )?;
+    let hostname = if spec.hostname.is_empty() {
+        "buildkitsandbox"
+    } else {
+        &spec.hostname
+    };
+    let mut hosts =
+        format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     for (name, addr) in &spec.extra_hosts {
         hosts.push_str(&format!("{addr}\t{name}\n"));
     }
@@ -199,7 +276,8 @@ mod tests {
 
     #[test]
     fn resolv_conf_per_network() {
-        let host = "search example.org\nnameserver 127.0.0.53\nnameserver 192.0.2.1\noptions edns0\n";
+        let host =
+            "search example.org\nnameserver 127.0.0.53\nnameserver 192.0.2.1\noptions edns0\n";
         let sb = resolv_conf(Network::Sandbox, host);
         assert!(sb.starts_with("nameserver 10.0.2.3\n"));
         assert!(!sb.contains("192.0.2.1") && sb.contains("search example.org"));

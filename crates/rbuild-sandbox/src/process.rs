@@ -59,7 +59,9 @@ pub enum NamespaceError {
         #[source]
         source: nix::Error,
     },
-    #[error("writing the uid/gid map of the build namespace with `{tool}` failed: {detail}\nhint: check `/etc/subuid` and `/etc/subgid` (e.g. `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}`)")]
+    #[error(
+        "writing the uid/gid map of the build namespace with `{tool}` failed: {detail}\nhint: check `/etc/subuid` and `/etc/subgid` (e.g. `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}`)"
+    )]
     IdMap {
         tool: String,
         detail: String,
@@ -92,8 +94,13 @@ pub fn enter_build_namespace() -> Result<NamespaceInfo, NamespaceError> {
             NamespaceMode::RootlessSingleId
         };
         // The user name is only known outside (inside we are "root").
-        let outer_name = marker.to_str().and_then(|m| m.strip_prefix("single:")).unwrap_or("<user>").to_string();
-        let warning = (mode == NamespaceMode::RootlessSingleId).then(|| single_id_warning(&outer_name));
+        let outer_name = marker
+            .to_str()
+            .and_then(|m| m.strip_prefix("single:"))
+            .unwrap_or("<user>")
+            .to_string();
+        let warning =
+            (mode == NamespaceMode::RootlessSingleId).then(|| single_id_warning(&outer_name));
         return Ok(NamespaceInfo { mode, warning });
     }
     if nix::unistd::geteuid().is_root() {
@@ -215,7 +222,10 @@ fn reexec_in_user_namespace() -> Result<NamespaceInfo, NamespaceError> {
             CString::new(kv).ok()
         })
         .collect();
-    envp.push(CString::new(format!("{MARKER}={marker}")).map_err(|e| NamespaceError::Child(e.to_string()))?);
+    envp.push(
+        CString::new(format!("{MARKER}={marker}"))
+            .map_err(|e| NamespaceError::Child(e.to_string()))?,
+    );
 
     let (to_parent_r, to_parent_w) = nix::unistd::pipe().map_err(sys("pipe"))?;
     let (to_child_r, to_child_w) = nix::unistd::pipe().map_err(sys("pipe"))?;
@@ -273,10 +283,23 @@ fn write_map(pid: Pid, file: &str, content: &str) -> std::io::Result<()> {
         .write_all(content.as_bytes())
 }
 
-fn run_map_tool(tool: &Path, pid: Pid, own: u32, range: IdRange, user: &str) -> Result<(), NamespaceError> {
+fn run_map_tool(
+    tool: &Path,
+    pid: Pid,
+    own: u32,
+    range: IdRange,
+    user: &str,
+) -> Result<(), NamespaceError> {
     let out = std::process::Command::new(tool)
         .arg(pid.to_string())
-        .args(["0", &own.to_string(), "1", "1", &range.start.to_string(), &range.count.to_string()])
+        .args([
+            "0",
+            &own.to_string(),
+            "1",
+            "1",
+            &range.start.to_string(),
+            &range.count.to_string(),
+        ])
         .output()
         .map_err(|e| NamespaceError::IdMap {
             tool: tool.display().to_string(),
@@ -333,7 +356,9 @@ fn parent_map_and_wait(
     let to_child = std::fs::File::from(to_child);
     if (&to_child).write_all(b"M").is_err() {
         kill_child();
-        return Err(NamespaceError::Child("the child exited before its maps were written".into()));
+        return Err(NamespaceError::Child(
+            "the child exited before its maps were written".into(),
+        ));
     }
     drop(to_child);
     CHILD_PID.store(child.as_raw(), Ordering::Relaxed);
@@ -346,7 +371,9 @@ fn parent_map_and_wait(
     let _ = from_child.read_to_end(&mut rest);
     if rest.first() == Some(&b'E') {
         kill_child();
-        return Err(NamespaceError::Child(String::from_utf8_lossy(&rest[1..]).into_owned()));
+        return Err(NamespaceError::Child(
+            String::from_utf8_lossy(&rest[1..]).into_owned(),
+        ));
     }
     loop {
         match nix::sys::wait::waitpid(child, None) {
@@ -373,8 +400,20 @@ mod tests {
     #[test]
     fn subid_lookup_by_name_or_uid() {
         let text = "alice:100000:65536\n1001:200000:1000\nbob:300000:0\n";
-        assert_eq!(parse_subid(text, "alice", 1000), Some(IdRange { start: 100000, count: 65536 }));
-        assert_eq!(parse_subid(text, "carol", 1001), Some(IdRange { start: 200000, count: 1000 }));
+        assert_eq!(
+            parse_subid(text, "alice", 1000),
+            Some(IdRange {
+                start: 100000,
+                count: 65536
+            })
+        );
+        assert_eq!(
+            parse_subid(text, "carol", 1001),
+            Some(IdRange {
+                start: 200000,
+                count: 1000
+            })
+        );
         assert_eq!(parse_subid(text, "bob", 7), None, "empty range is no range");
         assert_eq!(parse_subid("garbage\n::\n", "x", 0), None);
     }

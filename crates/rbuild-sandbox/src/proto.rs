@@ -82,7 +82,8 @@ pub fn read_message<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> std::io:
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
-    serde_json::from_slice(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    serde_json::from_slice(&body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Decodes messages from a growing buffer (the async side).

@@ -16,7 +16,11 @@ pub enum EmulationError {
     #[error(
         "cannot run `{arch}` binaries on this `{host}` host: no QEMU binfmt_misc handler with the `F` flag is registered in `{dir}`\nhint: on Debian `apt-get install qemu-user-static binfmt-support` (handlers are registered with the F flag), or `docker run --privileged --rm tonistiigi/binfmt --install {arch}`"
     )]
-    NoHandler { arch: String, host: String, dir: String },
+    NoHandler {
+        arch: String,
+        host: String,
+        dir: String,
+    },
 }
 
 /// ELF `e_machine` of an OCI architecture name.
@@ -77,7 +81,9 @@ pub fn check_arch(arch: &str, binfmt_dir: &Path) -> Result<(), EmulationError> {
             continue;
         }
         let mut text = String::new();
-        let Ok(f) = std::fs::File::open(e.path()) else { continue };
+        let Ok(f) = std::fs::File::open(e.path()) else {
+            continue;
+        };
         if f.take(8192).read_to_string(&mut text).is_err() {
             continue;
         }
@@ -106,7 +112,11 @@ pub fn handler_matches(entry: &str, machine: u16) -> bool {
     }
     let Some(magic) = magic else { return false };
     let bytes: Vec<u8> = (0..magic.len() / 2)
-        .filter_map(|i| magic.get(2 * i..2 * i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .filter_map(|i| {
+            magic
+                .get(2 * i..2 * i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect();
     if bytes.len() < 20 || bytes[..4] != [0x7f, b'E', b'L', b'F'] {
         return false;
@@ -127,15 +137,29 @@ mod tests {
     fn binfmt_entries() {
         assert!(handler_matches(AARCH64, 183));
         assert!(!handler_matches(AARCH64, 40));
-        assert!(!handler_matches(&AARCH64.replace("POCF", "POC"), 183), "F flag required");
-        assert!(!handler_matches(&AARCH64.replace("enabled", "disabled"), 183));
+        assert!(
+            !handler_matches(&AARCH64.replace("POCF", "POC"), 183),
+            "F flag required"
+        );
+        assert!(!handler_matches(
+            &AARCH64.replace("enabled", "disabled"),
+            183
+        ));
     }
 
     #[test]
     fn missing_handler_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("qemu-aarch64"), AARCH64.replace("POCF", "OC")).expect("write");
-        let foreign = if host_arch() == "arm64" { "amd64" } else { "arm64" };
+        std::fs::write(
+            dir.path().join("qemu-aarch64"),
+            AARCH64.replace("POCF", "OC"),
+        )
+        .expect("write");
+        let foreign = if host_arch() == "arm64" {
+            "amd64"
+        } else {
+            "arm64"
+        };
         let err = check_arch(foreign, dir.path()).expect_err("no F flag");
         assert!(err.to_string().contains("qemu-user-static"), "{err}");
         assert!(check_arch(host_arch(), dir.path()).is_ok());

@@ -86,12 +86,16 @@ impl RootBuilder {
     /// (to tell which directories overlayfs copies up for a stub).
     pub fn new(mountpoint: &Path, upper: Option<&Path>) -> Result<Self, RootfsError> {
         let open = |p: &Path, what| {
-            rustix::fs::open(p, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| RootfsError::Path {
-                    what,
-                    path: p.display().to_string(),
-                    source: errno(e),
-                })
+            rustix::fs::open(
+                p,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| RootfsError::Path {
+                what,
+                path: p.display().to_string(),
+                source: errno(e),
+            })
         };
         let root = open(mountpoint, "opening the root")?;
         let upper = match upper {
@@ -119,23 +123,28 @@ impl RootBuilder {
     /// The path of a resolved fd relative to the root (where it really is,
     /// after symlinks).
     fn real_rel(&self, fd: BorrowedFd<'_>) -> Result<String, RootfsError> {
-        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| {
-            RootfsError::Path {
-                what: "reading the path of",
-                path: format!("fd {}", fd.as_raw_fd()),
-                source: e,
-            }
-        })?;
-        let rel = link.strip_prefix(&self.mountpoint).map_err(|_| RootfsError::Refused {
-            what: "mount target",
-            path: link.display().to_string(),
-            reason: "resolved outside the root",
-        })?;
+        let link =
+            std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| {
+                RootfsError::Path {
+                    what: "reading the path of",
+                    path: format!("fd {}", fd.as_raw_fd()),
+                    source: e,
+                }
+            })?;
+        let rel = link
+            .strip_prefix(&self.mountpoint)
+            .map_err(|_| RootfsError::Refused {
+                what: "mount target",
+                path: link.display().to_string(),
+                reason: "resolved outside the root",
+            })?;
         Ok(rel.to_string_lossy().into_owned())
     }
 
     fn exists_in_upper(&self, rel: &str) -> bool {
-        let Some(upper) = &self.upper else { return true };
+        let Some(upper) = &self.upper else {
+            return true;
+        };
         rustix::fs::openat2(
             upper,
             if rel.is_empty() { "." } else { rel },
@@ -270,7 +279,12 @@ impl RootBuilder {
     }
 
     /// Attaches a detached mount at `path` (created if missing).
-    pub fn attach(&mut self, mount_fd: BorrowedFd<'_>, path: &str, kind: Kind) -> Result<(), RootfsError> {
+    pub fn attach(
+        &mut self,
+        mount_fd: BorrowedFd<'_>,
+        path: &str,
+        kind: Kind,
+    ) -> Result<(), RootfsError> {
         let target = self.ensure(path, kind)?;
         m::attach_at(mount_fd, target.as_fd(), path)?;
         Ok(())
@@ -286,11 +300,13 @@ impl RootBuilder {
             path: cwd.to_string(),
             reason,
         };
-        let mut cur = resolve_in(self.root.as_fd(), "", OFlags::PATH | OFlags::DIRECTORY)
-            .map_err(|e| RootfsError::Path {
-                what: "working directory",
-                path: cwd.into(),
-                source: errno(e),
+        let mut cur =
+            resolve_in(self.root.as_fd(), "", OFlags::PATH | OFlags::DIRECTORY).map_err(|e| {
+                RootfsError::Path {
+                    what: "working directory",
+                    path: cwd.into(),
+                    source: errno(e),
+                }
             })?;
         for i in 0..comps.len() {
             let prefix = comps[..=i].join("/");
@@ -303,7 +319,9 @@ impl RootBuilder {
                     self.stubs.truncate(before);
                     fd
                 }
-                Err(Errno::LOOP | Errno::XDEV) => return Err(refuse("leads through a magic link or out of the root")),
+                Err(Errno::LOOP | Errno::XDEV) => {
+                    return Err(refuse("leads through a magic link or out of the root"));
+                }
                 Err(Errno::NOTDIR) => return Err(refuse("is not a directory")),
                 Err(e) => {
                     return Err(RootfsError::Path {
@@ -372,7 +390,8 @@ pub fn memory_file(
     let tree = rustix::mount::open_tree(
         tmpfs,
         name,
-        rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+            | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
     )
     .map_err(|e| err(errno(e)))?;
     if readonly {
@@ -388,10 +407,22 @@ pub fn memory_file(
 /// symlink planted by the RUN cannot make us delete anything else
 /// (BuildKit CVE-2024-23652).
 pub fn remove_stubs(upper: &Path, stubs: &[Stub]) -> std::io::Result<()> {
-    let root = rustix::fs::open(upper, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(errno)?;
+    let root = rustix::fs::open(
+        upper,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)?;
     for stub in stubs.iter().rev() {
-        remove_if(root.as_fd(), &stub.path, if stub.is_dir { Expect::EmptyDir } else { Expect::EmptyFile });
+        remove_if(
+            root.as_fd(),
+            &stub.path,
+            if stub.is_dir {
+                Expect::EmptyDir
+            } else {
+                Expect::EmptyFile
+            },
+        );
         for anc in &stub.copied_up {
             remove_if(root.as_fd(), anc, Expect::PlainEmptyDir);
         }
@@ -480,12 +511,36 @@ mod tests {
         std::fs::write(&victim, b"").expect("victim");
         std::os::unix::fs::symlink(&victim, up.join("cache")).expect("symlink");
         let stubs = vec![
-            Stub { path: "run".into(), is_dir: true, copied_up: vec![] },
-            Stub { path: "run/secrets".into(), is_dir: true, copied_up: vec![] },
-            Stub { path: "run/secrets/token".into(), is_dir: false, copied_up: vec![] },
-            Stub { path: "etc/hosts".into(), is_dir: false, copied_up: vec!["etc".into()] },
-            Stub { path: "mnt".into(), is_dir: true, copied_up: vec![] },
-            Stub { path: "cache".into(), is_dir: false, copied_up: vec![] },
+            Stub {
+                path: "run".into(),
+                is_dir: true,
+                copied_up: vec![],
+            },
+            Stub {
+                path: "run/secrets".into(),
+                is_dir: true,
+                copied_up: vec![],
+            },
+            Stub {
+                path: "run/secrets/token".into(),
+                is_dir: false,
+                copied_up: vec![],
+            },
+            Stub {
+                path: "etc/hosts".into(),
+                is_dir: false,
+                copied_up: vec!["etc".into()],
+            },
+            Stub {
+                path: "mnt".into(),
+                is_dir: true,
+                copied_up: vec![],
+            },
+            Stub {
+                path: "cache".into(),
+                is_dir: false,
+                copied_up: vec![],
+            },
         ];
         remove_stubs(up, &stubs).expect("remove");
         assert!(!up.join("run").exists());

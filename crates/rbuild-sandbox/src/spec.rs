@@ -111,7 +111,12 @@ impl std::fmt::Debug for MountKind {
                 .field("workdir", workdir)
                 .finish(),
             Self::Tmpfs { size } => f.debug_struct("Tmpfs").field("size", size).finish(),
-            Self::Secret { data, mode, uid, gid } => f
+            Self::Secret {
+                data,
+                mode,
+                uid,
+                gid,
+            } => f
                 .debug_struct("Secret")
                 .field("len", &data.len())
                 .field("mode", mode)
@@ -123,7 +128,12 @@ impl std::fmt::Debug for MountKind {
                 .field("name", name)
                 .field("len", &data.len())
                 .finish(),
-            Self::SshAgent { socket, mode, uid, gid } => f
+            Self::SshAgent {
+                socket,
+                mode,
+                uid,
+                gid,
+            } => f
                 .debug_struct("SshAgent")
                 .field("socket", socket)
                 .field("mode", mode)

@@ -55,11 +55,17 @@ pub fn prepare(
         });
     }
     let io = |e: nix::Error| std::io::Error::from_raw_os_error(e as i32);
-    let listener = nix::sys::socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| err("creating the ssh proxy socket", socket)(io(e)))?;
+    let listener = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| err("creating the ssh proxy socket", socket)(io(e)))?;
     let path = format!("/proc/self/fd/{}/{name}", tmpfs.as_raw_fd());
     let addr = UnixAddr::new(path.as_str()).map_err(|e| err("ssh proxy socket", socket)(io(e)))?;
-    nix::sys::socket::bind(listener.as_raw_fd(), &addr).map_err(|e| err("binding the ssh proxy socket", socket)(io(e)))?;
+    nix::sys::socket::bind(listener.as_raw_fd(), &addr)
+        .map_err(|e| err("binding the ssh proxy socket", socket)(io(e)))?;
     rustix::fs::chownat(
         tmpfs,
         name,
@@ -68,14 +74,23 @@ pub fn prepare(
         AtFlags::SYMLINK_NOFOLLOW,
     )
     .map_err(|e| err("chown of the ssh proxy socket", socket)(errno(e)))?;
-    rustix::fs::chmodat(tmpfs, name, Mode::from_raw_mode(mode & 0o777), AtFlags::empty())
-        .map_err(|e| err("chmod of the ssh proxy socket", socket)(errno(e)))?;
-    nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::new(32).unwrap_or(nix::sys::socket::Backlog::MAXCONN))
-        .map_err(|e| err("listening on the ssh proxy socket", socket)(io(e)))?;
+    rustix::fs::chmodat(
+        tmpfs,
+        name,
+        Mode::from_raw_mode(mode & 0o777),
+        AtFlags::empty(),
+    )
+    .map_err(|e| err("chmod of the ssh proxy socket", socket)(errno(e)))?;
+    nix::sys::socket::listen(
+        &listener,
+        nix::sys::socket::Backlog::new(32).unwrap_or(nix::sys::socket::Backlog::MAXCONN),
+    )
+    .map_err(|e| err("listening on the ssh proxy socket", socket)(io(e)))?;
     let tree = rustix::mount::open_tree(
         tmpfs,
         name,
-        rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+            | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
     )
     .map_err(|e| err("bind of the ssh proxy socket", socket)(errno(e)))?;
     Ok((tree, AgentProxy { listener, upstream }))
@@ -127,10 +142,17 @@ fn serve(p: &AgentProxy) -> ! {
 }
 
 fn relay(client: BorrowedFd<'_>, upstream_path: &str) -> i32 {
-    let Ok(up) = nix::sys::socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None) else {
+    let Ok(up) = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
         return 1;
     };
-    let Ok(addr) = UnixAddr::new(upstream_path) else { return 1 };
+    let Ok(addr) = UnixAddr::new(upstream_path) else {
+        return 1;
+    };
     if nix::sys::socket::connect(up.as_raw_fd(), &addr).is_err() {
         return 1;
     }
@@ -143,12 +165,19 @@ fn relay(client: BorrowedFd<'_>, upstream_path: &str) -> i32 {
         if nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).is_err() {
             return 1;
         }
-        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
         for (i, is_ready) in ready.into_iter().enumerate() {
             if !is_ready {
                 continue;
             }
-            let (from, to) = if i == 0 { (client, up.as_fd()) } else { (up.as_fd(), client) };
+            let (from, to) = if i == 0 {
+                (client, up.as_fd())
+            } else {
+                (up.as_fd(), client)
+            };
             match nix::unistd::read(from, &mut buf) {
                 Ok(0) | Err(_) => return 0,
                 Ok(n) => {

@@ -55,13 +55,19 @@ fn main() {
     };
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let rootless = info.mode != NamespaceMode::Root;
-    let ranged = matches!(info.mode, NamespaceMode::Root | NamespaceMode::Rootless { .. });
+    let ranged = matches!(
+        info.mode,
+        NamespaceMode::Root | NamespaceMode::Rootless { .. }
+    );
     let label = match info.mode {
         NamespaceMode::Root => "root",
         NamespaceMode::Rootless { .. } => "unprivileged",
         NamespaceMode::RootlessSingleId => "single-id",
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runtime: {e}");
@@ -118,7 +124,9 @@ fn run_unprivileged(user: &str, filter: Option<&str>) -> i32 {
         println!("note: cannot create `{user}`; unprivileged run skipped");
         return 0;
     }
-    let Ok(exe) = std::env::current_exe() else { return 1 };
+    let Ok(exe) = std::env::current_exe() else {
+        return 1;
+    };
     let mut cmd = Command::new("setpriv");
     cmd.args([
         &format!("--reuid={user}"),
@@ -179,7 +187,13 @@ async fn files_owners_modes(c: &Ctx) -> R {
     let spec = c.spec(&a, "echo hi > /rootfile && chmod 640 /rootfile");
     c.run(&spec).await.ok()?;
     let m = meta(&a.upper.join("rootfile"))?;
-    ensure!(m.uid() == 0 && m.gid() == 0 && m.mode() & 0o7777 == 0o640, "rootfile {}:{} {:o}", m.uid(), m.gid(), m.mode());
+    ensure!(
+        m.uid() == 0 && m.gid() == 0 && m.mode() & 0o7777 == 0o640,
+        "rootfile {}:{} {:o}",
+        m.uid(),
+        m.gid(),
+        m.mode()
+    );
     if !c.ranged {
         // Single-id map: switching to another user fails with a clear error.
         let mut spec = c.spec(&a, "true");
@@ -189,20 +203,47 @@ async fn files_owners_modes(c: &Ctx) -> R {
             other => Err(format!("USER app with a single-id map gave {other:?}")),
         };
     }
-    c.run(&c.spec(&a, "mkdir -p /home/app && chown app:app /home/app && chmod 750 /home/app")).await.ok()?;
+    c.run(&c.spec(
+        &a,
+        "mkdir -p /home/app && chown app:app /home/app && chmod 750 /home/app",
+    ))
+    .await
+    .ok()?;
     let m = meta(&a.upper.join("home/app"))?;
-    ensure!(m.uid() == 1000 && m.gid() == 1000, "home/app owner {}:{}", m.uid(), m.gid());
+    ensure!(
+        m.uid() == 1000 && m.gid() == 1000,
+        "home/app owner {}:{}",
+        m.uid(),
+        m.gid()
+    );
     // A second step on the same layer, as USER app.
-    let mut spec = c.spec(&a, "echo x > /home/app/f && mkdir /home/app/d && id -u && id -G");
+    let mut spec = c.spec(
+        &a,
+        "echo x > /home/app/f && mkdir /home/app/d && id -u && id -G",
+    );
     spec.user = "app".into();
     let out = c.run(&spec).await;
     out.ok()?;
     ensure!(out.stdout.starts_with("1000\n"), "id -u: {}", out.stdout);
-    ensure!(out.stdout.contains("2000"), "supplementary group missing: {}", out.stdout);
+    ensure!(
+        out.stdout.contains("2000"),
+        "supplementary group missing: {}",
+        out.stdout
+    );
     let f = meta(&a.upper.join("home/app/f"))?;
     let d = meta(&a.upper.join("home/app/d"))?;
-    ensure!(f.uid() == 1000 && f.gid() == 1000 && f.mode() & 0o777 == 0o644, "f {}:{} {:o}", f.uid(), f.gid(), f.mode());
-    ensure!(d.mode() & 0o777 == 0o755, "umask 022 not applied: {:o}", d.mode());
+    ensure!(
+        f.uid() == 1000 && f.gid() == 1000 && f.mode() & 0o777 == 0o644,
+        "f {}:{} {:o}",
+        f.uid(),
+        f.gid(),
+        f.mode()
+    );
+    ensure!(
+        d.mode() & 0o777 == 0o755,
+        "umask 022 not applied: {:o}",
+        d.mode()
+    );
     Ok(())
 }
 
@@ -210,26 +251,52 @@ async fn chown_to_other_id(c: &Ctx) -> R {
     let a = c.layer();
     if !c.ranged {
         let out = c.run(&c.spec(&a, "touch /x && chown 4242:4343 /x")).await;
-        ensure!(matches!(out.result, Ok(r) if !r.success()) && out.stderr.contains("Invalid argument"), "chown with a single-id map: {out:?}");
+        ensure!(
+            matches!(out.result, Ok(r) if !r.success()) && out.stderr.contains("Invalid argument"),
+            "chown with a single-id map: {out:?}"
+        );
         return Ok(());
     }
-    c.run(&c.spec(&a, "touch /x && chown 4242:4343 /x")).await.ok()?;
+    c.run(&c.spec(&a, "touch /x && chown 4242:4343 /x"))
+        .await
+        .ok()?;
     let m = meta(&a.upper.join("x"))?;
-    ensure!(m.uid() == 4242 && m.gid() == 4343, "x owned by {}:{}", m.uid(), m.gid());
+    ensure!(
+        m.uid() == 4242 && m.gid() == 4343,
+        "x owned by {}:{}",
+        m.uid(),
+        m.gid()
+    );
     Ok(())
 }
 
 async fn whiteouts(c: &Ctx) -> R {
     let a = c.layer();
-    c.run(&c.spec(&a, "rm /data/del && rm -rf /dir && mkdir /dir && echo n > /dir/new")).await.ok()?;
+    c.run(&c.spec(
+        &a,
+        "rm /data/del && rm -rf /dir && mkdir /dir && echo n > /dir/new",
+    ))
+    .await
+    .ok()?;
     let wh = meta(&a.upper.join("data/del"))?;
-    ensure!(wh.file_type().is_char_device() && wh.rdev() == 0, "data/del is not a 0:0 whiteout");
-    ensure!(!a.upper.join("data/keep").exists(), "untouched file copied up");
+    ensure!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "data/del is not a 0:0 whiteout"
+    );
+    ensure!(
+        !a.upper.join("data/keep").exists(),
+        "untouched file copied up"
+    );
     let dir = a.upper.join("dir");
     let mut buf = [0u8; 4];
-    let n = rustix::fs::getxattr(&dir, "user.overlay.opaque", &mut buf).map_err(|e| format!("opaque xattr: {e}"))?;
+    let n = rustix::fs::getxattr(&dir, "user.overlay.opaque", &mut buf)
+        .map_err(|e| format!("opaque xattr: {e}"))?;
     ensure!(&buf[..n] == b"y", "opaque xattr value {:?}", &buf[..n]);
-    let names: Vec<_> = std::fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten().map(|e| e.file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     ensure!(names == ["new"], "opaque dir content {names:?}");
     Ok(())
 }
@@ -238,20 +305,45 @@ async fn no_stub_left(c: &Ctx) -> R {
     let a = c.layer();
     let mut spec = c.spec(&a, "cat /etc/hosts /etc/resolv.conf /etc/hostname >/dev/null && test -f /run/secrets/tok && ls /proc/self >/dev/null && test -c /dev/null && echo x > /mnt/t/y");
     spec.mounts = vec![
-        Mount { target: "/run/secrets/tok".into(), kind: MountKind::Secret { data: b"s".to_vec(), mode: 0o400, uid: 0, gid: 0 } },
-        Mount { target: "/mnt/t".into(), kind: MountKind::Tmpfs { size: Some(1 << 20) } },
+        Mount {
+            target: "/run/secrets/tok".into(),
+            kind: MountKind::Secret {
+                data: b"s".to_vec(),
+                mode: 0o400,
+                uid: 0,
+                gid: 0,
+            },
+        },
+        Mount {
+            target: "/mnt/t".into(),
+            kind: MountKind::Tmpfs {
+                size: Some(1 << 20),
+            },
+        },
     ];
     c.run(&spec).await.ok()?;
-    let left: Vec<_> = std::fs::read_dir(&a.upper).map_err(|e| e.to_string())?.flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(&a.upper)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     ensure!(left.is_empty(), "upper dir is not empty: {left:?}");
     Ok(())
 }
 
 async fn exit_codes(c: &Ctx) -> R {
     let a = c.layer();
-    let r = c.run(&c.spec(&a, "exit 3")).await.result.map_err(|e| e.to_string())?;
+    let r = c
+        .run(&c.spec(&a, "exit 3"))
+        .await
+        .result
+        .map_err(|e| e.to_string())?;
     ensure!(r == RunResult::Exited(3), "exit 3 gave {r:?}");
-    let r = c.run(&c.spec(&a, "kill -9 $$")).await.result.map_err(|e| e.to_string())?;
+    let r = c
+        .run(&c.spec(&a, "kill -9 $$"))
+        .await
+        .result
+        .map_err(|e| e.to_string())?;
     ensure!(r == RunResult::Signaled(9), "kill -9 gave {r:?}");
     let mut spec = c.spec(&a, "");
     spec.args = vec!["no-such-command".into()];
@@ -263,12 +355,33 @@ async fn exit_codes(c: &Ctx) -> R {
 
 async fn network_none(c: &Ctx) -> R {
     let a = c.layer();
-    let out = c.run(&c.spec(&a, "ip route; ip -o link | cut -d: -f2; nc -w 2 192.0.2.1 80 </dev/null 2>&1; true")).await;
+    let out = c
+        .run(&c.spec(
+            &a,
+            "ip route; ip -o link | cut -d: -f2; nc -w 2 192.0.2.1 80 </dev/null 2>&1; true",
+        ))
+        .await;
     out.ok()?;
-    ensure!(out.stdout.lines().any(|l| l.trim() == "lo"), "no lo: {}", out.stdout);
-    ensure!(!out.stdout.lines().any(|l| l.trim() == "tap0"), "an interface besides lo: {}", out.stdout);
-    ensure!(!out.stdout.contains("default"), "a route exists: {}", out.stdout);
-    ensure!(out.stdout.contains("unreachable"), "connect did not fail as unreachable: {}", out.stdout);
+    ensure!(
+        out.stdout.lines().any(|l| l.trim() == "lo"),
+        "no lo: {}",
+        out.stdout
+    );
+    ensure!(
+        !out.stdout.lines().any(|l| l.trim() == "tap0"),
+        "an interface besides lo: {}",
+        out.stdout
+    );
+    ensure!(
+        !out.stdout.contains("default"),
+        "a route exists: {}",
+        out.stdout
+    );
+    ensure!(
+        out.stdout.contains("unreachable"),
+        "connect did not fail as unreachable: {}",
+        out.stdout
+    );
     Ok(())
 }
 
@@ -298,7 +411,9 @@ async fn network_sandbox(c: &Ctx) -> R {
          for h in 127.0.0.1 10.0.2.2; do timeout 5 nc -w 2 $h {port} </dev/null >/dev/null 2>&1 && echo reached-$h; done; "
     );
     if let Some(ip) = external {
-        script.push_str(&format!("echo hello | timeout 5 nc -w 2 {ip} {port} && echo outbound-ok; "));
+        script.push_str(&format!(
+            "echo hello | timeout 5 nc -w 2 {ip} {port} && echo outbound-ok; "
+        ));
     }
     script.push_str("true");
     let a = c.layer();
@@ -310,12 +425,27 @@ async fn network_sandbox(c: &Ctx) -> R {
         return Ok(());
     }
     out.ok()?;
-    ensure!(out.stdout.contains("tap-ok") && out.stdout.contains("route-ok"), "slirp network not configured: {}", out.stdout);
-    ensure!(!out.stdout.contains("reached"), "host loopback reachable: {}", out.stdout);
+    ensure!(
+        out.stdout.contains("tap-ok") && out.stdout.contains("route-ok"),
+        "slirp network not configured: {}",
+        out.stdout
+    );
+    ensure!(
+        !out.stdout.contains("reached"),
+        "host loopback reachable: {}",
+        out.stdout
+    );
     if external.is_some() {
-        ensure!(out.stdout.contains("outbound-ok"), "no outbound connection through slirp4netns: {}", out.stdout);
+        ensure!(
+            out.stdout.contains("outbound-ok"),
+            "no outbound connection through slirp4netns: {}",
+            out.stdout
+        );
         let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
-        ensure!(n == 1, "the host server saw {n} connections, expected only the outbound one");
+        ensure!(
+            n == 1,
+            "the host server saw {n} connections, expected only the outbound one"
+        );
     } else {
         println!("note: no non-loopback host address; outbound check skipped");
     }
@@ -325,7 +455,9 @@ async fn network_sandbox(c: &Ctx) -> R {
 async fn orphans(c: &Ctx) -> R {
     let a = c.layer();
     let tag = format!("{}", 7000 + std::process::id() % 1000);
-    let out = c.run(&c.spec(&a, &format!("sleep {tag}1 & sleep {tag}2 & echo started"))).await;
+    let out = c
+        .run(&c.spec(&a, &format!("sleep {tag}1 & sleep {tag}2 & echo started")))
+        .await;
     out.ok()?;
     let left = wait_gone(&format!("sleep {tag}"));
     ensure!(left.is_empty(), "background processes survived: {left:?}");
@@ -336,12 +468,22 @@ async fn pids_limit(c: &Ctx) -> R {
     let a = c.layer();
     let tag = format!("{}", 5000 + std::process::id() % 1000);
     // The shell forks until the limit stops it ("can't fork") and exits.
-    let mut spec = c.spec(&a, &format!("i=0; while [ $i -lt 200 ]; do sleep {tag}3 & i=$((i+1)); done; echo all-spawned"));
+    let mut spec = c.spec(
+        &a,
+        &format!("i=0; while [ $i -lt 200 ]; do sleep {tag}3 & i=$((i+1)); done; echo all-spawned"),
+    );
     spec.pids_limit = Some(32);
     let out = c.run(&spec).await;
     let r = out.result.as_ref().map_err(|e| e.to_string())?;
-    ensure!(!r.success() && !out.stdout.contains("all-spawned"), "200 processes started despite a limit of 32: {r:?}");
-    ensure!(out.stderr.contains("fork"), "no fork failure reported: {}", out.stderr);
+    ensure!(
+        !r.success() && !out.stdout.contains("all-spawned"),
+        "200 processes started despite a limit of 32: {r:?}"
+    );
+    ensure!(
+        out.stderr.contains("fork"),
+        "no fork failure reported: {}",
+        out.stderr
+    );
     let left = wait_gone(&format!("sleep {tag}3"));
     ensure!(left.is_empty(), "processes survived: {}", left.len());
     Ok(())
@@ -357,8 +499,15 @@ async fn cancel(c: &Ctx) -> R {
     ensure!(left.is_empty(), "processes survived cancellation: {left:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
     let run_dir = c.dir.path().join("run");
-    ensure!(!mounts.contains(&*run_dir.to_string_lossy()), "a mount survived");
-    let leftover: Vec<_> = std::fs::read_dir(&run_dir).map_err(|e| e.to_string())?.flatten().map(|e| e.file_name()).collect();
+    ensure!(
+        !mounts.contains(&*run_dir.to_string_lossy()),
+        "a mount survived"
+    );
+    let leftover: Vec<_> = std::fs::read_dir(&run_dir)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     ensure!(leftover.is_empty(), "run dir not cleaned: {leftover:?}");
     if c.executor.uses_pids_cgroup() {
         let prefix = format!("rbuild-{}-", std::process::id());
@@ -387,12 +536,30 @@ async fn secrets(c: &Ctx) -> R {
     let a = c.layer();
     let mut spec = c.spec(&a, &format!("test \"$(cat /run/secrets/tok)\" = {secret} && test \"$TOKEN\" = {secret} && stat -c '%a %u' /run/secrets/tok && ! echo x > /run/secrets/tok 2>/dev/null && echo done > /out"));
     spec.mounts = vec![
-        Mount { target: "/run/secrets/tok".into(), kind: MountKind::Secret { data: secret.as_bytes().to_vec(), mode: 0o440, uid: 0, gid: 0 } },
-        Mount { target: "/ignored".into(), kind: MountKind::SecretEnv { name: "TOKEN".into(), data: secret.as_bytes().to_vec() } },
+        Mount {
+            target: "/run/secrets/tok".into(),
+            kind: MountKind::Secret {
+                data: secret.as_bytes().to_vec(),
+                mode: 0o440,
+                uid: 0,
+                gid: 0,
+            },
+        },
+        Mount {
+            target: "/ignored".into(),
+            kind: MountKind::SecretEnv {
+                name: "TOKEN".into(),
+                data: secret.as_bytes().to_vec(),
+            },
+        },
     ];
     let out = c.run(&spec).await;
     out.ok()?;
-    ensure!(out.stdout.trim() == "440 0", "secret mode/owner: {}", out.stdout);
+    ensure!(
+        out.stdout.trim() == "440 0",
+        "secret mode/owner: {}",
+        out.stdout
+    );
     ensure!(a.upper.join("out").exists(), "step did not run");
     if let Some(p) = tree_contains(c.dir.path(), secret.as_bytes()) {
         return Err(format!("secret found on disk in {}", p.display()));
@@ -409,11 +576,24 @@ async fn fds_closed(c: &Ctx) -> R {
     std::fs::write(&leak, b"x").map_err(|e| e.to_string())?;
     let f = std::fs::File::open(&leak).map_err(|e| e.to_string())?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-    nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).map_err(|e| e.to_string())?;
+    nix::fcntl::fcntl(
+        &f,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .map_err(|e| e.to_string())?;
     let a = c.layer();
-    let out = c.run(&c.spec(&a, &format!("ls -l /proc/$$/fd/; if test -e /proc/$$/fd/{fd}; then echo LEAKED; fi"))).await;
+    let out = c
+        .run(&c.spec(
+            &a,
+            &format!("ls -l /proc/$$/fd/; if test -e /proc/$$/fd/{fd}; then echo LEAKED; fi"),
+        ))
+        .await;
     out.ok()?;
-    ensure!(!out.stdout.contains("LEAKED") && !out.stdout.contains("leaked-file"), "fd leaked: {}", out.stdout);
+    ensure!(
+        !out.stdout.contains("LEAKED") && !out.stdout.contains("leaked-file"),
+        "fd leaked: {}",
+        out.stdout
+    );
     let n = out.stdout.lines().filter(|l| l.contains(" -> ")).count();
     ensure!(n <= 4, "more than stdio open: {}", out.stdout);
     drop(f);
@@ -435,14 +615,23 @@ async fn workdir(c: &Ctx) -> R {
     let out = c.run(&spec).await;
     out.ok()?;
     ensure!(out.stdout.trim() == "/new/work/dir", "pwd: {}", out.stdout);
-    ensure!(a.upper.join("new/work/dir").is_dir(), "WORKDIR not kept in the layer");
+    ensure!(
+        a.upper.join("new/work/dir").is_dir(),
+        "WORKDIR not kept in the layer"
+    );
     // A symlinked WORKDIR resolves inside the root.
-    c.run(&c.spec(&a, "mkdir /hostdir && ln -s /../../../../hostdir /esc")).await.ok()?;
+    c.run(&c.spec(&a, "mkdir /hostdir && ln -s /../../../../hostdir /esc"))
+        .await
+        .ok()?;
     let mut spec = c.spec(&a, "pwd; touch inside");
     spec.cwd = "/esc/x".into();
     let out = c.run(&spec).await;
     out.ok()?;
-    ensure!(a.upper.join("hostdir/x/inside").exists(), "symlinked WORKDIR escaped: {}", out.stdout);
+    ensure!(
+        a.upper.join("hostdir/x/inside").exists(),
+        "symlinked WORKDIR escaped: {}",
+        out.stdout
+    );
     Ok(())
 }
 
@@ -462,20 +651,52 @@ async fn mount_kinds(c: &Ctx) -> R {
         "cat /src/file && ! touch /src/new 2>/dev/null && echo w > /cache/w && df /tmpfs | grep -q tmpfs && echo t > /tmpfs/t && echo o > /stage/bin/o && test -x /stage/bin/busybox && echo OK",
     );
     spec.mounts = vec![
-        Mount { target: "/src".into(), kind: MountKind::Bind { source: host.clone(), readonly: true } },
-        Mount { target: "/cache".into(), kind: MountKind::Bind { source: rw.clone(), readonly: false } },
-        Mount { target: "/tmpfs".into(), kind: MountKind::Tmpfs { size: Some(1 << 20) } },
+        Mount {
+            target: "/src".into(),
+            kind: MountKind::Bind {
+                source: host.clone(),
+                readonly: true,
+            },
+        },
+        Mount {
+            target: "/cache".into(),
+            kind: MountKind::Bind {
+                source: rw.clone(),
+                readonly: false,
+            },
+        },
+        Mount {
+            target: "/tmpfs".into(),
+            kind: MountKind::Tmpfs {
+                size: Some(1 << 20),
+            },
+        },
         Mount {
             target: "/stage".into(),
-            kind: MountKind::Overlay { lowerdirs: stage.lowers.clone(), upperdir: scratch.upper.clone(), workdir: scratch.work.clone() },
+            kind: MountKind::Overlay {
+                lowerdirs: stage.lowers.clone(),
+                upperdir: scratch.upper.clone(),
+                workdir: scratch.work.clone(),
+            },
         },
     ];
     let out = c.run(&spec).await;
     out.ok()?;
-    ensure!(out.stdout.contains("from-host") && out.stdout.contains("OK"), "{}", out.stdout);
+    ensure!(
+        out.stdout.contains("from-host") && out.stdout.contains("OK"),
+        "{}",
+        out.stdout
+    );
     ensure!(rw.join("w").exists(), "rw bind write lost");
-    ensure!(scratch.upper.join("bin/o").exists(), "overlay mount write not in its upper");
-    let left: Vec<_> = std::fs::read_dir(&a.upper).map_err(|e| e.to_string())?.flatten().map(|e| e.file_name()).collect();
+    ensure!(
+        scratch.upper.join("bin/o").exists(),
+        "overlay mount write not in its upper"
+    );
+    let left: Vec<_> = std::fs::read_dir(&a.upper)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     ensure!(left.is_empty(), "mounts leaked into the layer: {left:?}");
     Ok(())
 }
@@ -487,9 +708,21 @@ async fn identity(c: &Ctx) -> R {
     let out = c.run(&spec).await;
     out.ok()?;
     let lines: Vec<&str> = out.stdout.lines().collect();
-    ensure!(lines.len() > 6 && lines[0] == "myhost" && lines[1] == "myhost" && lines[2] == "1", "identity: {}", out.stdout);
-    ensure!(out.stdout.contains("00000000a80425fb"), "not Docker's default caps: {}", out.stdout);
-    ensure!(out.stdout.contains("NoNewPrivs:\t1"), "no_new_privs not set: {}", out.stdout);
+    ensure!(
+        lines.len() > 6 && lines[0] == "myhost" && lines[1] == "myhost" && lines[2] == "1",
+        "identity: {}",
+        out.stdout
+    );
+    ensure!(
+        out.stdout.contains("00000000a80425fb"),
+        "not Docker's default caps: {}",
+        out.stdout
+    );
+    ensure!(
+        out.stdout.contains("NoNewPrivs:\t1"),
+        "no_new_privs not set: {}",
+        out.stdout
+    );
     ensure!(lines.contains(&"/root"), "HOME from passwd: {}", out.stdout);
     for dev in ["null", "zero", "urandom", "pts", "shm", "ptmx"] {
         ensure!(lines.contains(&dev), "/dev/{dev} missing: {}", out.stdout);
@@ -498,7 +731,11 @@ async fn identity(c: &Ctx) -> R {
 }
 
 async fn foreign_arch(c: &Ctx) -> R {
-    let foreign = if rbuild_sandbox::qemu::host_arch() == "arm64" { "amd64" } else { "arm64" };
+    let foreign = if rbuild_sandbox::qemu::host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
     let a = c.layer();
     let mut spec = c.spec(&a, "uname -m");
     spec.platform_arch = Some(foreign.into());
@@ -521,7 +758,8 @@ fn many_lowers(c: &Ctx) -> R {
     let mut parent = c.base.clone();
     for i in 0..80 {
         let a = c.store.prepare(Some(&parent)).map_err(|e| e.to_string())?;
-        std::fs::write(a.upper.join(format!("layer-{i}")), i.to_string()).map_err(|e| e.to_string())?;
+        std::fs::write(a.upper.join(format!("layer-{i}")), i.to_string())
+            .map_err(|e| e.to_string())?;
         parent = c.store.commit(a).map_err(|e| e.to_string())?;
     }
     let lowers = c.store.lowers(&parent).map_err(|e| e.to_string())?;
@@ -529,9 +767,18 @@ fn many_lowers(c: &Ctx) -> R {
     ensure!(joined > 4096, "test stack too small ({joined} bytes)");
     let target = c.dir.path().join("view");
     std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
-    let guard = rbuild_snapshot::mount_overlay(&lowers, None, &target).map_err(|e| e.to_string())?;
-    ensure!(target.join("layer-0").exists() && target.join("layer-79").exists() && target.join("bin/busybox").exists(), "merged view incomplete");
-    ensure!(std::fs::write(target.join("w"), "x").is_err(), "read-only view is writable");
+    let guard =
+        rbuild_snapshot::mount_overlay(&lowers, None, &target).map_err(|e| e.to_string())?;
+    ensure!(
+        target.join("layer-0").exists()
+            && target.join("layer-79").exists()
+            && target.join("bin/busybox").exists(),
+        "merged view incomplete"
+    );
+    ensure!(
+        std::fs::write(target.join("w"), "x").is_err(),
+        "read-only view is writable"
+    );
     guard.unmount().map_err(|e| e.to_string())?;
     ensure!(!target.join("layer-0").exists(), "not unmounted");
     // A single lower is a read-only bind.
@@ -539,7 +786,10 @@ fn many_lowers(c: &Ctx) -> R {
     {
         let _g = rbuild_snapshot::mount_overlay(&one, None, &target).map_err(|e| e.to_string())?;
         ensure!(target.join("bin/busybox").exists(), "single-lower view");
-        ensure!(std::fs::write(target.join("w"), "x").is_err(), "single-lower view is writable");
+        ensure!(
+            std::fs::write(target.join("w"), "x").is_err(),
+            "single-lower view is writable"
+        );
     }
     ensure!(!target.join("bin").exists(), "guard drop did not unmount");
     Ok(())
@@ -554,7 +804,8 @@ fn test_client_if_requested() {
         return;
     }
     let code = (|| -> std::io::Result<()> {
-        let mut s = std::os::unix::net::UnixStream::connect(args.get(2).map_or("", String::as_str))?;
+        let mut s =
+            std::os::unix::net::UnixStream::connect(args.get(2).map_or("", String::as_str))?;
         s.write_all(b"ping\n")?;
         let mut line = String::new();
         std::io::BufReader::new(s).read_line(&mut line)?;
@@ -584,17 +835,50 @@ async fn ssh_agent(c: &Ctx) -> R {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let (user, id) = if c.ranged { ("app", 1000) } else { ("", 0) };
     let a = c.layer();
-    let mut spec = c.spec(&a, "stat -c '%a %u %g' /run/agent.sock && /t __test-connect /run/agent.sock");
+    let mut spec = c.spec(
+        &a,
+        "stat -c '%a %u %g' /run/agent.sock && /t __test-connect /run/agent.sock",
+    );
     spec.user = user.into();
     spec.mounts = vec![
-        Mount { target: "/usr".into(), kind: MountKind::Bind { source: "/usr".into(), readonly: true } },
-        Mount { target: "/t".into(), kind: MountKind::Bind { source: exe, readonly: true } },
-        Mount { target: "/run/agent.sock".into(), kind: MountKind::SshAgent { socket: sock, mode: 0o600, uid: id, gid: id } },
+        Mount {
+            target: "/usr".into(),
+            kind: MountKind::Bind {
+                source: "/usr".into(),
+                readonly: true,
+            },
+        },
+        Mount {
+            target: "/t".into(),
+            kind: MountKind::Bind {
+                source: exe,
+                readonly: true,
+            },
+        },
+        Mount {
+            target: "/run/agent.sock".into(),
+            kind: MountKind::SshAgent {
+                socket: sock,
+                mode: 0o600,
+                uid: id,
+                gid: id,
+            },
+        },
     ];
     let out = c.run(&spec).await;
     out.ok()?;
-    ensure!(out.stdout == format!("600 {id} {id}\npong\n"), "agent proxy: {out:?}");
-    let left: Vec<_> = std::fs::read_dir(&a.upper).map_err(|e| e.to_string())?.flatten().map(|e| e.file_name()).collect();
-    ensure!(left.is_empty(), "mount points leaked into the layer: {left:?}");
+    ensure!(
+        out.stdout == format!("600 {id} {id}\npong\n"),
+        "agent proxy: {out:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&a.upper)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    ensure!(
+        left.is_empty(),
+        "mount points leaked into the layer: {left:?}"
+    );
     Ok(())
 }

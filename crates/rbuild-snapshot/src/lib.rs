@@ -38,7 +38,9 @@ const REMOVE_PREFIX: &str = ".remove-";
 /// Errors of the snapshotter, each naming the snapshot or path involved.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("snapshot id `{0}` is not valid (expected 1-128 characters of [A-Za-z0-9_.-], not starting with `.`)")]
+    #[error(
+        "snapshot id `{0}` is not valid (expected 1-128 characters of [A-Za-z0-9_.-], not starting with `.`)"
+    )]
     InvalidId(String),
     #[error("snapshot `{0}`: not found")]
     NotFound(String),
@@ -65,7 +67,9 @@ fn ioe(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
 
 /// An opaque snapshot identifier. Validated so that it can never name a path
 /// outside the store (`..`, `/`) or a hidden in-progress directory.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct SnapshotId(String);
 
@@ -78,7 +82,11 @@ impl SnapshotId {
             && !s.starts_with('.')
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-        if ok { Ok(Self(s)) } else { Err(SnapshotError::InvalidId(s)) }
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(SnapshotError::InvalidId(s))
+        }
     }
 
     /// The id as a string.
@@ -180,7 +188,9 @@ impl Snapshotter {
         fs::create_dir_all(root).map_err(ioe(root))?;
         let backend = match mount::probe_overlay(root) {
             Ok(()) => Backend::Overlay,
-            Err(e) => Backend::Copy { reason: e.to_string() },
+            Err(e) => Backend::Copy {
+                reason: e.to_string(),
+            },
         };
         Self::open_with(root, backend)
     }
@@ -222,7 +232,10 @@ impl Snapshotter {
             } else if name.starts_with(PREPARE_PREFIX) {
                 let lock_path = path.join("lock");
                 let stale = match File::open(&lock_path) {
-                    Ok(f) => rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok(),
+                    Ok(f) => {
+                        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                            .is_ok()
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
                     Err(e) => return Err(ioe(&lock_path)(e)),
                 };
@@ -281,7 +294,9 @@ impl Snapshotter {
                 id: parent.map(ToString::to_string).unwrap_or_default(),
             });
         }
-        let dir = self.root.join(format!("{PREPARE_PREFIX}{}", random_hex(12)));
+        let dir = self
+            .root
+            .join(format!("{PREPARE_PREFIX}{}", random_hex(12)));
         fs::create_dir(&dir).map_err(ioe(&dir))?;
         let lock_path = dir.join("lock");
         let lock = File::create(&lock_path).map_err(ioe(&lock_path))?;
@@ -436,9 +451,7 @@ fn read_parent(dir: &Path) -> Result<Option<SnapshotId>> {
         Err(e) => return Err(ioe(&pfile)(e)),
     };
     let mut s = String::new();
-    f.take(256)
-        .read_to_string(&mut s)
-        .map_err(ioe(&pfile))?;
+    f.take(256).read_to_string(&mut s).map_err(ioe(&pfile))?;
     SnapshotId::new(s.trim().to_string()).map(Some)
 }
 
@@ -481,7 +494,9 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
 
 fn make_dirs_writable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(m) = fs::symlink_metadata(path) else { return };
+    let Ok(m) = fs::symlink_metadata(path) else {
+        return;
+    };
     if !m.is_dir() {
         return;
     }

@@ -190,7 +190,11 @@ fn finish_overlay(
 /// Creates a detached bind mount of `source` (a clone of its mount).
 /// `recursive` also clones the mounts below it. The final component of
 /// `source` is not followed if it is a symlink.
-pub fn bind_mount_fd(source: &Path, readonly: bool, recursive: bool) -> Result<OwnedFd, MountError> {
+pub fn bind_mount_fd(
+    source: &Path,
+    readonly: bool,
+    recursive: bool,
+) -> Result<OwnedFd, MountError> {
     let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
         | OpenTreeFlags::OPEN_TREE_CLOEXEC
         | OpenTreeFlags::AT_SYMLINK_NOFOLLOW;
@@ -236,7 +240,7 @@ struct MountAttr {
 /// namespace (nosuid, nodev) without having to restate them.
 pub fn set_readonly(mount_fd: BorrowedFd<'_>, recursive: bool) -> Result<(), MountError> {
     let attr = MountAttr {
-        attr_set: u64::from(libc::MOUNT_ATTR_RDONLY),
+        attr_set: libc::MOUNT_ATTR_RDONLY,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
@@ -269,7 +273,11 @@ pub fn set_readonly(mount_fd: BorrowedFd<'_>, recursive: bool) -> Result<(), Mou
 /// Attaches a detached mount onto the object `target_fd` refers to (an
 /// `O_PATH` fd the caller resolved safely). No path is looked up again, so a
 /// concurrent symlink swap cannot redirect the mount.
-pub fn attach_at(mount_fd: BorrowedFd<'_>, target_fd: BorrowedFd<'_>, what: &str) -> Result<(), MountError> {
+pub fn attach_at(
+    mount_fd: BorrowedFd<'_>,
+    target_fd: BorrowedFd<'_>,
+    what: &str,
+) -> Result<(), MountError> {
     rustix::mount::move_mount(
         mount_fd,
         "",
@@ -328,7 +336,8 @@ fn unmount_path(target: &Path) -> Result<(), std::io::Error> {
     match rustix::mount::unmount(target, UnmountFlags::NOFOLLOW) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::BUSY) => {
-            rustix::mount::unmount(target, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH).map_err(io)
+            rustix::mount::unmount(target, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH)
+                .map_err(io)
         }
         Err(e) => Err(io(e)),
     }

@@ -29,7 +29,9 @@ fn errno(e: rustix::io::Errno) -> std::io::Error {
 /// Xattrs worth keeping: everything but overlayfs' private ones.
 fn xattrs(path: &Path) -> Vec<(OsString, Vec<u8>)> {
     let mut names = vec![0u8; 4096];
-    let Ok(n) = rustix::fs::llistxattr(path, &mut names) else { return Vec::new() };
+    let Ok(n) = rustix::fs::llistxattr(path, &mut names) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
         if name.windows(9).any(|w| w == b".overlay.") {
@@ -58,8 +60,13 @@ fn apply_meta(src: &Path, dst: &Path, m: &fs::Metadata) -> std::io::Result<()> {
     )
     .map_err(errno)?;
     if !ft.is_symlink() {
-        rustix::fs::chmodat(rustix::fs::CWD, dst, Mode::from_raw_mode(m.mode() & 0o7777), AtFlags::empty())
-            .map_err(errno)?;
+        rustix::fs::chmodat(
+            rustix::fs::CWD,
+            dst,
+            Mode::from_raw_mode(m.mode() & 0o7777),
+            AtFlags::empty(),
+        )
+        .map_err(errno)?;
     }
     for (name, val) in xattrs(src) {
         let _ = rustix::fs::lsetxattr(dst, name.as_os_str(), &val, rustix::fs::XattrFlags::empty());
@@ -69,8 +76,14 @@ fn apply_meta(src: &Path, dst: &Path, m: &fs::Metadata) -> std::io::Result<()> {
 
 fn set_times(dst: &Path, m: &fs::Metadata) -> std::io::Result<()> {
     let ts = Timestamps {
-        last_access: Timespec { tv_sec: m.atime(), tv_nsec: m.atime_nsec() as _ },
-        last_modification: Timespec { tv_sec: m.mtime(), tv_nsec: m.mtime_nsec() as _ },
+        last_access: Timespec {
+            tv_sec: m.atime(),
+            tv_nsec: m.atime_nsec() as _,
+        },
+        last_modification: Timespec {
+            tv_sec: m.mtime(),
+            tv_nsec: m.mtime_nsec() as _,
+        },
     };
     rustix::fs::utimensat(rustix::fs::CWD, dst, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)
 }
@@ -96,8 +109,14 @@ fn copy_entry(
         fs::copy(src, dst)?;
     } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() || ft.is_socket() {
         let kind = rustix::fs::FileType::from_raw_mode(m.mode());
-        rustix::fs::mknodat(rustix::fs::CWD, dst, kind, Mode::from_raw_mode(m.mode() & 0o7777), m.rdev())
-            .map_err(errno)?;
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dst,
+            kind,
+            Mode::from_raw_mode(m.mode() & 0o7777),
+            m.rdev(),
+        )
+        .map_err(errno)?;
     } else {
         return Ok(());
     }
@@ -113,7 +132,11 @@ pub fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
     apply_meta(src, dst, &m)
 }
 
-fn copy_dir(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), std::path::PathBuf>) -> std::io::Result<()> {
+fn copy_dir(
+    src: &Path,
+    dst: &Path,
+    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
+) -> std::io::Result<()> {
     for entry in fs::read_dir(src)? {
         let entry = entry?;
         let (s, d) = (entry.path(), dst.join(entry.file_name()));
@@ -134,7 +157,8 @@ fn same_meta(a: &fs::Metadata, b: &fs::Metadata) -> bool {
         && a.mode() == b.mode()
         && a.uid() == b.uid()
         && a.gid() == b.gid()
-        && (a.is_dir() || (a.size() == b.size() && a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec()))
+        && (a.is_dir()
+            || (a.size() == b.size() && a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec()))
         && a.rdev() == b.rdev()
 }
 
@@ -160,7 +184,12 @@ fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
     }
 }
 
-fn unchanged(parent: &Path, child: &Path, pm: &fs::Metadata, cm: &fs::Metadata) -> std::io::Result<bool> {
+fn unchanged(
+    parent: &Path,
+    child: &Path,
+    pm: &fs::Metadata,
+    cm: &fs::Metadata,
+) -> std::io::Result<bool> {
     if !same_meta(pm, cm) || xattrs(parent) != xattrs(child) {
         return Ok(false);
     }
@@ -207,7 +236,9 @@ fn diff_dir(
                 copy_dir(&c, &o, links)?;
                 true
             };
-            let same = both_dirs && pm.as_ref().is_some_and(|pm| same_meta(pm, &cm)) && xattrs(&p) == xattrs(&c);
+            let same = both_dirs
+                && pm.as_ref().is_some_and(|pm| same_meta(pm, &cm))
+                && xattrs(&p) == xattrs(&c);
             if inner || !same {
                 apply_meta(&c, &o, &cm)?;
                 changed = true;
@@ -239,6 +270,12 @@ fn diff_dir(
 
 /// An overlay whiteout: a 0:0 character device with the deleted name.
 pub fn whiteout(path: &Path) -> std::io::Result<()> {
-    rustix::fs::mknodat(rustix::fs::CWD, path, rustix::fs::FileType::CharacterDevice, Mode::empty(), 0)
-        .map_err(errno)
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::CharacterDevice,
+        Mode::empty(),
+        0,
+    )
+    .map_err(errno)
 }

@@ -58,7 +58,10 @@ fn remove_refuses_parents_and_removes_leaves() {
     let (_d, s) = store();
     let base = s.commit(s.prepare(None).expect("p")).expect("c");
     let child = s.commit(s.prepare(Some(&base)).expect("p")).expect("c");
-    assert!(matches!(s.remove(&base), Err(SnapshotError::HasChildren(_))));
+    assert!(matches!(
+        s.remove(&base),
+        Err(SnapshotError::HasChildren(_))
+    ));
     s.remove(&child).expect("remove child");
     s.remove(&base).expect("remove base");
     assert!(matches!(s.remove(&base), Err(SnapshotError::NotFound(_))));
@@ -87,8 +90,14 @@ fn ids_are_validated() {
     assert!(SnapshotId::new("abc-DEF_1.2").is_ok());
     let (_d, s) = store();
     let missing = SnapshotId::new("nope").expect("valid");
-    assert!(matches!(s.lowers(&missing), Err(SnapshotError::NotFound(_))));
-    assert!(matches!(s.prepare(Some(&missing)), Err(SnapshotError::NotFound(_))));
+    assert!(matches!(
+        s.lowers(&missing),
+        Err(SnapshotError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.prepare(Some(&missing)),
+        Err(SnapshotError::NotFound(_))
+    ));
 }
 
 #[test]
@@ -97,7 +106,10 @@ fn parent_loop_is_an_error_not_a_hang() {
     let a = s.commit(s.prepare(None).expect("p")).expect("c");
     // Corrupt the store: make `a` its own parent.
     fs::write(s.root().join(a.as_str()).join("parent"), a.as_str()).expect("write");
-    assert!(matches!(s.lowers(&a), Err(SnapshotError::ChainTooDeep { .. })));
+    assert!(matches!(
+        s.lowers(&a),
+        Err(SnapshotError::ChainTooDeep { .. })
+    ));
 }
 
 #[test]
@@ -116,7 +128,13 @@ fn usage_counts_hardlinks_once() {
 fn copy_backend_keeps_full_trees_and_writes_overlay_style_diffs() {
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = Snapshotter::open_with(&dir.path().join("s"), Backend::Copy { reason: "test".into() }).expect("open");
+    let s = Snapshotter::open_with(
+        &dir.path().join("s"),
+        Backend::Copy {
+            reason: "test".into(),
+        },
+    )
+    .expect("open");
     let a = s.prepare(None).expect("p");
     fs::create_dir_all(a.upper.join("etc/sub")).expect("mkdir");
     fs::write(a.upper.join("etc/keep"), b"k").expect("w");
@@ -125,16 +143,29 @@ fn copy_backend_keeps_full_trees_and_writes_overlay_style_diffs() {
     fs::create_dir_all(a.upper.join("dir/x")).expect("mkdir");
     fs::hard_link(a.upper.join("etc/keep"), a.upper.join("etc/keep-link")).expect("link");
     std::os::unix::fs::symlink("/etc/keep", a.upper.join("sl")).expect("symlink");
-    fs::set_permissions(a.upper.join("etc/keep"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    fs::set_permissions(a.upper.join("etc/keep"), fs::Permissions::from_mode(0o600))
+        .expect("chmod");
     let base = s.commit(a).expect("c");
-    assert_eq!(s.diff_dir(&base).expect("diff"), s.fs_dir(&base).expect("fs"));
+    assert_eq!(
+        s.diff_dir(&base).expect("diff"),
+        s.fs_dir(&base).expect("fs")
+    );
 
     let b = s.prepare(Some(&base)).expect("p");
     assert!(b.is_full_tree() && b.lowers.is_empty());
     let m = fs::metadata(b.upper.join("etc/keep")).expect("copied");
     assert_eq!(m.mode() & 0o777, 0o600);
-    assert_eq!(m.ino(), fs::metadata(b.upper.join("etc/keep-link")).expect("link").ino(), "hardlink kept");
-    assert_eq!(fs::read_link(b.upper.join("sl")).expect("sl"), Path::new("/etc/keep"));
+    assert_eq!(
+        m.ino(),
+        fs::metadata(b.upper.join("etc/keep-link"))
+            .expect("link")
+            .ino(),
+        "hardlink kept"
+    );
+    assert_eq!(
+        fs::read_link(b.upper.join("sl")).expect("sl"),
+        Path::new("/etc/keep")
+    );
     fs::write(b.upper.join("etc/change"), b"new!").expect("w");
     fs::remove_file(b.upper.join("etc/gone")).expect("rm");
     fs::remove_dir_all(b.upper.join("dir")).expect("rm");
@@ -156,7 +187,13 @@ fn copy_backend_keeps_full_trees_and_writes_overlay_style_diffs() {
     assert_eq!(names, ["added", "dir", "etc", "etc/change", "etc/gone"]);
     for wh in ["dir", "etc/gone"] {
         let m = fs::symlink_metadata(diff.join(wh)).expect("wh");
-        assert!(m.file_type().is_char_device() && m.rdev() == 0, "{wh} is not a whiteout");
+        assert!(
+            m.file_type().is_char_device() && m.rdev() == 0,
+            "{wh} is not a whiteout"
+        );
     }
-    assert_eq!(s.lowers(&top).expect("lowers"), vec![s.fs_dir(&top).expect("fs")]);
+    assert_eq!(
+        s.lowers(&top).expect("lowers"),
+        vec![s.fs_dir(&top).expect("fs")]
+    );
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rbuild_sandbox::{OutputStream, RunResult, RunSpec, Rootfs, SandboxError};
+use rbuild_sandbox::{OutputStream, Rootfs, RunResult, RunSpec, SandboxError};
 use rbuild_snapshot::{Active, SnapshotId, Snapshotter};
 
 pub const TEST_USER: &str = "rbuild-test";
@@ -34,7 +34,10 @@ impl Out {
     pub fn ok(&self) -> Result<(), String> {
         match &self.result {
             Ok(r) if r.success() => Ok(()),
-            other => Err(format!("run failed: {other:?}\nstdout: {}\nstderr: {}", self.stdout, self.stderr)),
+            other => Err(format!(
+                "run failed: {other:?}\nstdout: {}\nstderr: {}",
+                self.stdout, self.stderr
+            )),
         }
     }
 }
@@ -53,8 +56,14 @@ pub fn busybox_rootfs(upper: &Path) -> std::io::Result<()> {
         }
     }
     std::fs::create_dir_all(upper.join("etc"))?;
-    std::fs::write(upper.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n")?;
-    std::fs::write(upper.join("etc/group"), "root:x:0:\napp:x:1000:\nextra:x:2000:app\n")?;
+    std::fs::write(
+        upper.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )?;
+    std::fs::write(
+        upper.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nextra:x:2000:app\n",
+    )?;
     std::fs::create_dir_all(upper.join("data"))?;
     std::fs::write(upper.join("data/keep"), "keep")?;
     std::fs::write(upper.join("data/del"), "del")?;
@@ -69,14 +78,24 @@ pub fn busybox_rootfs(upper: &Path) -> std::io::Result<()> {
 
 impl Ctx {
     pub fn new(rootless: bool, ranged: bool) -> Result<Self, String> {
-        let dir = tempfile::Builder::new().prefix("rbuild-sandbox-test-").tempdir().map_err(|e| e.to_string())?;
+        let dir = tempfile::Builder::new()
+            .prefix("rbuild-sandbox-test-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
         let store = Snapshotter::open(&dir.path().join("snapshots")).map_err(|e| e.to_string())?;
         let a = store.prepare(None).map_err(|e| e.to_string())?;
         busybox_rootfs(&a.upper).map_err(|e| format!("busybox rootfs: {e}"))?;
         let base = store.commit(a).map_err(|e| e.to_string())?;
         let helper = rbuild_sandbox::HelperCommand::current_exe().map_err(|e| e.to_string())?;
         let executor = rbuild_sandbox::Executor::new(helper).with_run_dir(dir.path().join("run"));
-        Ok(Self { dir, store, base, executor, rootless, ranged })
+        Ok(Self {
+            dir,
+            store,
+            base,
+            executor,
+            rootless,
+            ranged,
+        })
     }
 
     /// A fresh writable layer on top of the base.
@@ -118,9 +137,13 @@ impl Ctx {
 /// Pids of processes whose command line contains `needle` (as seen from here).
 pub fn processes_with(needle: &str) -> Vec<i32> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
             if cmd.contains(needle) {
@@ -148,10 +171,14 @@ pub fn wait_gone(needle: &str) -> Vec<i32> {
 pub fn tree_contains(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
-            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
             if m.is_dir() {
                 stack.push(p);
             } else if m.is_file()
@@ -168,7 +195,10 @@ pub fn tree_contains(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
 /// Creates the unprivileged test user with subordinate id ranges (root
 /// only; idempotent). Returns false when that is not possible.
 pub fn ensure_test_user() -> bool {
-    let exists = Command::new("id").arg(TEST_USER).output().is_ok_and(|o| o.status.success());
+    let exists = Command::new("id")
+        .arg(TEST_USER)
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !exists {
         let ok = Command::new("useradd")
             .args(["-m", "-s", "/bin/sh", TEST_USER])
@@ -180,7 +210,10 @@ pub fn ensure_test_user() -> bool {
     }
     for file in ["/etc/subuid", "/etc/subgid"] {
         let text = std::fs::read_to_string(file).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with(&format!("{TEST_USER}:"))) {
+        if !text
+            .lines()
+            .any(|l| l.starts_with(&format!("{TEST_USER}:")))
+        {
             let mut t = text;
             if !t.is_empty() && !t.ends_with('\n') {
                 t.push('\n');
@@ -197,10 +230,22 @@ pub fn ensure_test_user() -> bool {
 /// Creates a user with no `/etc/subuid`/`/etc/subgid` entries (root only;
 /// idempotent). Returns false when that is not possible.
 pub fn ensure_single_id_user() -> bool {
-    let exists = Command::new("id").arg(SINGLE_USER).output().is_ok_and(|o| o.status.success());
+    let exists = Command::new("id")
+        .arg(SINGLE_USER)
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !exists
         && !Command::new("useradd")
-            .args(["-m", "-s", "/bin/sh", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", SINGLE_USER])
+            .args([
+                "-m",
+                "-s",
+                "/bin/sh",
+                "-K",
+                "SUB_UID_COUNT=0",
+                "-K",
+                "SUB_GID_COUNT=0",
+                SINGLE_USER,
+            ])
             .status()
             .is_ok_and(|s| s.success())
     {
@@ -210,7 +255,11 @@ pub fn ensure_single_id_user() -> bool {
         let text = std::fs::read_to_string(file).unwrap_or_default();
         let prefix = format!("{SINGLE_USER}:");
         if text.lines().any(|l| l.starts_with(&prefix)) {
-            let kept: String = text.lines().filter(|l| !l.starts_with(&prefix)).map(|l| format!("{l}\n")).collect();
+            let kept: String = text
+                .lines()
+                .filter(|l| !l.starts_with(&prefix))
+                .map(|l| format!("{l}\n"))
+                .collect();
             if std::fs::write(file, kept).is_err() {
                 return false;
             }
