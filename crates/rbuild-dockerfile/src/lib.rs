@@ -32,7 +32,7 @@
 //! | `ARG` | name and default of each [`ArgDecl`] | |
 //! | `COPY` / `ADD` | each source, `dest`, `--chown`, `--chmod`, `--from`, each `--exclude`, `--checksum`; heredoc content when `expand` (with quote processing off: `ShellLexer { skip_process_quotes: true, .. }`) | `--link`, `--parents`, `--keep-git-dir`, `--unpack` (parsed here) |
 //! | `WORKDIR` / `USER` / `STOPSIGNAL` | the value | |
-//! | `EXPOSE` | each port spec (then split into ports; ranges, `/tcp`, `/udp`) | |
+//! | `EXPOSE` | each port spec with `expand_words` (field splitting), then [`parse_port_spec`] on each word | |
 //! | `VOLUME` | each path | |
 //! | `ONBUILD` | | the expression (stored verbatim in the image) |
 //! | `MAINTAINER` | | the value |
