@@ -280,3 +280,26 @@ fn an_unprivileged_user_can_see_and_prune_its_cache() {
     assert_eq!(count(&usage, "snapshots"), 0, "{usage}");
     assert_eq!(count(&usage, "blobs"), 0, "{usage}");
 }
+
+#[test]
+fn local_images_survive_prune_all_until_rmi() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    context(&ctx, "FROM base\nRUN echo kept > /kept\n");
+    ok(rbuild(&state).args(["build", "--progress=plain", "-t", "gc-app:1"]).arg(&ctx));
+    let report = prune(&state, &["--all"]);
+    assert!(count(&report, "snapshots") > 0, "the cache goes: {report}");
+    assert!(count(&report, "blobs") == 0, "the image's blobs stay: {report}");
+    // The image still runs: its layers are unpacked again from its blobs.
+    let out = ok(rbuild(&state).args(["run", "--rm", "gc-app:1", "cat", "/kept"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "kept");
+    ok(rbuild(&state).args(["rmi", "gc-app:1"]));
+    let report = prune(&state, &["--all"]);
+    assert!(count(&report, "blobs") >= 3, "untagged, its blobs go: {report}");
+    let usage = du(&state);
+    assert_eq!(count(&usage, "blobs"), 0, "{usage}");
+    assert_eq!(count(&usage, "snapshots"), 0, "{usage}");
+}
