@@ -253,9 +253,14 @@ fn chown_error(e: rustix::io::Errno, u: Option<Uid>, g: Option<Gid>) -> io::Erro
     }
 }
 
-/// Is this an overlayfs-private xattr that must never be copied or hashed?
+/// Is this an xattr that must never be copied or hashed? The overlay's own
+/// (`trusted.overlay.*`, `user.overlay.*`: they would turn a copied file into
+/// a whiteout or an opaque directory), and the host's SELinux label (policy
+/// of the build machine, not content; the runtime labels files itself).
 pub(crate) fn is_private_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+    name.starts_with(b"trusted.overlay.")
+        || name.starts_with(b"user.overlay.")
+        || name == b"security.selinux"
 }
 
 /// List the copyable xattrs of an open fd as (name, value), sorted by name.
