@@ -441,9 +441,23 @@ impl Ctx<'_> {
         let mut src_prefix: Vec<OsString> = sel.named[..sel.pivot.min(sel.named.len())].to_vec();
         for (i, comp) in rel.iter().enumerate() {
             src_prefix.push(comp.clone());
-            target.push(comp.clone());
             if i + 1 == rel.len() {
+                target.push(comp.clone());
                 break;
+            }
+            // Resolved inside the root like any destination component: an
+            // existing directory (or a symlink to one) is reused, a dangling
+            // symlink leads to where its target would be.
+            let (resolved, exists) = self
+                .dst
+                .canonicalize(join(target).join(comp).as_os_str(), true)
+                .map_err(io_err("resolve", join(target).join(comp)))?;
+            *target = resolved;
+            let Some(comp) = target.last().cloned() else {
+                continue; // resolved to the root itself
+            };
+            if exists {
+                continue;
             }
             let (canon, _) = self
                 .src
@@ -452,10 +466,10 @@ impl Ctx<'_> {
             let sst = stat_in(self.src, &canon);
             let parent = &target[..target.len() - 1];
             let pfd = self.mkdir_parents(parent, &join(parent).to_string_lossy())?;
-            match rustix::fs::mkdirat(&pfd, comp, Mode::from_raw_mode(0o755)) {
+            match rustix::fs::mkdirat(&pfd, &comp, Mode::from_raw_mode(0o755)) {
                 Ok(()) => {
                     if let Some(sst) = sst {
-                        let dfd = open_dir_rw(pfd.as_fd(), comp, &join(target).to_string_lossy())?;
+                        let dfd = open_dir_rw(pfd.as_fd(), &comp, &join(target).to_string_lossy())?;
                         self.plan
                             .apply_fd(dfd.as_fd(), &sst, true)
                             .map_err(io_err("set metadata", join(&*target)))?;

@@ -136,6 +136,8 @@ fn cases() -> Vec<Case> {
         Case { name: "pivot marker ignored without parents", dest_setup: &[], srcs: &["src/./lib/util.rs"], dest: "/o/", opt: none, want: Ok(&["o/", "o/util.rs=U"]) },
         Case { name: "file to dir/ over an existing file fails", dest_setup: &["f o x"], srcs: &["a.txt"], dest: "/o/", opt: none, want: Err("create directory") },
         Case { name: "whole context to root", dest_setup: &[], srcs: &["."], dest: "/", opt: only_src, want: Ok(&["src/", "src/app/", "src/app/main.rs=M", "src/lib/", "src/lib/deep/", "src/lib/deep/x.rs=XR", "src/lib/util.rs=U"]) },
+        Case { name: "parents reuses a dest dir reached through a symlink", dest_setup: &["d o/real", "l o/src /o/real"], srcs: &["src/app/main.rs"], dest: "/o/", opt: parents, want: Ok(&["o/", "o/real/", "o/real/app/", "o/real/app/main.rs=M", "o/src->/o/real"]) },
+        Case { name: "parents through a dest symlink out of the root stays inside", dest_setup: &["l o/src ../../../../x"], srcs: &["src/app/main.rs"], dest: "/o/", opt: parents, want: Ok(&["o/", "o/src->../../../../x", "x/", "x/app/", "x/app/main.rs=M"]) },
         Case { name: "parents needs dir dest", dest_setup: &[], srcs: &["a.txt"], dest: "/o", opt: parents, want: Err("must be a directory") },
         Case { name: "dir with only dotfile", dest_setup: &[], srcs: &["empty"], dest: "/e", opt: none, want: Ok(&["e/", "e/.keep=K"]) },
     ]
