@@ -17,7 +17,7 @@
 //! Transfers (layer pulls and pushes) print one line per blob when it
 //! completes rather than every progress tick.
 
-use super::state::{BuildState, Status};
+use super::state::{self, BuildState, Status};
 use super::text;
 use rbuild::Event;
 use std::collections::{HashMap, HashSet};
@@ -57,8 +57,8 @@ impl Plain {
                 self.log(i, data, *time_ms, out)
             }
             Event::Progress { vertex, id, .. } => {
-                let key = if vertex.is_empty() { self.anonymous_index() } else { self.state.position(vertex) };
-                match key {
+                let key = if vertex.is_empty() { state::anonymous_name(id) } else { vertex.as_str() };
+                match self.state.position(key) {
                     Some(i) => self.transfers(i, Some(id), out),
                     None => Ok(()),
                 }
@@ -113,11 +113,6 @@ impl Plain {
     fn index(&self, vertex: &str) -> usize {
         // `apply` has just created the step, so it is always there.
         self.state.position(vertex).unwrap_or(0)
-    }
-
-    /// The step that collects transfers without a vertex (pushes).
-    fn anonymous_index(&self) -> Option<usize> {
-        self.state.position("pushing layers").or_else(|| self.state.position("exporting"))
     }
 
     /// Makes step `i` the open block, printing the separator and header.

@@ -138,8 +138,10 @@ impl Step {
 
 /// The name shown for events without a vertex (registry pushes, which the
 /// engine reports after the graph is solved).
-fn anonymous_name(progress_id: &str) -> String {
-    if progress_id.starts_with("push ") { "pushing layers".to_string() } else { "exporting".to_string() }
+/// The name doubles as the step's key: vertex keys are digests, so the two
+/// cannot collide.
+pub fn anonymous_name(progress_id: &str) -> &'static str {
+    if progress_id.starts_with("push ") { "pushing layers" } else { "exporting" }
 }
 
 /// Every step heard of, in order, with the build's warnings.
@@ -198,9 +200,9 @@ impl BuildState {
             }
             Event::Log { vertex, data, time_ms, .. } => self.step(vertex, "", *time_ms).logs.push(data),
             Event::Progress { vertex, id, current, total, time_ms } => {
-                let name = if vertex.is_empty() { anonymous_name(id) } else { String::new() };
-                let key = if vertex.is_empty() { name.clone() } else { vertex.clone() };
-                let step = self.step(&key, &name, *time_ms);
+                let (key, name) =
+                    if vertex.is_empty() { (anonymous_name(id), anonymous_name(id)) } else { (vertex.as_str(), "") };
+                let step = self.step(key, name, *time_ms);
                 match step.transfers.iter_mut().find(|t| &t.id == id) {
                     Some(t) => {
                         t.current = *current;
