@@ -34,6 +34,34 @@ fn ast_snapshots() {
 }
 
 #[test]
+fn stage_resolution_snapshots() {
+    use rbuild_dockerfile::stages::{Platform, ResolveOptions, resolve};
+    let args = std::collections::BTreeMap::new();
+    let named = std::collections::BTreeSet::new();
+    let (Some(build), Some(target)) = (
+        Platform::parse("linux/amd64"),
+        Platform::parse("linux/arm64/v8"),
+    ) else {
+        panic!("platforms")
+    };
+    let opts = ResolveOptions {
+        build_args: &args,
+        target: None,
+        build_platform: build,
+        target_platform: target,
+        named_contexts: &named,
+    };
+    for path in files("ok") {
+        let src = std::fs::read(&path).unwrap();
+        let df = rbuild_dockerfile::parse(&src, "Dockerfile").unwrap();
+        match resolve(&df, &opts) {
+            Ok(r) => insta::assert_yaml_snapshot!(format!("stages-{}", name(&path)), r),
+            Err(e) => panic!("{}:\n{e}", path.display()),
+        }
+    }
+}
+
+#[test]
 fn error_snapshots() {
     for path in files("errors") {
         let src = std::fs::read(&path).unwrap();
