@@ -358,19 +358,8 @@ impl Engine {
             (inv, plan)
         };
         let by_id: HashMap<&str, &SnapshotEntry> = inv.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
-        for id in &plan.snapshots {
+        for id in self.remove_snapshot_dirs(&plan.snapshots)? {
             let Some(entry) = by_id.get(id.as_str()) else { continue };
-            if let Ok(s) = sid(id) {
-                match self.state.snapshots.remove(&s) {
-                    Ok(()) | Err(rbuild_snapshot::SnapshotError::NotFound(_)) => {}
-                    Err(e) => {
-                        // A child appeared (an unrecorded one, from a build
-                        // that started on it before we looked): keep it.
-                        tracing::debug!(snapshot = %id, error = %e, "prune: keeping snapshot");
-                        continue;
-                    }
-                }
-            }
             report.reclaimed += entry.size;
             report.snapshots.push((*entry).clone());
         }
@@ -379,6 +368,59 @@ impl Engine {
             report.reclaimed += report.cache_mounts.iter().map(|c| c.size).sum::<u64>();
         }
         Ok(report)
+    }
+
+    /// Removes snapshot directories in the given (children-first) order;
+    /// returns the ids that are gone. `Snapshotter::remove` rescans the whole
+    /// store for children on every call (quadratic: seconds for a few hundred
+    /// snapshots), so this takes one fresh listing instead and keeps its
+    /// child counts up to date: a snapshot that still has a child on disk
+    /// (one made after the plan, which the lease rules make impossible for
+    /// an unprotected parent, or one we failed to remove) is kept. Each
+    /// directory leaves view with one rename to the snapshotter's hidden
+    /// `.remove-` prefix (which `Snapshotter::open` cleans up after a crash)
+    /// and is then deleted.
+    fn remove_snapshot_dirs(&self, order: &[String]) -> Result<Vec<String>, GcError> {
+        let snaps = &self.state.snapshots;
+        let mut parent_of: HashMap<String, Option<String>> = HashMap::new();
+        let mut children: HashMap<String, usize> = HashMap::new();
+        for id in snaps.list()? {
+            let parent = match snaps.parent(&id) {
+                Ok(p) => p.map(|p| p.to_string()),
+                Err(_) => None,
+            };
+            if let Some(p) = &parent {
+                *children.entry(p.clone()).or_default() += 1;
+            }
+            parent_of.insert(id.to_string(), parent);
+        }
+        let mut gone = Vec::new();
+        for id in order {
+            let Some(parent) = parent_of.get(id) else {
+                // Recorded but without a directory: only its records went.
+                gone.push(id.clone());
+                continue;
+            };
+            if children.get(id).copied().unwrap_or(0) > 0 {
+                tracing::debug!(snapshot = %id, "prune: keeping a snapshot that still has children");
+                continue;
+            }
+            let Ok(valid) = sid(id) else { continue };
+            let dir = snaps.root().join(valid.as_str());
+            let hidden = snaps.root().join(format!(".remove-gc-{id}"));
+            if let Err(e) = std::fs::rename(&dir, &hidden) {
+                tracing::debug!(snapshot = %id, error = %e, "prune: cannot move snapshot out of view");
+                continue;
+            }
+            rbuild_snapshot::remove_tree(&hidden).map_err(io_err(&hidden))?;
+            if let Some(p) = parent
+                && let Some(n) = children.get_mut(p)
+            {
+                *n = n.saturating_sub(1);
+            }
+            gone.push(id.clone());
+        }
+        Ok(gone)
     }
 
     fn remove_blobs(&self, inv: &Inventory, blobs: &[String], report: &mut PruneReport) -> Result<(), GcError> {
