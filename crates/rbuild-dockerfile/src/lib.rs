@@ -62,6 +62,7 @@
 //! - [`stages::resolve`] → [`stages::ResolvedStages`]: stages to build in
 //!   order, each base as `Scratch | Stage(i) | Image(ref) | Context(name)`.
 //! - [`IgnoreMatcher`] (`matches`, `can_skip_dir`) and [`parse_dockerignore`].
+//! - [`classify_source`]: an ADD/COPY source is a path, a URL or a git repo.
 //! - [`parse_port_spec`] for expanded EXPOSE words, [`parse_stop_signal`]
 //!   for expanded STOPSIGNAL values.
 //!
@@ -79,6 +80,7 @@ mod lint;
 pub mod mounts;
 pub mod ports;
 pub mod shell;
+pub mod sources;
 pub mod stages;
 mod shell_pattern;
 pub mod syntax;
@@ -88,6 +90,7 @@ pub use ast::*;
 pub use error::{ParseError, Span};
 pub use ignore::{parse_dockerignore, IgnoreError, IgnoreMatcher, IgnorePattern};
 pub use mounts::{CacheSharing, MountError, MountSpec, MountType};
+pub use sources::{classify_source, SourceError, SourceKind};
 pub use ports::{parse_port_spec, parse_stop_signal, PortError, SignalError};
 pub use shell::{expand_word, expand_word_with_matches, expand_words, referenced_variables, ExpandError, Expansion, ShellLexer};
 pub use shell_pattern::PatternError;
