@@ -7,7 +7,7 @@
 //! - the blobs of local images (`rbuild images`): images are not cache, so
 //!   even `--all` keeps them; `rbuild rmi` first, then prune, frees them;
 //! - without `--all`: the snapshots whose layers local images use, the
-//!   manifests and configs of resolved base-image names, and cache records
+//!   manifests and configs (not layers) of resolved base-image names, and cache records
 //!   used within the age limit (`--filter until=`, 48 hours by default as in
 //!   BuildKit, no limit when `--keep-storage` is given);
 //! - cache mounts unless `--all`, and any cache mount a RUN holds.
@@ -251,15 +251,26 @@ impl Engine {
                 recorded: false,
             });
         }
-        let local_image_blobs = self.image_closure(conn, "SELECT manifest_digest FROM local_images", "local_images")?;
-        let resolved_blobs = self.image_closure(conn, "SELECT manifest_digest FROM images", "images")?;
+        let local_image_blobs =
+            self.image_closure(conn, "SELECT manifest_digest FROM local_images", "local_images", true)?;
+        // A resolved base image keeps only its manifest and config: its
+        // layers live on as snapshots (with their blobs) as long as those
+        // are kept, and are pulled again when not.
+        let resolved_blobs = self.image_closure(conn, "SELECT manifest_digest FROM images", "images", false)?;
         Ok(Inventory { snapshots, layers, blobs: disk.blobs, local_image_blobs, resolved_blobs, live })
     }
 
-    /// The blobs the manifests listed by `query` name (indexes followed, to a
-    /// small depth). A table that does not exist (an older DB) names none;
-    /// a manifest that is missing or unreadable names only itself.
-    fn image_closure(&self, conn: &Connection, query: &str, table: &str) -> Result<BTreeSet<String>, GcError> {
+    /// The blobs the manifests listed by `query` name: configs, and layers
+    /// when `layers` is set (indexes followed, to a small depth). A table
+    /// that does not exist (an older DB) names none; a manifest that is
+    /// missing or unreadable names only itself.
+    fn image_closure(
+        &self,
+        conn: &Connection,
+        query: &str,
+        table: &str,
+        layers: bool,
+    ) -> Result<BTreeSet<String>, GcError> {
         let exists: Option<String> = conn
             .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
             .optional()?;
@@ -282,7 +293,9 @@ impl Engine {
             match manifest::parse(&bytes, None) {
                 Ok(Parsed::Manifest(m)) => {
                     out.insert(m.config.digest.to_string());
-                    out.extend(m.layers.iter().map(|l| l.digest.to_string()));
+                    if layers {
+                        out.extend(m.layers.iter().map(|l| l.digest.to_string()));
+                    }
                 }
                 Ok(Parsed::Index(i)) => stack.extend(i.manifests.iter().map(|m| (m.digest.to_string(), depth + 1))),
                 Err(_) => {}

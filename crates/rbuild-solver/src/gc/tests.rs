@@ -268,3 +268,32 @@ fn automatic_gc_acts_only_above_the_cap() {
     assert_eq!(report.snapshots.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![old]);
     assert_eq!(ids(&e), vec![new]);
 }
+
+#[test]
+fn resolved_base_images_keep_manifest_and_config_but_not_pruned_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let s = snapshot(&e, "layer:x", None, 10);
+    age(&e, &s, 10 * 86400);
+    let config = put_blob(&e, b"{\"c\":1}");
+    let layer_blob = put_blob(&e, b"base layer");
+    layer(&e, &s, &layer_blob);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":7}},
+        "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_blob}","size":10}}]}}"#
+    );
+    let m = put_blob(&e, manifest.as_bytes());
+    for d in [&config, &layer_blob, &m] {
+        age_blob(&e, d, 10 * 86400);
+    }
+    let rec = crate::ImageRecord { manifest_digest: m.to_string(), config: b"{}".to_vec() };
+    e.state.db.put_image("docker.io/library/base:latest", "linux/amd64", &rec).unwrap();
+    let report = e.prune(&PruneOptions::default()).unwrap();
+    assert_eq!(report.snapshots.len(), 1, "old cache goes");
+    assert_eq!(report.blobs.iter().map(|b| b.digest.clone()).collect::<Vec<_>>(), vec![layer_blob.to_string()]);
+    assert!(e.state.content.contains(&m) && e.state.content.contains(&config));
+    let report = e.prune(&ALL).unwrap();
+    assert_eq!(report.blobs.len(), 2);
+    assert!(e.state.content.list().unwrap().is_empty());
+}
