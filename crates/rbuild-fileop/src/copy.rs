@@ -144,6 +144,10 @@ pub enum CopyError {
         "`{path}` is a {compression} archive, which ADD cannot unpack yet (supported: tar, tar.gz, tar.xz, tar.zst)"
     )]
     UnsupportedArchive { path: String, compression: String },
+    #[error("archive entry `{path}` leads outside the destination")]
+    ArchiveEscape { path: String },
+    #[error("archive entry `{path}` has unsupported type {kind}")]
+    UnsupportedEntry { path: String, kind: String },
     #[error(transparent)]
     Pattern(#[from] PatternError),
     #[error(transparent)]

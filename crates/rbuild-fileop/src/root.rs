@@ -106,6 +106,27 @@ impl Root {
         path: &OsStr,
         follow_last: bool,
     ) -> io::Result<(Vec<OsString>, bool)> {
+        self.resolve(path, follow_last, false)
+    }
+
+    /// [`Root::canonicalize`], except that climbing above the root (by `..`,
+    /// directly or through a symlink) is an error instead of being clamped:
+    /// what BuildKit does for archive entries.
+    pub(crate) fn canonicalize_strict(
+        &self,
+        path: &OsStr,
+        follow_last: bool,
+    ) -> io::Result<(Vec<OsString>, bool)> {
+        self.resolve(path, follow_last, true)
+    }
+
+    fn resolve(
+        &self,
+        path: &OsStr,
+        follow_last: bool,
+        strict: bool,
+    ) -> io::Result<(Vec<OsString>, bool)> {
+        let escape = || io::Error::new(io::ErrorKind::InvalidInput, "path leads outside the root");
         let mut queue: Vec<OsString> = split(path);
         queue.reverse(); // pop from the end = next component
         let mut stack: Vec<OsString> = Vec::new();
@@ -113,6 +134,9 @@ impl Root {
         let mut links = 0usize;
         while let Some(comp) = queue.pop() {
             if comp == ".." {
+                if strict && stack.is_empty() {
+                    return Err(escape());
+                }
                 stack.pop();
                 fds.pop();
                 continue;
@@ -123,6 +147,16 @@ impl Root {
                 Err(rustix::io::Errno::NOENT) => {
                     stack.push(comp);
                     stack.extend(queue.into_iter().rev());
+                    if strict {
+                        let mut depth = 0usize;
+                        for c in &stack {
+                            if c == ".." {
+                                depth = depth.checked_sub(1).ok_or_else(escape)?;
+                            } else {
+                                depth += 1;
+                            }
+                        }
+                    }
                     return Ok((clean(join(&stack).as_os_str()), false));
                 }
                 Err(e) => return Err(e.into()),

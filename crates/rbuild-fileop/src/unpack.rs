@@ -17,7 +17,7 @@ use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid
 
 use crate::copy::{CopyError, CopyStats, io_err};
 use crate::meta::is_private_xattr;
-use crate::root::{Root, clean, join};
+use crate::root::{Root, join, split};
 
 /// Compression of an archive, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +176,24 @@ struct Place<'a> {
     ts: Timestamps,
 }
 
+/// Clean an archive path relative to the destination; `..` that would climb
+/// out of it is an error.
+fn clean_strict(name: &[u8]) -> Result<Vec<OsString>, CopyError> {
+    let mut out: Vec<OsString> = Vec::new();
+    for c in split(OsStr::from_bytes(name)) {
+        if c == ".." {
+            if out.pop().is_none() {
+                return Err(CopyError::ArchiveEscape {
+                    path: String::from_utf8_lossy(name).into_owned(),
+                });
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
 fn errno_at(op: &'static str, shown: &str) -> impl FnOnce(rustix::io::Errno) -> CopyError + use<> {
     let f = io_err(op, shown.to_string());
     move |e| f(e.into())
@@ -184,7 +202,9 @@ fn errno_at(op: &'static str, shown: &str) -> impl FnOnce(rustix::io::Errno) -> 
 impl Extractor {
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), CopyError> {
         let name = entry.path_bytes().into_owned();
-        let comps = clean(OsStr::from_bytes(&name));
+        // Like BuildKit: a name that climbs out of the destination is an
+        // error, not something to clamp.
+        let comps = clean_strict(&name)?;
         let Some((last, parent)) = comps.split_last() else {
             return Ok(()); // `.` or `/`: the destination itself
         };
@@ -192,7 +212,7 @@ impl Extractor {
         let hdr = entry.header().clone();
         let (parent_canon, _) = self
             .root
-            .canonicalize(join(parent).as_os_str(), true)
+            .canonicalize_strict(join(parent).as_os_str(), true)
             .map_err(io_err("resolve", &shown))?;
         let pfd = self
             .root
@@ -228,12 +248,10 @@ impl Extractor {
         if kind.is_dir() {
             return self.dir(&place, existing.is_some(), existing_is_dir);
         }
-        if existing_is_dir {
-            return Err(CopyError::ReplaceDirWithFile { path: place.shown });
-        }
+        // Whatever is in the way of a non-directory goes, a directory tree
+        // included (BuildKit removes it too); only inside the destination.
         if existing.is_some() {
-            rustix::fs::unlinkat(&place.pfd, last, AtFlags::empty())
-                .map_err(errno_at("remove", &place.shown))?;
+            crate::ops::remove_all(&place.pfd, last).map_err(io_err("remove", &place.shown))?;
         }
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
@@ -266,10 +284,10 @@ impl Extractor {
                 );
                 self.node(&place, ft, dev)
             }
-            other => {
-                tracing::debug!(path = %place.shown, kind = ?other, "archive entry type skipped");
-                Ok(())
-            }
+            other => Err(CopyError::UnsupportedEntry {
+                path: place.shown.clone(),
+                kind: format!("{other:?}"),
+            }),
         }
     }
 
@@ -352,7 +370,7 @@ impl Extractor {
     /// A hard link's target is a path inside the extraction root; its last
     /// component is not followed (linking a symlink links the symlink).
     fn hardlink(&mut self, p: &Place<'_>, target: &[u8]) -> Result<(), CopyError> {
-        let tcomps = clean(OsStr::from_bytes(target));
+        let tcomps = clean_strict(target)?;
         let Some((tlast, tparent)) = tcomps.split_last() else {
             return Err(CopyError::NotFound {
                 path: String::from_utf8_lossy(target).into_owned(),
@@ -360,7 +378,7 @@ impl Extractor {
         };
         let (tp, _) = self
             .root
-            .canonicalize(join(tparent).as_os_str(), true)
+            .canonicalize_strict(join(tparent).as_os_str(), true)
             .map_err(io_err("resolve", &p.shown))?;
         let tfd = self
             .root
