@@ -1,3 +1,4 @@
+#![allow(clippy::print_stderr)] // tests print a note when they skip
 //! `ADD` of local archives: detection, extraction, and containment.
 
 mod common;
@@ -307,5 +308,94 @@ fn corrupted_archives_do_not_escape_or_panic() {
                 "round {round}: `{entry}` outside the destination"
             );
         }
+    }
+}
+
+/// Differential test against GNU tar: archives written by `tar` (GNU and
+/// pax formats: long names, hard links, symlinks, modes, mtimes) extract to
+/// the same tree as `tar -x` produces.
+#[test]
+fn extraction_matches_gnu_tar() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::process::Command;
+    if Command::new("tar").arg("--version").output().is_err() {
+        eprintln!("note: GNU tar not installed; skipping");
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let long = "n".repeat(150);
+    let deep = format!("deep/{}/{}", "d".repeat(90), "e".repeat(90));
+    fs::create_dir_all(src.path().join("tree").join(&deep)).unwrap();
+    fs::write(src.path().join("tree").join(&deep).join(&long), "long name").unwrap();
+    fs::write(src.path().join("tree/exec.sh"), "#!/bin/sh").unwrap();
+    fs::set_permissions(
+        src.path().join("tree/exec.sh"),
+        fs::Permissions::from_mode(0o751),
+    )
+    .unwrap();
+    fs::hard_link(
+        src.path().join("tree/exec.sh"),
+        src.path().join("tree/exec-link"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("exec.sh", src.path().join("tree/sym")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../{}", "t".repeat(120)),
+        src.path().join("tree/longtarget"),
+    )
+    .unwrap();
+    fs::create_dir(src.path().join("tree/empty")).unwrap();
+    fs::set_permissions(
+        src.path().join("tree/empty"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    for format in ["gnu", "pax"] {
+        let ctx = tempfile::tempdir().unwrap();
+        let archive = ctx.path().join("t.tar");
+        let st = Command::new("tar")
+            .arg(format!("--format={format}"))
+            .args(["-cf"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(src.path())
+            .arg("tree")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let ours = tempfile::tempdir().unwrap();
+        add(ctx.path(), "t.tar", ours.path(), "/").unwrap();
+        let theirs = tempfile::tempdir().unwrap();
+        let st = Command::new("tar")
+            .args(["-xpf"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(theirs.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(list(ours.path()), list(theirs.path()), "{format}: tree");
+        let describe = |root: &Path| -> Vec<String> {
+            let mut v: Vec<String> = list(root)
+                .iter()
+                .map(|line| {
+                    let end = line
+                        .find("->")
+                        .or_else(|| line.find('='))
+                        .unwrap_or(line.len());
+                    let rel = line[..end].trim_end_matches('/');
+                    let md = fs::symlink_metadata(root.join(rel)).unwrap();
+                    let mtime = md.mtime();
+                    format!("{rel} {:o} {} {}", md.mode() & 0o7777, md.nlink(), mtime)
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            describe(ours.path()),
+            describe(theirs.path()),
+            "{format}: metadata"
+        );
     }
 }
