@@ -555,3 +555,76 @@ fn file_capabilities_survive_chown() {
     assert_eq!(&buf[..n], &cap[..]);
     assert_eq!(owner(&dst.path().join("bin/ping")), (1000, 1000));
 }
+
+/// Differential test against coreutils: copying a directory's contents
+/// without `--chown` gives the same tree, modes, owners, link counts and
+/// mtimes as `cp -a dir/. dest/`.
+#[test]
+fn directory_copy_matches_cp_archive() {
+    use std::process::Command;
+    let ctx = tempfile::tempdir().unwrap();
+    build(
+        ctx.path(),
+        &[
+            "f d/a A 640",
+            "f d/sub/b B 755",
+            "d d/private 700",
+            "f d/private/c C 600",
+            "h d/a-link d/a",
+            "l d/rel sub/b",
+            "l d/abs /etc/passwd",
+            "f d/.dot D",
+        ],
+    );
+    let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_234_567_890);
+    for p in ["d/a", "d/sub/b", "d/private/c", "d/.dot"] {
+        fs::File::options()
+            .write(true)
+            .open(ctx.path().join(p))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let ours = tempfile::tempdir().unwrap();
+    copy(
+        ctx.path(),
+        &s(&["d"]),
+        ours.path(),
+        "/out",
+        &CopyOptions::dockerfile(),
+    )
+    .unwrap();
+    let theirs = tempfile::tempdir().unwrap();
+    fs::create_dir(theirs.path().join("out")).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(ctx.path().join("d/."))
+        .arg(theirs.path().join("out"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(list(ours.path()), list(theirs.path()));
+    let describe = |root: &std::path::Path| -> Vec<String> {
+        list(root)
+            .iter()
+            .filter(|l| *l != "out/") // the top directory: 0755 by BuildKit's rule, cp copies it
+            .map(|line| {
+                let end = line
+                    .find("->")
+                    .or_else(|| line.find('='))
+                    .unwrap_or(line.len());
+                let rel = line[..end].trim_end_matches('/');
+                let md = fs::symlink_metadata(root.join(rel)).unwrap();
+                format!(
+                    "{rel} {:o} {}:{} {} {}",
+                    md.mode() & 0o7777,
+                    md.uid(),
+                    md.gid(),
+                    md.nlink(),
+                    md.mtime()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(describe(ours.path()), describe(theirs.path()));
+}
