@@ -41,6 +41,7 @@ const CASES: &[&str] = &[
     "foreign_arch_needs_binfmt",
     "overlay_many_lowers_in_process",
     "ssh_agent_is_forwarded",
+    "apt_get_install_in_debian",
 ];
 
 fn main() {
@@ -74,6 +75,11 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if heavy() && !rootless {
+        if let Err(e) = support::ensure_debian_tarball() {
+            println!("note: no Debian rootfs ({e}); the apt-get case will be skipped");
+        }
+    }
     let ctx = match Ctx::new(rootless, ranged) {
         Ok(c) => c,
         Err(e) => {
@@ -174,6 +180,7 @@ async fn run_case(name: &str, c: &Ctx) -> R {
         "foreign_arch_needs_binfmt" => foreign_arch(c).await,
         "overlay_many_lowers_in_process" => many_lowers(c),
         "ssh_agent_is_forwarded" => ssh_agent(c).await,
+        "apt_get_install_in_debian" => apt_get(c).await,
         other => Err(format!("unknown case {other}")),
     }
 }
@@ -880,5 +887,60 @@ async fn ssh_agent(c: &Ctx) -> R {
         left.is_empty(),
         "mount points leaked into the layer: {left:?}"
     );
+    Ok(())
+}
+
+/// The heavy cases (debootstrap + apt-get over the network) run only with
+/// `RBUILD_TEST_HEAVY=1` (`.ci/run` sets it).
+fn heavy() -> bool {
+    std::env::var_os("RBUILD_TEST_HEAVY").is_some_and(|v| v == "1")
+}
+
+async fn apt_get(c: &Ctx) -> R {
+    if !heavy() {
+        println!("note: set RBUILD_TEST_HEAVY=1 to run apt-get in a debootstrap'd Debian");
+        return Ok(());
+    }
+    if !c.ranged {
+        println!("note: apt-get needs its `_apt` user: skipped with a single-id map");
+        return Ok(());
+    }
+    if !std::path::Path::new(support::DEBIAN_TAR).exists() {
+        println!("note: no Debian rootfs tarball; apt-get case skipped");
+        return Ok(());
+    }
+    let base = support::import_debian(&c.store)?;
+    let a = c.store.prepare(Some(&base)).map_err(|e| e.to_string())?;
+    let mut spec = c.spec(&a, "apt-get update -qq && apt-get install -y -qq --no-install-recommends hello >/dev/null && hello && stat -c '%U' /var/cache/apt/archives/partial");
+    spec.network = Network::Sandbox;
+    spec.env.push("DEBIAN_FRONTEND=noninteractive".into());
+    let out = c.run(&spec).await;
+    out.ok()?;
+    ensure!(
+        out.stdout.contains("Hello, world!"),
+        "hello did not run: {out:?}"
+    );
+    ensure!(
+        out.stdout.contains("_apt"),
+        "apt's download user not in place: {}",
+        out.stdout
+    );
+    ensure!(
+        a.upper.join("usr/bin/hello").exists(),
+        "the package is not in the layer"
+    );
+    for path in [
+        "proc",
+        "sys",
+        "dev",
+        "etc/hosts",
+        "etc/resolv.conf",
+        "etc/hostname",
+    ] {
+        ensure!(
+            std::fs::symlink_metadata(a.upper.join(path)).is_err(),
+            "{path} leaked into the layer"
+        );
+    }
     Ok(())
 }

@@ -267,3 +267,65 @@ pub fn ensure_single_id_user() -> bool {
     }
     true
 }
+
+/// A Debian bookworm minbase rootfs as a tarball with numeric owners, made
+/// once with debootstrap (root only; needs network). Readable by everyone
+/// so that the unprivileged run can unpack it with its own id mapping.
+pub const DEBIAN_TAR: &str = "/var/tmp/rbuild-sandbox-test-bookworm.tar";
+
+pub fn ensure_debian_tarball() -> Result<(), String> {
+    if Path::new(DEBIAN_TAR).exists() {
+        return Ok(());
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("rbuild-debootstrap-")
+        .tempdir_in("/var/tmp")
+        .map_err(|e| e.to_string())?;
+    let st = Command::new("debootstrap")
+        .args(["--variant=minbase", "bookworm"])
+        .arg(dir.path())
+        .arg("http://deb.debian.org/debian")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("debootstrap: {e}"))?;
+    if !st.success() {
+        return Err(format!("debootstrap failed: {st}"));
+    }
+    let tmp = format!("{DEBIAN_TAR}.tmp");
+    let st = Command::new("tar")
+        .args([
+            "--numeric-owner",
+            "--xattrs",
+            "-cf",
+            &tmp,
+            "--exclude=./dev/*",
+            "--exclude=./proc/*",
+            "--exclude=./sys/*",
+            "-C",
+        ])
+        .arg(dir.path())
+        .arg(".")
+        .status()
+        .map_err(|e| format!("tar: {e}"))?;
+    if !st.success() {
+        return Err(format!("tar failed: {st}"));
+    }
+    std::fs::rename(&tmp, DEBIAN_TAR).map_err(|e| e.to_string())
+}
+
+/// Unpacks the Debian tarball as a base snapshot of `store`.
+pub fn import_debian(store: &Snapshotter) -> Result<SnapshotId, String> {
+    let a = store.prepare(None).map_err(|e| e.to_string())?;
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "-xpf", DEBIAN_TAR, "-C"])
+        .arg(&a.upper)
+        .output()
+        .map_err(|e| format!("tar: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "unpacking {DEBIAN_TAR}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    store.commit(a).map_err(|e| e.to_string())
+}
