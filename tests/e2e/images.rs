@@ -84,6 +84,15 @@ fn build_with_a_tag_keeps_the_image_and_images_lists_it() {
     assert!(latest["Digest"].as_str().unwrap().starts_with("sha256:"));
     assert!(latest["Size"].as_u64().unwrap() > 500_000, "busybox is in a layer: {latest}");
     assert_eq!(rows[0]["Digest"], rows[1]["Digest"], "both tags name one image");
+    let only = stdout(&ok(&mut rbuild(&f.state, &["images", "app:1"])));
+    assert_eq!(only.lines().count(), 2, "a header and app:1: {only}");
+    assert!(only.lines().nth(1).unwrap().starts_with("app:1 "), "{only}");
+    let ids = stdout(&ok(&mut rbuild(&f.state, &["images", "-q"])));
+    assert_eq!(ids.lines().count(), 1, "one image under two names: {ids}");
+    let id = ids.trim().to_string();
+    assert!(latest["ID"].as_str().unwrap().contains(&id), "{id} is the config digest's prefix");
+    let by_id = stdout(&ok(&mut rbuild(&f.state, &["run", &id, "cat", "/greeting"])));
+    assert_eq!(by_id, "hello from the image\n", "an ID prefix names the image");
 
     // Without a tag there is nothing to name; `--load` says how to fix it.
     let untagged = rbuild(&f.state, &["build", "--progress=plain", "--load"]).arg(f.dir.join("app")).output().unwrap();

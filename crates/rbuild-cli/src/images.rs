@@ -18,6 +18,8 @@ pub enum ListFormat {
 
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
+    /// Only images of this repository (`app`, `host:5000/team/app`), or this name (`app:1`).
+    pub filter: Option<String>,
     /// Output format: a table, or one JSON object per line.
     #[arg(long, value_enum, default_value = "table")]
     pub format: ListFormat,
@@ -242,7 +244,15 @@ fn json_line(i: &LocalImage) -> serde_json::Value {
 
 pub fn images(opts: BuilderOptions, args: ImagesArgs) -> anyhow::Result<ExitCode> {
     let builder = rbuild::Builder::open(opts)?;
-    let list = builder.images()?;
+    let mut list = builder.images()?;
+    if let Some(f) = &args.filter {
+        let wanted = rbuild::Reference::parse_name_only(f).map_err(|e| anyhow::anyhow!("{e}"))?;
+        list.retain(|i| {
+            rbuild::Reference::parse(&i.name).is_ok_and(|r| {
+                r.name() == wanted.name() && wanted.tag.as_ref().is_none_or(|t| r.tag.as_ref() == Some(t))
+            })
+        });
+    }
     let mut out = std::io::stdout().lock();
     if args.quiet {
         let mut seen = std::collections::BTreeSet::new();
@@ -288,7 +298,17 @@ pub fn tag(opts: BuilderOptions, args: TagArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn push(opts: BuilderOptions, args: PushArgs) -> anyhow::Result<ExitCode> {
     let builder = rbuild::Builder::open(opts)?;
-    let (image, target) = builder.push_image(&args.name, None, ProgressSink::discard()).await?;
+    // One line per blob when it is done, not a stream of byte counts.
+    let done = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let sink = ProgressSink::new(move |e| {
+        if let rbuild::Event::Progress { id, current, total: Some(total), .. } = e
+            && current >= total
+            && done.lock().is_ok_and(|mut d| d.insert(id.clone()))
+        {
+            let _ = writeln!(std::io::stderr(), "{id}: done ({})", human_size(total));
+        }
+    });
+    let (image, target) = builder.push_image(&args.name, None, sink).await?;
     let _ = writeln!(std::io::stderr(), "pushed {}", target.familiar());
     writeln!(std::io::stdout().lock(), "{}", image.manifest.digest)?;
     Ok(ExitCode::SUCCESS)

@@ -189,6 +189,27 @@ fn id_prefix(input: &str) -> Option<&str> {
     ok.then_some(hex)
 }
 
+/// The image whose ID (config digest) or manifest digest starts with
+/// `prefix`; several names of one image are one match.
+fn match_id_prefix(all: &[LocalImage], input: &str, prefix: &str) -> Result<LocalImage, ImageStoreError> {
+    let matching: Vec<&LocalImage> = all
+        .iter()
+        .filter(|i| {
+            i.config_digest.strip_prefix("sha256:").is_some_and(|h| h.starts_with(prefix))
+                || i.manifest.digest.hex().starts_with(prefix)
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<&str> = matching.iter().map(|i| i.manifest.digest.as_str()).collect();
+    match (matching.first(), distinct.len()) {
+        (Some(image), 1) => Ok((*image).clone()),
+        (None, _) => Err(ImageStoreError::NotFound(input.to_string())),
+        _ => Err(ImageStoreError::Ambiguous {
+            input: input.to_string(),
+            matches: matching.iter().map(|i| i.familiar_name()).collect::<Vec<_>>().join(", "),
+        }),
+    }
+}
+
 impl Engine {
     fn read_manifest(&self, name: &str, desc: &Descriptor) -> Result<(ImageManifest, ImageConfig), ImageStoreError> {
         let content_err = |message: String| ImageStoreError::Content { name: name.to_string(), message };
@@ -251,23 +272,7 @@ impl Engine {
             normalise_name(input)?;
             return Err(ImageStoreError::NotFound(input.to_string()));
         };
-        let all = self.state.db.local_images()?;
-        let matching: Vec<&LocalImage> = all
-            .iter()
-            .filter(|i| {
-                i.config_digest.strip_prefix("sha256:").is_some_and(|h| h.starts_with(prefix))
-                    || i.manifest.digest.hex().starts_with(prefix)
-            })
-            .collect();
-        let distinct: std::collections::BTreeSet<&str> = matching.iter().map(|i| i.manifest.digest.as_str()).collect();
-        match (matching.first(), distinct.len()) {
-            (Some(image), 1) => Ok((*image).clone()),
-            (None, _) => Err(ImageStoreError::NotFound(input.to_string())),
-            _ => Err(ImageStoreError::Ambiguous {
-                input: input.to_string(),
-                matches: matching.iter().map(|i| i.familiar_name()).collect::<Vec<_>>().join(", "),
-            }),
-        }
+        match_id_prefix(&self.state.db.local_images()?, input, prefix)
     }
 
     /// Gives the image `src` (a name or ID) the name `dst` too.
@@ -389,6 +394,23 @@ mod tests {
         let pinned = format!("app@sha256:{}", "a".repeat(64));
         assert!(matches!(normalise_name(&pinned), Err(ImageStoreError::DigestName(_))));
         assert!(matches!(normalise_name("UPPER"), Err(ImageStoreError::Name { .. })));
+    }
+
+    #[test]
+    fn id_prefixes_match_config_or_manifest_digests_once() {
+        let all = vec![
+            image("docker.io/library/a:1", 'a', 'c'),
+            image("docker.io/library/a:2", 'a', 'c'),
+            image("docker.io/library/b:1", 'b', 'd'),
+        ];
+        assert_eq!(match_id_prefix(&all, "cccc", "cccc").unwrap().manifest.digest.hex(), "a".repeat(64));
+        assert_eq!(match_id_prefix(&all, "bbbb", "bbbb").unwrap().name, "docker.io/library/b:1");
+        assert!(matches!(match_id_prefix(&all, "eeee", "eeee"), Err(ImageStoreError::NotFound(_))));
+        let mut clash = all.clone();
+        clash.push(image("docker.io/library/c:1", 'e', 'a'));
+        let err = match_id_prefix(&clash, "aaaa", "aaaa").unwrap_err();
+        assert!(matches!(err, ImageStoreError::Ambiguous { .. }), "{err}");
+        assert!(err.to_string().contains("a:1") && err.to_string().contains("c:1"), "{err}");
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub use rbuild_solver::{
 };
 pub use rbuild_oci::layer::Compression;
 pub use rbuild_oci::platform::Platform;
+pub use rbuild_oci::reference::Reference;
 pub use rbuild_sandbox::NamespaceInfo;
 pub use rbuild_solver::{Engine, Entitlements, Event, ExportOptions, ProgressSink, Stream};
 
