@@ -42,6 +42,7 @@ const CASES: &[&str] = &[
     "overlay_many_lowers_in_process",
     "ssh_agent_is_forwarded",
     "apt_get_install_in_debian",
+    "copy_backend_runs_on_plain_dirs",
 ];
 
 fn main() {
@@ -181,6 +182,7 @@ async fn run_case(name: &str, c: &Ctx) -> R {
         "overlay_many_lowers_in_process" => many_lowers(c),
         "ssh_agent_is_forwarded" => ssh_agent(c).await,
         "apt_get_install_in_debian" => apt_get(c).await,
+        "copy_backend_runs_on_plain_dirs" => copy_backend(c).await,
         other => Err(format!("unknown case {other}")),
     }
 }
@@ -942,5 +944,53 @@ async fn apt_get(c: &Ctx) -> R {
             "{path} leaked into the layer"
         );
     }
+    Ok(())
+}
+
+/// The fallback for hosts without overlayfs: full-tree snapshots, the RUN on
+/// a plain directory, and an overlay-format diff computed at commit.
+async fn copy_backend(c: &Ctx) -> R {
+    use rbuild_snapshot::{Backend, Snapshotter};
+    let store = Snapshotter::open_with(
+        &c.dir.path().join("copy-store"),
+        Backend::Copy {
+            reason: "test".into(),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let a = store.prepare(None).map_err(|e| e.to_string())?;
+    support::busybox_rootfs(&a.upper).map_err(|e| e.to_string())?;
+    let base = store.commit(a).map_err(|e| e.to_string())?;
+    let a = store.prepare(Some(&base)).map_err(|e| e.to_string())?;
+    ensure!(a.is_full_tree(), "copy backend must give a full tree");
+    let mut spec = c.spec(
+        &a,
+        "rm /data/del && echo new > /data/new && test -c /dev/null",
+    );
+    spec.rootfs = rbuild_sandbox::Rootfs::Dir(a.upper.clone());
+    c.run(&spec).await.ok()?;
+    let id = store.commit(a).map_err(|e| e.to_string())?;
+    let diff = store.diff_dir(&id).map_err(|e| e.to_string())?;
+    let mut names: Vec<String> = std::fs::read_dir(diff.join("data"))
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    ensure!(names == ["del", "new"], "diff/data: {names:?}");
+    let wh = meta(&diff.join("data/del"))?;
+    ensure!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "deletion is not a whiteout"
+    );
+    let top: Vec<_> = std::fs::read_dir(&diff)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    ensure!(
+        top == ["data"],
+        "stub mount points or untouched files in the diff: {top:?}"
+    );
     Ok(())
 }
