@@ -242,3 +242,29 @@ fn push_sends_a_stored_image_to_its_registry() {
     let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(v["Digest"], digest.as_str(), "the registry has the stored manifest");
 }
+
+#[test]
+fn an_unprivileged_user_builds_runs_and_saves_to_stdout() {
+    if !Path::new("/bin/busybox").exists() {
+        skip("needs busybox-static");
+        return;
+    }
+    let Some(user) = support::Runner::unprivileged() else { return };
+    let work = support::open_tempdir();
+    let state = work.path().join("state");
+    user.own(&state);
+    let ctx = work.path().join("app");
+    app_context(&ctx);
+    let root_arg = format!("--root={}", state.display());
+    ok(user.rbuild().args([&root_arg, "build", "--progress=plain", "-t", "app"]).arg(&ctx));
+    let out = ok(user.rbuild().args([&root_arg, "run", "app"]));
+    assert_eq!(stdout(&out), "hi world from /srv as 1000\n");
+    let out = user.rbuild().args([&root_arg, "run", "app", "sh", "-c", "exit 7"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    let out = ok(user.rbuild().args([&root_arg, "save", "app"]).stdout(std::process::Stdio::piped()));
+    let tar = work.path().join("from-stdout.tar");
+    std::fs::write(&tar, &out.stdout).unwrap();
+    let listing = ok(Command::new("tar").arg("-tf").arg(&tar));
+    let names = stdout(&listing);
+    assert!(names.lines().any(|l| l == "manifest.json"), "a docker archive on stdout: {names}");
+}
