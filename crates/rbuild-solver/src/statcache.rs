@@ -5,7 +5,9 @@
 //! One row per path (`stat_cache`): the identity the digest was computed for
 //! (size, mtime, ctime, inode, device, mode) and the digest. A lookup matches
 //! only when every field is equal; a changed file just replaces its row.
-//! Reads go through an in-memory map first; new digests are buffered and
+//! Reads go through an in-memory map, filled one directory at a time (a
+//! range scan of the primary key per directory, not a query per file, so a
+//! warm cache beats reading even small files); new digests are buffered and
 //! written in one transaction per batch (and at the end of each solve), so
 //! hashing a cold 20,000-file context costs a few transactions, not 20,000.
 //! The table is bounded: past [`MAX_ENTRIES`] rows the least recently used
@@ -16,9 +18,9 @@
 //! cache lookups (and the reverse).
 
 use rbuild_fileop::hash::{StatCache, StatKey};
-use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::HashMap;
-use std::os::unix::ffi::OsStrExt;
+use rusqlite::{Connection, params};
+use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -60,10 +62,18 @@ struct Pending {
     touched: Vec<PathBuf>,
 }
 
+/// What this process knows: digests by identity (with their last use), and
+/// the directories whose rows have all been read from the DB.
+#[derive(Default)]
+struct Memory {
+    digests: HashMap<StatKey, ([u8; 32], i64)>,
+    loaded: HashSet<PathBuf>,
+}
+
 /// A [`StatCache`] backed by the metadata DB.
 pub struct DbStatCache {
     conn: Mutex<Connection>,
-    memory: Mutex<HashMap<StatKey, [u8; 32]>>,
+    memory: Mutex<Memory>,
     pending: Mutex<Pending>,
     max_entries: i64,
 }
@@ -93,30 +103,79 @@ impl DbStatCache {
         Ok(DbStatCache { conn: Mutex::new(conn), memory: Mutex::default(), pending: Mutex::default(), max_entries })
     }
 
-    fn lookup(&self, key: &StatKey) -> Result<Option<[u8; 32]>, StatCacheError> {
+    /// Reads every row under `dir` (one range scan of the primary key) into
+    /// memory: one query per directory instead of one per file, which is
+    /// what makes a warm cache cheaper than reading small files.
+    fn load_dir(&self, dir: &Path) -> Result<Vec<(StatKey, ([u8; 32], i64))>, StatCacheError> {
+        let mut low = path_bytes(dir).to_vec();
+        if !low.ends_with(b"/") {
+            low.push(b'/');
+        }
+        // Every path that starts with `low`: `…/` up to (excluding) `…0`.
+        let mut high = low.clone();
+        if let Some(last) = high.last_mut() {
+            *last = b'/' + 1;
+        }
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let row: Option<(Vec<u8>, i64)> = conn
-            .query_row(
-                "SELECT hash, used FROM stat_cache WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3
-                 AND ctime_ns = ?4 AND inode = ?5 AND dev = ?6 AND mode = ?7",
-                params![
-                    path_bytes(&key.path),
-                    key.size as i64,
-                    key.mtime_ns,
-                    key.ctime_ns,
-                    key.inode as i64,
-                    key.dev as i64,
-                    key.mode
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((hash, used)) = row else { return Ok(None) };
-        let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else { return Ok(None) };
-        if used < now() - TOUCH_AFTER {
+        let mut stmt = conn.prepare_cached(
+            "SELECT path, size, mtime_ns, ctime_ns, inode, dev, mode, hash, used FROM stat_cache
+             WHERE path >= ?1 AND path < ?2",
+        )?;
+        let rows = stmt.query_map(params![low, high], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, u32>(6)?,
+                r.get::<_, Vec<u8>>(7)?,
+                r.get::<_, i64>(8)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (path, size, mtime_ns, ctime_ns, inode, dev, mode, hash, used) = row?;
+            // A row with a malformed digest is a miss, never an error.
+            let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else { continue };
+            let path = PathBuf::from(std::ffi::OsString::from_vec(path));
+            let key = StatKey { path, size: size as u64, mtime_ns, ctime_ns, inode: inode as u64, dev: dev as u64, mode };
+            out.push((key, (hash, used)));
+        }
+        Ok(out)
+    }
+
+    /// The digest for `key`: from memory, else from its directory's rows.
+    fn lookup(&self, key: &StatKey) -> Result<Option<[u8; 32]>, StatCacheError> {
+        let dir = key.path.parent().unwrap_or(Path::new("/"));
+        {
+            let mut mem = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(hit) = self.hit(&mut mem, key) {
+                return Ok(Some(hit));
+            }
+            if dir.ancestors().any(|a| mem.loaded.contains(a)) {
+                return Ok(None);
+            }
+        }
+        let rows = self.load_dir(dir)?;
+        let mut mem = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, v) in rows {
+            mem.digests.entry(k).or_insert(v);
+        }
+        mem.loaded.insert(dir.to_path_buf());
+        Ok(self.hit(&mut mem, key))
+    }
+
+    /// A memory hit; a row not used for an hour is queued for a refresh.
+    fn hit(&self, mem: &mut Memory, key: &StatKey) -> Option<[u8; 32]> {
+        let (hash, used) = mem.digests.get_mut(key)?;
+        let t = now();
+        if *used < t - TOUCH_AFTER {
+            *used = t;
             self.pending.lock().unwrap_or_else(|e| e.into_inner()).touched.push(key.path.clone());
         }
-        Ok(Some(hash))
+        Some(*hash)
     }
 
     /// Writes buffered digests and refreshed use times; trims the table when
@@ -178,19 +237,21 @@ impl DbStatCache {
     }
 }
 
+/// The key with an absolute path: a context given as `.` hashes files as
+/// `./src/…`, which would name different files in different directories.
+fn absolute(key: &StatKey) -> Option<std::borrow::Cow<'_, StatKey>> {
+    if key.path.is_absolute() {
+        return Some(std::borrow::Cow::Borrowed(key));
+    }
+    let path = std::path::absolute(&key.path).ok()?;
+    Some(std::borrow::Cow::Owned(StatKey { path, ..key.clone() }))
+}
+
 impl StatCache for DbStatCache {
     fn get(&self, key: &StatKey) -> Option<[u8; 32]> {
-        if let Some(h) = self.memory.lock().ok()?.get(key) {
-            return Some(*h);
-        }
-        match self.lookup(key) {
-            Ok(Some(h)) => {
-                if let Ok(mut m) = self.memory.lock() {
-                    m.insert(key.clone(), h);
-                }
-                Some(h)
-            }
-            Ok(None) => None,
+        let key = absolute(key)?;
+        match self.lookup(&key) {
+            Ok(hit) => hit,
             Err(e) => {
                 tracing::debug!(error = %e, "stat cache lookup");
                 None
@@ -199,8 +260,9 @@ impl StatCache for DbStatCache {
     }
 
     fn put(&self, key: StatKey, hash: [u8; 32]) {
+        let Some(key) = absolute(&key).map(std::borrow::Cow::into_owned) else { return };
         if let Ok(mut m) = self.memory.lock() {
-            m.insert(key.clone(), hash);
+            m.digests.insert(key.clone(), (hash, now()));
         }
         let full = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());

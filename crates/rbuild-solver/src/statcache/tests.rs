@@ -133,3 +133,51 @@ fn a_row_with_a_bad_hash_is_a_miss() {
     let key = StatKey { path: "/x".into(), size: 1, mtime_ns: 0, ctime_ns: 0, inode: 1, dev: 1, mode: 420 };
     assert_eq!(cache.get(&key), None);
 }
+
+#[test]
+fn files_in_the_root_directory_and_relative_paths_are_found_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let key = |p: &str| StatKey { path: p.into(), size: 1, mtime_ns: 2, ctime_ns: 3, inode: 4, dev: 5, mode: 0o644 };
+    {
+        let cache = DbStatCache::open(&db).unwrap();
+        cache.put(key("/top"), [1; 32]);
+        cache.put(key("relative/file"), [2; 32]);
+    }
+    let cache = DbStatCache::open(&db).unwrap();
+    assert_eq!(cache.get(&key("/top")), Some([1; 32]));
+    assert_eq!(cache.get(&key("relative/file")), Some([2; 32]));
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(cache.get(&StatKey { path: cwd.join("relative/file"), ..key("") }), Some([2; 32]));
+    assert_eq!(cache.get(&key("/other")), None);
+    assert_eq!(cache.get(&StatKey { size: 9, ..key("/top") }), None, "another identity is a miss");
+}
+
+#[test]
+fn a_directory_is_read_from_the_db_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let key = |i: u64| StatKey {
+        path: format!("/ctx/d/f{i}").into(),
+        size: i,
+        mtime_ns: 0,
+        ctime_ns: 0,
+        inode: i,
+        dev: 1,
+        mode: 0o644,
+    };
+    {
+        let cache = DbStatCache::open(&db).unwrap();
+        for i in 0..10 {
+            cache.put(key(i), [i as u8; 32]);
+        }
+    }
+    let cache = DbStatCache::open(&db).unwrap();
+    assert_eq!(cache.get(&key(0)), Some([0; 32]));
+    // Rows added behind its back are not seen: the directory is loaded.
+    DbStatCache::open(&db).unwrap().put(key(99), [9; 32]);
+    for i in 1..10 {
+        assert_eq!(cache.get(&key(i)), Some([i as u8; 32]));
+    }
+    assert_eq!(cache.get(&key(99)), None);
+}
