@@ -158,6 +158,12 @@ fn from_a_local_image_needs_no_registry() {
     // The base's config carries over (ENV from `app`).
     let out = ok(&mut rbuild(&f.state, &["run", "child", "sh", "-c", "echo $GREETING"]));
     assert_eq!(stdout(&out), "hi\n");
+    // `--pull` asks the registry (Docker Hub has no `library/app`; this
+    // machine may not even reach it) and says the local image was skipped.
+    let pulled = rbuild(&f.state, &["build", "--progress=plain", "--pull", "-t", "child2"]).arg(&ctx).output().unwrap();
+    assert!(!pulled.status.success(), "--pull must not use the local image");
+    let err = String::from_utf8_lossy(&pulled.stderr);
+    assert!(err.contains("hint: `app:1` is a local image; build without --pull"), "{err}");
 }
 
 #[test]

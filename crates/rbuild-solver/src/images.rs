@@ -318,6 +318,27 @@ impl Engine {
         }
     }
 
+    /// A `hint:` line for a base image the registry could not give, when
+    /// the local store has that name: used with `--pull`, or stored for
+    /// another platform. Empty otherwise.
+    pub(crate) fn local_image_hint(&self, reference: &Reference, platform: &Platform, pull: bool) -> String {
+        if reference.digest.is_some() {
+            return String::new();
+        }
+        let Ok(Some(image)) = self.state.db.local_image(&reference.to_string()) else { return String::new() };
+        let name = image.familiar_name();
+        if Platform::parse(&image.platform).is_ok_and(|p| platform.matches(&p)) {
+            if pull {
+                return format!("\nhint: `{name}` is a local image; build without --pull to use it");
+            }
+            return String::new();
+        }
+        format!(
+            "\nhint: the local image `{name}` is for {}, not {platform}; build it for {platform} or pass --platform {}",
+            image.platform, image.platform
+        )
+    }
+
     /// Brings a local image's root filesystem into snapshots (unpacking
     /// layer blobs from the content store where no snapshot has them yet)
     /// and returns the top snapshot (`None` for an image without layers).

@@ -330,7 +330,7 @@ impl Engine {
             .registry
             .resolve(&reference, platform, &self.state.content)
             .await
-            .map_err(|e| image_err(crate::chain(&e)))?;
+            .map_err(|e| image_err(crate::chain(&e) + &self.local_image_hint(&reference, platform, pull)))?;
         // Pin the platform's manifest (not the index): the graph names
         // exactly the filesystem it builds on.
         let manifest_digest = resolved.manifest_descriptor.digest.clone();
