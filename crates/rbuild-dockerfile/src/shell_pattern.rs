@@ -53,47 +53,12 @@ impl Pattern {
         Ok(Pattern { toks })
     }
 
-    /// All end positions `e` such that `s[start..e]` matches the whole
-    /// pattern, as a bitmap over positions `start..=s.len()`.
-    fn match_ends(&self, s: &[char], start: usize) -> Vec<bool> {
-        let n = self.toks.len();
-        // states[k] = pattern prefix of length k matched so far.
-        let mut states = vec![false; n + 1];
-        states[0] = true;
-        self.close(&mut states);
-        let mut ends = vec![false; s.len() - start + 1];
-        ends[0] = states[n];
-        for (off, &c) in s[start..].iter().enumerate() {
-            let mut next = vec![false; n + 1];
-            let mut any = false;
-            for k in 0..n {
-                if !states[k] {
-                    continue;
-                }
-                match self.toks[k] {
-                    Tok::Lit(l) if l == c => {
-                        next[k + 1] = true;
-                        any = true;
-                    }
-                    Tok::Any if c != '\n' => {
-                        next[k + 1] = true;
-                        any = true;
-                    }
-                    Tok::Star if c != '\n' => {
-                        next[k] = true;
-                        any = true;
-                    }
-                    _ => {}
-                }
-            }
-            if !any {
-                break;
-            }
-            self.close(&mut next);
-            ends[off + 1] = next[n];
-            states = next;
+    /// Does token `k` accept character `c`?
+    fn accepts(&self, k: usize, c: char) -> bool {
+        match self.toks[k] {
+            Tok::Lit(l) => l == c,
+            Tok::Any | Tok::Star => c != '\n',
         }
-        ends
     }
 
     /// A star may match nothing: propagate states across stars.
@@ -105,15 +70,106 @@ impl Pattern {
         }
     }
 
-    /// Longest (greedy) or shortest match of the pattern at `start`.
+    /// One step of the automaton over `c`; returns whether any state lives.
+    fn step(&self, cur: &[bool], c: char, next: &mut [bool]) -> bool {
+        next.iter_mut().for_each(|x| *x = false);
+        let mut any = false;
+        for k in 0..self.toks.len() {
+            if cur[k] && self.accepts(k, c) {
+                let to = if self.toks[k] == Tok::Star { k } else { k + 1 };
+                next[to] = true;
+                any = true;
+            }
+        }
+        self.close(next);
+        any
+    }
+
+    /// Longest (greedy) or shortest match anchored at `start`: its end.
+    /// Linear in the input after `start`.
     fn match_at(&self, s: &[char], start: usize, greedy: bool) -> Option<usize> {
-        let ends = self.match_ends(s, start);
-        let found = if greedy {
-            ends.iter().rposition(|&e| e)
-        } else {
-            ends.iter().position(|&e| e)
+        let n = self.toks.len();
+        let mut cur = vec![false; n + 1];
+        let mut next = vec![false; n + 1];
+        cur[0] = true;
+        self.close(&mut cur);
+        let mut best = cur[n].then_some(start);
+        if best.is_some() && !greedy {
+            return best;
+        }
+        for (off, &c) in s[start..].iter().enumerate() {
+            if !self.step(&cur, c, &mut next) {
+                break;
+            }
+            std::mem::swap(&mut cur, &mut next);
+            if cur[n] {
+                best = Some(start + off + 1);
+                if !greedy {
+                    break;
+                }
+            }
+        }
+        best
+    }
+
+    /// The leftmost match starting at or after `from`, longest among the
+    /// leftmost (what Go's regexp returns for these greedy patterns). One
+    /// pass: threads carry their start; per state the smallest start wins,
+    /// since everything after is the same for both.
+    fn find(&self, s: &[char], from: usize) -> Option<(usize, usize)> {
+        let n = self.toks.len();
+        let mut cur: Vec<Option<usize>> = vec![None; n + 1];
+        let mut next: Vec<Option<usize>> = vec![None; n + 1];
+        let mut best: Option<(usize, usize)> = None;
+        let keep_min = |slot: &mut Option<usize>, v: usize| {
+            if slot.is_none_or(|x| v < x) {
+                *slot = Some(v);
+            }
         };
-        found.map(|len| start + len)
+        let close = |states: &mut Vec<Option<usize>>| {
+            for k in 0..n {
+                if let (Some(st), Tok::Star) = (states[k], self.toks[k]) {
+                    keep_min(&mut states[k + 1], st);
+                }
+            }
+        };
+        let mut i = from;
+        loop {
+            if best.is_none() {
+                keep_min(&mut cur[0], i);
+                close(&mut cur);
+            }
+            if let Some(st) = cur[n]
+                && best.is_none_or(|(bs, be)| st < bs || (st == bs && i > be))
+            {
+                best = Some((st, i));
+            }
+            if let Some((bs, _)) = best {
+                // Threads that started later can no longer win.
+                cur.iter_mut().for_each(|x| {
+                    if x.is_some_and(|v| v > bs) {
+                        *x = None;
+                    }
+                });
+            }
+            if i >= s.len() || (best.is_some() && cur.iter().all(Option::is_none)) {
+                break;
+            }
+            let c = s[i];
+            next.iter_mut().for_each(|x| *x = None);
+            for k in 0..n {
+                if let Some(st) = cur[k]
+                    && self.accepts(k, c)
+                {
+                    let to = if self.toks[k] == Tok::Star { k } else { k + 1 };
+                    keep_min(&mut next[to], st);
+                }
+            }
+            close(&mut next);
+            std::mem::swap(&mut cur, &mut next);
+            i += 1;
+        }
+        best
     }
 
     /// `${v#p}` / `${v##p}`: removes the shortest/longest matching prefix.
@@ -125,18 +181,15 @@ impl Pattern {
         }
     }
 
-    /// `${v%p}` / `${v%%p}`: removes the shortest/longest matching suffix.
+    /// `${v%p}` / `${v%%p}`: removes the shortest/longest matching suffix,
+    /// by matching the reversed pattern against the reversed value.
     pub(crate) fn trim_suffix(&self, value: &str, greedy: bool) -> String {
-        let s: Vec<char> = value.chars().collect();
-        let starts = 0..=s.len();
-        let ok = |st: &usize| self.match_ends(&s, *st).last().copied().unwrap_or(false);
-        let found = if greedy {
-            starts.clone().find(ok)
-        } else {
-            starts.rev().find(ok)
+        let reversed = Pattern {
+            toks: self.toks.iter().rev().copied().collect(),
         };
-        match found {
-            Some(st) => s[..st].iter().collect(),
+        let s: Vec<char> = value.chars().rev().collect();
+        match reversed.match_at(&s, 0, greedy) {
+            Some(len) => s[len..].iter().rev().collect(),
             None => value.to_string(),
         }
     }
@@ -146,16 +199,14 @@ impl Pattern {
     /// are skipped, as in Go's `ReplaceAllString`).
     pub(crate) fn replace(&self, value: &str, replacement: &str, all: bool) -> String {
         let s: Vec<char> = value.chars().collect();
-        let find_from = |from: usize| {
-            (from..=s.len()).find_map(|st| self.match_at(&s, st, true).map(|e| (st, e)))
-        };
         if !all {
-            return match find_from(0) {
-                Some((a, b)) => s[..a]
-                    .iter()
-                    .chain(replacement.chars().collect::<Vec<_>>().iter())
-                    .chain(s[b..].iter())
-                    .collect(),
+            return match self.find(&s, 0) {
+                Some((a, b)) => {
+                    let mut out: String = s[..a].iter().collect();
+                    out.push_str(replacement);
+                    out.extend(&s[b..]);
+                    out
+                }
                 None => value.to_string(),
             };
         }
@@ -163,7 +214,7 @@ impl Pattern {
         let mut last_end = 0;
         let mut search = 0;
         while search <= s.len() {
-            let Some((a, b)) = find_from(search) else {
+            let Some((a, b)) = self.find(&s, search) else {
                 break;
             };
             out.extend(&s[last_end..a]);
@@ -206,6 +257,32 @@ mod tests {
         assert_eq!(p("b*").replace("abbc", "-", true), "a-");
         assert_eq!(p("b?").replace("abbcbd", "-", true), "a-c-");
         assert_eq!(p("*").replace("", "r", false), "r");
+    }
+
+    proptest::proptest! {
+        /// The one-pass search and the reversed suffix match agree with
+        /// brute force over every start position.
+        #[test]
+        fn linear_matching_equals_brute_force(pat in "[ab*?]{0,5}", value in "[ab\n]{0,8}") {
+            let p = Pattern::compile(&pat).unwrap();
+            let s: Vec<char> = value.chars().collect();
+            let brute_find = |from: usize| (from..=s.len()).find_map(|st| p.match_at(&s, st, true).map(|e| (st, e)));
+            for from in 0..=s.len() {
+                proptest::prop_assert_eq!(p.find(&s, from), brute_find(from), "find {:?} in {:?} from {}", pat, value, from);
+            }
+            for greedy in [false, true] {
+                let starts: Vec<usize> = (0..=s.len()).filter(|&st| {
+                    let mut q = p.clone();
+                    q.toks.push(Tok::Lit('\u{0}'));
+                    let mut t = s.clone();
+                    t.push('\u{0}');
+                    q.match_at(&t, st, true) == Some(t.len())
+                }).collect();
+                let chosen = if greedy { starts.first() } else { starts.last() };
+                let expected: String = match chosen { Some(&st) => s[..st].iter().collect(), None => value.clone() };
+                proptest::prop_assert_eq!(p.trim_suffix(&value, greedy), expected, "suffix {:?} of {:?}", pat, value);
+            }
+        }
     }
 
     #[test]
