@@ -19,14 +19,16 @@
 //!   protected) or runs after the records are gone (a cache miss; the build
 //!   makes the snapshot again).
 //!
-//! A long-running process (the daemon) calls [`Lease::renew`] when it is idle
-//! so that its lease stops protecting what earlier builds used.
+//! A long-running process (the daemon) wraps each build in a [`BuildGuard`]
+//! (`Engine::begin_build`): the first build after a quiet spell renews the
+//! lease, so it stops protecting what earlier builds used.
 
 use rusqlite::{Connection, params};
 use rustix::fs::FlockOperation;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Tables of the lease protocol (created with the metadata DB).
 pub(crate) const SCHEMA: &str = "
@@ -69,6 +71,8 @@ pub struct Lease {
     id: String,
     path: PathBuf,
     since: AtomicI64,
+    /// Builds of this process running now (see [`BuildGuard`]).
+    active: Mutex<usize>,
     _lock: File,
 }
 
@@ -95,7 +99,7 @@ impl Lease {
             "INSERT INTO leases (id, pid, since) VALUES (?1, ?2, ?3)",
             params![id, std::process::id(), since],
         )?;
-        Ok(Lease { id, path, since: AtomicI64::new(since), _lock: file })
+        Ok(Lease { id, path, since: AtomicI64::new(since), active: Mutex::new(0), _lock: file })
     }
 
     /// The lease's id (the name of its lock file).
@@ -117,12 +121,52 @@ impl Lease {
         Ok(())
     }
 
+    /// A build starts: the first of a quiet spell moves `since` to now.
+    fn enter(&self, conn: &Connection) -> Result<(), LeaseError> {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if *active == 0 {
+            self.renew(conn)?;
+        }
+        *active += 1;
+        Ok(())
+    }
+
+    fn leave(&self) {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        *active = active.saturating_sub(1);
+    }
+
     /// Ends the lease: row first, then the lock file (closing it unlocks).
     pub(crate) fn release(&self, conn: &Connection) {
         if let Err(e) = conn.execute("DELETE FROM leases WHERE id = ?1", [&self.id]) {
             tracing::debug!(lease = %self.id, error = %e, "releasing lease");
         }
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Marks one build of a long-running process (the daemon) from start to
+/// end: solve, export and outputs. When a build starts while none runs, the
+/// process's lease is renewed, so what earlier builds used stops being
+/// protected from GC; while any build runs, nothing is renewed. A process
+/// that runs one build and exits (the CLI) needs none.
+#[must_use = "the build is over when the guard is dropped"]
+pub struct BuildGuard {
+    engine: Arc<crate::Engine>,
+}
+
+impl Drop for BuildGuard {
+    fn drop(&mut self) {
+        self.engine.lease.leave();
+    }
+}
+
+impl crate::Engine {
+    /// Starts a build for the lease protocol; hold the guard until the
+    /// build's outputs are written.
+    pub fn begin_build(self: &Arc<Self>) -> Result<BuildGuard, LeaseError> {
+        self.lease.enter(&self.state.db.conn())?;
+        Ok(BuildGuard { engine: self.clone() })
     }
 }
 
@@ -214,6 +258,28 @@ mod tests {
         let rows: i64 = conn.query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 0);
         assert!(!lease_dir(dir.path()).join(format!("{id}.lock")).exists());
+    }
+
+    #[test]
+    fn the_first_build_of_a_quiet_spell_renews_the_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = db(dir.path());
+        let lease = Lease::acquire(dir.path(), &conn).unwrap();
+        conn.execute("UPDATE leases SET since = 5", []).unwrap();
+        lease.since.store(5, Ordering::Relaxed);
+        lease.enter(&conn).unwrap();
+        let first = lease.since();
+        assert!(first > 5);
+        conn.execute("UPDATE leases SET since = 6", []).unwrap();
+        lease.since.store(6, Ordering::Relaxed);
+        lease.enter(&conn).unwrap();
+        assert_eq!(lease.since(), 6, "a build that starts while another runs renews nothing");
+        lease.leave();
+        lease.leave();
+        lease.enter(&conn).unwrap();
+        assert!(lease.since() > 6);
+        let row: i64 = conn.query_row("SELECT since FROM leases", [], |r| r.get(0)).unwrap();
+        assert_eq!(row, lease.since());
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use gc::{
     format_size, parse_duration, parse_size,
 };
 pub use images::{ImageStoreError, LocalImage, normalise_name};
-pub use lease::{Lease, LeaseError, LiveLease};
+pub use lease::{BuildGuard, Lease, LeaseError, LiveLease};
 pub use progress::{Event, ProgressSink, Stream, now_ms};
 pub use solve::{Output, Solved};
 pub use state::{State, StateError};
