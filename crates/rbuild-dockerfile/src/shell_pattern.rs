@@ -74,8 +74,8 @@ impl Pattern {
     fn step(&self, cur: &[bool], c: char, next: &mut [bool]) -> bool {
         next.iter_mut().for_each(|x| *x = false);
         let mut any = false;
-        for k in 0..self.toks.len() {
-            if cur[k] && self.accepts(k, c) {
+        for (k, live) in cur.iter().enumerate().take(self.toks.len()) {
+            if *live && self.accepts(k, c) {
                 let to = if self.toks[k] == Tok::Star { k } else { k + 1 };
                 next[to] = true;
                 any = true;
