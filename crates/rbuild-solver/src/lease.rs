@@ -199,7 +199,27 @@ pub(crate) fn live_leases(state_root: &Path, conn: &Connection) -> Result<Vec<Li
             }
         }
     }
+    remove_stray_lock_files(&dir, &live);
     Ok(live)
+}
+
+/// Lock files without a row: left by a process that died between creating
+/// the file and writing its row. Only old ones go (a lease being taken
+/// right now has a file and no row yet), and only when nobody holds them.
+fn remove_stray_lock_files(dir: &Path, live: &[LiveLease]) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else { continue };
+        if !valid_id(id) || live.iter().any(|l| l.id == id) {
+            continue;
+        }
+        let is_old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < old);
+        if is_old && !is_alive(dir, id) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Lease ids name files: only `[0-9a-f-]` is accepted from the DB.
@@ -280,6 +300,26 @@ mod tests {
         assert!(lease.since() > 6);
         let row: i64 = conn.query_row("SELECT since FROM leases", [], |r| r.get(0)).unwrap();
         assert_eq!(row, lease.since());
+    }
+
+    #[test]
+    fn old_stray_lock_files_go_and_new_or_held_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = db(dir.path());
+        let leases = lease_dir(dir.path());
+        std::fs::create_dir_all(&leases).unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let stray = leases.join("1-aa-0.lock");
+        File::create(&stray).unwrap().set_modified(long_ago).unwrap();
+        let fresh = leases.join("2-bb-0.lock");
+        File::create(&fresh).unwrap();
+        let held_path = leases.join("3-cc-0.lock");
+        let held = File::create(&held_path).unwrap();
+        held.set_modified(long_ago).unwrap();
+        rustix::fs::flock(&held, FlockOperation::LockExclusive).unwrap();
+        live_leases(dir.path(), &conn).unwrap();
+        assert!(!stray.exists());
+        assert!(fresh.exists() && held_path.exists());
     }
 
     #[test]
