@@ -157,8 +157,8 @@ impl Pattern {
             }
             let c = s[i];
             next.iter_mut().for_each(|x| *x = None);
-            for k in 0..n {
-                if let Some(st) = cur[k]
+            for (k, slot) in cur.iter().enumerate().take(n) {
+                if let Some(st) = *slot
                     && self.accepts(k, c)
                 {
                     let to = if self.toks[k] == Tok::Star { k } else { k + 1 };
