@@ -274,3 +274,50 @@ fn an_unprivileged_user_builds_runs_and_saves_to_stdout() {
     let names = stdout(&listing);
     assert!(names.lines().any(|l| l == "manifest.json"), "a docker archive on stdout: {names}");
 }
+
+/// Processes whose command line is exactly `args`.
+fn processes_running(args: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .collect()
+}
+
+#[test]
+fn a_terminated_run_takes_its_sandbox_with_it() {
+    if !ready() {
+        return;
+    }
+    let f = built_app();
+    // A sleep no other test runs, to find the sandbox's process by.
+    let marker = ["sleep", "3171"];
+    let mut child = rbuild(&f.state, &["run", "app", marker[0], marker[1]])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut started = false;
+    for _ in 0..600 {
+        if !processes_running(&marker).is_empty() {
+            started = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(started, "the sandboxed sleep never started");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM");
+    let mut gone = false;
+    for _ in 0..600 {
+        if processes_running(&marker).is_empty() {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(gone, "the sandboxed process outlived `rbuild run`");
+}

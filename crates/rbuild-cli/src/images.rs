@@ -388,8 +388,27 @@ pub async fn run(opts: BuilderOptions, args: RunArgs) -> anyhow::Result<ExitCode
             }
         };
     };
-    let code = builder.run_image(&req, ProgressSink::discard(), &mut output).await?;
+    // Ctrl-C, SIGTERM or SIGHUP end the run: dropping it kills the sandbox
+    // (its helper is killed on drop; the sandbox's init dies with it), and
+    // we exit as a shell would (128 + signal).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let code = tokio::select! {
+        code = builder.run_image(&req, ProgressSink::discard(), &mut output) => code?,
+        _ = int.recv() => 128 + libc_signal::SIGINT,
+        _ = term.recv() => 128 + libc_signal::SIGTERM,
+        _ = hup.recv() => 128 + libc_signal::SIGHUP,
+    };
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}
+
+/// Signal numbers on Linux (the CLI does not depend on libc).
+mod libc_signal {
+    pub const SIGHUP: i32 = 1;
+    pub const SIGINT: i32 = 2;
+    pub const SIGTERM: i32 = 15;
 }
 
 #[cfg(test)]
