@@ -50,13 +50,15 @@ pub(crate) fn parse_flags(
 ) -> Result<Flags, RawError> {
     let mut out = Flags::default();
     for (i, raw) in node.flags.iter().enumerate() {
-        let span = node
-            .flag_ranges
-            .get(i)
-            .map_or(node.span, |&(s, e)| node.range_span(s, e));
+        // Computed only on error: positions cost a lookup.
+        let span = || {
+            node.flag_ranges
+                .get(i)
+                .map_or(node.span, |&(s, e)| node.range_span(s, e))
+        };
         let Some(body) = raw.strip_prefix("--") else {
             return Err(RawError::new(
-                span,
+                span(),
                 format!("flag `{raw}` of {keyword} should start with `--`"),
             ));
         };
@@ -66,7 +68,7 @@ pub(crate) fn parse_flags(
         };
         let Some(&(decl, kind)) = declared.iter().find(|(n, _)| *n == name) else {
             let names: Vec<&str> = declared.iter().map(|(n, _)| *n).collect();
-            let err = RawError::new(span, format!("unknown flag `--{name}` for {keyword}"));
+            let err = RawError::new(span(), format!("unknown flag `--{name}` for {keyword}"));
             return Err(match suggest(name, &names) {
                 Some(s) => err.with_hint(format!("did you mean `--{s}`?")),
                 None if names.is_empty() => err.with_hint(format!("{keyword} takes no flags")),
@@ -78,7 +80,7 @@ pub(crate) fn parse_flags(
         };
         if kind != FlagKind::Strings && out.origin.contains_key(decl) {
             return Err(RawError::new(
-                span,
+                span(),
                 format!("duplicate flag specified: `--{name}`"),
             ));
         }
@@ -91,13 +93,13 @@ pub(crate) fn parse_flags(
                     Some("false") => false,
                     Some("") => {
                         return Err(RawError::new(
-                            span,
+                            span(),
                             format!("missing a value on flag `--{name}`"),
                         ));
                     }
                     Some(_) => {
                         return Err(RawError::new(
-                            span,
+                            span(),
                             format!(
                                 "expecting boolean value for flag `--{name}`, not: `{}`",
                                 value.unwrap_or_default()
@@ -109,10 +111,11 @@ pub(crate) fn parse_flags(
             }
             FlagKind::String | FlagKind::Strings => {
                 let Some(v) = value else {
-                    return Err(
-                        RawError::new(span, format!("missing a value on flag `--{name}`"))
-                            .with_hint(format!("write `--{name}=<value>`")),
-                    );
+                    return Err(RawError::new(
+                        span(),
+                        format!("missing a value on flag `--{name}`"),
+                    )
+                    .with_hint(format!("write `--{name}=<value>`")));
                 };
                 if kind == FlagKind::String {
                     out.strings.insert(decl, v.to_string());

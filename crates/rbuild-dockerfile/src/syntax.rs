@@ -187,7 +187,11 @@ pub(crate) struct LineMap {
 impl LineMap {
     fn position(&self, joined: &str, offset: usize) -> (usize, usize) {
         let offset = offset.min(joined.len());
-        let Some(&(seg_off, line, col)) = self.segments.iter().rev().find(|s| s.0 <= offset) else {
+        // Segments are sorted by offset: binary search for the last one
+        // starting at or before `offset`.
+        let idx = self.segments.partition_point(|s| s.0 <= offset);
+        let Some(&(seg_off, line, col)) = idx.checked_sub(1).and_then(|i| self.segments.get(i))
+        else {
             return (1, 1);
         };
         let between = joined.get(seg_off..offset).map_or(0, |s| s.chars().count());
