@@ -321,3 +321,77 @@ fn a_terminated_run_takes_its_sandbox_with_it() {
     }
     assert!(gone, "the sandboxed process outlived `rbuild run`");
 }
+
+/// Debian's dockerd on a private socket with its own data root, stopped
+/// (SIGTERM, so it unmounts what it mounted) when dropped.
+struct Dockerd {
+    child: std::process::Child,
+    sock: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Option<Dockerd> {
+        if !support::have("dockerd") || !support::have("docker") {
+            skip("dockerd or docker is not installed (package docker.io)");
+            return None;
+        }
+        let dir = support::open_tempdir();
+        let sock = dir.path().join("docker.sock");
+        let ns = format!("rbuild-e2e-{}", std::process::id());
+        let child = Command::new("dockerd")
+            .arg(format!("--host=unix://{}", sock.display()))
+            .arg(format!("--data-root={}", dir.path().join("root").display()))
+            .arg(format!("--exec-root={}", dir.path().join("exec").display()))
+            .arg(format!("--pidfile={}", dir.path().join("dockerd.pid").display()))
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .arg(format!("--containerd-namespace={ns}"))
+            .arg(format!("--containerd-plugins-namespace={ns}-plugins"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("dockerd.log")).ok()?)
+            .spawn()
+            .ok()?;
+        let d = Dockerd { child, sock, _dir: dir };
+        for _ in 0..600 {
+            if d.docker().arg("version").output().is_ok_and(|o| o.status.success()) {
+                return Some(d);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        skip("dockerd did not start on its private socket");
+        None
+    }
+
+    fn docker(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.arg(format!("--host=unix://{}", self.sock.display())).env("DOCKER_CONFIG", self._dir.path());
+        c
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn docker_loads_and_runs_a_saved_image() {
+    if !ready() {
+        return;
+    }
+    let Some(dockerd) = Dockerd::start() else { return };
+    let f = built_app();
+    let tar = f.dir.join("app.tar");
+    ok(rbuild(&f.state, &["save", "app", "-o"]).arg(&tar));
+    let loaded = ok(dockerd.docker().arg("load").arg("-i").arg(&tar));
+    assert!(stdout(&loaded).contains("Loaded image: app:latest"), "{}", stdout(&loaded));
+    let json = stdout(&ok(&mut rbuild(&f.state, &["images", "--format", "json", "app"])));
+    let row: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    let id = stdout(&ok(dockerd.docker().args(["image", "inspect", "--format", "{{.Id}}", "app:latest"])));
+    assert_eq!(id.trim(), row["ID"].as_str().unwrap(), "docker has the same image ID");
+    let out = ok(dockerd.docker().args(["run", "--rm", "--network=none", "app:latest"]));
+    assert_eq!(stdout(&out), "hi world from /srv as 1000\n", "docker runs it as rbuild run does");
+}
