@@ -425,7 +425,11 @@ impl Engine {
                 tracing::debug!(snapshot = %id, error = %e, "prune: cannot move snapshot out of view");
                 continue;
             }
-            rbuild_snapshot::remove_tree(&hidden).map_err(io_err(&hidden))?;
+            // Out of view now; `Snapshotter::open` in another process may be
+            // deleting it at the same time, so a failure here is not ours.
+            if let Err(e) = rbuild_snapshot::remove_tree(&hidden) {
+                tracing::debug!(dir = %hidden.display(), error = %e, "prune: removing snapshot tree");
+            }
             if let Some(p) = parent
                 && let Some(n) = children.get_mut(p)
             {
