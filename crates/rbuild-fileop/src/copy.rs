@@ -12,7 +12,12 @@
 //! - an existing file is replaced, an existing directory merged;
 //! - symlinks inside sources are copied as symlinks, and only the top-level
 //!   source follows a symlink when `follow_symlinks` is set — always inside
-//!   the source root; hard links between copied files stay hard links.
+//!   the source root; hard links between copied files stay hard links;
+//! - wildcards follow Go's `filepath.Match` per path component (a `**` is a
+//!   plain `*`), except with `--parents`, where `**` spans directories;
+//! - `--exclude` and the context's `.dockerignore` (`context_ignore`) drop
+//!   entries; an ignored source is simply not found;
+//! - `ADD` (`unpack_archives`) extracts tar archives instead (see `unpack`).
 //!
 //! Every lookup is fd-relative: sources through the in-root resolver of the
 //! source root, the destination through the destination root, so a symlink
