@@ -309,7 +309,10 @@ impl Engine {
         let disk = self.disk_facts()?;
         let (inv, plan) = {
             let mut conn = self.state.db.conn();
-            let tx = conn.transaction()?;
+            // Immediate: reading the leases may delete dead ones, and a
+            // deferred read that upgrades to a write can fail outright
+            // (SQLITE_BUSY_SNAPSHOT) when a build wrote in between.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let inv = self.inventory(&tx, disk)?;
             let all = PruneOptions { all: true, ..PruneOptions::default() };
             let plan = plan(&inv, &all, crate::lease::now());
