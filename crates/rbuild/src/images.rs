@@ -167,6 +167,8 @@ impl Builder {
         output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
     ) -> Result<i32, Error> {
         let engine = self.engine();
+        // For the lease protocol: what this run uses is kept from GC.
+        let _guard = engine.begin_build().map_err(rbuild_solver::SolveError::from)?;
         let image = engine.find_local_image(&req.image)?;
         let config_digest = rbuild_oci::digest::Digest::parse(&image.config_digest)
             .map_err(|e| Error::Invalid(format!("image `{}`: {e}", image.familiar_name())))?;
