@@ -258,6 +258,10 @@ pub(crate) fn run_spec(config: &ImageConfig, req: &RunRequest) -> Result<RunSpec
 }
 
 #[cfg(test)]
+#[path = "images_tests.rs"]
+mod store_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
