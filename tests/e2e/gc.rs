@@ -113,18 +113,7 @@ fn prune_while_a_build_runs_does_not_break_it() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            panic!("the build ended before its sleep started:\n{seen}");
-        }
-        seen.push_str(&line);
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["event"] == "started" && v["name"].as_str().is_some_and(|n| n.contains("sleep 3")) {
-            break;
-        }
-    }
+    let seen = wait_for_step(&mut stderr, "sleep 3");
     // The build sits in its RUN on top of the base chain now.
     let report = prune(&state, &["--all"]);
     let removed = descriptions(&report);
@@ -302,4 +291,64 @@ fn local_images_survive_prune_all_until_rmi() {
     let usage = du(&state);
     assert_eq!(count(&usage, "blobs"), 0, "{usage}");
     assert_eq!(count(&usage, "snapshots"), 0, "{usage}");
+}
+
+/// Waits until the rawjson stream of a running build reports that the step
+/// whose name contains `needle` started; returns what it read.
+fn wait_for_step(stderr: &mut impl BufRead, needle: &str) -> String {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("the build ended before `{needle}` started:\n{seen}");
+        }
+        seen.push_str(&line);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["event"] == "started" && v["name"].as_str().is_some_and(|n| n.contains(needle)) {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn prune_all_during_a_build_on_a_pulled_base_and_pulling_again_afterwards() {
+    if !ready() {
+        return;
+    }
+    let Some(registry) = support::Registry::start() else { return };
+    let work = support::open_tempdir();
+    let base_ctx = work.path().join("base");
+    std::fs::create_dir_all(&base_ctx).unwrap();
+    std::fs::copy("/bin/busybox", base_ctx.join("busybox")).unwrap();
+    std::fs::write(base_ctx.join("Dockerfile"), BASE.replace(" AS base", "")).unwrap();
+    let base_ref = format!("{}/gc/base:1", registry.host());
+    ok(rbuild(&work.path().join("pusher")).args(["build", "--progress=plain", "--push", "-t", &base_ref]).arg(&base_ctx));
+
+    let state = work.path().join("state");
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {base_ref}\nRUN sleep 3 && echo pulled > /p\n")).unwrap();
+    let mut child = rbuild(&state)
+        .args(["build", "--progress=rawjson"])
+        .arg(&ctx)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let seen = wait_for_step(&mut stderr, "sleep 3");
+    let during = prune(&state, &["--all"]);
+    assert_eq!(count(&during, "snapshots"), 0, "everything belongs to the running build: {during}");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    assert!(child.wait().unwrap().success(), "the build failed after a concurrent prune:\n{seen}{rest}");
+
+    // Nobody builds now: everything goes, and the next build pulls again.
+    prune(&state, &["--all"]);
+    let usage = du(&state);
+    assert_eq!((count(&usage, "snapshots"), count(&usage, "blobs")), (0, 0), "{usage}");
+    let ran = build(&state, &ctx);
+    assert!(ran.iter().any(|n| n.contains("sleep 3")), "{ran:?}");
+    let usage = du(&state);
+    assert!(descriptions(&usage).iter().any(|d| d.starts_with("layer ")), "the base was pulled again: {usage}");
 }
