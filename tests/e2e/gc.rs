@@ -45,12 +45,19 @@ fn du(state: &Path) -> serde_json::Value {
 }
 
 fn prune(state: &Path, args: &[&str]) -> serde_json::Value {
-    let out = ok(rbuild(state).args(["prune", "--force", "--format=json"]).args(args));
+    let out = ok(rbuild(state)
+        .args(["prune", "--force", "--format=json"])
+        .args(args));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn descriptions(v: &serde_json::Value) -> Vec<String> {
-    v["snapshots"].as_array().unwrap().iter().map(|s| s["description"].as_str().unwrap().to_string()).collect()
+    v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["description"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn count(v: &serde_json::Value, what: &str) -> usize {
@@ -70,22 +77,37 @@ fn du_lists_a_build_and_prune_all_empties_the_cache_but_rebuilds_work() {
 
     let usage = du(&state);
     let described = descriptions(&usage);
-    assert!(described.iter().any(|d| d.contains("echo hello")), "{described:?}");
-    assert!(count(&usage, "blobs") >= 3, "layers, config and manifest: {usage}");
+    assert!(
+        described.iter().any(|d| d.contains("echo hello")),
+        "{described:?}"
+    );
+    assert!(
+        count(&usage, "blobs") >= 3,
+        "layers, config and manifest: {usage}"
+    );
     assert!(usage["total"].as_u64().unwrap() > 0);
     let table = ok(rbuild(&state).args(["du"]));
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(table.contains("echo hello") && table.contains("Total:"), "{table}");
+    assert!(
+        table.contains("echo hello") && table.contains("Total:"),
+        "{table}"
+    );
 
     let report = prune(&state, &["--all"]);
     assert!(report["reclaimed"].as_u64().unwrap() > 0);
     let usage = du(&state);
     assert_eq!(count(&usage, "snapshots"), 0, "{usage}");
     assert_eq!(count(&usage, "blobs"), 0, "{usage}");
-    assert!(support::tree(&state.join("snapshots")).is_empty(), "snapshot dirs left");
+    assert!(
+        support::tree(&state.join("snapshots")).is_empty(),
+        "snapshot dirs left"
+    );
 
     let again = build(&state, &ctx);
-    assert!(again.iter().any(|n| n.contains("echo hello")), "the rebuild must run the step again: {again:?}");
+    assert!(
+        again.iter().any(|n| n.contains("echo hello")),
+        "the rebuild must run the step again: {again:?}"
+    );
     assert!(build(&state, &ctx).is_empty(), "and then be cached");
 }
 
@@ -97,7 +119,10 @@ fn prune_while_a_build_runs_does_not_break_it() {
     let work = support::open_tempdir();
     let state = work.path().join("state");
     let (ctx, other) = (work.path().join("ctx"), work.path().join("other"));
-    context(&ctx, "FROM base\nRUN sleep 3 && echo slept > /slept\nRUN cat /slept\n");
+    context(
+        &ctx,
+        "FROM base\nRUN sleep 3 && echo slept > /slept\nRUN cat /slept\n",
+    );
     context(&other, "FROM base\nRUN echo garbage > /garbage\n");
     // Cache that the running build will use (the base) and some it won't.
     build(&state, &other);
@@ -117,8 +142,16 @@ fn prune_while_a_build_runs_does_not_break_it() {
     // The build sits in its RUN on top of the base chain now.
     let report = prune(&state, &["--all"]);
     let removed = descriptions(&report);
-    assert!(removed.iter().any(|d| d.contains("echo garbage")), "{removed:?}");
-    assert!(!removed.iter().any(|d| d.contains("busybox") || d.contains("COPY")), "{removed:?}");
+    assert!(
+        removed.iter().any(|d| d.contains("echo garbage")),
+        "{removed:?}"
+    );
+    assert!(
+        !removed
+            .iter()
+            .any(|d| d.contains("busybox") || d.contains("COPY")),
+        "{removed:?}"
+    );
     let rest = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
@@ -126,8 +159,14 @@ fn prune_while_a_build_runs_does_not_break_it() {
     });
     let status = child.wait().unwrap();
     let rest = rest.join().unwrap();
-    assert!(status.success(), "the build failed after a concurrent prune:\n{seen}{rest}");
-    assert!(build(&state, &ctx).is_empty(), "what the build used and made is still cached");
+    assert!(
+        status.success(),
+        "the build failed after a concurrent prune:\n{seen}{rest}"
+    );
+    assert!(
+        build(&state, &ctx).is_empty(),
+        "what the build used and made is still cached"
+    );
 }
 
 #[test]
@@ -161,7 +200,10 @@ fn keep_storage_keeps_the_most_recently_used() {
     let removed = descriptions(&report);
     assert_eq!(removed.len(), 1, "{removed:?}");
     assert!(removed[0].contains("> /old"), "{removed:?}");
-    assert!(build(&state, &new).is_empty(), "the recent build is still cached");
+    assert!(
+        build(&state, &new).is_empty(),
+        "the recent build is still cached"
+    );
     let rerun = build(&state, &old);
     assert_eq!(rerun.len(), 1, "only the pruned step runs again: {rerun:?}");
 }
@@ -175,18 +217,32 @@ fn automatic_gc_prunes_to_the_configured_cap_after_a_build() {
     let state = work.path().join("state");
     let config_home = work.path().join("config");
     std::fs::create_dir_all(config_home.join("rbuild")).unwrap();
-    std::fs::write(config_home.join("rbuild/config.toml"), "gc-keep-storage = \"1KB\"\n").unwrap();
+    std::fs::write(
+        config_home.join("rbuild/config.toml"),
+        "gc-keep-storage = \"1KB\"\n",
+    )
+    .unwrap();
     let (old, new) = (work.path().join("old"), work.path().join("new"));
     context(&old, "FROM base\nRUN echo old > /old\n");
     context(&new, "FROM base\nRUN echo new > /new\n");
     build(&state, &old);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let usage_before = du(&state);
-    assert!(descriptions(&usage_before).iter().any(|d| d.contains("echo old")));
-    ok(rbuild(&state).env("XDG_CONFIG_HOME", &config_home).args(["build", "--progress=plain"]).arg(&new));
+    assert!(
+        descriptions(&usage_before)
+            .iter()
+            .any(|d| d.contains("echo old"))
+    );
+    ok(rbuild(&state)
+        .env("XDG_CONFIG_HOME", &config_home)
+        .args(["build", "--progress=plain"])
+        .arg(&new));
     let usage = du(&state);
     let described = descriptions(&usage);
-    assert!(!described.iter().any(|d| d.contains("echo old")), "over the cap, older cache goes: {described:?}");
+    assert!(
+        !described.iter().any(|d| d.contains("echo old")),
+        "over the cap, older cache goes: {described:?}"
+    );
 }
 
 /// An inotify watch for reads of one file.
@@ -234,10 +290,19 @@ fn a_no_op_rebuild_in_a_new_process_reads_no_context_file() {
         return;
     };
     assert!(!build(&state, &ctx).is_empty());
-    assert!(watch.was_read(), "the first build reads the file (so the watch works)");
+    assert!(
+        watch.was_read(),
+        "the first build reads the file (so the watch works)"
+    );
     let second = build(&state, &ctx);
-    assert!(second.is_empty(), "nothing changed, nothing runs: {second:?}");
-    assert!(!watch.was_read(), "the second process hashed `data` without reading it");
+    assert!(
+        second.is_empty(),
+        "nothing changed, nothing runs: {second:?}"
+    );
+    assert!(
+        !watch.was_read(),
+        "the second process hashed `data` without reading it"
+    );
     // Changing the file is still noticed.
     std::fs::write(&data, vec![b'e'; 100_000]).unwrap();
     let third = build(&state, &ctx);
@@ -250,22 +315,32 @@ fn an_unprivileged_user_can_see_and_prune_its_cache() {
         support::skip("needs busybox-static");
         return;
     }
-    let Some(user) = support::Runner::unprivileged() else { return };
+    let Some(user) = support::Runner::unprivileged() else {
+        return;
+    };
     let work = support::open_tempdir();
     let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
     user.own(&state);
     // Files owned by ids of the user's subordinate range, and a dir they
     // cannot write: removal happens inside the user namespace.
-    context(&ctx, "FROM base\nRUN mkdir -p /locked/in && echo x > /locked/in/f && chown -R 1000:1000 /locked && chmod 500 /locked\n");
+    context(
+        &ctx,
+        "FROM base\nRUN mkdir -p /locked/in && echo x > /locked/in/f && chown -R 1000:1000 /locked && chmod 500 /locked\n",
+    );
     std::fs::set_permissions(&ctx, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let root_arg = format!("--root={}", state.display());
-    ok(user.rbuild().args([&root_arg, "build", "--progress=plain"]).arg(&ctx));
+    ok(user
+        .rbuild()
+        .args([&root_arg, "build", "--progress=plain"])
+        .arg(&ctx));
     let usage: serde_json::Value =
-        serde_json::from_slice(&ok(user.rbuild().args([&root_arg, "du", "--format=json"])).stdout).unwrap();
+        serde_json::from_slice(&ok(user.rbuild().args([&root_arg, "du", "--format=json"])).stdout)
+            .unwrap();
     assert!(count(&usage, "snapshots") >= 2, "{usage}");
     ok(user.rbuild().args([&root_arg, "prune", "--all", "--force"]));
     let usage: serde_json::Value =
-        serde_json::from_slice(&ok(user.rbuild().args([&root_arg, "du", "--format=json"])).stdout).unwrap();
+        serde_json::from_slice(&ok(user.rbuild().args([&root_arg, "du", "--format=json"])).stdout)
+            .unwrap();
     assert_eq!(count(&usage, "snapshots"), 0, "{usage}");
     assert_eq!(count(&usage, "blobs"), 0, "{usage}");
 }
@@ -278,16 +353,24 @@ fn local_images_survive_prune_all_until_rmi() {
     let work = support::open_tempdir();
     let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
     context(&ctx, "FROM base\nRUN echo kept > /kept\n");
-    ok(rbuild(&state).args(["build", "--progress=plain", "-t", "gc-app:1"]).arg(&ctx));
+    ok(rbuild(&state)
+        .args(["build", "--progress=plain", "-t", "gc-app:1"])
+        .arg(&ctx));
     let report = prune(&state, &["--all"]);
     assert!(count(&report, "snapshots") > 0, "the cache goes: {report}");
-    assert!(count(&report, "blobs") == 0, "the image's blobs stay: {report}");
+    assert!(
+        count(&report, "blobs") == 0,
+        "the image's blobs stay: {report}"
+    );
     // The image still runs: its layers are unpacked again from its blobs.
     let out = ok(rbuild(&state).args(["run", "--rm", "gc-app:1", "cat", "/kept"]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "kept");
     ok(rbuild(&state).args(["rmi", "gc-app:1"]));
     let report = prune(&state, &["--all"]);
-    assert!(count(&report, "blobs") >= 3, "untagged, its blobs go: {report}");
+    assert!(
+        count(&report, "blobs") >= 3,
+        "untagged, its blobs go: {report}"
+    );
     let usage = du(&state);
     assert_eq!(count(&usage, "blobs"), 0, "{usage}");
     assert_eq!(count(&usage, "snapshots"), 0, "{usage}");
@@ -315,19 +398,27 @@ fn prune_all_during_a_build_on_a_pulled_base_and_pulling_again_afterwards() {
     if !ready() {
         return;
     }
-    let Some(registry) = support::Registry::start() else { return };
+    let Some(registry) = support::Registry::start() else {
+        return;
+    };
     let work = support::open_tempdir();
     let base_ctx = work.path().join("base");
     std::fs::create_dir_all(&base_ctx).unwrap();
     std::fs::copy("/bin/busybox", base_ctx.join("busybox")).unwrap();
     std::fs::write(base_ctx.join("Dockerfile"), BASE.replace(" AS base", "")).unwrap();
     let base_ref = format!("{}/gc/base:1", registry.host());
-    ok(rbuild(&work.path().join("pusher")).args(["build", "--progress=plain", "--push", "-t", &base_ref]).arg(&base_ctx));
+    ok(rbuild(&work.path().join("pusher"))
+        .args(["build", "--progress=plain", "--push", "-t", &base_ref])
+        .arg(&base_ctx));
 
     let state = work.path().join("state");
     let ctx = work.path().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), format!("FROM {base_ref}\nRUN sleep 3 && echo pulled > /p\n")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base_ref}\nRUN sleep 3 && echo pulled > /p\n"),
+    )
+    .unwrap();
     let mut child = rbuild(&state)
         .args(["build", "--progress=rawjson"])
         .arg(&ctx)
@@ -338,17 +429,31 @@ fn prune_all_during_a_build_on_a_pulled_base_and_pulling_again_afterwards() {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let seen = wait_for_step(&mut stderr, "sleep 3");
     let during = prune(&state, &["--all"]);
-    assert_eq!(count(&during, "snapshots"), 0, "everything belongs to the running build: {during}");
+    assert_eq!(
+        count(&during, "snapshots"),
+        0,
+        "everything belongs to the running build: {during}"
+    );
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-    assert!(child.wait().unwrap().success(), "the build failed after a concurrent prune:\n{seen}{rest}");
+    assert!(
+        child.wait().unwrap().success(),
+        "the build failed after a concurrent prune:\n{seen}{rest}"
+    );
 
     // Nobody builds now: everything goes, and the next build pulls again.
     prune(&state, &["--all"]);
     let usage = du(&state);
-    assert_eq!((count(&usage, "snapshots"), count(&usage, "blobs")), (0, 0), "{usage}");
+    assert_eq!(
+        (count(&usage, "snapshots"), count(&usage, "blobs")),
+        (0, 0),
+        "{usage}"
+    );
     let ran = build(&state, &ctx);
     assert!(ran.iter().any(|n| n.contains("sleep 3")), "{ran:?}");
     let usage = du(&state);
-    assert!(descriptions(&usage).iter().any(|d| d.starts_with("layer ")), "the base was pulled again: {usage}");
+    assert!(
+        descriptions(&usage).iter().any(|d| d.starts_with("layer ")),
+        "the base was pulled again: {usage}"
+    );
 }

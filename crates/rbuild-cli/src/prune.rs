@@ -84,25 +84,65 @@ fn print_du(out: &mut impl Write, du: &DiskUsage, verbose: bool) -> std::io::Res
         }
         writeln!(out, "BLOB\t\t\t\t\t\t\t\t\tSIZE\tREFERENCED")?;
         for b in &du.blobs {
-            writeln!(out, "{}\t{}\t{}", b.digest, format_size(b.size), b.referenced)?;
+            writeln!(
+                out,
+                "{}\t{}\t{}",
+                b.digest,
+                format_size(b.size),
+                b.referenced
+            )?;
         }
         writeln!(out)?;
         writeln!(out, "CACHE MOUNT\tINSTANCE\tSIZE\tIN USE")?;
         for c in &du.cache_mounts {
-            writeln!(out, "{}\t{}\t\t{}\t{}", short(&c.id), c.instance, format_size(c.size), c.in_use)?;
+            writeln!(
+                out,
+                "{}\t{}\t\t{}\t{}",
+                short(&c.id),
+                c.instance,
+                format_size(c.size),
+                c.in_use
+            )?;
         }
         writeln!(out)?;
     } else {
-        writeln!(out, "{:<14}{:<11}{:<16}{:<8}DESCRIPTION", "SNAPSHOT", "SIZE", "LAST USED", "IN USE")?;
+        writeln!(
+            out,
+            "{:<14}{:<11}{:<16}{:<8}DESCRIPTION",
+            "SNAPSHOT", "SIZE", "LAST USED", "IN USE"
+        )?;
         for s in du.snapshots.iter().rev() {
             let in_use = if s.in_use { "*" } else { "" };
-            writeln!(out, "{:<14}{:<11}{:<16}{:<8}{}", short(&s.id), format_size(s.size), ago(s.last_used), in_use, s.description)?;
+            writeln!(
+                out,
+                "{:<14}{:<11}{:<16}{:<8}{}",
+                short(&s.id),
+                format_size(s.size),
+                ago(s.last_used),
+                in_use,
+                s.description
+            )?;
         }
     }
     let sum = |sizes: &mut dyn Iterator<Item = u64>| format_size(sizes.sum());
-    writeln!(out, "Snapshots:\t{}\t{}", du.snapshots.len(), sum(&mut du.snapshots.iter().map(|s| s.size)))?;
-    writeln!(out, "Blobs:\t\t{}\t{}", du.blobs.len(), sum(&mut du.blobs.iter().map(|b| b.size)))?;
-    writeln!(out, "Cache mounts:\t{}\t{}", du.cache_mounts.len(), sum(&mut du.cache_mounts.iter().map(|c| c.size)))?;
+    writeln!(
+        out,
+        "Snapshots:\t{}\t{}",
+        du.snapshots.len(),
+        sum(&mut du.snapshots.iter().map(|s| s.size))
+    )?;
+    writeln!(
+        out,
+        "Blobs:\t\t{}\t{}",
+        du.blobs.len(),
+        sum(&mut du.blobs.iter().map(|b| b.size))
+    )?;
+    writeln!(
+        out,
+        "Cache mounts:\t{}\t{}",
+        du.cache_mounts.len(),
+        sum(&mut du.cache_mounts.iter().map(|c| c.size))
+    )?;
     writeln!(out, "Reclaimable:\t{}", format_size(du.reclaimable))?;
     writeln!(out, "Total:\t\t{}", format_size(du.total))
 }
@@ -124,11 +164,16 @@ pub async fn du(opts: BuilderOptions, args: DuArgs) -> anyhow::Result<ExitCode> 
 
 /// The prune options the flags mean.
 fn prune_options(args: &PruneArgs) -> anyhow::Result<PruneOptions> {
-    let mut opts = PruneOptions { all: args.all, ..PruneOptions::default() };
+    let mut opts = PruneOptions {
+        all: args.all,
+        ..PruneOptions::default()
+    };
     for f in &args.filters {
         match f.split_once('=') {
             Some(("until" | "unused-for", d)) => opts.until = Some(rbuild::parse_duration(d)?),
-            _ => bail!("unsupported --filter `{f}`\nhint: rbuild supports until=DURATION (e.g. until=24h)"),
+            _ => bail!(
+                "unsupported --filter `{f}`\nhint: rbuild supports until=DURATION (e.g. until=24h)"
+            ),
         }
     }
     if let Some(k) = &args.keep_storage {
@@ -139,7 +184,11 @@ fn prune_options(args: &PruneArgs) -> anyhow::Result<PruneOptions> {
 
 /// Asks on the terminal; anything but `y`/`yes` (or no terminal) is no.
 fn confirm(all: bool) -> bool {
-    let what = if all { "all build cache (cache mounts included)" } else { "unused build cache" };
+    let what = if all {
+        "all build cache (cache mounts included)"
+    } else {
+        "unused build cache"
+    };
     let mut err = std::io::stderr().lock();
     let _ = write!(err, "This removes {what}. Continue? [y/N] ");
     let _ = err.flush();
@@ -158,7 +207,13 @@ fn print_report(out: &mut impl Write, r: &PruneReport) -> std::io::Result<()> {
     if !r.snapshots.is_empty() {
         writeln!(out, "{:<14}{:<11}DESCRIPTION", "SNAPSHOT", "SIZE")?;
         for s in &r.snapshots {
-            writeln!(out, "{:<14}{:<11}{}", short(&s.id), format_size(s.size), s.description)?;
+            writeln!(
+                out,
+                "{:<14}{:<11}{}",
+                short(&s.id),
+                format_size(s.size),
+                s.description
+            )?;
         }
     }
     if !r.blobs.is_empty() {
@@ -244,7 +299,10 @@ mod tests {
 
     #[test]
     fn times_read_naturally() {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         assert_eq!(ago(now), "just now");
         assert_eq!(ago(now - 60), "1 minute ago");
         assert_eq!(ago(now - 7200), "2 hours ago");

@@ -48,11 +48,18 @@ pub enum GcError {
     #[error("content store: {0}")]
     Content(String),
     #[error("{path}: {source}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> GcError + '_ {
-    move |source| GcError::Io { path: path.display().to_string(), source }
+    move |source| GcError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// A snapshot in `du` and prune reports.
@@ -155,7 +162,9 @@ struct DiskFacts {
 }
 
 fn mtime(path: &Path) -> i64 {
-    std::fs::symlink_metadata(path).map(|m| m.mtime()).unwrap_or(0)
+    std::fs::symlink_metadata(path)
+        .map(|m| m.mtime())
+        .unwrap_or(0)
 }
 
 impl Engine {
@@ -173,7 +182,10 @@ impl Engine {
         }
         let content = &self.state.content;
         let mut blobs = BTreeMap::new();
-        for (d, size) in content.list().map_err(|e| GcError::Content(crate::chain(&e)))? {
+        for (d, size) in content
+            .list()
+            .map_err(|e| GcError::Content(crate::chain(&e)))?
+        {
             let at = mtime(&content.path(&d));
             blobs.insert(d.to_string(), (size, at));
         }
@@ -186,7 +198,8 @@ impl Engine {
         let live = live_leases(&self.state.root, conn)?;
         let mut keys: HashMap<String, u64> = HashMap::new();
         {
-            let mut stmt = conn.prepare("SELECT snapshot, COUNT(*) FROM cache GROUP BY snapshot")?;
+            let mut stmt =
+                conn.prepare("SELECT snapshot, COUNT(*) FROM cache GROUP BY snapshot")?;
             for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
                 let (s, n) = row?;
                 keys.insert(s, n as u64);
@@ -195,7 +208,9 @@ impl Engine {
         let mut layers: HashMap<String, Vec<String>> = HashMap::new();
         {
             let mut stmt = conn.prepare("SELECT snapshot, digest FROM layers")?;
-            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            for row in
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+            {
                 let (s, d) = row?;
                 layers.entry(s).or_default().push(d);
             }
@@ -222,7 +237,8 @@ impl Engine {
                 let (id, db_parent, size, created, last_used, description) = row?;
                 let disk_entry = on_disk.remove(&id);
                 // Committed after the disk listing: it exists, and is new.
-                let exists = disk_entry.is_some() || sid(&id).is_ok_and(|s| self.state.snapshots.exists(&s));
+                let exists =
+                    disk_entry.is_some() || sid(&id).is_ok_and(|s| self.state.snapshots.exists(&s));
                 let parent = disk_entry.and_then(|(p, _)| p).or(db_parent);
                 snapshots.push(SnapshotEntry {
                     cache_keys: keys.get(&id).copied().unwrap_or(0),
@@ -238,7 +254,10 @@ impl Engine {
             }
         }
         for (id, (parent, at)) in on_disk {
-            let size = sid(&id).ok().and_then(|s| self.state.snapshots.usage(&s).ok()).unwrap_or(0);
+            let size = sid(&id)
+                .ok()
+                .and_then(|s| self.state.snapshots.usage(&s).ok())
+                .unwrap_or(0);
             snapshots.push(SnapshotEntry {
                 id,
                 parent,
@@ -251,13 +270,25 @@ impl Engine {
                 recorded: false,
             });
         }
-        let local_image_blobs =
-            self.image_closure(conn, "SELECT manifest_digest FROM local_images", "local_images", true)?;
+        let local_image_blobs = self.image_closure(
+            conn,
+            "SELECT manifest_digest FROM local_images",
+            "local_images",
+            true,
+        )?;
         // A resolved base image keeps only its manifest and config: its
         // layers live on as snapshots (with their blobs) as long as those
         // are kept, and are pulled again when not.
-        let resolved_blobs = self.image_closure(conn, "SELECT manifest_digest FROM images", "images", false)?;
-        Ok(Inventory { snapshots, layers, blobs: disk.blobs, local_image_blobs, resolved_blobs, live })
+        let resolved_blobs =
+            self.image_closure(conn, "SELECT manifest_digest FROM images", "images", false)?;
+        Ok(Inventory {
+            snapshots,
+            layers,
+            blobs: disk.blobs,
+            local_image_blobs,
+            resolved_blobs,
+            live,
+        })
     }
 
     /// The blobs the manifests listed by `query` name: configs, and layers
@@ -272,7 +303,11 @@ impl Engine {
         layers: bool,
     ) -> Result<BTreeSet<String>, GcError> {
         let exists: Option<String> = conn
-            .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
+            .query_row(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
             .optional()?;
         let mut out = BTreeSet::new();
         if exists.is_none() {
@@ -288,8 +323,12 @@ impl Engine {
             if !out.insert(digest.clone()) || depth > 4 {
                 continue;
             }
-            let Ok(d) = Digest::parse(&digest) else { continue };
-            let Ok(bytes) = self.state.content.read_all(&d) else { continue };
+            let Ok(d) = Digest::parse(&digest) else {
+                continue;
+            };
+            let Ok(bytes) = self.state.content.read_all(&d) else {
+                continue;
+            };
             match manifest::parse(&bytes, None) {
                 Ok(Parsed::Manifest(m)) => {
                     out.insert(m.config.digest.to_string());
@@ -297,7 +336,11 @@ impl Engine {
                         out.extend(m.layers.iter().map(|l| l.digest.to_string()));
                     }
                 }
-                Ok(Parsed::Index(i)) => stack.extend(i.manifests.iter().map(|m| (m.digest.to_string(), depth + 1))),
+                Ok(Parsed::Index(i)) => stack.extend(
+                    i.manifests
+                        .iter()
+                        .map(|m| (m.digest.to_string(), depth + 1)),
+                ),
                 Err(_) => {}
             }
         }
@@ -314,7 +357,10 @@ impl Engine {
             // (SQLITE_BUSY_SNAPSHOT) when a build wrote in between.
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let inv = self.inventory(&tx, disk)?;
-            let all = PruneOptions { all: true, ..PruneOptions::default() };
+            let all = PruneOptions {
+                all: true,
+                ..PruneOptions::default()
+            };
             let plan = plan(&inv, &all, crate::lease::now());
             tx.commit()?;
             (inv, plan)
@@ -330,16 +376,31 @@ impl Engine {
         let blobs: Vec<BlobEntry> = inv
             .blobs
             .iter()
-            .map(|(d, (size, _))| BlobEntry { digest: d.clone(), size: *size, referenced: referenced.contains(d.as_str()) })
+            .map(|(d, (size, _))| BlobEntry {
+                digest: d.clone(),
+                size: *size,
+                referenced: referenced.contains(d.as_str()),
+            })
             .collect();
         let cache_mounts = self.cache_mounts(false)?;
-        let reclaimable = plan_size(&inv, &plan) + cache_mounts.iter().filter(|c| !c.in_use).map(|c| c.size).sum::<u64>();
+        let reclaimable = plan_size(&inv, &plan)
+            + cache_mounts
+                .iter()
+                .filter(|c| !c.in_use)
+                .map(|c| c.size)
+                .sum::<u64>();
         let total = inv.snapshots.iter().map(|s| s.size).sum::<u64>()
             + blobs.iter().map(|b| b.size).sum::<u64>()
             + cache_mounts.iter().map(|c| c.size).sum::<u64>();
         let mut snapshots = inv.snapshots;
         snapshots.sort_by(|a, b| (a.last_used, &a.id).cmp(&(b.last_used, &b.id)));
-        Ok(DiskUsage { snapshots, blobs, cache_mounts, total, reclaimable })
+        Ok(DiskUsage {
+            snapshots,
+            blobs,
+            cache_mounts,
+            total,
+            reclaimable,
+        })
     }
 
     /// Removes what `opts` selects; safe while other builds run on the same
@@ -353,7 +414,12 @@ impl Engine {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut inv = self.inventory(&tx, disk)?;
             if !opts.protect_own {
-                let since = inv.live.iter().filter(|l| l.id != own).map(|l| l.since).min();
+                let since = inv
+                    .live
+                    .iter()
+                    .filter(|l| l.id != own)
+                    .map(|l| l.since)
+                    .min();
                 for s in &mut inv.snapshots {
                     s.in_use = since.is_some_and(|t| s.last_used >= t || s.created >= t);
                 }
@@ -373,9 +439,12 @@ impl Engine {
             tx.commit()?;
             (inv, plan)
         };
-        let by_id: HashMap<&str, &SnapshotEntry> = inv.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
+        let by_id: HashMap<&str, &SnapshotEntry> =
+            inv.snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
         for id in self.remove_snapshot_dirs(&plan.snapshots)? {
-            let Some(entry) = by_id.get(id.as_str()) else { continue };
+            let Some(entry) = by_id.get(id.as_str()) else {
+                continue;
+            };
             report.reclaimed += entry.size;
             report.snapshots.push((*entry).clone());
         }
@@ -443,16 +512,29 @@ impl Engine {
         Ok(gone)
     }
 
-    fn remove_blobs(&self, inv: &Inventory, blobs: &[String], report: &mut PruneReport) -> Result<(), GcError> {
+    fn remove_blobs(
+        &self,
+        inv: &Inventory,
+        blobs: &[String],
+        report: &mut PruneReport,
+    ) -> Result<(), GcError> {
         for digest in blobs {
-            let Some((size, _)) = inv.blobs.get(digest) else { continue };
-            let Ok(d) = Digest::parse(digest) else { continue };
+            let Some((size, _)) = inv.blobs.get(digest) else {
+                continue;
+            };
+            let Ok(d) = Digest::parse(digest) else {
+                continue;
+            };
             match self.state.content.remove(&d) {
                 Ok(()) | Err(rbuild_oci::store::StoreError::NotFound(_)) => {}
                 Err(e) => return Err(GcError::Content(crate::chain(&e))),
             }
             report.reclaimed += size;
-            report.blobs.push(BlobEntry { digest: digest.clone(), size: *size, referenced: false });
+            report.blobs.push(BlobEntry {
+                digest: digest.clone(),
+                size: *size,
+                referenced: false,
+            });
         }
         Ok(())
     }
@@ -466,14 +548,21 @@ impl Engine {
         if used <= cap {
             return Ok(None);
         }
-        let opts = PruneOptions { keep_storage: Some(cap), protect_own: true, ..PruneOptions::default() };
+        let opts = PruneOptions {
+            keep_storage: Some(cap),
+            protect_own: true,
+            ..PruneOptions::default()
+        };
         self.prune(&opts).map(Some)
     }
 
     /// Recorded snapshot sizes plus blob sizes (cheap: no tree walks).
     fn usage_estimate(&self) -> Result<u64, GcError> {
-        let snapshots: i64 =
-            self.state.db.conn().query_row("SELECT COALESCE(SUM(size), 0) FROM snapshots", [], |r| r.get(0))?;
+        let snapshots: i64 = self.state.db.conn().query_row(
+            "SELECT COALESCE(SUM(size), 0) FROM snapshots",
+            [],
+            |r| r.get(0),
+        )?;
         let blobs: u64 = self
             .state
             .content
@@ -504,26 +593,43 @@ impl Engine {
         };
         for id_dir in entries {
             let id_dir = id_dir.map_err(io_err(root))?;
-            let Some(id) = id_dir.file_name().to_str().map(str::to_string) else { continue };
+            let Some(id) = id_dir.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
             if !id_dir.file_type().map_err(io_err(root))?.is_dir() {
                 continue;
             }
             let base = id_dir.path();
             for inst in std::fs::read_dir(&base).map_err(io_err(&base))? {
                 let inst = inst.map_err(io_err(&base))?;
-                let Some(name) = inst.file_name().to_str().map(str::to_string) else { continue };
-                if name.parse::<u32>().is_err() || !inst.file_type().map_err(io_err(&base))?.is_dir() {
+                let Some(name) = inst.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if name.parse::<u32>().is_err()
+                    || !inst.file_type().map_err(io_err(&base))?.is_dir()
+                {
                     continue;
                 }
                 let lock_path = base.join(format!("{name}.lock"));
-                let lock = File::options().create(true).truncate(false).write(true).open(&lock_path);
+                let lock = File::options()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path);
                 let held = match &lock {
-                    Ok(f) => rustix::fs::flock(f, FlockOperation::NonBlockingLockExclusive).is_err(),
+                    Ok(f) => {
+                        rustix::fs::flock(f, FlockOperation::NonBlockingLockExclusive).is_err()
+                    }
                     Err(_) => true,
                 };
                 let dir = inst.path();
                 let size = dir_usage(&dir);
-                let entry = CacheMountEntry { id: id.clone(), instance: name, size, in_use: held };
+                let entry = CacheMountEntry {
+                    id: id.clone(),
+                    instance: name,
+                    size,
+                    in_use: held,
+                };
                 if remove {
                     if held {
                         continue;
@@ -569,7 +675,9 @@ fn plan(inv: &Inventory, opts: &PruneOptions, now: i64) -> select::Selection {
         .blobs
         .iter()
         .map(|(d, (size, at))| {
-            let keep = leased(*at) || inv.local_image_blobs.contains(d) || (!opts.all && inv.resolved_blobs.contains(d));
+            let keep = leased(*at)
+                || inv.local_image_blobs.contains(d)
+                || (!opts.all && inv.resolved_blobs.contains(d));
             (d.clone(), select::Blob { size: *size, keep })
         })
         .collect();
@@ -578,9 +686,21 @@ fn plan(inv: &Inventory, opts: &PruneOptions, now: i64) -> select::Selection {
 
 /// Bytes a selection frees.
 fn plan_size(inv: &Inventory, plan: &select::Selection) -> u64 {
-    let sizes: HashMap<&str, u64> = inv.snapshots.iter().map(|s| (s.id.as_str(), s.size)).collect();
-    plan.snapshots.iter().filter_map(|id| sizes.get(id.as_str())).sum::<u64>()
-        + plan.blobs.iter().filter_map(|d| inv.blobs.get(d)).map(|(s, _)| s).sum::<u64>()
+    let sizes: HashMap<&str, u64> = inv
+        .snapshots
+        .iter()
+        .map(|s| (s.id.as_str(), s.size))
+        .collect();
+    plan.snapshots
+        .iter()
+        .filter_map(|id| sizes.get(id.as_str()))
+        .sum::<u64>()
+        + plan
+            .blobs
+            .iter()
+            .filter_map(|d| inv.blobs.get(d))
+            .map(|(s, _)| s)
+            .sum::<u64>()
 }
 
 /// Allocated bytes under `dir` (hardlinks once, symlinks not followed).
@@ -590,7 +710,9 @@ pub(crate) fn dir_usage(dir: &Path) -> u64 {
     let mut total = 0u64;
     let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let Ok(m) = entry.metadata() else { continue };
             if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {

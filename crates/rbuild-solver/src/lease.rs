@@ -43,13 +43,20 @@ CREATE TABLE IF NOT EXISTS leases (
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error("lease file {path}: {source}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("leases table: {0}")]
     Sql(#[from] rusqlite::Error),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LeaseError + '_ {
-    move |source| LeaseError::Io { path: path.display().to_string(), source }
+    move |source| LeaseError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Seconds since the epoch (the unit of every time in the metadata DB).
@@ -91,7 +98,11 @@ impl Lease {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{nanos:x}-{n:x}", std::process::id());
         let path = dir.join(format!("{id}.lock"));
-        let file = File::options().create_new(true).write(true).open(&path).map_err(io_err(&path))?;
+        let file = File::options()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive)
             .map_err(|e| io_err(&path)(std::io::Error::from(e)))?;
         let since = now();
@@ -99,7 +110,13 @@ impl Lease {
             "INSERT INTO leases (id, pid, since) VALUES (?1, ?2, ?3)",
             params![id, std::process::id(), since],
         )?;
-        Ok(Lease { id, path, since: AtomicI64::new(since), active: Mutex::new(0), _lock: file })
+        Ok(Lease {
+            id,
+            path,
+            since: AtomicI64::new(since),
+            active: Mutex::new(0),
+            _lock: file,
+        })
     }
 
     /// The lease's id (the name of its lock file).
@@ -116,7 +133,10 @@ impl Lease {
     /// protected. Only call it when no build of this process is running.
     pub(crate) fn renew(&self, conn: &Connection) -> Result<(), LeaseError> {
         let t = now();
-        conn.execute("UPDATE leases SET since = ?2 WHERE id = ?1", params![self.id, t])?;
+        conn.execute(
+            "UPDATE leases SET since = ?2 WHERE id = ?1",
+            params![self.id, t],
+        )?;
         self.since.store(t, Ordering::Relaxed);
         Ok(())
     }
@@ -166,7 +186,9 @@ impl crate::Engine {
     /// build's outputs are written.
     pub fn begin_build(self: &Arc<Self>) -> Result<BuildGuard, LeaseError> {
         self.lease.enter(&self.state.db.conn())?;
-        Ok(BuildGuard { engine: self.clone() })
+        Ok(BuildGuard {
+            engine: self.clone(),
+        })
     }
 }
 
@@ -180,10 +202,19 @@ pub struct LiveLease {
 
 /// The leases whose owners are alive; rows of dead owners are deleted (with
 /// their lock files). Runs inside the caller's transaction.
-pub(crate) fn live_leases(state_root: &Path, conn: &Connection) -> Result<Vec<LiveLease>, LeaseError> {
+pub(crate) fn live_leases(
+    state_root: &Path,
+    conn: &Connection,
+) -> Result<Vec<LiveLease>, LeaseError> {
     let rows: Vec<LiveLease> = {
         let mut stmt = conn.prepare("SELECT id, pid, since FROM leases")?;
-        let rows = stmt.query_map([], |r| Ok(LiveLease { id: r.get(0)?, pid: r.get(1)?, since: r.get(2)? }))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(LiveLease {
+                id: r.get(0)?,
+                pid: r.get(1)?,
+                since: r.get(2)?,
+            })
+        })?;
         rows.collect::<Result<_, _>>()?
     };
     let dir = lease_dir(state_root);
@@ -207,15 +238,22 @@ pub(crate) fn live_leases(state_root: &Path, conn: &Connection) -> Result<Vec<Li
 /// the file and writing its row. Only old ones go (a lease being taken
 /// right now has a file and no row yet), and only when nobody holds them.
 fn remove_stray_lock_files(dir: &Path, live: &[LiveLease]) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else { continue };
+        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
+            continue;
+        };
         if !valid_id(id) || live.iter().any(|l| l.id == id) {
             continue;
         }
-        let is_old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < old);
+        let is_old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < old);
         if is_old && !is_alive(dir, id) {
             let _ = std::fs::remove_file(entry.path());
         }
@@ -272,10 +310,14 @@ mod tests {
         let id = lease.id().to_string();
         // The process "dies": its lock goes away, its row stays.
         drop(lease);
-        let rows: i64 = conn.query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0)).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(rows, 1);
         assert!(live_leases(dir.path(), &conn).unwrap().is_empty());
-        let rows: i64 = conn.query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0)).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(rows, 0);
         assert!(!lease_dir(dir.path()).join(format!("{id}.lock")).exists());
     }
@@ -293,12 +335,18 @@ mod tests {
         conn.execute("UPDATE leases SET since = 6", []).unwrap();
         lease.since.store(6, Ordering::Relaxed);
         lease.enter(&conn).unwrap();
-        assert_eq!(lease.since(), 6, "a build that starts while another runs renews nothing");
+        assert_eq!(
+            lease.since(),
+            6,
+            "a build that starts while another runs renews nothing"
+        );
         lease.leave();
         lease.leave();
         lease.enter(&conn).unwrap();
         assert!(lease.since() > 6);
-        let row: i64 = conn.query_row("SELECT since FROM leases", [], |r| r.get(0)).unwrap();
+        let row: i64 = conn
+            .query_row("SELECT since FROM leases", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(row, lease.since());
     }
 
@@ -310,7 +358,10 @@ mod tests {
         std::fs::create_dir_all(&leases).unwrap();
         let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         let stray = leases.join("1-aa-0.lock");
-        File::create(&stray).unwrap().set_modified(long_ago).unwrap();
+        File::create(&stray)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
         let fresh = leases.join("2-bb-0.lock");
         File::create(&fresh).unwrap();
         let held_path = leases.join("3-cc-0.lock");
@@ -326,7 +377,11 @@ mod tests {
     fn hostile_ids_never_name_files() {
         let dir = tempfile::tempdir().unwrap();
         let conn = db(dir.path());
-        conn.execute("INSERT INTO leases (id, pid, since) VALUES ('../../etc/passwd', 1, 0)", []).unwrap();
+        conn.execute(
+            "INSERT INTO leases (id, pid, since) VALUES ('../../etc/passwd', 1, 0)",
+            [],
+        )
+        .unwrap();
         assert!(live_leases(dir.path(), &conn).unwrap().is_empty());
     }
 }

@@ -51,7 +51,11 @@ CREATE INDEX IF NOT EXISTS stat_cache_used ON stat_cache(used);
 #[derive(Debug, thiserror::Error)]
 pub enum StatCacheError {
     #[error("stat cache {path}: {source}")]
-    Open { path: String, #[source] source: rusqlite::Error },
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("stat cache: {0}")]
     Sql(#[from] rusqlite::Error),
 }
@@ -94,13 +98,24 @@ impl DbStatCache {
 
     /// [`DbStatCache::open`] with another bound on the number of rows.
     pub(crate) fn open_with_limit(path: &Path, max_entries: i64) -> Result<Self, StatCacheError> {
-        let open_err = |source| StatCacheError::Open { path: path.display().to_string(), source };
+        let open_err = |source| StatCacheError::Open {
+            path: path.display().to_string(),
+            source,
+        };
         let conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
-        Ok(DbStatCache { conn: Mutex::new(conn), memory: Mutex::default(), pending: Mutex::default(), max_entries })
+        Ok(DbStatCache {
+            conn: Mutex::new(conn),
+            memory: Mutex::default(),
+            pending: Mutex::default(),
+            max_entries,
+        })
     }
 
     /// Reads every row under `dir` (one range scan of the primary key) into
@@ -138,9 +153,19 @@ impl DbStatCache {
         for row in rows {
             let (path, size, mtime_ns, ctime_ns, inode, dev, mode, hash, used) = row?;
             // A row with a malformed digest is a miss, never an error.
-            let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else { continue };
+            let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
+                continue;
+            };
             let path = PathBuf::from(std::ffi::OsString::from_vec(path));
-            let key = StatKey { path, size: size as u64, mtime_ns, ctime_ns, inode: inode as u64, dev: dev as u64, mode };
+            let key = StatKey {
+                path,
+                size: size as u64,
+                mtime_ns,
+                ctime_ns,
+                inode: inode as u64,
+                dev: dev as u64,
+                mode,
+            };
             out.push((key, (hash, used)));
         }
         Ok(out)
@@ -173,7 +198,11 @@ impl DbStatCache {
         let t = now();
         if *used < t - TOUCH_AFTER {
             *used = t;
-            self.pending.lock().unwrap_or_else(|e| e.into_inner()).touched.push(key.path.clone());
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .touched
+                .push(key.path.clone());
         }
         Some(*hash)
     }
@@ -244,7 +273,10 @@ fn absolute(key: &StatKey) -> Option<std::borrow::Cow<'_, StatKey>> {
         return Some(std::borrow::Cow::Borrowed(key));
     }
     let path = std::path::absolute(&key.path).ok()?;
-    Some(std::borrow::Cow::Owned(StatKey { path, ..key.clone() }))
+    Some(std::borrow::Cow::Owned(StatKey {
+        path,
+        ..key.clone()
+    }))
 }
 
 impl StatCache for DbStatCache {
@@ -260,7 +292,9 @@ impl StatCache for DbStatCache {
     }
 
     fn put(&self, key: StatKey, hash: [u8; 32]) {
-        let Some(key) = absolute(&key).map(std::borrow::Cow::into_owned) else { return };
+        let Some(key) = absolute(&key).map(std::borrow::Cow::into_owned) else {
+            return;
+        };
         if let Ok(mut m) = self.memory.lock() {
             m.digests.insert(key.clone(), (hash, now()));
         }

@@ -29,7 +29,10 @@ impl Builder {
     /// and the cache uses more, prunes least recently used records until it
     /// uses less. `None` when there is no cap or usage is under it.
     pub async fn auto_gc(&self) -> Result<Option<PruneReport>, Error> {
-        let cap = self.config().gc_keep_storage_bytes().map_err(|e| Error::Invalid(format!("gc-keep-storage: {e}")))?;
+        let cap = self
+            .config()
+            .gc_keep_storage_bytes()
+            .map_err(|e| Error::Invalid(format!("gc-keep-storage: {e}")))?;
         let Some(cap) = cap else { return Ok(None) };
         let engine = self.engine().clone();
         let report = tokio::task::spawn_blocking(move || engine.gc_to_cap(cap))

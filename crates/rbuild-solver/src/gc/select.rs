@@ -46,9 +46,22 @@ pub(crate) struct Selection {
 }
 
 /// Chooses what to remove; see the module doc for the rules.
-pub(crate) fn select(nodes: &[Node], blobs: &BTreeMap<String, Blob>, cap: Option<u64>) -> Selection {
-    let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
-    let parent_of = |i: usize| nodes[i].parent.as_deref().and_then(|p| index.get(p).copied());
+pub(crate) fn select(
+    nodes: &[Node],
+    blobs: &BTreeMap<String, Blob>,
+    cap: Option<u64>,
+) -> Selection {
+    let index: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    let parent_of = |i: usize| {
+        nodes[i]
+            .parent
+            .as_deref()
+            .and_then(|p| index.get(p).copied())
+    };
     let mut children = vec![0usize; nodes.len()];
     for i in 0..nodes.len() {
         if let Some(p) = parent_of(i) {
@@ -74,7 +87,8 @@ pub(crate) fn select(nodes: &[Node], blobs: &BTreeMap<String, Blob>, cap: Option
             *refs.entry(b.as_str()).or_default() += 1;
         }
     }
-    let mut usage: u64 = nodes.iter().map(|n| n.size).sum::<u64>() + blobs.values().map(|b| b.size).sum::<u64>();
+    let mut usage: u64 =
+        nodes.iter().map(|n| n.size).sum::<u64>() + blobs.values().map(|b| b.size).sum::<u64>();
     let under_cap = |usage: u64| cap.is_some_and(|c| usage <= c);
     let mut out = Selection::default();
     for (digest, b) in blobs {
@@ -95,7 +109,9 @@ pub(crate) fn select(nodes: &[Node], blobs: &BTreeMap<String, Blob>, cap: Option
         out.snapshots.push(n.id.clone());
         usage = usage.saturating_sub(n.size);
         for b in &n.blobs {
-            let Some(count) = refs.get_mut(b.as_str()) else { continue };
+            let Some(count) = refs.get_mut(b.as_str()) else {
+                continue;
+            };
             *count -= 1;
             if *count == 0
                 && let Some(blob) = blobs.get(b)
@@ -120,7 +136,14 @@ mod tests {
     use super::*;
 
     fn node(id: &str, parent: Option<&str>, size: u64, last_used: i64) -> Node {
-        Node { id: id.into(), parent: parent.map(Into::into), size, last_used, keep: false, blobs: vec![] }
+        Node {
+            id: id.into(),
+            parent: parent.map(Into::into),
+            size,
+            last_used,
+            keep: false,
+            blobs: vec![],
+        }
     }
 
     fn no_blobs() -> BTreeMap<String, Blob> {
@@ -130,8 +153,12 @@ mod tests {
     #[test]
     fn everything_unkept_goes_children_first() {
         // a <- b <- c, and a <- d; c is the oldest but still goes after nothing.
-        let nodes =
-            vec![node("a", None, 1, 10), node("b", Some("a"), 1, 5), node("c", Some("b"), 1, 1), node("d", Some("a"), 1, 7)];
+        let nodes = vec![
+            node("a", None, 1, 10),
+            node("b", Some("a"), 1, 5),
+            node("c", Some("b"), 1, 1),
+            node("d", Some("a"), 1, 7),
+        ];
         let s = select(&nodes, &no_blobs(), None);
         assert_eq!(s.snapshots.len(), 4);
         let pos = |id: &str| s.snapshots.iter().position(|x| x == id).unwrap();
@@ -142,7 +169,11 @@ mod tests {
 
     #[test]
     fn a_kept_child_keeps_its_whole_chain() {
-        let mut nodes = vec![node("a", None, 1, 1), node("b", Some("a"), 1, 1), node("c", Some("b"), 1, 1)];
+        let mut nodes = vec![
+            node("a", None, 1, 1),
+            node("b", Some("a"), 1, 1),
+            node("c", Some("b"), 1, 1),
+        ];
         nodes[2].keep = true;
         nodes.push(node("x", Some("a"), 1, 1));
         let s = select(&nodes, &no_blobs(), None);
@@ -151,7 +182,11 @@ mod tests {
 
     #[test]
     fn a_cap_removes_least_recently_used_first_and_stops_under_it() {
-        let nodes = vec![node("old", None, 100, 1), node("mid", None, 100, 2), node("new", None, 100, 3)];
+        let nodes = vec![
+            node("old", None, 100, 1),
+            node("mid", None, 100, 2),
+            node("new", None, 100, 3),
+        ];
         let s = select(&nodes, &no_blobs(), Some(150));
         assert_eq!(s.snapshots, vec!["old".to_string(), "mid".to_string()]);
         let s = select(&nodes, &no_blobs(), Some(300));
@@ -161,7 +196,11 @@ mod tests {
     #[test]
     fn a_cap_never_removes_a_parent_before_its_newer_child() {
         // The parent is older, but its child must go first.
-        let nodes = vec![node("p", None, 100, 1), node("c", Some("p"), 100, 5), node("other", None, 100, 3)];
+        let nodes = vec![
+            node("p", None, 100, 1),
+            node("c", Some("p"), 100, 5),
+            node("other", None, 100, 3),
+        ];
         let s = select(&nodes, &no_blobs(), Some(150));
         assert_eq!(s.snapshots, vec!["other".to_string(), "c".to_string()]);
     }
@@ -173,10 +212,34 @@ mod tests {
         nodes[1].blobs = vec!["shared".into()];
         nodes[1].keep = true;
         let mut blobs = BTreeMap::new();
-        blobs.insert("shared".to_string(), Blob { size: 5, keep: false });
-        blobs.insert("only-a".to_string(), Blob { size: 5, keep: false });
-        blobs.insert("rooted".to_string(), Blob { size: 5, keep: true });
-        blobs.insert("garbage".to_string(), Blob { size: 5, keep: false });
+        blobs.insert(
+            "shared".to_string(),
+            Blob {
+                size: 5,
+                keep: false,
+            },
+        );
+        blobs.insert(
+            "only-a".to_string(),
+            Blob {
+                size: 5,
+                keep: false,
+            },
+        );
+        blobs.insert(
+            "rooted".to_string(),
+            Blob {
+                size: 5,
+                keep: true,
+            },
+        );
+        blobs.insert(
+            "garbage".to_string(),
+            Blob {
+                size: 5,
+                keep: false,
+            },
+        );
         let s = select(&nodes, &blobs, None);
         assert_eq!(s.snapshots, vec!["a".to_string()]);
         let mut removed = s.blobs.clone();
@@ -188,7 +251,13 @@ mod tests {
     fn unreferenced_blobs_count_towards_the_cap_before_any_snapshot() {
         let nodes = vec![node("a", None, 100, 1)];
         let mut blobs = BTreeMap::new();
-        blobs.insert("garbage".to_string(), Blob { size: 100, keep: false });
+        blobs.insert(
+            "garbage".to_string(),
+            Blob {
+                size: 100,
+                keep: false,
+            },
+        );
         let s = select(&nodes, &blobs, Some(100));
         assert!(s.snapshots.is_empty());
         assert_eq!(s.blobs, vec!["garbage".to_string()]);

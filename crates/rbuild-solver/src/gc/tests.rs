@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 fn engine(root: &Path) -> Arc<Engine> {
     let registry = RegistryClient::new(ClientOptions::default()).unwrap();
-    let helper = HelperCommand { program: "/bin/false".into(), args_prefix: vec![] };
+    let helper = HelperCommand {
+        program: "/bin/false".into(),
+        args_prefix: vec![],
+    };
     Engine::open(root, registry, Executor::new(helper)).unwrap()
 }
 
@@ -18,15 +21,24 @@ fn snapshot(e: &Engine, key: &str, parent: Option<&str>, len: usize) -> String {
     let active = crate::prepare(e, parent).unwrap();
     std::fs::write(active.upper.join(key), vec![b'x'; len]).unwrap();
     let id = e.state.snapshots.commit(active).unwrap();
-    e.record(key, id.as_str(), parent, false, &format!("RUN make {key}")).unwrap()
+    e.record(key, id.as_str(), parent, false, &format!("RUN make {key}"))
+        .unwrap()
 }
 
 /// Pretends a snapshot was last used `secs` ago.
 fn age(e: &Engine, id: &str, secs: i64) {
     let t = crate::lease::now() - secs;
     let conn = e.state.db.conn();
-    conn.execute("UPDATE snapshots SET last_used = ?2, created = ?2 WHERE id = ?1", rusqlite::params![id, t]).unwrap();
-    conn.execute("UPDATE cache SET last_used = ?2 WHERE snapshot = ?1", rusqlite::params![id, t]).unwrap();
+    conn.execute(
+        "UPDATE snapshots SET last_used = ?2, created = ?2 WHERE id = ?1",
+        rusqlite::params![id, t],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE cache SET last_used = ?2 WHERE snapshot = ?1",
+        rusqlite::params![id, t],
+    )
+    .unwrap();
 }
 
 fn put_blob(e: &Engine, bytes: &[u8]) -> Digest {
@@ -36,20 +48,39 @@ fn put_blob(e: &Engine, bytes: &[u8]) -> Digest {
 /// Pretends a blob was written `secs` ago.
 fn age_blob(e: &Engine, d: &Digest, secs: i64) {
     let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs as u64);
-    let f = File::options().write(true).open(e.state.content.path(d)).or_else(|_| File::open(e.state.content.path(d)));
+    let f = File::options()
+        .write(true)
+        .open(e.state.content.path(d))
+        .or_else(|_| File::open(e.state.content.path(d)));
     f.unwrap().set_modified(t).unwrap();
 }
 
 fn layer(e: &Engine, snapshot: &str, d: &Digest) {
-    let rec = LayerRecord { diff_id: d.to_string(), digest: d.to_string(), size: 1, media_type: "m".into() };
+    let rec = LayerRecord {
+        diff_id: d.to_string(),
+        digest: d.to_string(),
+        size: 1,
+        media_type: "m".into(),
+    };
     e.state.db.put_layer(snapshot, "gzip", &rec).unwrap();
 }
 
 fn ids(e: &Engine) -> Vec<String> {
-    e.state.snapshots.list().unwrap().into_iter().map(|s| s.to_string()).collect()
+    e.state
+        .snapshots
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
-const ALL: PruneOptions = PruneOptions { all: true, until: None, keep_storage: None, protect_own: false };
+const ALL: PruneOptions = PruneOptions {
+    all: true,
+    until: None,
+    keep_storage: None,
+    protect_own: false,
+};
 
 #[test]
 fn prune_all_empties_snapshots_blobs_and_records() {
@@ -117,7 +148,10 @@ fn the_lease_of_a_dead_process_protects_nothing() {
         .state
         .db
         .conn()
-        .execute("INSERT INTO leases (id, pid, since) VALUES ('99999-dead-0', 99999, 0)", [])
+        .execute(
+            "INSERT INTO leases (id, pid, since) VALUES ('99999-dead-0', 99999, 0)",
+            [],
+        )
         .unwrap();
     let report = pruner.prune(&ALL).unwrap();
     assert_eq!(report.snapshots.len(), 1);
@@ -133,8 +167,18 @@ fn keep_storage_removes_least_recently_used_first() {
     age(&e, &old, 3 * 3600);
     age(&e, &mid, 2 * 3600);
     age(&e, &new, 3600);
-    let one = e.disk_usage().unwrap().snapshots.iter().map(|s| s.size).max().unwrap();
-    let opts = PruneOptions { keep_storage: Some(one + one / 2), ..PruneOptions::default() };
+    let one = e
+        .disk_usage()
+        .unwrap()
+        .snapshots
+        .iter()
+        .map(|s| s.size)
+        .max()
+        .unwrap();
+    let opts = PruneOptions {
+        keep_storage: Some(one + one / 2),
+        ..PruneOptions::default()
+    };
     let report = e.prune(&opts).unwrap();
     let removed: Vec<&str> = report.snapshots.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(removed, vec![old.as_str(), mid.as_str()]);
@@ -150,10 +194,27 @@ fn plain_prune_keeps_recent_cache_and_until_sets_the_age() {
     age(&e, &stale, 3 * 86400);
     age(&e, &recent, 3600);
     let report = e.prune(&PruneOptions::default()).unwrap();
-    assert_eq!(report.snapshots.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![stale]);
-    let opts = PruneOptions { until: Some(1800), ..PruneOptions::default() };
+    assert_eq!(
+        report
+            .snapshots
+            .iter()
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>(),
+        vec![stale]
+    );
+    let opts = PruneOptions {
+        until: Some(1800),
+        ..PruneOptions::default()
+    };
     let report = e.prune(&opts).unwrap();
-    assert_eq!(report.snapshots.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![recent]);
+    assert_eq!(
+        report
+            .snapshots
+            .iter()
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>(),
+        vec![recent]
+    );
 }
 
 #[test]
@@ -183,8 +244,16 @@ fn local_images_keep_their_blobs_always_and_their_snapshots_without_all() {
             rusqlite::params![m.to_string(), config.to_string()],
         )
         .unwrap();
-    let report = e.prune(&PruneOptions { until: Some(0), ..PruneOptions::default() }).unwrap();
-    assert!(report.snapshots.is_empty() && report.blobs.is_empty(), "{report:?}");
+    let report = e
+        .prune(&PruneOptions {
+            until: Some(0),
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert!(
+        report.snapshots.is_empty() && report.blobs.is_empty(),
+        "{report:?}"
+    );
     let report = e.prune(&ALL).unwrap();
     assert_eq!(report.snapshots.len(), 1);
     assert!(report.blobs.is_empty());
@@ -203,7 +272,11 @@ fn directories_left_by_a_crash_are_removed_unless_a_build_may_be_making_them() {
     let orphan = other.state.snapshots.commit(active).unwrap();
     assert!(e.prune(&ALL).unwrap().snapshots.is_empty());
     let du = e.disk_usage().unwrap();
-    assert!(du.snapshots.iter().any(|s| s.id == orphan.as_str() && !s.recorded && s.in_use));
+    assert!(
+        du.snapshots
+            .iter()
+            .any(|s| s.id == orphan.as_str() && !s.recorded && s.in_use)
+    );
     drop(other);
     let report = e.prune(&ALL).unwrap();
     assert_eq!(report.snapshots.len(), 1);
@@ -225,7 +298,14 @@ fn du_lists_snapshots_blobs_cache_mounts_and_totals() {
     assert_eq!(du.snapshots[0].description, "RUN make a");
     assert_eq!(du.snapshots[0].cache_keys, 1);
     assert!(du.snapshots[0].size >= 8192);
-    assert_eq!(du.blobs, vec![BlobEntry { digest: d.to_string(), size: 4, referenced: false }]);
+    assert_eq!(
+        du.blobs,
+        vec![BlobEntry {
+            digest: d.to_string(),
+            size: 4,
+            referenced: false
+        }]
+    );
     assert_eq!(du.cache_mounts.len(), 1);
     assert!(du.cache_mounts[0].size >= 8192 && !du.cache_mounts[0].in_use);
     assert_eq!(du.total, du.snapshots[0].size + 4 + du.cache_mounts[0].size);
@@ -246,9 +326,19 @@ fn prune_all_removes_cache_mounts_nobody_holds() {
     let held = File::create(base.join("1.lock")).unwrap();
     rustix::fs::flock(&held, FlockOperation::LockShared).unwrap();
     let report = e.prune(&PruneOptions::default()).unwrap();
-    assert!(report.cache_mounts.is_empty(), "cache mounts only go with --all");
+    assert!(
+        report.cache_mounts.is_empty(),
+        "cache mounts only go with --all"
+    );
     let report = e.prune(&ALL).unwrap();
-    assert_eq!(report.cache_mounts.iter().map(|c| c.instance.as_str()).collect::<Vec<_>>(), vec!["0"]);
+    assert_eq!(
+        report
+            .cache_mounts
+            .iter()
+            .map(|c| c.instance.as_str())
+            .collect::<Vec<_>>(),
+        vec!["0"]
+    );
     assert!(!base.join("0").exists());
     assert!(base.join("1/f").exists());
 }
@@ -263,9 +353,23 @@ fn automatic_gc_acts_only_above_the_cap() {
     age(&e, &new, 3600);
     // Our own lease started now: the aged records are not protected by it.
     assert!(e.gc_to_cap(u64::MAX).unwrap().is_none());
-    let one = e.disk_usage().unwrap().snapshots.iter().map(|s| s.size).max().unwrap();
+    let one = e
+        .disk_usage()
+        .unwrap()
+        .snapshots
+        .iter()
+        .map(|s| s.size)
+        .max()
+        .unwrap();
     let report = e.gc_to_cap(one).unwrap().expect("over the cap");
-    assert_eq!(report.snapshots.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![old]);
+    assert_eq!(
+        report
+            .snapshots
+            .iter()
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>(),
+        vec![old]
+    );
     assert_eq!(ids(&e), vec![new]);
 }
 
@@ -287,11 +391,24 @@ fn resolved_base_images_keep_manifest_and_config_but_not_pruned_layers() {
     for d in [&config, &layer_blob, &m] {
         age_blob(&e, d, 10 * 86400);
     }
-    let rec = crate::ImageRecord { manifest_digest: m.to_string(), config: b"{}".to_vec() };
-    e.state.db.put_image("docker.io/library/base:latest", "linux/amd64", &rec).unwrap();
+    let rec = crate::ImageRecord {
+        manifest_digest: m.to_string(),
+        config: b"{}".to_vec(),
+    };
+    e.state
+        .db
+        .put_image("docker.io/library/base:latest", "linux/amd64", &rec)
+        .unwrap();
     let report = e.prune(&PruneOptions::default()).unwrap();
     assert_eq!(report.snapshots.len(), 1, "old cache goes");
-    assert_eq!(report.blobs.iter().map(|b| b.digest.clone()).collect::<Vec<_>>(), vec![layer_blob.to_string()]);
+    assert_eq!(
+        report
+            .blobs
+            .iter()
+            .map(|b| b.digest.clone())
+            .collect::<Vec<_>>(),
+        vec![layer_blob.to_string()]
+    );
     assert!(e.state.content.contains(&m) && e.state.content.contains(&config));
     let report = e.prune(&ALL).unwrap();
     assert_eq!(report.blobs.len(), 2);

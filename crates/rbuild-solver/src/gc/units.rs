@@ -6,7 +6,9 @@
 /// A size or duration that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UnitError {
-    #[error("invalid size `{0}`\nhint: a number with an optional unit: 512MB, 10GB, 1.5GiB, 1000000")]
+    #[error(
+        "invalid size `{0}`\nhint: a number with an optional unit: 512MB, 10GB, 1.5GiB, 1000000"
+    )]
     Size(String),
     #[error("invalid duration `{0}`\nhint: a Go-style duration such as 24h, 90m, 1h30m or 7d")]
     Duration(String),
@@ -16,7 +18,9 @@ pub enum UnitError {
 pub fn parse_size(input: &str) -> Result<u64, UnitError> {
     let err = || UnitError::Size(input.to_string());
     let s = input.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     if number.is_empty() {
         return Err(err());
@@ -50,10 +54,14 @@ pub fn parse_duration(input: &str) -> Result<i64, UnitError> {
     let mut total: f64 = 0.0;
     let mut rest = s;
     while !rest.is_empty() {
-        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
         let (number, after) = rest.split_at(split);
         let value: f64 = number.parse().map_err(|_| err())?;
-        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
         let scale = match unit {
             "ns" => 1e-9,
@@ -83,7 +91,15 @@ pub fn format_size(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes}B") } else { format!("{value:.3}").trim_end_matches('0').trim_end_matches('.').to_string() + UNITS[unit] }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + UNITS[unit]
+    }
 }
 
 #[cfg(test)]

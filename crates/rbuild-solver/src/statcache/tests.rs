@@ -41,7 +41,13 @@ impl ReadWatch {
 }
 
 fn hash(ctx: &Path, cache: Option<&dyn StatCache>) -> String {
-    hash_selection(ctx, &["data".to_string()], &SelectionOptions::dockerfile(), cache).unwrap()
+    hash_selection(
+        ctx,
+        &["data".to_string()],
+        &SelectionOptions::dockerfile(),
+        cache,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -62,7 +68,10 @@ fn a_new_process_hashes_an_unchanged_file_without_reading_it() {
         cache.flush().unwrap();
         h
     };
-    assert!(watch.was_read(), "the first hash reads the file (the watch works)");
+    assert!(
+        watch.was_read(),
+        "the first hash reads the file (the watch works)"
+    );
     let second = DbStatCache::open(&db).unwrap();
     assert_eq!(hash(&ctx, Some(&second)), first);
     assert!(!watch.was_read(), "a cached file must not be read");
@@ -88,7 +97,11 @@ fn a_changed_file_is_hashed_again() {
     assert_ne!(before, after);
     assert_eq!(after, hash(&ctx, None));
     drop(cache);
-    assert_eq!(DbStatCache::open(&db).unwrap().len().unwrap(), 1, "one row per path");
+    assert_eq!(
+        DbStatCache::open(&db).unwrap().len().unwrap(),
+        1,
+        "one row per path"
+    );
 }
 
 #[test]
@@ -130,7 +143,15 @@ fn a_row_with_a_bad_hash_is_a_miss() {
             [],
         )
         .unwrap();
-    let key = StatKey { path: "/x".into(), size: 1, mtime_ns: 0, ctime_ns: 0, inode: 1, dev: 1, mode: 420 };
+    let key = StatKey {
+        path: "/x".into(),
+        size: 1,
+        mtime_ns: 0,
+        ctime_ns: 0,
+        inode: 1,
+        dev: 1,
+        mode: 420,
+    };
     assert_eq!(cache.get(&key), None);
 }
 
@@ -138,7 +159,15 @@ fn a_row_with_a_bad_hash_is_a_miss() {
 fn files_in_the_root_directory_and_relative_paths_are_found_again() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.db");
-    let key = |p: &str| StatKey { path: p.into(), size: 1, mtime_ns: 2, ctime_ns: 3, inode: 4, dev: 5, mode: 0o644 };
+    let key = |p: &str| StatKey {
+        path: p.into(),
+        size: 1,
+        mtime_ns: 2,
+        ctime_ns: 3,
+        inode: 4,
+        dev: 5,
+        mode: 0o644,
+    };
     {
         let cache = DbStatCache::open(&db).unwrap();
         cache.put(key("/top"), [1; 32]);
@@ -148,9 +177,22 @@ fn files_in_the_root_directory_and_relative_paths_are_found_again() {
     assert_eq!(cache.get(&key("/top")), Some([1; 32]));
     assert_eq!(cache.get(&key("relative/file")), Some([2; 32]));
     let cwd = std::env::current_dir().unwrap();
-    assert_eq!(cache.get(&StatKey { path: cwd.join("relative/file"), ..key("") }), Some([2; 32]));
+    assert_eq!(
+        cache.get(&StatKey {
+            path: cwd.join("relative/file"),
+            ..key("")
+        }),
+        Some([2; 32])
+    );
     assert_eq!(cache.get(&key("/other")), None);
-    assert_eq!(cache.get(&StatKey { size: 9, ..key("/top") }), None, "another identity is a miss");
+    assert_eq!(
+        cache.get(&StatKey {
+            size: 9,
+            ..key("/top")
+        }),
+        None,
+        "another identity is a miss"
+    );
 }
 
 #[test]
