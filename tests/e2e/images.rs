@@ -135,6 +135,12 @@ fn run_uses_the_image_config_streams_output_and_propagates_the_exit_code() {
     // No network: only loopback is up.
     let out = ok(&mut rbuild(&f.state, &["run", "--network", "none", "app", "sh", "-c", "ls /sys/class/net"]));
     assert_eq!(stdout(&out).split_whitespace().collect::<Vec<_>>(), ["lo"]);
+    // Host network: the host's interfaces.
+    let out = ok(&mut rbuild(&f.state, &["run", "--network", "host", "app", "ls", "/sys/class/net"]));
+    let mut host: Vec<String> =
+        std::fs::read_dir("/sys/class/net").unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    host.sort();
+    assert_eq!(stdout(&out).split_whitespace().collect::<Vec<_>>(), host);
 
     let missing = rbuild(&f.state, &["run", "nosuch"]).output().unwrap();
     assert!(!missing.status.success());
