@@ -356,7 +356,12 @@ impl Engine {
             // deferred read that upgrades to a write can fail outright
             // (SQLITE_BUSY_SNAPSHOT) when a build wrote in between.
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let inv = self.inventory(&tx, disk)?;
+            let mut inv = self.inventory(&tx, disk)?;
+            // This process's lease counts only while it runs a build: the
+            // `rbuild du` process itself uses nothing.
+            if !self.lease.building() {
+                without_lease(&mut inv, self.lease.id());
+            }
             let all = PruneOptions {
                 all: true,
                 ..PruneOptions::default()
@@ -404,7 +409,7 @@ impl Engine {
     }
 
     /// Removes what `opts` selects; safe while other builds run on the same
-    /// state dir (see [`crate::lease`]).
+    /// state dir (the lease protocol: `lease.rs`, `docs/architecture.md`).
     pub fn prune(&self, opts: &PruneOptions) -> Result<PruneReport, GcError> {
         let disk = self.disk_facts()?;
         let own = self.lease.id().to_string();
@@ -414,16 +419,7 @@ impl Engine {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut inv = self.inventory(&tx, disk)?;
             if !opts.protect_own {
-                let since = inv
-                    .live
-                    .iter()
-                    .filter(|l| l.id != own)
-                    .map(|l| l.since)
-                    .min();
-                for s in &mut inv.snapshots {
-                    s.in_use = since.is_some_and(|t| s.last_used >= t || s.created >= t);
-                }
-                inv.live.retain(|l| l.id != own);
+                without_lease(&mut inv, &own);
             }
             let plan = plan(&inv, opts, crate::lease::now());
             for id in &plan.snapshots {
@@ -641,6 +637,15 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+}
+
+/// Forgets one lease: what only it protected is no longer in use.
+fn without_lease(inv: &mut Inventory, id: &str) {
+    inv.live.retain(|l| l.id != id);
+    let since = inv.live.iter().map(|l| l.since).min();
+    for s in &mut inv.snapshots {
+        s.in_use = since.is_some_and(|t| s.last_used >= t || s.created >= t);
     }
 }
 

@@ -151,6 +151,11 @@ impl Lease {
         Ok(())
     }
 
+    /// Whether a build of this process holds a [`BuildGuard`] now.
+    pub(crate) fn building(&self) -> bool {
+        *self.active.lock().unwrap_or_else(|e| e.into_inner()) > 0
+    }
+
     fn leave(&self) {
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         *active = active.saturating_sub(1);
