@@ -457,3 +457,32 @@ fn prune_all_during_a_build_on_a_pulled_base_and_pulling_again_afterwards() {
         "the base was pulled again: {usage}"
     );
 }
+
+#[test]
+fn prune_without_force_and_without_a_terminal_removes_nothing() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    context(&ctx, "FROM base\nRUN echo keep > /keep\n");
+    build(&state, &ctx);
+    let out = rbuild(&state)
+        .args(["prune", "--all"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--force"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(build(&state, &ctx).is_empty(), "nothing was removed");
+    let bad = rbuild(&state)
+        .args(["prune", "--force", "--filter", "type=regular"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("`type=regular`"));
+}
