@@ -121,11 +121,15 @@ fn run_uses_the_image_config_streams_output_and_propagates_the_exit_code() {
     assert_eq!(stdout(&out), "out\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"), "stderr goes to stderr");
 
-    let out = ok(&mut rbuild(
+    let script = "echo $GREETING $WHO $NEW $PASSED ${RBUILD_E2E_UNSET-unset} $(pwd) $(id -u)";
+    let out = ok(rbuild(
         &f.state,
-        &["run", "-e", "WHO=tests", "-e", "NEW=1", "-u", "0", "-w", "/", "app", "sh", "-c", "echo $GREETING $WHO $NEW $(pwd) $(id -u)"],
-    ));
-    assert_eq!(stdout(&out), "hi tests 1 / 0\n", "-e, -u and -w override the image");
+        &["run", "-e", "WHO=tests", "-e", "NEW=1", "-e", "PASSED", "-e", "RBUILD_E2E_UNSET", "-u", "0", "-w", "/", "app"],
+    )
+    .args(["sh", "-c", script])
+    .env("PASSED", "from-us")
+    .env_remove("RBUILD_E2E_UNSET"));
+    assert_eq!(stdout(&out), "hi tests 1 from-us unset / 0\n", "-e, -u and -w override the image");
 
     // Writes are discarded: a second run sees the image as built.
     ok(&mut rbuild(&f.state, &["run", "-u", "0", "app", "sh", "-c", "echo changed > /srv/new && rm /greeting"]));

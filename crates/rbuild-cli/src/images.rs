@@ -366,7 +366,15 @@ pub async fn run(opts: BuilderOptions, args: RunArgs) -> anyhow::Result<ExitCode
         image: args.image.clone(),
         args: args.command.clone(),
         entrypoint: args.entrypoint.as_ref().map(|e| if e.is_empty() { Vec::new() } else { vec![e.clone()] }),
-        env: args.env.clone(),
+        // `-e KEY` passes our value, or nothing when we have none (as docker does).
+        env: args
+            .env
+            .iter()
+            .filter_map(|kv| match kv.split_once('=') {
+                Some(_) => Some(kv.clone()),
+                None => std::env::var(kv).ok().map(|v| format!("{kv}={v}")),
+            })
+            .collect(),
         user: args.user.clone(),
         workdir,
         network: match args.network {

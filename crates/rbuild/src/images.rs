@@ -220,20 +220,13 @@ pub(crate) fn run_spec(config: &ImageConfig, req: &RunRequest) -> Result<RunSpec
     }
     let mut env: Vec<String> = c.env.clone().unwrap_or_default();
     for kv in &req.env {
-        if kv.is_empty() || kv.starts_with('=') {
+        // `-e KEY` (take our value) is the client's to resolve: a daemon's
+        // environment is not the user's.
+        let Some((key, _)) = kv.split_once('=').filter(|(k, _)| !k.is_empty()) else {
             return Err(format!("invalid environment entry `{kv}`\nhint: use -e KEY=VALUE"));
-        }
-        let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
-        let entry = match kv.split_once('=') {
-            Some(_) => kv.clone(),
-            // `-e KEY` takes the value from our own environment, as docker does.
-            None => match std::env::var(key) {
-                Ok(v) => format!("{key}={v}"),
-                Err(_) => continue,
-            },
         };
         env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
-        env.push(entry);
+        env.push(kv.clone());
     }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, rbuild_sandbox::spec::DEFAULT_PATH_ENV.to_string());
@@ -305,6 +298,8 @@ mod tests {
         assert!(run_spec(&c, &RunRequest::default()).unwrap().env[0].starts_with("PATH="));
         let req = RunRequest { env: vec!["=x".into()], ..RunRequest::default() };
         assert!(run_spec(&c, &req).unwrap_err().contains("`=x`"));
+        let req = RunRequest { env: vec!["NOVALUE".into()], ..RunRequest::default() };
+        assert!(run_spec(&c, &req).unwrap_err().contains("`NOVALUE`"));
         let none = config(None, None, &[]);
         assert!(run_spec(&none, &RunRequest::default()).unwrap_err().contains("hint:"));
         let req = RunRequest { workdir: Some("rel".into()), ..RunRequest::default() };
