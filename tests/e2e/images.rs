@@ -240,6 +240,14 @@ fn tag_and_rmi_manage_names_only() {
     let run_gone = rbuild(&f.state, &["run", "app"]).output().unwrap();
     assert!(!run_gone.status.success());
     assert!(String::from_utf8_lossy(&run_gone.stderr).contains("no local image `app`"));
+    // By image ID: refused while two names remain, then --force removes both.
+    let id = stdout(&ok(&mut rbuild(&f.state, &["images", "-q"]))).trim().to_string();
+    let refused = rbuild(&f.state, &["rmi", &id]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("hint:"), "{}", String::from_utf8_lossy(&refused.stderr));
+    let out = ok(&mut rbuild(&f.state, &["rmi", "-f", &id]));
+    assert_eq!(stdout(&out), "Untagged: app:1\nUntagged: registry.example:5000/team/app:v2\n");
+    assert!(names(&f.state).is_empty());
 }
 
 #[test]

@@ -30,6 +30,9 @@ pub struct ImagesArgs {
 
 #[derive(Debug, Args)]
 pub struct RmiArgs {
+    /// Given an image ID, remove all its names.
+    #[arg(short, long)]
+    pub force: bool,
     /// Image names (or ID prefixes) to remove from the local store.
     #[arg(required = true)]
     pub names: Vec<String>,
@@ -279,8 +282,12 @@ pub fn rmi(opts: BuilderOptions, args: RmiArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     let mut out = std::io::stdout().lock();
     for name in &args.names {
-        match builder.remove_image(name) {
-            Ok(image) => writeln!(out, "Untagged: {}", image.familiar_name())?,
+        match builder.remove_image(name, args.force) {
+            Ok(removed) => {
+                for image in removed {
+                    writeln!(out, "Untagged: {}", image.familiar_name())?;
+                }
+            }
             Err(e) => {
                 let _ = writeln!(std::io::stderr(), "error: {e}");
                 failed = true;

@@ -40,6 +40,8 @@ pub enum ImageStoreError {
     NotFound(String),
     #[error("`{input}` matches several local images: {matches}\nhint: give the image's name or a longer ID prefix")]
     Ambiguous { input: String, matches: String },
+    #[error("image `{input}` has several names: {names}\nhint: remove one name (`rbuild rmi NAME`), or all of them with --force")]
+    SeveralNames { input: String, names: String },
     #[error("local image `{name}`: {message}")]
     Content { name: String, message: String },
     #[error(transparent)]
@@ -284,11 +286,34 @@ impl Engine {
         Ok(rec)
     }
 
-    /// Removes a name. The image's blobs and snapshots stay until `prune`.
-    pub fn remove_local_image(&self, name: &str) -> Result<LocalImage, ImageStoreError> {
-        let image = self.find_local_image(name)?;
-        self.state.db.remove_local_image(&image.name)?;
-        Ok(image)
+    /// Removes a name; given an image ID, removes its only name, or every
+    /// name when `all_names` (docker's `rmi -f ID`). The blobs and
+    /// snapshots stay until `prune`. Returns the removed records.
+    pub fn remove_local_image(&self, input: &str, all_names: bool) -> Result<Vec<LocalImage>, ImageStoreError> {
+        let image = self.find_local_image(input)?;
+        let by_name = Reference::parse(input).is_ok_and(|r| r.to_string() == image.name);
+        let targets: Vec<LocalImage> = if by_name {
+            vec![image]
+        } else {
+            let same: Vec<LocalImage> = self
+                .state
+                .db
+                .local_images()?
+                .into_iter()
+                .filter(|i| i.manifest.digest == image.manifest.digest)
+                .collect();
+            if same.len() > 1 && !all_names {
+                return Err(ImageStoreError::SeveralNames {
+                    input: input.to_string(),
+                    names: same.iter().map(LocalImage::familiar_name).collect::<Vec<_>>().join(", "),
+                });
+            }
+            same
+        };
+        for t in &targets {
+            self.state.db.remove_local_image(&t.name)?;
+        }
+        Ok(targets)
     }
 
     /// The local image a base-image name resolves to, as BuildKit's docker

@@ -70,9 +70,11 @@ impl Builder {
         Ok(self.engine().tag_local_image(src, dst)?)
     }
 
-    /// Removes a name from the local store; the blobs stay until `prune`.
-    pub fn remove_image(&self, name: &str) -> Result<LocalImage, Error> {
-        Ok(self.engine().remove_local_image(name)?)
+    /// Removes a name from the local store (given an image ID: its only
+    /// name, or all its names with `all_names`); the blobs stay until
+    /// `prune`. Returns what was removed.
+    pub fn remove_image(&self, name: &str, all_names: bool) -> Result<Vec<LocalImage>, Error> {
+        Ok(self.engine().remove_local_image(name, all_names)?)
     }
 
     /// Pushes a local image to the registry its name points at (or to

@@ -83,12 +83,19 @@ fn names_tags_and_removal() {
     assert_eq!(b.image(&id).unwrap().manifest.digest, img.manifest.digest, "an ID prefix finds the image");
     assert_eq!(b.image(&format!("sha256:{id}")).unwrap().manifest.digest, img.manifest.digest);
 
-    assert_eq!(b.remove_image("app").unwrap().familiar_name(), "app:latest");
-    assert!(matches!(b.remove_image("app"), Err(Error::Image(ImageStoreError::NotFound(_)))));
+    let removed = b.remove_image("app", false).unwrap();
+    assert_eq!(removed.iter().map(|i| i.familiar_name()).collect::<Vec<_>>(), ["app:latest"]);
+    assert!(matches!(b.remove_image("app", false), Err(Error::Image(ImageStoreError::NotFound(_)))));
     assert!(matches!(b.tag_image("nosuch", "x"), Err(Error::Image(ImageStoreError::NotFound(_)))));
     let pinned = format!("app@{}", img.manifest.digest);
     assert!(matches!(b.tag_image("app:1", &pinned), Err(Error::Image(ImageStoreError::DigestName(_)))));
     assert!(matches!(b.image("Bad Name"), Err(Error::Image(ImageStoreError::Name { .. }))));
+    // By ID: refused while the image has several names, unless all go.
+    let err = b.remove_image(&id, false).unwrap_err();
+    assert!(matches!(err, Error::Image(ImageStoreError::SeveralNames { .. })), "{err}");
+    assert!(err.to_string().contains("app:1") && err.to_string().contains("--force"), "{err}");
+    assert_eq!(b.remove_image(&id, true).unwrap().len(), 2);
+    assert!(b.images().unwrap().is_empty());
 }
 
 #[test]
