@@ -35,12 +35,15 @@ pub struct PruneArgs {
     pub format: String,
 }
 
-/// "5 minutes ago" for a time in seconds since the epoch.
-fn ago(t: i64) -> String {
-    let now = std::time::SystemTime::now()
+fn now() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// "5 minutes ago" for a time in seconds since the epoch.
+fn ago(t: i64, now: i64) -> String {
     let s = (now - t).max(0);
     let (n, unit) = match s {
         0..60 => return "just now".into(),
@@ -64,43 +67,48 @@ fn check_format(format: &str) -> anyhow::Result<bool> {
     }
 }
 
-fn print_du(out: &mut impl Write, du: &DiskUsage, verbose: bool) -> std::io::Result<()> {
+fn print_du(out: &mut dyn Write, du: &DiskUsage, verbose: bool, now: i64) -> std::io::Result<()> {
     if verbose {
         for s in &du.snapshots {
-            writeln!(out, "ID:\t\t{}", s.id)?;
+            writeln!(out, "{:<13}{}", "ID:", s.id)?;
             if let Some(p) = &s.parent {
-                writeln!(out, "Parent:\t\t{p}")?;
+                writeln!(out, "{:<13}{p}", "Parent:")?;
             }
-            writeln!(out, "Description:\t{}", s.description)?;
-            writeln!(out, "Size:\t\t{}", format_size(s.size))?;
-            writeln!(out, "Last used:\t{}", ago(s.last_used))?;
-            writeln!(out, "Created:\t{}", ago(s.created))?;
-            writeln!(out, "Cache keys:\t{}", s.cache_keys)?;
-            writeln!(out, "In use:\t\t{}", s.in_use)?;
+            writeln!(out, "{:<13}{}", "Description:", s.description)?;
+            writeln!(out, "{:<13}{}", "Size:", format_size(s.size))?;
+            writeln!(out, "{:<13}{}", "Last used:", ago(s.last_used, now))?;
+            writeln!(out, "{:<13}{}", "Created:", ago(s.created, now))?;
+            writeln!(out, "{:<13}{}", "Cache keys:", s.cache_keys)?;
+            writeln!(out, "{:<13}{}", "In use:", s.in_use)?;
             if !s.recorded {
-                writeln!(out, "Recorded:\tfalse")?;
+                writeln!(out, "{:<13}false", "Recorded:")?;
             }
             writeln!(out)?;
         }
-        writeln!(out, "BLOB\t\t\t\t\t\t\t\t\tSIZE\tREFERENCED")?;
+        writeln!(out, "{:<73}{:<11}REFERENCED", "BLOB", "SIZE")?;
         for b in &du.blobs {
             writeln!(
                 out,
-                "{}\t{}\t{}",
+                "{:<73}{:<11}{}",
                 b.digest,
                 format_size(b.size),
                 b.referenced
             )?;
         }
         writeln!(out)?;
-        writeln!(out, "CACHE MOUNT\tINSTANCE\tSIZE\tIN USE")?;
+        writeln!(
+            out,
+            "{:<14}{:<10}{:<11}IN USE",
+            "CACHE MOUNT", "INSTANCE", "SIZE"
+        )?;
         for c in &du.cache_mounts {
+            let size = format_size(c.size);
             writeln!(
                 out,
-                "{}\t{}\t\t{}\t{}",
+                "{:<14}{:<10}{:<11}{}",
                 short(&c.id),
                 c.instance,
-                format_size(c.size),
+                size,
                 c.in_use
             )?;
         }
@@ -118,33 +126,42 @@ fn print_du(out: &mut impl Write, du: &DiskUsage, verbose: bool) -> std::io::Res
                 "{:<14}{:<11}{:<16}{:<8}{}",
                 short(&s.id),
                 format_size(s.size),
-                ago(s.last_used),
+                ago(s.last_used, now),
                 in_use,
                 s.description
             )?;
         }
     }
     let sum = |sizes: &mut dyn Iterator<Item = u64>| format_size(sizes.sum());
-    writeln!(
+    let line = |out: &mut dyn Write, label: &str, count: String, size: String| {
+        writeln!(out, "{label:<14}{count:<8}{size}")
+    };
+    line(
         out,
-        "Snapshots:\t{}\t{}",
-        du.snapshots.len(),
-        sum(&mut du.snapshots.iter().map(|s| s.size))
+        "Snapshots:",
+        du.snapshots.len().to_string(),
+        sum(&mut du.snapshots.iter().map(|s| s.size)),
     )?;
-    writeln!(
+    line(
         out,
-        "Blobs:\t\t{}\t{}",
-        du.blobs.len(),
-        sum(&mut du.blobs.iter().map(|b| b.size))
+        "Blobs:",
+        du.blobs.len().to_string(),
+        sum(&mut du.blobs.iter().map(|b| b.size)),
     )?;
-    writeln!(
+    let mounts = sum(&mut du.cache_mounts.iter().map(|c| c.size));
+    line(
         out,
-        "Cache mounts:\t{}\t{}",
-        du.cache_mounts.len(),
-        sum(&mut du.cache_mounts.iter().map(|c| c.size))
+        "Cache mounts:",
+        du.cache_mounts.len().to_string(),
+        mounts,
     )?;
-    writeln!(out, "Reclaimable:\t{}", format_size(du.reclaimable))?;
-    writeln!(out, "Total:\t\t{}", format_size(du.total))
+    line(
+        out,
+        "Reclaimable:",
+        String::new(),
+        format_size(du.reclaimable),
+    )?;
+    line(out, "Total:", String::new(), format_size(du.total))
 }
 
 /// `rbuild du`.
@@ -157,7 +174,7 @@ pub async fn du(opts: BuilderOptions, args: DuArgs) -> anyhow::Result<ExitCode> 
         serde_json::to_writer_pretty(&mut out, &du)?;
         writeln!(out)?;
     } else {
-        print_du(&mut out, &du, args.verbose)?;
+        print_du(&mut out, &du, args.verbose, now())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -217,12 +234,17 @@ fn print_report(out: &mut impl Write, r: &PruneReport) -> std::io::Result<()> {
         }
     }
     if !r.blobs.is_empty() {
-        writeln!(out, "Blobs removed:\t{}", r.blobs.len())?;
+        writeln!(out, "{:<22}{}", "Blobs removed:", r.blobs.len())?;
     }
     if !r.cache_mounts.is_empty() {
-        writeln!(out, "Cache mounts removed:\t{}", r.cache_mounts.len())?;
+        writeln!(
+            out,
+            "{:<22}{}",
+            "Cache mounts removed:",
+            r.cache_mounts.len()
+        )?;
     }
-    writeln!(out, "Total:\t{}", format_size(r.reclaimed))
+    writeln!(out, "{:<22}{}", "Total:", format_size(r.reclaimed))
 }
 
 /// `rbuild prune`.
@@ -299,13 +321,89 @@ mod tests {
 
     #[test]
     fn times_read_naturally() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        assert_eq!(ago(now), "just now");
-        assert_eq!(ago(now - 60), "1 minute ago");
-        assert_eq!(ago(now - 7200), "2 hours ago");
-        assert_eq!(ago(now - 3 * 86400), "3 days ago");
+        let now = now();
+        assert_eq!(ago(now, now), "just now");
+        assert_eq!(ago(now - 60, now), "1 minute ago");
+        assert_eq!(ago(now - 7200, now), "2 hours ago");
+        assert_eq!(ago(now - 3 * 86400, now), "3 days ago");
+    }
+
+    fn sample() -> DiskUsage {
+        let snap = |id: &str, parent: Option<&str>, size, last_used, description: &str, in_use| {
+            rbuild::SnapshotEntry {
+                id: id.into(),
+                parent: parent.map(Into::into),
+                size,
+                created: last_used - 60,
+                last_used,
+                description: description.into(),
+                cache_keys: 1,
+                in_use,
+                recorded: true,
+            }
+        };
+        DiskUsage {
+            snapshots: vec![
+                snap(
+                    "0123456789abcdef",
+                    None,
+                    2 << 20,
+                    1_000,
+                    "[base 2/3] COPY busybox /bin/busybox",
+                    false,
+                ),
+                snap(
+                    "fedcba9876543210",
+                    Some("0123456789abcdef"),
+                    4096,
+                    90_000,
+                    "[stage-1 2/2] RUN make",
+                    true,
+                ),
+            ],
+            blobs: vec![rbuild::BlobEntry {
+                digest: format!("sha256:{}", "ab".repeat(32)),
+                size: 1536,
+                referenced: true,
+            }],
+            cache_mounts: vec![rbuild::CacheMountEntry {
+                id: "c".repeat(64),
+                instance: "0".into(),
+                size: 10 << 20,
+                in_use: false,
+            }],
+            total: (2 << 20) + 4096 + 1536 + (10 << 20),
+            reclaimable: (2 << 20) + (10 << 20),
+        }
+    }
+
+    fn render(verbose: bool) -> String {
+        let mut out = Vec::new();
+        print_du(&mut out, &sample(), verbose, 100_000).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn du_table() {
+        insta::assert_snapshot!(render(false));
+    }
+
+    #[test]
+    fn du_verbose() {
+        insta::assert_snapshot!(render(true));
+    }
+
+    #[test]
+    fn prune_report() {
+        let du = sample();
+        let report = PruneReport {
+            snapshots: du.snapshots[..1].to_vec(),
+            blobs: du.blobs.clone(),
+            cache_mounts: du.cache_mounts.clone(),
+            reclaimed: du.reclaimable,
+        };
+        let mut out = Vec::new();
+        print_report(&mut out, &report).unwrap();
+        insta::assert_snapshot!(String::from_utf8(out).unwrap());
     }
 }
