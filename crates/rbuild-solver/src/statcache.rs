@@ -66,11 +66,14 @@ struct Pending {
     touched: Vec<PathBuf>,
 }
 
+/// A digest and when its row was last used (seconds since the epoch).
+type Entry = ([u8; 32], i64);
+
 /// What this process knows: digests by identity (with their last use), and
 /// the directories whose rows have all been read from the DB.
 #[derive(Default)]
 struct Memory {
-    digests: HashMap<StatKey, ([u8; 32], i64)>,
+    digests: HashMap<StatKey, Entry>,
     loaded: HashSet<PathBuf>,
 }
 
@@ -121,7 +124,7 @@ impl DbStatCache {
     /// Reads every row under `dir` (one range scan of the primary key) into
     /// memory: one query per directory instead of one per file, which is
     /// what makes a warm cache cheaper than reading small files.
-    fn load_dir(&self, dir: &Path) -> Result<Vec<(StatKey, ([u8; 32], i64))>, StatCacheError> {
+    fn load_dir(&self, dir: &Path) -> Result<Vec<(StatKey, Entry)>, StatCacheError> {
         let mut low = path_bytes(dir).to_vec();
         if !low.ends_with(b"/") {
             low.push(b'/');
