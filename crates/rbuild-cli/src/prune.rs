@@ -155,6 +155,7 @@ fn print_du(out: &mut dyn Write, du: &DiskUsage, verbose: bool, now: i64) -> std
         du.cache_mounts.len().to_string(),
         mounts,
     )?;
+    line(out, "Metadata:", String::new(), format_size(du.metadata))?;
     line(
         out,
         "Reclaimable:",
@@ -372,7 +373,8 @@ mod tests {
                 size: 10 << 20,
                 in_use: false,
             }],
-            total: (2 << 20) + 4096 + 1536 + (10 << 20),
+            metadata: 96 << 10,
+            total: (2 << 20) + 4096 + 1536 + (10 << 20) + (96 << 10),
             reclaimable: (2 << 20) + (10 << 20),
         }
     }

@@ -109,6 +109,8 @@ pub struct DiskUsage {
     pub snapshots: Vec<SnapshotEntry>,
     pub blobs: Vec<BlobEntry>,
     pub cache_mounts: Vec<CacheMountEntry>,
+    /// The metadata DB (cache records, stat cache) with its WAL.
+    pub metadata: u64,
     pub total: u64,
     /// What `prune --all` would free now.
     pub reclaimable: u64,
@@ -394,15 +396,22 @@ impl Engine {
                 .filter(|c| !c.in_use)
                 .map(|c| c.size)
                 .sum::<u64>();
+        let metadata: u64 = ["metadata.db", "metadata.db-wal", "metadata.db-shm"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(self.state.root.join(f)).ok())
+            .map(|m| m.len())
+            .sum();
         let total = inv.snapshots.iter().map(|s| s.size).sum::<u64>()
             + blobs.iter().map(|b| b.size).sum::<u64>()
-            + cache_mounts.iter().map(|c| c.size).sum::<u64>();
+            + cache_mounts.iter().map(|c| c.size).sum::<u64>()
+            + metadata;
         let mut snapshots = inv.snapshots;
         snapshots.sort_by(|a, b| (a.last_used, &a.id).cmp(&(b.last_used, &b.id)));
         Ok(DiskUsage {
             snapshots,
             blobs,
             cache_mounts,
+            metadata,
             total,
             reclaimable,
         })
