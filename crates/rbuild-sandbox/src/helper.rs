@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
@@ -104,28 +104,25 @@ fn run(req: &HelperRequest, status: &mut File, input: &mut File) -> Result<(), S
     let set = crate::init::handled_signals();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
         .map_err(|e| format!("sigprocmask: {e}"))?;
+    // The init must not outlive us: PR_SET_PDEATHSIG covers our death after
+    // it is set; this pipe (closed when we die) covers the moment before.
+    let (life_r, life_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: the helper is single-threaded.
     let init = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
-        nix::unistd::ForkResult::Child => crate::init::run_init(req, status),
+        nix::unistd::ForkResult::Child => {
+            drop(life_w);
+            crate::init::run_init(req, status, life_r)
+        }
         nix::unistd::ForkResult::Parent { child } => child,
     };
+    drop(life_r);
     // Only init and the RUN write the output pipes; their EOF then means
     // "the RUN's processes are gone", not "the helper is gone".
     redirect_to_null(&[1, 2]);
-    let outcome = loop {
-        match nix::sys::wait::waitpid(init, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => break Ok(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => break Err(sig),
-            Ok(_) => {}
-            Err(e) => return Err(format!("waiting for the sandbox init: {e}")),
-        }
-        match set.wait() {
-            Ok(Signal::SIGCHLD) | Err(_) => {}
-            Ok(sig) => {
-                let _ = nix::sys::signal::kill(init, sig);
-            }
-        }
-    };
+    let outcome = supervise(init, &set, input);
+    drop(life_w);
+    let outcome = outcome?;
     // The cgroup is removed by the executor once we are gone: leaving it
     // would cost one more cgroup migration (an RCU grace period).
     drop(cgroup);
@@ -133,6 +130,58 @@ fn run(req: &HelperRequest, status: &mut File, input: &mut File) -> Result<(), S
         Ok(0 | 1) => Ok(()),
         Ok(code) => Err(format!("the sandbox init exited with status {code}")),
         Err(sig) => Err(format!("the sandbox init was killed by {sig}")),
+    }
+}
+
+/// Waits for init, forwarding termination signals to it. If the executor
+/// goes away (our stdin closes: its process died or dropped the run), the
+/// sandbox is killed.
+fn supervise(
+    init: nix::unistd::Pid,
+    set: &nix::sys::signal::SigSet,
+    input: &File,
+) -> Result<Result<i32, Signal>, String> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let sfd = nix::sys::signalfd::SignalFd::with_flags(
+        set,
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(|e| format!("signalfd: {e}"))?;
+    let mut watch_input = true;
+    loop {
+        match nix::sys::wait::waitpid(init, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Ok(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Err(sig)),
+            Ok(_) => {}
+            Err(e) => return Err(format!("waiting for the sandbox init: {e}")),
+        }
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if watch_input {
+            fds.push(PollFd::new(input.as_fd(), PollFlags::POLLIN));
+        }
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let input_ready = fds
+            .get(1)
+            .and_then(PollFd::revents)
+            .is_some_and(|r| !r.is_empty());
+        if input_ready {
+            let mut b = [0u8; 64];
+            if matches!(nix::unistd::read(input, &mut b), Ok(0) | Err(_)) {
+                watch_input = false;
+                let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+            }
+        }
+        while let Ok(Some(info)) = sfd.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) | Err(_) => {}
+                Ok(sig) => {
+                    let _ = nix::sys::signal::kill(init, sig);
+                }
+            }
+        }
     }
 }
 

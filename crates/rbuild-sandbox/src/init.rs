@@ -54,9 +54,19 @@ pub fn handled_signals() -> SigSet {
 }
 
 /// Entry point of PID 1 (runs in the freshly forked child of the helper).
-pub fn run_init(req: &HelperRequest, status: &mut File) -> ! {
+pub fn run_init(req: &HelperRequest, status: &mut File, lifeline: OwnedFd) -> ! {
     // SAFETY: prctl with constant arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // The helper died before the death signal was armed: its end is closed.
+    let mut fds = [nix::poll::PollFd::new(
+        lifeline.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok_and(|n| n > 0) {
+        // SAFETY: _exit is always safe.
+        unsafe { libc::_exit(1) };
+    }
+    drop(lifeline);
     let code = match setup_and_start(req, status) {
         Ok(main) => {
             let _ = write_message(status, &Event::Started);

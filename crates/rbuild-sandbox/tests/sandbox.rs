@@ -43,11 +43,13 @@ const CASES: &[&str] = &[
     "ssh_agent_is_forwarded",
     "apt_get_install_in_debian",
     "copy_backend_runs_on_plain_dirs",
+    "build_process_death_kills_sandbox",
 ];
 
 fn main() {
     rbuild_sandbox::helper::run_if_requested();
     test_client_if_requested();
+    test_runner_if_requested();
     let info = match rbuild_sandbox::enter_build_namespace() {
         Ok(i) => i,
         Err(e) => {
@@ -76,10 +78,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if heavy() && !rootless {
-        if let Err(e) = support::ensure_debian_tarball() {
-            println!("note: no Debian rootfs ({e}); the apt-get case will be skipped");
-        }
+    if heavy()
+        && !rootless
+        && let Err(e) = support::ensure_debian_tarball()
+    {
+        println!("note: no Debian rootfs ({e}); the apt-get case will be skipped");
     }
     let ctx = match Ctx::new(rootless, ranged) {
         Ok(c) => c,
@@ -183,6 +186,7 @@ async fn run_case(name: &str, c: &Ctx) -> R {
         "ssh_agent_is_forwarded" => ssh_agent(c).await,
         "apt_get_install_in_debian" => apt_get(c).await,
         "copy_backend_runs_on_plain_dirs" => copy_backend(c).await,
+        "build_process_death_kills_sandbox" => build_process_death(c).await,
         other => Err(format!("unknown case {other}")),
     }
 }
@@ -991,6 +995,77 @@ async fn copy_backend(c: &Ctx) -> R {
     ensure!(
         top == ["data"],
         "stub mount points or untouched files in the diff: {top:?}"
+    );
+    Ok(())
+}
+
+/// `__test-run-spec`: runs the RunSpec from `RBUILD_TEST_SPEC` in a fresh
+/// build process, echoing its output (used to kill a build process mid-RUN).
+fn test_runner_if_requested() {
+    use std::io::Write;
+    if std::env::args().nth(1).as_deref() != Some("__test-run-spec") {
+        return;
+    }
+    let code = (|| -> Result<(), String> {
+        let spec: rbuild_sandbox::RunSpec =
+            serde_json::from_str(&std::env::var("RBUILD_TEST_SPEC").map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        rbuild_sandbox::enter_build_namespace().map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let helper = rbuild_sandbox::HelperCommand::current_exe().map_err(|e| e.to_string())?;
+        let run_dir = std::env::var("RBUILD_TEST_RUN_DIR").map_err(|e| e.to_string())?;
+        let ex = rbuild_sandbox::Executor::new(helper).with_run_dir(run_dir);
+        rt.block_on(ex.run(&spec, &mut |_, d| {
+            let _ = std::io::stdout().write_all(d);
+            let _ = std::io::stdout().flush();
+        }))
+        .map_err(|e| e.to_string())?;
+        Ok(())
+    })();
+    std::process::exit(i32::from(code.is_err()));
+}
+
+async fn build_process_death(c: &Ctx) -> R {
+    use std::io::BufRead;
+    let tag = format!("{}", 2000 + std::process::id() % 1000);
+    let a = c.layer();
+    let spec = c.spec(&a, &format!("echo started; sleep {tag}6"));
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .arg("__test-run-spec")
+        .env(
+            "RBUILD_TEST_SPEC",
+            serde_json::to_string(&spec).map_err(|e| e.to_string())?,
+        )
+        .env("RBUILD_TEST_RUN_DIR", c.dir.path().join("run"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_default();
+    if line.trim() != "started" {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("the RUN did not start: {line:?}"));
+    }
+    // SIGKILL: no destructor, no kill_on_drop runs in the build process.
+    child.kill().map_err(|e| e.to_string())?;
+    let _ = child.wait();
+    let left = wait_gone(&format!("sleep {tag}6"));
+    ensure!(
+        left.is_empty(),
+        "the RUN outlived its build process: {left:?}"
     );
     Ok(())
 }
