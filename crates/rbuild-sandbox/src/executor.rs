@@ -277,8 +277,10 @@ impl Executor {
             }
         }
         if let Some(mut s) = slirp_child {
+            // Its exit unregisters the tap device (RCU grace periods, tens of
+            // ms): tokio reaps it in the background instead of us waiting.
             let _ = s.start_kill();
-            let _ = s.wait().await;
+            drop(s);
         }
         if let Some(e) = error {
             return Err(SandboxError::Setup(e));
