@@ -200,7 +200,7 @@ impl Executor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        pass_fd(&mut cmd, &status_w, STATUS_FD);
+        pass_fds(&mut cmd, &[(&status_w, STATUS_FD)]);
         let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
             program: self.helper.program.clone(),
             source,
@@ -279,7 +279,7 @@ impl Executor {
         if let Some(mut s) = slirp_child {
             // Its exit unregisters the tap device (RCU grace periods, tens of
             // ms): tokio reaps it in the background instead of us waiting.
-            let _ = s.start_kill();
+            let _ = s.child.start_kill();
             drop(s);
         }
         if let Some(e) = error {
@@ -339,32 +339,55 @@ fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
         })
 }
 
-/// Makes `fd` appear as `target` in the child (and only there).
-fn pass_fd(cmd: &mut tokio::process::Command, fd: &OwnedFd, target: i32) {
-    let raw = fd.as_raw_fd();
-    // SAFETY: the closure only calls async-signal-safe dup2/fcntl.
+/// Makes each `fd` appear as its `target` number in the child (and only
+/// there). At most 4 pairs (no allocation after fork).
+fn pass_fds(cmd: &mut tokio::process::Command, fds: &[(&OwnedFd, i32)]) {
+    let mut pairs = [(-1i32, -1i32); 4];
+    for (slot, (fd, target)) in pairs.iter_mut().zip(fds) {
+        *slot = (fd.as_raw_fd(), *target);
+    }
+    // SAFETY: the closure only calls async-signal-safe fcntl/dup2 and does
+    // not allocate.
     unsafe {
         cmd.pre_exec(move || {
-            if raw == target {
-                if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+            // First move every source out of the way of every target.
+            let mut moved = [-1i32; 4];
+            for (i, (raw, _)) in pairs.iter().enumerate() {
+                if *raw >= 0 {
+                    moved[i] = libc::fcntl(*raw, libc::F_DUPFD_CLOEXEC, 64);
+                    if moved[i] < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
+            for (i, (_, target)) in pairs.iter().enumerate() {
+                if moved[i] >= 0 && libc::dup2(moved[i], *target) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-            } else if libc::dup2(raw, target) < 0 {
-                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
 }
 
-async fn start_slirp(path: &Path, pid: i32) -> Result<tokio::process::Child, String> {
+/// A running slirp4netns. It exits by itself when `_exit_w` closes (we are
+/// done, or our process died), and is killed on drop.
+struct Slirp {
+    child: tokio::process::Child,
+    _exit_w: OwnedFd,
+}
+
+async fn start_slirp(path: &Path, pid: i32) -> Result<Slirp, String> {
     let (ready_r, ready_w) = cloexec_pipe().map_err(|e| e.to_string())?;
+    let (exit_r, exit_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
     let mut cmd = tokio::process::Command::new(path);
     cmd.args([
         "--configure",
         "--mtu=65520",
         "--disable-host-loopback",
         "--ready-fd=3",
+        "--exit-fd=4",
     ])
     .arg(pid.to_string())
     .arg("tap0")
@@ -372,16 +395,20 @@ async fn start_slirp(path: &Path, pid: i32) -> Result<tokio::process::Child, Str
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
     .kill_on_drop(true);
-    pass_fd(&mut cmd, &ready_w, 3);
+    pass_fds(&mut cmd, &[(&ready_w, 3), (&exit_r, 4)]);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("`{}`: {e}", path.display()))?;
     drop(ready_w);
+    drop(exit_r);
     let mut ready =
         tokio::net::unix::pipe::Receiver::from_owned_fd(ready_r).map_err(|e| e.to_string())?;
     let mut b = [0u8; 1];
     match ready.read(&mut b).await {
-        Ok(1) => Ok(child),
+        Ok(1) => Ok(Slirp {
+            child,
+            _exit_w: exit_w,
+        }),
         _ => {
             let _ = child.start_kill();
             let mut err = String::new();

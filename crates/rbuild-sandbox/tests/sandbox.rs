@@ -1032,7 +1032,11 @@ async fn build_process_death(c: &Ctx) -> R {
     use std::io::BufRead;
     let tag = format!("{}", 2000 + std::process::id() % 1000);
     let a = c.layer();
-    let spec = c.spec(&a, &format!("echo started; sleep {tag}6"));
+    let mut spec = c.spec(&a, &format!("echo started; sleep {tag}6"));
+    let slirp = support::has_slirp();
+    if slirp {
+        spec.network = Network::Sandbox;
+    }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
         .arg("__test-run-spec")
@@ -1059,6 +1063,8 @@ async fn build_process_death(c: &Ctx) -> R {
         let _ = child.wait();
         return Err(format!("the RUN did not start: {line:?}"));
     }
+    let slirps = support::children_named(child.id() as i32, "slirp4netns");
+    ensure!(!slirp || !slirps.is_empty(), "no slirp4netns for the RUN");
     // SIGKILL: no destructor, no kill_on_drop runs in the build process.
     child.kill().map_err(|e| e.to_string())?;
     let _ = child.wait();
@@ -1067,5 +1073,17 @@ async fn build_process_death(c: &Ctx) -> R {
         left.is_empty(),
         "the RUN outlived its build process: {left:?}"
     );
+    for pid in slirps {
+        let mut alive = true;
+        for _ in 0..100 {
+            alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|st| !st.contains(") Z "));
+            if !alive {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        ensure!(!alive, "slirp4netns {pid} outlived its build process");
+    }
     Ok(())
 }

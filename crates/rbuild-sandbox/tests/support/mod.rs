@@ -329,3 +329,38 @@ pub fn import_debian(store: &Snapshotter) -> Result<SnapshotId, String> {
     }
     store.commit(a).map_err(|e| e.to_string())
 }
+
+/// Whether slirp4netns is installed.
+pub fn has_slirp() -> bool {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join("slirp4netns").is_file())
+}
+
+/// Pids of the children of `parent` whose command is `name`.
+pub fn children_named(parent: i32, name: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((comm_part, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let comm = comm_part.split_once(" (").map_or("", |(_, c)| c);
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<i32>().ok());
+        if comm == name && ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
