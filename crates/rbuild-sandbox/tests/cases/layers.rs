@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout)]
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::process::Command;
 
 use rbuild_sandbox::{Mount, MountKind, Network, SandboxError};
 
@@ -336,4 +337,90 @@ pub(crate) async fn apt_get(c: &Ctx) -> R {
         );
     }
     Ok(())
+}
+
+/// Writes the OCI layer tar of an upper dir (rbuild-oci's exporter).
+fn layer_tar(dir: &std::path::Path, out: &std::path::Path) -> R {
+    let f = std::fs::File::create(out).map_err(|e| e.to_string())?;
+    rbuild_oci::layer::write_layer_tar(dir, f, &Default::default()).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn sh(cmd: &mut Command) -> R {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// A RUN that deletes a file, empties a directory and replaces another
+/// gives a layer that `umoci unpack` applies to the expected tree.
+pub(crate) async fn umoci_applies_run_layer(c: &Ctx) -> R {
+    if which("umoci").is_none() {
+        println!("note: umoci missing; layer check skipped");
+        return Ok(());
+    }
+    let a = c.layer();
+    let script = "rm /data/del && rm -rf /dir/* && rm -rf /home && mkdir /home && echo n > /home/new && echo c > /data/keep2";
+    c.run(&c.spec(&a, script)).await.ok()?;
+    let work = tempfile::tempdir_in(c.dir.path()).map_err(|e| e.to_string())?;
+    let (base_tar, run_tar) = (work.path().join("base.tar"), work.path().join("run.tar"));
+    layer_tar(
+        &c.store.fs_dir(&c.base).map_err(|e| e.to_string())?,
+        &base_tar,
+    )?;
+    layer_tar(&a.upper, &run_tar)?;
+    let layout = work.path().join("layout");
+    let image = format!("{}:t", layout.display());
+    sh(Command::new("umoci")
+        .arg("init")
+        .arg("--layout")
+        .arg(&layout))?;
+    sh(Command::new("umoci").args(["new", "--image", &image]))?;
+    for t in [&base_tar, &run_tar] {
+        sh(Command::new("umoci")
+            .args(["raw", "add-layer", "--image", &image])
+            .arg(t))?;
+    }
+    let bundle = work.path().join("bundle");
+    let mut unpack = Command::new("umoci");
+    unpack.args(["unpack", "--image", &image]);
+    if !c.ranged {
+        unpack.arg("--rootless");
+    }
+    sh(unpack.arg(&bundle))?;
+    let root = bundle.join("rootfs");
+    let names = |d: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root.join(d))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    ensure!(
+        names("data") == ["keep", "keep2"],
+        "data: {:?}",
+        names("data")
+    );
+    ensure!(
+        names("dir").is_empty(),
+        "dir not emptied: {:?}",
+        names("dir")
+    );
+    ensure!(names("home") == ["new"], "home: {:?}", names("home"));
+    ensure!(root.join("bin/busybox").is_file(), "base layer missing");
+    Ok(())
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
