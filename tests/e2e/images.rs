@@ -413,3 +413,39 @@ fn docker_loads_and_runs_a_saved_image() {
     let out = ok(dockerd.docker().args(["run", "--rm", "--network=none", "app:latest"]));
     assert_eq!(stdout(&out), "hi world from /srv as 1000\n", "docker runs it as rbuild run does");
 }
+
+#[test]
+fn load_reads_what_save_wrote_in_either_format() {
+    if !ready() {
+        return;
+    }
+    let f = built_app();
+    let docker_tar = f.dir.join("app.tar");
+    ok(rbuild(&f.state, &["save", "app", "app:1", "-o"]).arg(&docker_tar));
+
+    let fresh = f.dir.join("fresh");
+    let out = ok(rbuild(&fresh, &["load", "-i"]).arg(&docker_tar));
+    assert_eq!(stdout(&out), "Loaded image: app:latest\nLoaded image: app:1\n");
+    let out = ok(&mut rbuild(&fresh, &["run", "app:1", "cat", "/greeting"]));
+    assert_eq!(stdout(&out), "hello from the image\n", "a loaded image runs");
+
+    // An OCI archive on standard input, gzip-compressed.
+    let oci_tar = f.dir.join("app-oci.tar");
+    std::fs::write(&oci_tar, ok(&mut rbuild(&f.state, &["save", "--format", "oci", "app"])).stdout).unwrap();
+    let gz = f.dir.join("app-oci.tar.gz");
+    std::fs::write(&gz, ok(Command::new("gzip").arg("-c").arg(&oci_tar)).stdout).unwrap();
+    let other = f.dir.join("other");
+    let out = ok(rbuild(&other, &["load"]).stdin(std::fs::File::open(&gz).unwrap()));
+    assert_eq!(stdout(&out), "Loaded image: app:latest\n");
+
+    // Not an OCI layout (a pre-25 `docker save` has only manifest.json).
+    let old = f.dir.join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("manifest.json"), "[]").unwrap();
+    let old_tar = f.dir.join("old.tar");
+    ok(Command::new("tar").arg("-cf").arg(&old_tar).arg("-C").arg(&old).arg("manifest.json"));
+    let refused = rbuild(&other, &["load", "-i"]).arg(&old_tar).output().unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("`index.json`") && err.contains("hint:"), "{err}");
+}

@@ -28,6 +28,8 @@ pub enum Command {
     Push(crate::images::PushArgs),
     /// Write local images to a tar archive (docker-archive or OCI).
     Save(crate::images::SaveArgs),
+    /// Read images from a tar archive into the local store.
+    Load(crate::images::LoadArgs),
     /// Run a local image in the sandbox (its writes are discarded).
     Run(crate::images::RunArgs),
     /// Show what uses disk space: snapshots, blobs, cache mounts.

@@ -74,6 +74,13 @@ pub struct SaveArgs {
     pub format: ArchiveFormat,
 }
 
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Read this archive (default: standard input when it is not a terminal).
+    #[arg(short, long)]
+    pub input: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum NetworkArg {
     /// Own network namespace with outbound access.
@@ -359,6 +366,34 @@ pub fn save(opts: BuilderOptions, args: SaveArgs) -> anyhow::Result<ExitCode> {
             builder.save_images(&args.names, format, &mut w)?;
             w.flush().context("writing standard output")?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn load(opts: BuilderOptions, args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let builder = rbuild::Builder::open(opts)?;
+    let report = match args.input.as_deref() {
+        Some(path) if path.as_os_str() != "-" => {
+            let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            builder.load_images(&mut file)?
+        }
+        _ => {
+            let stdin = std::io::stdin();
+            if args.input.is_none() && stdin.is_terminal() {
+                bail!("no archive to read\nhint: rbuild load -i FILE, or redirect standard input");
+            }
+            builder.load_images(&mut stdin.lock())?
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for image in &report.stored {
+        writeln!(out, "Loaded image: {}", image.familiar_name())?;
+    }
+    for digest in &report.unnamed {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: image {digest} has no name in the archive and is not listed\nhint: the local store keeps named images only; save it with a name"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

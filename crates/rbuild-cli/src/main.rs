@@ -66,6 +66,7 @@ async fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Tag(a) => images::tag(opts, a),
         args::Command::Push(a) => images::push(opts, a).await,
         args::Command::Save(a) => images::save(opts, a),
+        args::Command::Load(a) => images::load(opts, a),
         args::Command::Run(a) => images::run(opts, a).await,
     }
 }

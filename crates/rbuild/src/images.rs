@@ -14,6 +14,16 @@ use rbuild_sandbox::{OutputStream, Rootfs, RunSpec};
 use rbuild_solver::{Event, LocalImage, ProgressSink, SolveOptions};
 use std::io::Write;
 
+/// What [`Builder::load_images`] did.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    /// The names stored, one record each.
+    pub stored: Vec<LocalImage>,
+    /// Images of the archive that carry no name (the local store keeps
+    /// only named images); their blobs were imported all the same.
+    pub unnamed: Vec<rbuild_oci::digest::Digest>,
+}
+
 /// The archive format of [`Builder::save_images`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SaveFormat {
@@ -155,6 +165,74 @@ impl Builder {
             SaveFormat::Oci => rbuild_oci::export::write_oci_tar(store, out, &exports).map(drop),
         };
         result.map_err(|e| Error::Invalid(format!("save: {}", rbuild_solver::chain(&e))))
+    }
+
+    /// Reads an archive of images (what `rbuild save` writes, in either
+    /// format; also skopeo's `oci-archive:`, `docker buildx -o type=oci`
+    /// and `docker save` of Docker 25+, which all hold an OCI layout) into
+    /// the content store and names its images in the local store. Plain,
+    /// gzip and zstd archives are read.
+    ///
+    /// The archive is hostile input: it is unpacked with the layer code's
+    /// containment into a scratch dir of the state dir, and only blobs
+    /// reachable from its `index.json` are imported, each checked against
+    /// its digest and size.
+    pub fn load_images(&self, input: &mut dyn std::io::Read) -> Result<LoadReport, Error> {
+        use rbuild_oci::layer::{ApplyOptions, WhiteoutMode, apply_layer};
+        let engine = self.engine();
+        let tmp = &engine.state.tmp;
+        let scratch = tempfile::Builder::new().prefix("load-").tempdir_in(tmp).map_err(|e| Error::io(tmp, e))?;
+        let mut head = [0u8; 4];
+        let mut filled = 0;
+        while filled < head.len() {
+            match input.read(&mut head[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Invalid(format!("load: reading the archive: {e}"))),
+            }
+        }
+        let media_type = match &head[..filled] {
+            [0x1f, 0x8b, ..] => rbuild_oci::media_types::OCI_LAYER_GZIP,
+            [0x28, 0xb5, 0x2f, 0xfd] => rbuild_oci::media_types::OCI_LAYER_ZSTD,
+            _ => rbuild_oci::media_types::OCI_LAYER_TAR,
+        };
+        let reader = std::io::Read::chain(&head[..filled], input);
+        let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, can_mknod: false, preserve_owners: false };
+        apply_layer(std::io::BufReader::new(reader), media_type, scratch.path(), &opts)
+            .map_err(|e| Error::Invalid(format!("load: cannot unpack the archive: {}", rbuild_solver::chain(&e))))?;
+        if !scratch.path().join("index.json").is_file() {
+            return Err(Error::Invalid(
+                "load: the archive has no `index.json`, so it is not an OCI image layout\nhint: archives from `rbuild save`, skopeo, buildx and Docker 25+ `docker save` can be loaded".into(),
+            ));
+        }
+        let store = &engine.state.content;
+        let entries = rbuild_oci::export::import_oci_layout(store, scratch.path())
+            .map_err(|e| Error::Invalid(format!("load: {}", rbuild_solver::chain(&e))))?;
+        let host = Platform::host();
+        let mut report = LoadReport::default();
+        for entry in entries {
+            let manifest = rbuild_oci::export::resolve_platform(store, &entry.descriptor, &host)
+                .map_err(|e| Error::Invalid(format!("load: {}", rbuild_solver::chain(&e))))?;
+            // A bare OCI ref name (`latest`, from skopeo) is a tag, not a name.
+            let ref_name = entry.descriptor.annotation(rbuild_oci::descriptor::ANNOTATION_REF_NAME);
+            let names: Vec<Reference> = entry
+                .names
+                .iter()
+                .filter(|n| ref_name != Some(n.as_str()) || n.contains(['/', ':']))
+                .filter_map(|n| rbuild_solver::normalise_name(n).ok())
+                .collect();
+            if names.is_empty() {
+                report.unnamed.push(manifest.digest);
+                continue;
+            }
+            let bytes = store.read_all(&manifest.digest).map_err(|e| Error::Invalid(format!("load: {e}")))?;
+            let parsed = rbuild_oci::manifest::ImageManifest::from_slice(&bytes)
+                .map_err(|e| Error::Invalid(format!("load: manifest {}: {e}", manifest.digest)))?;
+            let image = rbuild_solver::ExportedImage { manifest, config: parsed.config };
+            report.stored.extend(engine.store_image(&names, &image)?);
+        }
+        Ok(report)
     }
 
     /// Runs a local image in the sandbox, the way `docker run --rm` would:

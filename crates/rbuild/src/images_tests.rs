@@ -167,3 +167,83 @@ fn save_groups_names_per_image() {
         Err(Error::Image(ImageStoreError::NotFound(_)))
     ));
 }
+
+/// A plain tar of regular files (ustar headers), for hostile archives.
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in files {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        h[108..115].copy_from_slice(b"0000000");
+        h[116..123].copy_from_slice(b"0000000");
+        h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+        h[136..147].copy_from_slice(b"00000000000");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+#[test]
+fn load_imports_a_saved_archive_into_another_state_dir() {
+    let a = tempfile::tempdir().unwrap();
+    let b = builder(a.path());
+    let img = image(&b, "one", &Platform::host());
+    b.engine().store_image(&refs(&["app:1", "host:5000/x/app:2"]), &img).unwrap();
+    for format in [SaveFormat::Docker, SaveFormat::Oci] {
+        let mut tar = Vec::new();
+        b.save_images(&["app:1".into(), "host:5000/x/app:2".into()], format, &mut tar).unwrap();
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = builder(other_dir.path());
+        let report = other.load_images(&mut tar.as_slice()).unwrap();
+        let names: Vec<String> = report.stored.iter().map(|i| i.familiar_name()).collect();
+        assert_eq!(names, ["app:1", "host:5000/x/app:2"], "{format:?}");
+        assert!(report.unnamed.is_empty());
+        assert_eq!(other.image("app:1").unwrap().manifest.digest, img.manifest.digest);
+        // Nothing is left in the state dir's scratch space.
+        let tmp = &other.engine().state.tmp;
+        let litter: Vec<_> = std::fs::read_dir(tmp).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("load-")).collect();
+        assert!(litter.is_empty(), "{litter:?}");
+    }
+}
+
+#[test]
+fn load_refuses_hostile_archives_and_stays_inside_its_scratch_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = builder(dir.path());
+    let outside = dir.path().join("escaped");
+    // A blob whose bytes do not match its name, named by an index.
+    let fake = format!("sha256:{}", "a".repeat(64));
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{fake}","size":5}}]}}"#
+    );
+    let blob_path = format!("blobs/sha256/{}", "a".repeat(64));
+    let escape = format!("../../../../../../..{}", outside.display());
+    let layout = |extra: Option<(&str, &[u8])>| {
+        let mut files: Vec<(&str, &[u8])> = extra.into_iter().collect();
+        files.push(("index.json", index.as_bytes()));
+        files.push(("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#));
+        files.push((blob_path.as_str(), b"hello"));
+        tar_of(&files)
+    };
+    let err = b.load_images(&mut layout(Some((escape.as_str(), b"gotcha"))).as_slice()).unwrap_err();
+    assert!(err.to_string().contains("unsafe path"), "{err}");
+    assert!(!outside.exists(), "a `..` name wrote outside the scratch dir");
+
+    let err = b.load_images(&mut layout(None).as_slice()).unwrap_err();
+    assert!(err.to_string().contains("digest") || err.to_string().contains("size"), "{err}");
+    assert!(!b.engine().state.content.contains(&rbuild_oci::digest::Digest::parse(&fake).unwrap()));
+    assert!(b.images().unwrap().is_empty());
+
+    let err = b.load_images(&mut &b"not a tar at all, just some text that is long enough"[..]).unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err}");
+}

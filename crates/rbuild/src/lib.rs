@@ -24,7 +24,7 @@ mod outputs;
 
 pub use build::{BuildRequest, BuildResult, Output};
 pub use config::{Config, ConfigError};
-pub use images::{RunNetwork, RunRequest, SaveFormat};
+pub use images::{LoadReport, RunNetwork, RunRequest, SaveFormat};
 pub use rbuild_sandbox::OutputStream;
 pub use rbuild_solver::{ImageStoreError, LocalImage};
 pub use rbuild_solver::{
