@@ -453,7 +453,12 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+        // RBUILD_FUZZ_CASES raises the count for a longer local run.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("RBUILD_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
 
         #[test]
         fn generated_hostile_tars_never_escape(
@@ -607,5 +612,109 @@ fn interoperates_with_gnu_tar() {
     assert!(st.success());
     if owners {
         assert_eq!(snapshot(&theirs), want, "GNU tar's extract of our tar differs from the source");
+    }
+}
+
+mod roundtrip_fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        File(Vec<&'static str>, u32),
+        Dir(Vec<&'static str>, u32),
+        Symlink(Vec<&'static str>, &'static str),
+        HardLink(Vec<&'static str>, Vec<&'static str>),
+        Fifo(Vec<&'static str>),
+    }
+
+    fn path() -> impl Strategy<Value = Vec<&'static str>> {
+        prop::collection::vec(prop::sample::select(vec!["p", "q", "r", "long-name-that-is-rather-long-indeed-yes"]), 1..4)
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let mode = prop::sample::select(vec![0o644u32, 0o600, 0o755, 0o4755, 0o1777, 0o2750]);
+        prop_oneof![
+            (path(), mode.clone()).prop_map(|(p, m)| Op::File(p, m)),
+            (path(), mode).prop_map(|(p, m)| Op::Dir(p, m | 0o700)),
+            (path(), prop::sample::select(vec!["p", "../q", "/r", "", "x/y"])).prop_map(|(p, t)| Op::Symlink(p, t)),
+            (path(), path()).prop_map(|(p, t)| Op::HardLink(p, t)),
+            path().prop_map(Op::Fifo),
+        ]
+    }
+
+    fn build(root: &Path, ops: &[Op]) {
+        use std::os::unix::fs::PermissionsExt;
+        let at = |p: &[&str]| root.join(p.join("/"));
+        let parent_ok = |p: &Path| p.parent().is_some_and(|d| fs::create_dir_all(d).is_ok() && fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()));
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                Op::File(p, m) => {
+                    let f = at(p);
+                    // create_new: never open an existing FIFO (or follow a symlink to one).
+                    let created = parent_ok(&f)
+                        && fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&f)
+                            .and_then(|mut h| std::io::Write::write_all(&mut h, format!("file {i}").as_bytes()))
+                            .is_ok();
+                    if created {
+                        let _ = fs::set_permissions(&f, fs::Permissions::from_mode(*m));
+                    }
+                }
+                Op::Dir(p, m) => {
+                    let d = at(p);
+                    if parent_ok(&d) && fs::create_dir(&d).is_ok() {
+                        let _ = fs::set_permissions(&d, fs::Permissions::from_mode(*m));
+                    }
+                }
+                Op::Symlink(p, t) => {
+                    let l = at(p);
+                    if parent_ok(&l) && !t.is_empty() {
+                        let _ = symlink(t, &l);
+                    }
+                }
+                Op::HardLink(p, t) => {
+                    let (l, target) = (at(p), at(t));
+                    if parent_ok(&l) && fs::symlink_metadata(&target).is_ok_and(|m| m.is_file()) {
+                        let _ = fs::hard_link(&target, &l);
+                    }
+                }
+                Op::Fifo(p) => {
+                    let f = at(p);
+                    if parent_ok(&f) {
+                        let _ = rustix::fs::mknodat(rustix::fs::CWD, f.as_path(), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0);
+                    }
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("RBUILD_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Random trees survive create → apply unchanged (types, modes,
+        /// owners, times, contents, link targets, shared inodes).
+        #[test]
+        fn random_trees_round_trip(ops in prop::collection::vec(op(), 1..24)) {
+            let t = tempfile::tempdir().unwrap();
+            let src = t.path().join("src");
+            fs::create_dir(&src).unwrap();
+            build(&src, &ops);
+            let want = snapshot(&src);
+            let (tar, _) = write_layer_tar(&src, Vec::new(), &TarOptions::default()).unwrap();
+            let out = t.path().join("out");
+            fs::create_dir(&out).unwrap();
+            let opts = ApplyOptions { whiteouts: WhiteoutMode::Overlay, can_mknod: is_root(), preserve_owners: is_root() };
+            apply_layer(&tar[..], crate::media_types::OCI_LAYER_TAR, &out, &opts).unwrap();
+            prop_assert_eq!(snapshot(&out), want);
+            let (again, _) = write_layer_tar(&out, Vec::new(), &TarOptions::default()).unwrap();
+            prop_assert!(again == tar, "re-tarring the applied tree must give the same bytes");
+        }
     }
 }
