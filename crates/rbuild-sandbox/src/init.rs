@@ -451,6 +451,7 @@ fn drop_privileges_and_enter(
             );
         }
         rustix::thread::set_no_new_privs(true).map_err(|e| format!("no_new_privs: {e}"))?;
+        crate::seccomp::install().map_err(|e| format!("seccomp filter: {e}"))?;
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     nix::unistd::fchdir(cwd)

@@ -22,6 +22,7 @@ pub mod process;
 pub(crate) mod proto;
 pub mod qemu;
 pub mod rootfs;
+mod seccomp;
 pub mod spec;
 mod ssh;
 

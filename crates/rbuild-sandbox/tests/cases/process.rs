@@ -251,3 +251,32 @@ pub(crate) async fn build_process_death(c: &Ctx) -> R {
     }
     Ok(())
 }
+
+/// New namespaces, the keyring and friends are refused inside a RUN
+/// (seccomp), except with `--security=insecure`.
+pub(crate) async fn seccomp_filter(c: &Ctx) -> R {
+    let a = c.layer();
+    let script = "grep '^Seccomp:' /proc/self/status; unshare -U true 2>/dev/null; echo userns=$?; unshare -n true 2>/dev/null; echo netns=$?; echo ok";
+    let out = c.run(&c.spec(&a, script)).await;
+    out.ok()?;
+    ensure!(
+        out.stdout.contains("Seccomp:\t2"),
+        "no seccomp filter: {}",
+        out.stdout
+    );
+    ensure!(
+        out.stdout.contains("userns=1") && out.stdout.contains("netns=1"),
+        "namespaces not refused: {}",
+        out.stdout
+    );
+    let mut spec = c.spec(&a, "grep '^Seccomp:' /proc/self/status");
+    spec.security = rbuild_sandbox::Security::Insecure;
+    let out = c.run(&spec).await;
+    out.ok()?;
+    ensure!(
+        out.stdout.contains("Seccomp:\t0"),
+        "insecure RUN is filtered: {}",
+        out.stdout
+    );
+    Ok(())
+}
