@@ -7,6 +7,7 @@ mod debian;
 mod images;
 mod language;
 mod mounts;
+mod parity;
 mod support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

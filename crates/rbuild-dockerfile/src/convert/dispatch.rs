@@ -23,12 +23,20 @@ pub(super) struct StageState {
     pub config: ImageConfig,
     /// Declared ARGs with values, in declaration order.
     pub args: Vec<(String, String)>,
+    /// Every ARG declared in this stage, in order, with its value if it has
+    /// one: the `|N K=V` prefix of RUN history entries (BuildKit lists each
+    /// declaration, valueless ones as `K=`).
+    pub declared_args: Vec<(String, Option<String>)>,
     /// Whether CMD was set in this stage (ENTRYPOINT resets an inherited CMD).
     pub cmd_set: bool,
     pub platform: String,
 }
 
 impl StageState {
+    fn new(vertex: VertexId, config: ImageConfig, platform: &str) -> Self {
+        StageState { vertex, config, args: Vec::new(), declared_args: Vec::new(), cmd_set: false, platform: platform.to_string() }
+    }
+
     fn env(&self) -> Vec<(String, String)> {
         self.config
             .config
@@ -172,6 +180,7 @@ impl<'a> Converter<'a> {
                 self.stage(*j)?;
                 let mut s = self.done[*j].clone().expect("converted above");
                 s.args.clear();
+                s.declared_args.clear();
                 s.cmd_set = false;
                 s
             }
@@ -180,13 +189,19 @@ impl<'a> Converter<'a> {
                     .map_err(|e| ConvertError::At { file: self.df.file_name.clone(), line: stage.span.start_line, message: e.to_string() })?;
                 let mut config = ImageConfig::new(&platform);
                 config.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
+                config.config.working_dir = Some("/".into());
                 let v = self.add(Op::Scratch, vec![], "[internal] scratch".into());
-                StageState { vertex: v, config, args: Vec::new(), cmd_set: false, platform: info.platform.clone() }
+                StageState::new(v, config, &info.platform)
             }
             Base::Image(name) => {
                 let (v, mut config) = self.image_vertex(name, &info.platform)?;
                 config.created = None;
-                StageState { vertex: v, config, args: Vec::new(), cmd_set: false, platform: info.platform.clone() }
+                // As BuildKit: PATH is always set, even when the image has none.
+                let env = config.config.env.get_or_insert_with(Vec::new);
+                if !env.iter().any(|e| e.split_once('=').is_some_and(|(k, _)| k == "PATH")) {
+                    env.push(format!("PATH={DEFAULT_PATH}"));
+                }
+                StageState::new(v, config, &info.platform)
             }
             Base::Context(ctx_name) => {
                 // FROM a local directory: its files are the filesystem.
@@ -194,6 +209,7 @@ impl<'a> Converter<'a> {
                     .map_err(|e| ConvertError::At { file: self.df.file_name.clone(), line: stage.span.start_line, message: e.to_string() })?;
                 let mut config = ImageConfig::new(&platform);
                 config.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
+                config.config.working_dir = Some("/".into());
                 let src = self.named_context_vertex(ctx_name);
                 let scratch = self.add(Op::Scratch, vec![], "[internal] scratch".into());
                 let copy = CopyAction {
@@ -212,7 +228,7 @@ impl<'a> Converter<'a> {
                 };
                 let op = Op::File(FileOp { actions: vec![FileAction::Copy(copy)] });
                 let v = self.add(op, vec![scratch, src], format!("[{}] FROM context {ctx_name}", info.display));
-                StageState { vertex: v, config, args: Vec::new(), cmd_set: false, platform: info.platform.clone() }
+                StageState::new(v, config, &info.platform)
             }
         };
         if let Ok(p) = Platform::parse(&info.platform) {
@@ -240,8 +256,14 @@ impl<'a> Converter<'a> {
         Ok(())
     }
 
+    /// A history entry; steps with a layer (RUN, COPY, ADD) get BuildKit's
+    /// ` # buildkit` marker.
     fn history(&self, state: &mut StageState, created_by: String, layer: bool) {
         let created_by = if layer { format!("{created_by} # buildkit") } else { created_by };
+        self.history_entry(state, created_by, layer);
+    }
+
+    fn history_entry(&self, state: &mut StageState, created_by: String, layer: bool) {
         state.config.history.push(History {
             created: self.opts.created.clone(),
             created_by: Some(created_by),
@@ -259,9 +281,15 @@ impl<'a> Converter<'a> {
     fn instruction(&mut self, state: &mut StageState, ins: &Instruction, name: String) -> Result<(), ConvertError> {
         match &ins.kind {
             InstructionKind::Env(kvs) => {
-                let mut parts = Vec::new();
+                // As BuildKit: every value is expanded against the
+                // environment before this instruction (`ENV A=2 B=$A` sees
+                // the old A).
+                let mut values = Vec::new();
                 for kv in kvs {
-                    let v = self.expand(state, ins, &kv.value)?;
+                    values.push(self.expand(state, ins, &kv.value)?);
+                }
+                let mut parts = Vec::new();
+                for (kv, v) in kvs.iter().zip(values) {
                     state.set_env(&kv.key, &v);
                     parts.push(format!("{}={}", kv.key, v));
                 }
@@ -282,6 +310,7 @@ impl<'a> Converter<'a> {
                             .or_else(|| self.resolved.platform_args.get(&d.name))
                             .cloned()
                     };
+                    state.declared_args.push((d.name.clone(), value.clone()));
                     if let Some(v) = value {
                         parts.push(format!("{}={}", d.name, v));
                         state.args.retain(|(k, _)| k != &d.name);
@@ -316,6 +345,9 @@ impl<'a> Converter<'a> {
                 let args = self.command_args(state, cmd);
                 self.history(state, format!("CMD {}", go_quoted(&args)), false);
                 state.config.config.cmd = Some(args);
+                // BuildKit sets it for every CMD (a Windows-era field Docker
+                // still reads), on Linux too.
+                state.config.config.args_escaped = Some(true);
                 state.cmd_set = true;
             }
             InstructionKind::Entrypoint(cmd) => {
@@ -328,18 +360,20 @@ impl<'a> Converter<'a> {
             }
             InstructionKind::Shell(sh) => {
                 state.config.config.shell = Some(sh.clone());
-                self.history(state, format!("SHELL {}", go_quoted(sh)), false);
+                self.history(state, format!("SHELL [{}]", sh.join(" ")), false);
             }
             InstructionKind::Expose(ports) => {
-                let mut list = Vec::new();
+                let mut set = std::collections::BTreeSet::new();
                 for p in ports {
                     for word in self.expand(state, ins, p)?.split_whitespace() {
-                        let port = if word.contains('/') { word.to_string() } else { format!("{word}/tcp") };
-                        list.push(port.clone());
-                        state.config.config.exposed_ports.get_or_insert_with(BTreeMap::new).insert(port, Default::default());
+                        let keys = crate::parse_port_spec(word).map_err(|e| self.err(ins, e.to_string()))?;
+                        set.extend(keys);
                     }
                 }
-                self.history(state, format!("EXPOSE {}", list.join(" ")), false);
+                for port in &set {
+                    state.config.config.exposed_ports.get_or_insert_with(BTreeMap::new).insert(port.clone(), Default::default());
+                }
+                self.history(state, format!("EXPOSE {}", go_port_map(&set)), false);
             }
             InstructionKind::Volume(vols) => {
                 let mut list = Vec::new();
@@ -360,12 +394,13 @@ impl<'a> Converter<'a> {
             }
             InstructionKind::Healthcheck(h) => {
                 state.config.config.healthcheck = Some(healthcheck(h));
-                self.history(state, format!("HEALTHCHECK {}", h.test.to_config().join(" ")), false);
+                self.history(state, format!("HEALTHCHECK {}", go_healthcheck(h)), false);
             }
             InstructionKind::Onbuild(onbuild) => {
                 let text = onbuild.expression.clone();
-                state.config.config.on_build.get_or_insert_with(Vec::new).push(text.clone());
-                self.history(state, format!("ONBUILD {text}"), false);
+                // BuildKit records the trigger in the config only, with no
+                // history entry.
+                state.config.config.on_build.get_or_insert_with(Vec::new).push(text);
             }
             InstructionKind::Run(run) => self.run(state, ins, run, name)?,
             InstructionKind::Copy(copy) => self.copy(state, ins, copy, name, false)?,
@@ -389,12 +424,19 @@ impl<'a> Converter<'a> {
         let w = self.expand(state, ins, w)?;
         let path = clean_path(&join_path(&state.workdir(), &w));
         state.config.config.working_dir = Some(path.clone());
+        // As BuildKit: `/` needs no mkdir and makes no layer; any other
+        // WORKDIR claims a layer (empty when the directory exists) but, not
+        // being a run or copy, gets no ` # buildkit` marker.
+        if path == "/" {
+            self.history(state, format!("WORKDIR {path}"), false);
+            return Ok(());
+        }
         let user = state.config.config.user.clone().filter(|u| !u.is_empty());
         let op = Op::File(FileOp {
             actions: vec![FileAction::Mkdir { path: path.clone(), mode: 0o755, parents: true, chown: user.map(Chown) }],
         });
         state.vertex = self.add(op, vec![state.vertex], name);
-        self.history(state, format!("WORKDIR {path}"), true);
+        self.history_entry(state, format!("WORKDIR {path}"), true);
         Ok(())
     }
 
@@ -423,13 +465,12 @@ impl<'a> Converter<'a> {
         };
         let mut env: Vec<String> = state.config.config.env.clone().unwrap_or_default();
         let env_keys: Vec<String> = state.env().into_iter().map(|(k, _)| k).collect();
-        let mut arg_parts = Vec::new();
         for (k, v) in &state.args {
-            arg_parts.push(format!("{k}={v}"));
             if !env_keys.contains(k) {
                 env.push(format!("{k}={v}"));
             }
         }
+        let arg_parts = run_history_args(state);
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
@@ -670,6 +711,103 @@ fn healthcheck(h: &Healthcheck) -> rbuild_oci::config::Healthcheck {
         start_interval: ns(h.start_interval),
         retries: h.retries.map(i64::from),
     }
+}
+
+/// The `K=V` list of a RUN history entry's `|N` prefix: every ARG declared
+/// in the stage, valued as the RUN sees it (an ENV of the same name wins),
+/// `K=` when it has no value.
+fn run_history_args(state: &StageState) -> Vec<String> {
+    let lookup = state.lookup();
+    state
+        .declared_args
+        .iter()
+        .map(|(k, v)| {
+            let value = lookup(k).or_else(|| v.clone()).unwrap_or_default();
+            format!("{k}={value}")
+        })
+        .collect()
+}
+
+/// Go's `%v` of BuildKit's port map: `map[443/tcp:{} 80/tcp:{}]`, keys in
+/// byte order as Go's fmt sorts them.
+fn go_port_map(ports: &std::collections::BTreeSet<String>) -> String {
+    let keys: Vec<String> = ports.iter().map(|p| format!("{p}:{{}}")).collect();
+    format!("map[{}]", keys.join(" "))
+}
+
+/// Go's `%q` of BuildKit's healthcheck config, which is what its history
+/// entry holds: `&{["CMD-SHELL" "x"] "30s" "3s" "0s" "0s" '\x03'}` (test,
+/// interval, timeout, start period, start interval as Go durations, then the
+/// retry count formatted as a quoted rune).
+fn go_healthcheck(h: &Healthcheck) -> String {
+    let d = |v: Option<std::time::Duration>| format!("\"{}\"", go_duration(v.unwrap_or_default()));
+    let retries = h.retries.map_or(0, i64::from);
+    format!(
+        "&{{{} {} {} {} {} {}}}",
+        go_quoted(&h.test.to_config()),
+        d(h.interval),
+        d(h.timeout),
+        d(h.start_period),
+        d(h.start_interval),
+        go_quote_rune(retries)
+    )
+}
+
+/// Go's `time.Duration.String()`: `1h2m3.5s`, `1.5s`, `250ms`, `0s`.
+pub(super) fn go_duration(d: std::time::Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    if ns < 1_000_000_000 {
+        let (unit, div) = if ns < 1_000 {
+            ("ns", 1)
+        } else if ns < 1_000_000 {
+            ("µs", 1_000)
+        } else {
+            ("ms", 1_000_000)
+        };
+        return format!("{}{unit}", go_fraction(ns, div));
+    }
+    let secs = ns / 1_000_000_000;
+    let (h, m) = (secs / 3600, (secs / 60) % 60);
+    let s = go_fraction(ns % 60_000_000_000, 1_000_000_000);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// `n / div` with the fraction's trailing zeros removed (`1500, 1000` → `1.5`).
+fn go_fraction(n: u128, div: u128) -> String {
+    let (whole, frac) = (n / div, n % div);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = div.to_string().len() - 1;
+    let digits = format!("{frac:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// Go's `%q` of an integer: a single-quoted rune literal (`'\x03'`, `'A'`).
+pub(super) fn go_quote_rune(n: i64) -> String {
+    let c = u32::try_from(n).ok().and_then(char::from_u32).unwrap_or('\u{FFFD}');
+    let body = match c {
+        '\x07' => "\\a".to_string(),
+        '\x08' => "\\b".to_string(),
+        '\x0c' => "\\f".to_string(),
+        '\n' => "\\n".to_string(),
+        '\r' => "\\r".to_string(),
+        '\t' => "\\t".to_string(),
+        '\x0b' => "\\v".to_string(),
+        '\\' => "\\\\".to_string(),
+        '\'' => "\\'".to_string(),
+        c if (c as u32) < 0x20 || c as u32 == 0x7f => format!("\\x{:02x}", c as u32),
+        c if c.is_control() => format!("\\u{:04x}", c as u32),
+        c => c.to_string(),
+    };
+    format!("'{body}'")
 }
 
 /// What progress shows for an instruction: its source text on one line.

@@ -1,0 +1,5 @@
+FROM parity-base
+EXPOSE 80 443/tcp 53/udp
+EXPOSE 8000-8002 9000-9001/udp
+ARG P=7000
+EXPOSE $P/sctp 80/tcp

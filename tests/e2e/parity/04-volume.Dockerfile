@@ -1,0 +1,4 @@
+FROM parity-base
+VOLUME /data
+VOLUME ["/a", "/b c"]
+VOLUME /x /y

@@ -1,0 +1,10 @@
+FROM parity-base
+WORKDIR /app
+WORKDIR sub/dir
+ARG D=vars
+ENV E=/env
+WORKDIR $E/$D
+WORKDIR /bin
+USER 1000:1000
+RUN true
+USER nobody

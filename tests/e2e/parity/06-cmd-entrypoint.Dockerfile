@@ -1,0 +1,3 @@
+FROM parity-base
+CMD echo shell form
+ENTRYPOINT ["/bin/echo", "exec"]

@@ -1,0 +1,3 @@
+FROM parity-base
+HEALTHCHECK CMD ["/bin/true"]
+HEALTHCHECK NONE
