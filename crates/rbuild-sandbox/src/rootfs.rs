@@ -159,6 +159,20 @@ impl RootBuilder {
     /// (directories, and a final empty file for [`Kind::File`]), which are
     /// recorded as stubs. Returns an `O_PATH` fd of the target.
     pub fn ensure(&mut self, path: &str, kind: Kind) -> Result<OwnedFd, RootfsError> {
+        self.ensure_at(path, kind, 0)
+    }
+
+    /// [`RootBuilder::ensure`], following dangling symlinks inside the root
+    /// (an image's `/etc/resolv.conf -> /run/systemd/resolve/stub-resolv.conf`
+    /// gets its target created, as runc does) up to 40 times.
+    fn ensure_at(&mut self, path: &str, kind: Kind, depth: u32) -> Result<OwnedFd, RootfsError> {
+        if depth > 40 {
+            return Err(RootfsError::Path {
+                what: "mount target",
+                path: path.into(),
+                source: errno(Errno::LOOP),
+            });
+        }
         let comps = clean_components(path);
         if comps.is_empty() {
             return Err(RootfsError::Refused {
@@ -196,6 +210,17 @@ impl RootBuilder {
                     parent = fd;
                 }
                 Err(Errno::NOENT) => {
+                    if let Ok(target) = rustix::fs::readlinkat(&parent, *comp, Vec::new()) {
+                        // A dangling symlink: create what it points to instead.
+                        let target = target.to_string_lossy().into_owned();
+                        let rest = comps[i + 1..].join("/");
+                        let base = if target.starts_with('/') {
+                            target
+                        } else {
+                            format!("{}/{target}", self.real_rel(parent.as_fd())?)
+                        };
+                        return self.ensure_at(&format!("{base}/{rest}"), kind, depth + 1);
+                    }
                     parent = self.create_stub(parent.as_fd(), comp, want_dir, path)?;
                     if last {
                         return Ok(parent);

@@ -47,6 +47,7 @@ const CASES: &[&str] = &[
     "build_process_death_kills_sandbox",
     "umoci_applies_run_layer",
     "seccomp_refuses_namespaces",
+    "dangling_symlink_mount_target",
 ];
 
 fn main() {
@@ -189,6 +190,7 @@ async fn run_case(name: &str, c: &Ctx) -> R {
         "ssh_agent_is_forwarded" => cases::io::ssh_agent(c).await,
         "apt_get_install_in_debian" => cases::layers::apt_get(c).await,
         "copy_backend_runs_on_plain_dirs" => cases::layers::copy_backend(c).await,
+        "dangling_symlink_mount_target" => cases::layers::dangling_symlink_target(c).await,
         "seccomp_refuses_namespaces" => cases::process::seccomp_filter(c).await,
         "umoci_applies_run_layer" => cases::layers::umoci_applies_run_layer(c).await,
         "build_process_death_kills_sandbox" => cases::process::build_process_death(c).await,

@@ -424,3 +424,38 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
+
+/// An image whose `/etc/resolv.conf` is a dangling symlink (systemd-resolved
+/// style) still gets a working file there, and nothing is left behind.
+pub(crate) async fn dangling_symlink_target(c: &Ctx) -> R {
+    let a = c.layer();
+    // As an earlier layer would have it (a RUN itself sees our bind mount there).
+    std::fs::create_dir_all(a.upper.join("etc")).map_err(|e| e.to_string())?;
+    std::os::unix::fs::symlink(
+        "../run/systemd/resolve/stub-resolv.conf",
+        a.upper.join("etc/resolv.conf"),
+    )
+    .map_err(|e| e.to_string())?;
+    let out = c
+        .run(&c.spec(
+            &a,
+            "grep -c nameserver /etc/resolv.conf; readlink /etc/resolv.conf",
+        ))
+        .await;
+    out.ok()?;
+    ensure!(
+        out.stdout.starts_with('1') || out.stdout.starts_with('2'),
+        "no resolv.conf content: {}",
+        out.stdout
+    );
+    let link = std::fs::read_link(a.upper.join("etc/resolv.conf")).map_err(|e| e.to_string())?;
+    ensure!(
+        link.to_string_lossy() == "../run/systemd/resolve/stub-resolv.conf",
+        "the image's symlink changed: {link:?}"
+    );
+    ensure!(
+        !a.upper.join("run").exists(),
+        "stub directories of the symlink target left in the layer"
+    );
+    Ok(())
+}
