@@ -48,6 +48,9 @@ pub enum ExportError {
     /// The descriptor is neither a manifest nor an index.
     #[error("cannot export {digest}: media type `{media_type}` is not an image manifest or index")]
     NotAnImage { digest: Digest, media_type: String },
+    /// A manifest or index larger than [`MAX_MANIFEST_SIZE`].
+    #[error("manifest {digest} is {size} bytes, more than the 4 MiB we accept")]
+    TooLarge { digest: Digest, size: u64 },
     /// An existing `index.json` in the target layout is invalid.
     #[error("existing OCI layout index `{0}` is invalid")]
     BadLayoutIndex(String),
@@ -82,6 +85,17 @@ impl From<(Descriptor, Vec<String>)> for ExportImage {
     }
 }
 
+/// Largest manifest or index we read into memory (the distribution spec
+/// asks registries to accept at least 4 MiB).
+pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+
+fn check_manifest_size(d: &Descriptor) -> Result<(), ExportError> {
+    if (mt::is_index(&d.media_type) || mt::is_manifest(&d.media_type)) && d.size > MAX_MANIFEST_SIZE {
+        return Err(ExportError::TooLarge { digest: d.digest.clone(), size: d.size });
+    }
+    Ok(())
+}
+
 fn io_err(path: impl Into<String>) -> impl FnOnce(io::Error) -> ExportError {
     let path = path.into();
     move |source| ExportError::Io { path, source }
@@ -98,6 +112,7 @@ pub fn collect_blobs(store: &ContentStore, root: &Descriptor) -> Result<Vec<Desc
             continue;
         }
         if mt::is_index(&d.media_type) || mt::is_manifest(&d.media_type) {
+            check_manifest_size(&d)?;
             let bytes = store.read_all(&d.digest)?;
             let parsed = manifest::parse(&bytes, Some(&d.media_type))
                 .map_err(|source| ExportError::Manifest { digest: d.digest.clone(), source })?;
@@ -373,7 +388,11 @@ pub fn unpack_image(
 /// read, and only by digest-derived names.
 pub fn import_oci_layout(store: &ContentStore, dir: &Path) -> Result<Vec<ExportImage>, ExportError> {
     let index_path = dir.join("index.json");
-    let bytes = fs::read(&index_path).map_err(io_err(index_path.display().to_string()))?;
+    let mut bytes = Vec::new();
+    open_in_layout(dir, "index.json")?
+        .take(16 << 20)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(index_path.display().to_string()))?;
     let index = ImageIndex::from_slice(&bytes).map_err(|_| ExportError::BadLayoutIndex(index_path.display().to_string()))?;
     let mut todo: Vec<Descriptor> = index.manifests.clone();
     let mut seen = BTreeSet::new();
@@ -381,9 +400,9 @@ pub fn import_oci_layout(store: &ContentStore, dir: &Path) -> Result<Vec<ExportI
         if !seen.insert(d.digest.clone()) {
             continue;
         }
+        check_manifest_size(&d)?;
         if !store.contains(&d.digest) {
-            let path = dir.join("blobs").join(d.digest.algorithm()).join(d.digest.hex());
-            let f = fs::File::open(&path).map_err(io_err(path.display().to_string()))?;
+            let f = open_in_layout(dir, &format!("blobs/{}/{}", d.digest.algorithm(), d.digest.hex()))?;
             store.put_reader(f, Some((&d.digest, Some(d.size))))?;
         }
         if mt::is_index(&d.media_type) || mt::is_manifest(&d.media_type) {
@@ -412,6 +431,29 @@ pub fn import_oci_layout(store: &ContentStore, dir: &Path) -> Result<Vec<ExportI
             ExportImage::new(d, name)
         })
         .collect())
+}
+
+/// Opens a regular file of a (possibly hostile, e.g. unpacked from an
+/// archive) layout: no symlinks anywhere in the path, nothing outside `dir`,
+/// and no FIFOs or devices that could block or never end.
+fn open_in_layout(dir: &Path, rel: &str) -> Result<fs::File, ExportError> {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+    let shown = dir.join(rel).display().to_string();
+    let root = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| io_err(dir.display().to_string())(e.into()))?;
+    let fd = rustix::fs::openat2(
+        &root,
+        rel,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| io_err(shown.clone())(e.into()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| io_err(shown.clone())(e.into()))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(io_err(shown)(io::Error::other("not a regular file")));
+    }
+    Ok(fs::File::from(fd))
 }
 
 /// Writes an image's flattened root filesystem as one tar

@@ -273,4 +273,24 @@ fn import_verifies_blobs() {
     let err = import_oci_layout(&store2, &layout).unwrap_err();
     assert!(matches!(err, ExportError::Store(StoreError::DigestMismatch { .. })), "{err}");
     assert!(!store2.contains(&parsed.layers[0].digest));
+    // A blob that is a symlink (to a file with the right content, even) or a
+    // FIFO is refused rather than followed or blocked on.
+    fs::remove_file(&victim).unwrap();
+    std::os::unix::fs::symlink(store.path(&parsed.layers[0].digest), &victim).unwrap();
+    assert!(matches!(import_oci_layout(&store2, &layout), Err(ExportError::Io { .. })));
+    fs::remove_file(&victim).unwrap();
+    rustix::fs::mknodat(rustix::fs::CWD, victim.as_path(), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0).unwrap();
+    assert!(matches!(import_oci_layout(&store2, &layout), Err(ExportError::Io { .. })));
+}
+
+#[test]
+fn import_refuses_huge_manifests_before_reading_them() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("layout");
+    fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let d = Descriptor::new(mt::OCI_MANIFEST, Digest::sha256(b"x"), MAX_MANIFEST_SIZE + 1);
+    let idx = build_index(&[d], None, ManifestFormat::Oci).unwrap();
+    fs::write(layout.join("index.json"), &idx.bytes).unwrap();
+    let store = ContentStore::open(&t.path().join("store")).unwrap();
+    assert!(matches!(import_oci_layout(&store, &layout), Err(ExportError::TooLarge { .. })));
 }
