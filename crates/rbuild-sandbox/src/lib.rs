@@ -21,7 +21,7 @@ mod mounts;
 pub mod process;
 pub(crate) mod proto;
 pub mod qemu;
-pub mod rootfs;
+mod rootfs;
 mod seccomp;
 pub mod spec;
 mod ssh;
