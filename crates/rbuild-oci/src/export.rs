@@ -89,6 +89,9 @@ impl From<(Descriptor, Vec<String>)> for ExportImage {
 /// asks registries to accept at least 4 MiB).
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 
+/// Largest image config we read into memory.
+pub const MAX_CONFIG_SIZE: u64 = 16 << 20;
+
 fn check_manifest_size(d: &Descriptor) -> Result<(), ExportError> {
     if (mt::is_index(&d.media_type) || mt::is_manifest(&d.media_type)) && d.size > MAX_MANIFEST_SIZE {
         return Err(ExportError::TooLarge { digest: d.digest.clone(), size: d.size });
@@ -113,7 +116,7 @@ pub fn collect_blobs(store: &ContentStore, root: &Descriptor) -> Result<Vec<Desc
         }
         if mt::is_index(&d.media_type) || mt::is_manifest(&d.media_type) {
             check_manifest_size(&d)?;
-            let bytes = store.read_all(&d.digest)?;
+            let bytes = store.read_limited(&d.digest, MAX_MANIFEST_SIZE)?;
             let parsed = manifest::parse(&bytes, Some(&d.media_type))
                 .map_err(|source| ExportError::Manifest { digest: d.digest.clone(), source })?;
             match parsed {
@@ -292,7 +295,7 @@ pub fn resolve_platform(store: &ContentStore, desc: &Descriptor, platform: &Plat
         if !mt::is_index(&d.media_type) {
             return Err(ExportError::NotAnImage { digest: d.digest.clone(), media_type: d.media_type.clone() });
         }
-        let bytes = store.read_all(&d.digest)?;
+        let bytes = store.read_limited(&d.digest, MAX_MANIFEST_SIZE)?;
         let idx = ImageIndex::from_slice(&bytes).map_err(|source| ExportError::Manifest { digest: d.digest.clone(), source })?;
         d = idx
             .select(platform)
@@ -320,7 +323,7 @@ pub fn write_docker_tar<W: Write>(
     let mut index = Vec::new();
     for img in images {
         let mdesc = resolve_platform(store, &img.descriptor, platform)?;
-        let bytes = store.read_all(&mdesc.digest)?;
+        let bytes = store.read_limited(&mdesc.digest, MAX_MANIFEST_SIZE)?;
         let m = ImageManifest::from_slice(&bytes).map_err(|source| ExportError::Manifest { digest: mdesc.digest.clone(), source })?;
         for d in collect_blobs(store, &mdesc)? {
             files.insert(blob_name(&d.digest), Source::Blob(d.digest.clone(), d.size));
@@ -359,9 +362,9 @@ pub fn unpack_image(
 ) -> Result<Vec<crate::layer::ApplyStats>, UnpackError> {
     let host = Platform::host();
     let mdesc = resolve_platform(store, image, platform.unwrap_or(&host))?;
-    let bytes = store.read_all(&mdesc.digest).map_err(ExportError::from)?;
+    let bytes = store.read_limited(&mdesc.digest, MAX_MANIFEST_SIZE).map_err(ExportError::from)?;
     let m = ImageManifest::from_slice(&bytes).map_err(|source| ExportError::Manifest { digest: mdesc.digest.clone(), source })?;
-    let config_bytes = store.read_all(&m.config.digest).map_err(ExportError::from)?;
+    let config_bytes = store.read_limited(&m.config.digest, MAX_CONFIG_SIZE).map_err(ExportError::from)?;
     let config = crate::config::ImageConfig::from_slice(&config_bytes)
         .map_err(|source| UnpackError::Config { digest: m.config.digest.clone(), source })?;
     if config.rootfs.diff_ids.len() != m.layers.len() {
@@ -406,7 +409,7 @@ pub fn import_oci_layout(store: &ContentStore, dir: &Path) -> Result<Vec<ExportI
             store.put_reader(f, Some((&d.digest, Some(d.size))))?;
         }
         if mt::is_index(&d.media_type) || mt::is_manifest(&d.media_type) {
-            let bytes = store.read_all(&d.digest)?;
+            let bytes = store.read_limited(&d.digest, MAX_MANIFEST_SIZE)?;
             match manifest::parse(&bytes, Some(&d.media_type)).map_err(|source| ExportError::Manifest { digest: d.digest.clone(), source })? {
                 Parsed::Index(idx) => todo.extend(idx.manifests),
                 Parsed::Manifest(m) => {

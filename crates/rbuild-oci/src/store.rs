@@ -43,6 +43,9 @@ pub enum StoreError {
     /// The data written does not hash to the expected digest.
     #[error("content digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
+    /// The blob is larger than the caller is willing to hold in memory.
+    #[error("content {digest}: {size} bytes is more than the {limit} allowed here")]
+    TooLarge { digest: Digest, size: u64, limit: u64 },
     /// The data written has the wrong length.
     #[error("content {digest}: size mismatch: expected {expected} bytes, got {actual}")]
     SizeMismatch { digest: Digest, expected: u64, actual: u64 },
@@ -137,6 +140,20 @@ impl ContentStore {
         let mut f = self.open_blob(d)?;
         let mut buf = Vec::new();
         f.read_to_end(&mut buf).map_err(io_err(self.path(d)))?;
+        Ok(buf)
+    }
+
+    /// Reads a whole blob only if it is at most `limit` bytes (configs and
+    /// manifests from registries are hostile input: a 10 GB "config" must
+    /// not be read into memory).
+    pub fn read_limited(&self, d: &Digest, limit: u64) -> Result<Vec<u8>> {
+        let f = self.open_blob(d)?;
+        let size = f.metadata().map_err(io_err(self.path(d)))?.len();
+        if size > limit {
+            return Err(StoreError::TooLarge { digest: d.clone(), size, limit });
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        f.take(limit).read_to_end(&mut buf).map_err(io_err(self.path(d)))?;
         Ok(buf)
     }
 
@@ -345,6 +362,8 @@ mod tests {
         assert!(s.contains(&d));
         assert_eq!(s.size(&d).unwrap(), 5);
         assert_eq!(s.read_all(&d).unwrap(), b"hello");
+        assert_eq!(s.read_limited(&d, 5).unwrap(), b"hello");
+        assert!(matches!(s.read_limited(&d, 4), Err(StoreError::TooLarge { size: 5, limit: 4, .. })));
         assert_eq!(s.put_bytes(b"hello").unwrap(), d);
         assert_eq!(s.list().unwrap(), vec![(d.clone(), 5)]);
         assert_eq!(s.verify(&d).unwrap(), 5);
