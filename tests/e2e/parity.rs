@@ -122,6 +122,33 @@ struct Case {
 }
 
 impl Case {
+    /// `created_by` (a flagless COPY/ADD history entry as 20.10 writes it)
+    /// with the `--chown`/`--chmod` flags of the Dockerfile line it came
+    /// from, in current BuildKit's order.
+    fn copy_with_flags(&self, created_by: &str) -> Option<String> {
+        for line in self.dockerfile.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let Some((keyword, rest)) = words.split_first() else { continue };
+            if !matches!(*keyword, "COPY" | "ADD") {
+                continue;
+            }
+            let (flags, args): (Vec<&str>, Vec<&str>) = rest.iter().partition(|w| w.starts_with("--"));
+            let plain = format!("{keyword} {} # buildkit", args.join(" "));
+            if plain != created_by {
+                continue;
+            }
+            let mut out = keyword.to_string();
+            for name in ["--chown=", "--chmod="] {
+                if let Some(f) = flags.iter().find(|f| f.starts_with(name)) {
+                    out.push(' ');
+                    out.push_str(f);
+                }
+            }
+            return Some(format!("{out} {} # buildkit", args.join(" ")));
+        }
+        None
+    }
+
     /// The value ARG `name` gets from `--build-arg` or, failing that, from a
     /// global `ARG name=value` (before the first FROM).
     fn arg_value(&self, name: &str) -> Option<String> {
@@ -230,6 +257,12 @@ fn to_current_buildkit(expected: &mut Value, layers: &mut usize, case: &Case) {
                 .map(|w| if w.contains('=') { w.to_string() } else { case.arg_value(w).map_or(w.to_string(), |v| format!("{w}={v}")) })
                 .collect();
             h["created_by"] = Value::String(format!("ARG {}", words.join(" ")));
+        }
+        // 4. COPY/ADD flags in history. 20.10 writes `COPY src dest`;
+        //    current BuildKit keeps `--parents`, `--chown=…` and `--chmod=…`
+        //    (dispatchCopy). The flags are taken from the case's own line.
+        if let Some(with_flags) = case.copy_with_flags(&created_by) {
+            h["created_by"] = Value::String(with_flags);
         }
         // 3. HEALTHCHECK history. 20.10's healthcheck config has no
         //    StartInterval (added with `--start-interval`); current BuildKit

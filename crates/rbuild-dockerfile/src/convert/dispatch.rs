@@ -619,16 +619,13 @@ impl<'a> Converter<'a> {
         let scratch = self.add(Op::Scratch, vec![], "[internal] scratch".into());
         let docs = self.add(Op::File(FileOp { actions: files }), vec![scratch], format!("{name} (heredoc files)"));
         let raw_dest = self.expand(state, ins, &copy.dest)?;
-        let chown = match &copy.chown {
-            Some(c) => Some(Chown(self.expand(state, ins, c)?)),
-            None => None,
-        };
+        let (chown, chmod, flags) = self.copy_flags(state, ins, copy, keyword)?;
         let action = CopyAction {
             source: 1,
             paths: copy.heredocs.iter().map(|d| d.name.clone()).collect(),
             dest: resolve_dest(&state.workdir(), &raw_dest),
             chown,
-            chmod: copy.chmod.clone(),
+            chmod,
             exclude: Vec::new(),
             parents: false,
             follow_symlinks: false,
@@ -640,8 +637,33 @@ impl<'a> Converter<'a> {
         let op = Op::File(FileOp { actions: vec![FileAction::Copy(action)] });
         state.vertex = self.add(op, vec![state.vertex, docs], name);
         let names: Vec<String> = copy.heredocs.iter().map(|d| format!("<<{}", d.name)).collect();
-        self.history(state, format!("{keyword} {} {raw_dest}", names.join(" ")), true);
+        self.history(state, format!("{flags} {} {raw_dest}", names.join(" ")), true);
         Ok(())
+    }
+
+    /// `--chown` and `--chmod` after expansion, and the start of the history
+    /// entry: the keyword and the flags BuildKit records (`--parents`,
+    /// `--chown=…`, `--chmod=…`, in that order).
+    fn copy_flags(
+        &self,
+        state: &StageState,
+        ins: &Instruction,
+        copy: &Copy,
+        keyword: &str,
+    ) -> Result<(Option<Chown>, Option<String>, String), ConvertError> {
+        let chown = copy.chown.as_deref().map(|c| self.expand(state, ins, c)).transpose()?;
+        let chmod = copy.chmod.as_deref().map(|c| self.expand(state, ins, c)).transpose()?;
+        let mut flags = keyword.to_string();
+        if copy.parents && keyword == "COPY" {
+            flags.push_str(" --parents");
+        }
+        if let Some(c) = &chown {
+            flags.push_str(&format!(" --chown={c}"));
+        }
+        if let Some(c) = &chmod {
+            flags.push_str(&format!(" --chmod={c}"));
+        }
+        Ok((chown.map(Chown), chmod, flags))
     }
 
     /// A heredoc body with variables expanded but quotes kept (BuildKit
@@ -675,16 +697,13 @@ impl<'a> Converter<'a> {
                 self.from_vertex(state, &from)?
             }
         };
-        let chown = match &copy.chown {
-            Some(c) => Some(Chown(self.expand(state, ins, c)?)),
-            None => None,
-        };
+        let (chown, chmod, flags) = self.copy_flags(state, ins, copy, keyword)?;
         let action = CopyAction {
             source: 1,
             paths: sources.clone(),
             dest: dest.clone(),
             chown,
-            chmod: copy.chmod.clone(),
+            chmod,
             exclude: copy.exclude.clone(),
             parents: copy.parents,
             follow_symlinks: true,
@@ -695,7 +714,7 @@ impl<'a> Converter<'a> {
         };
         let op = Op::File(FileOp { actions: vec![FileAction::Copy(action)] });
         state.vertex = self.add(op, vec![state.vertex, source_vertex], name);
-        self.history(state, format!("{keyword} {} {raw_dest}", sources.join(" ")), true);
+        self.history(state, format!("{flags} {} {raw_dest}", sources.join(" ")), true);
         Ok(())
     }
 }
