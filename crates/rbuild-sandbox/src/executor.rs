@@ -57,9 +57,18 @@ pub struct HelperCommand {
 impl HelperCommand {
     /// The running executable, which must call
     /// [`crate::helper::run_if_requested`] first thing in `main`.
+    ///
+    /// `/proc/self/exe` is used when available: it still works when the
+    /// binary was replaced or deleted during a long build (a reinstall).
     pub fn current_exe() -> std::io::Result<Self> {
+        let proc_exe = PathBuf::from("/proc/self/exe");
+        let program = if proc_exe.exists() {
+            proc_exe
+        } else {
+            std::env::current_exe()?
+        };
         Ok(Self {
-            program: std::env::current_exe()?,
+            program,
             args_prefix: Vec::new(),
         })
     }
