@@ -280,3 +280,39 @@ pub(crate) async fn seccomp_filter(c: &Ctx) -> R {
     );
     Ok(())
 }
+
+/// Several RUNs at once (parallel stages) do not interfere: each gets its
+/// own namespaces, network, mount point and layer.
+pub(crate) async fn parallel_runs(c: &Ctx) -> R {
+    let layers: Vec<_> = (0..4).map(|_| c.layer()).collect();
+    let mut specs = Vec::new();
+    for (i, a) in layers.iter().enumerate() {
+        let mut spec = c.spec(
+            a,
+            &format!("echo {i} > /mine && hostname && sleep 0.3 && cat /mine"),
+        );
+        spec.hostname = format!("host{i}");
+        if i % 2 == 0 && support::has_slirp() {
+            spec.network = Network::Sandbox;
+        }
+        specs.push(spec);
+    }
+    let (r0, r1, r2, r3) = tokio::join!(
+        c.run(&specs[0]),
+        c.run(&specs[1]),
+        c.run(&specs[2]),
+        c.run(&specs[3])
+    );
+    for (i, out) in [r0, r1, r2, r3].iter().enumerate() {
+        out.ok()?;
+        ensure!(
+            out.stdout == format!("host{i}\n{i}\n"),
+            "run {i}: {:?}",
+            out.stdout
+        );
+        let mine =
+            std::fs::read_to_string(layers[i].upper.join("mine")).map_err(|e| e.to_string())?;
+        ensure!(mine == format!("{i}\n"), "layer {i} got {mine:?}");
+    }
+    Ok(())
+}
