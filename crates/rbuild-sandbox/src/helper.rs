@@ -3,10 +3,10 @@
 //!
 //! Why a separate process: `fork` in a tokio process is unsafe and new
 //! namespaces must be created from a single-threaded process. The helper
-//! reads its [`HelperRequest`] from stdin, unshares the pid, uts, ipc and
+//! reads its request from stdin, unshares the pid, uts, ipc and
 //! (unless host networking) net namespaces, optionally waits for the
 //! executor to attach slirp4netns, and forks PID 1 of the new pid namespace
-//! (see [`crate::init`]). It forwards termination signals to it and exits
+//! (see the `init` module). It forwards termination signals to it and exits
 //! when it is gone; the outcome is reported on fd 3 by the init itself.
 
 use std::fs::File;

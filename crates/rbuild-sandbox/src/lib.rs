@@ -11,8 +11,15 @@
 //! Layout of a run: executor (tokio) → helper (single-threaded re-exec;
 //! unshares pid/uts/ipc/net) → init (PID 1; own mount namespace, overlay
 //! root, /proc, /dev, /etc files, `RUN --mount`s, `pivot_root`) → the
-//! user's command (Docker's default capabilities, `no_new_privs`, the
-//! image's user, fds > 2 closed).
+//! user's command (Docker's default capabilities, `no_new_privs`, a
+//! seccomp filter, the image's user, fds > 2 closed).
+//!
+//! The executor needs a tokio runtime with the I/O driver enabled
+//! (`enable_io`/`enable_all`): it uses child processes and unix pipes.
+//! Process limits: a cgroup-v1 `pids` cgroup per RUN where we may create
+//! one (real root on a v1/hybrid host), otherwise `RLIMIT_NPROC` (which the
+//! kernel does not apply to real root); the init kills every process of the
+//! RUN when its main process exits in any case.
 
 pub mod executor;
 pub mod helper;
