@@ -256,6 +256,17 @@ fn etc_files(rb: &mut RootBuilder, spec: &RunSpec) -> Result<(), RootfsError> {
     let mut hosts =
         format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     for (name, addr) in &spec.extra_hosts {
+        // One line per entry: no whitespace may smuggle in another line.
+        if name.is_empty()
+            || addr.is_empty()
+            || name.chars().chain(addr.chars()).any(char::is_whitespace)
+        {
+            return Err(RootfsError::Refused {
+                what: "extra host",
+                path: format!("{name}:{addr}"),
+                reason: "name and address must be non-empty without whitespace",
+            });
+        }
         hosts.push_str(&format!("{addr}\t{name}\n"));
     }
     let resolv = resolv_conf(spec.network, &host_file("/etc/resolv.conf"));

@@ -144,6 +144,7 @@ pub(crate) async fn identity(c: &Ctx) -> R {
     let a = c.layer();
     let mut spec = c.spec(&a, "hostname; cat /etc/hostname; grep -c myhost /etc/hosts; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; echo $HOME; ls /dev");
     spec.hostname = "myhost".into();
+    spec.extra_hosts = vec![("db.internal".into(), "10.1.2.3".into())];
     let out = c.run(&spec).await;
     out.ok()?;
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -161,6 +162,25 @@ pub(crate) async fn identity(c: &Ctx) -> R {
         out.stdout.contains("NoNewPrivs:\t1"),
         "no_new_privs not set: {}",
         out.stdout
+    );
+    let hosts = c
+        .run(&{
+            let mut h = c.spec(&a, "grep db.internal /etc/hosts");
+            h.extra_hosts = vec![("db.internal".into(), "10.1.2.3".into())];
+            h
+        })
+        .await;
+    hosts.ok()?;
+    ensure!(
+        hosts.stdout.trim() == "10.1.2.3\tdb.internal",
+        "extra host: {:?}",
+        hosts.stdout
+    );
+    let mut bad = c.spec(&a, "true");
+    bad.extra_hosts = vec![("x\n1.2.3.4 evil".into(), "10.0.0.1".into())];
+    ensure!(
+        matches!(c.run(&bad).await.result, Err(SandboxError::Setup(_))),
+        "a multi-line extra host was accepted"
     );
     ensure!(lines.contains(&"/root"), "HOME from passwd: {}", out.stdout);
     for dev in ["null", "zero", "urandom", "pts", "shm", "ptmx"] {
