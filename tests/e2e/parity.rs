@@ -8,8 +8,9 @@
 //! the expected config is rewritten by one of the commented exceptions in
 //! [`to_current_buildkit`] before the comparison.
 //!
-//! A case file may carry `# parity-build-arg: NAME=VALUE` lines (passed as
-//! `--build-arg` to both builders) and `# parity-target: STAGE`.
+//! A case file may carry `# parity-build-arg: NAME=VALUE` and
+//! `# parity-label: NAME=VALUE` lines (passed as `--build-arg` / `--label` to
+//! both builders) and `# parity-target: STAGE`.
 
 use crate::support::{self, ok, skip};
 use serde_json::{Map, Value};
@@ -32,6 +33,9 @@ const EMPTY_TAR_DIFF_ID: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36be
 /// (/dev, /proc, /sys, /etc/hosts, /etc/resolv.conf): without them 20.10
 /// leaves the stubs its runc created in every RUN's layer (current BuildKit
 /// removes them), and `RUN true` would not be an empty layer there.
+/// A second base, whose ONBUILD triggers run in the builds that use it.
+const ONBUILD_DOCKERFILE: &str = "FROM parity-base\nONBUILD RUN echo yes > /triggered\nONBUILD ENV FROM_TRIGGER=1\nONBUILD WORKDIR /trig\n";
+
 const BASE_DOCKERFILE: &str = "FROM scratch\nCOPY stubs/ /\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"/bin/sh\"]\n";
 
 /// dockerd on a private socket with its own data and exec roots, in a mount
@@ -118,10 +122,23 @@ struct Case {
     name: String,
     dockerfile: String,
     build_args: Vec<String>,
+    labels: Vec<String>,
     target: Option<String>,
 }
 
 impl Case {
+    /// The targets of every `RUN --mount` in the Dockerfile, without the
+    /// leading `/` (as layer tars name them).
+    fn mount_targets(&self) -> Vec<String> {
+        self.dockerfile
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("--mount="))
+            .flat_map(|spec| spec.split(','))
+            .filter_map(|kv| kv.strip_prefix("target=").or_else(|| kv.strip_prefix("dst=")))
+            .map(|t| t.trim_start_matches('/').trim_end_matches('/').to_string())
+            .collect()
+    }
+
     /// `created_by` (a flagless COPY/ADD history entry as 20.10 writes it)
     /// with the `--chown`/`--chmod` flags of the Dockerfile line it came
     /// from, in current BuildKit's order.
@@ -183,6 +200,7 @@ fn corpus() -> Vec<Case> {
             Case {
                 name: p.file_stem().unwrap().to_string_lossy().into_owned(),
                 build_args: header("# parity-build-arg:"),
+                labels: header("# parity-label:"),
                 target: header("# parity-target:").into_iter().next(),
                 dockerfile,
             }
@@ -206,43 +224,75 @@ fn context(dir: &Path, dockerfile: &str) {
     std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
 }
 
-/// The image config inside a `docker save` / `-o type=docker` tar, and its
-/// number of layers in the manifest.
-fn config_of(tar: &Path, scratch: &Path) -> (Value, usize) {
+/// The image config inside a `docker save` / `-o type=docker` tar, and the
+/// layer files its manifest lists (extracted under `scratch`).
+fn config_of(tar: &Path, scratch: &Path) -> (Value, Vec<PathBuf>) {
     std::fs::create_dir_all(scratch).unwrap();
     ok(Command::new("tar").arg("-xf").arg(tar).arg("-C").arg(scratch));
     let manifest: Value = serde_json::from_slice(&std::fs::read(scratch.join("manifest.json")).unwrap()).unwrap();
     let entry = &manifest[0];
     let config = entry["Config"].as_str().expect("manifest.json names the config");
-    let layers = entry["Layers"].as_array().map_or(0, Vec::len);
+    let layers = entry["Layers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|l| l.as_str().map(|l| scratch.join(l))).collect())
+        .unwrap_or_default();
     (serde_json::from_slice(&std::fs::read(scratch.join(config)).unwrap()).unwrap(), layers)
+}
+
+/// Whether a (20.10) layer holds nothing but the mount stubs of the case's
+/// `RUN --mount` targets (and their parent directories).
+fn only_mount_stubs(layer: &Path, case: &Case) -> bool {
+    let targets = case.mount_targets();
+    if targets.is_empty() {
+        return false;
+    }
+    let list = ok(Command::new("tar").arg("-tf").arg(layer));
+    let entries: Vec<String> =
+        String::from_utf8_lossy(&list.stdout).lines().map(|l| l.trim_end_matches('/').to_string()).collect();
+    !entries.is_empty()
+        && entries.iter().all(|e| targets.iter().any(|t| t == e || t.starts_with(&format!("{e}/"))))
 }
 
 /// Rewrites what Debian's dockerd 20.10 (BuildKit ~0.8) produced into what
 /// current BuildKit produces for the same Dockerfile. Each rule is a known
 /// divergence between the two; rbuild follows current BuildKit.
-fn to_current_buildkit(expected: &mut Value, layers: &mut usize, case: &Case) {
+fn to_current_buildkit(expected: &mut Value, layers: &mut Vec<PathBuf>, case: &Case) {
     // 1. Empty layers. 20.10's exporter keeps a step that changed nothing
     //    (`RUN true`, WORKDIR of an existing directory) as a real, empty tar
     //    layer; current BuildKit drops empty layers from the manifest and
     //    marks their history entries `empty_layer`
     //    (exporter/containerimage: normalizeLayersAndHistory).
+    // 5. Mount stubs. 20.10 leaves the directory or file it created as the
+    //    mount point of a `RUN --mount` target in that RUN's layer; current
+    //    BuildKit removes the stubs it made (executor mount stub cleaner), so
+    //    a RUN that wrote only into its mounts makes an empty layer.
     let diff_ids: Vec<String> = expected["rootfs"]["diff_ids"]
         .as_array()
         .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
+    let empty: Vec<bool> = diff_ids
+        .iter()
+        .enumerate()
+        .map(|(i, d)| d == EMPTY_TAR_DIFF_ID || layers.get(i).is_some_and(|l| only_mount_stubs(l, case)))
+        .collect();
     if let Some(history) = expected["history"].as_array_mut() {
         let mut layer = 0;
         for h in history.iter_mut().filter(|h| h["empty_layer"] != Value::Bool(true)) {
-            if diff_ids.get(layer).is_some_and(|d| d == EMPTY_TAR_DIFF_ID) {
+            if empty.get(layer).copied().unwrap_or(false) {
                 h["empty_layer"] = Value::Bool(true);
-                *layers -= 1;
             }
             layer += 1;
         }
     }
-    let kept: Vec<Value> = diff_ids.into_iter().filter(|d| d != EMPTY_TAR_DIFF_ID).map(Value::String).collect();
+    let keep = |i: usize| !empty.get(i).copied().unwrap_or(false);
+    let kept: Vec<Value> =
+        diff_ids.into_iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, d)| Value::String(d)).collect();
     expected["rootfs"]["diff_ids"] = Value::Array(kept);
+    let mut i = 0;
+    layers.retain(|_| {
+        i += 1;
+        keep(i - 1)
+    });
 
     let Some(history) = expected["history"].as_array_mut() else { return };
     for h in history.iter_mut() {
@@ -392,6 +442,14 @@ fn image_configs_match_buildkit_field_by_field() {
         .arg(format!("--output=type=docker,dest={}", base_tar.display()))
         .arg(&base_ctx));
     ok(dockerd.docker().arg("load").arg("-i").arg(&base_tar));
+    let onbuild_ctx = work.path().join("onbuild");
+    context(&onbuild_ctx, ONBUILD_DOCKERFILE);
+    let onbuild_tar = work.path().join("onbuild.tar");
+    ok(rbuild(&state)
+        .args(["build", "--progress=plain", "--load", "-t", "parity-onbuild:latest"])
+        .arg(format!("--output=type=docker,dest={}", onbuild_tar.display()))
+        .arg(&onbuild_ctx));
+    ok(dockerd.docker().arg("load").arg("-i").arg(&onbuild_tar));
 
     let mut report = Vec::new();
     let cases = corpus();
@@ -404,6 +462,10 @@ fn image_configs_match_buildkit_field_by_field() {
             extra.push("--build-arg".to_string());
             extra.push(a.clone());
         }
+        for l in &case.labels {
+            extra.push("--label".to_string());
+            extra.push(l.clone());
+        }
         if let Some(t) = &case.target {
             extra.push(format!("--target={t}"));
         }
@@ -415,6 +477,7 @@ fn image_configs_match_buildkit_field_by_field() {
         ok(dockerd.docker().args(["save", "-o"]).arg(&docker_tar).arg(&tag));
         let (mut expected, mut exp_layers) = config_of(&docker_tar, &work.path().join(format!("{}-docker", case.name)));
         to_current_buildkit(&mut expected, &mut exp_layers, case);
+        let exp_layers = exp_layers.len();
 
         let rbuild_tar = work.path().join(format!("{}-rbuild.tar", case.name));
         ok(rbuild(&state)
@@ -423,6 +486,7 @@ fn image_configs_match_buildkit_field_by_field() {
             .arg(format!("--output=type=docker,dest={}", rbuild_tar.display()))
             .arg(&ctx));
         let (actual, act_layers) = config_of(&rbuild_tar, &work.path().join(format!("{}-rbuild", case.name)));
+        let act_layers = act_layers.len();
         for d in differences(&expected, exp_layers, &actual, act_layers) {
             report.push(format!("{}: {d}", case.name));
         }
