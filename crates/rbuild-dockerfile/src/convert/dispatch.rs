@@ -452,7 +452,9 @@ impl<'a> Converter<'a> {
             }
             RunScript::File { name: script, content } => {
                 // As BuildKit: the script is a read-only file at
-                // /dev/pipes/<name>, executed directly (its #! line runs it).
+                // /dev/pipes/<name>, started through the shell like any
+                // shell-form RUN (`/bin/sh -c /dev/pipes/EOF`: its #! line
+                // picks the interpreter), which is also what history shows.
                 let file = FileAction::Mkfile { path: format!("/{script}"), mode: 0o755, data: content.into_bytes(), chown: None };
                 let scratch = self.add(Op::Scratch, vec![], "[internal] scratch".into());
                 let v = self.add(Op::File(FileOp { actions: vec![file] }), vec![scratch], format!("{name} (script)"));
@@ -460,7 +462,9 @@ impl<'a> Converter<'a> {
                 let target = format!("/dev/pipes/{script}");
                 let kind = ExecMountKind::Bind { input: inputs.len() - 1, source: format!("/{script}"), readonly: true };
                 mounts.push(ExecMount { target: target.clone(), kind });
-                vec![target]
+                let mut a = state.shell();
+                a.push(target);
+                a
             }
         };
         let mut env: Vec<String> = state.config.config.env.clone().unwrap_or_default();

@@ -191,3 +191,16 @@ fn go_quoted_runes() {
     assert_eq!(go_quote_rune(127), "'\\x7f'");
     assert_eq!(go_quote_rune(-1), "'\u{FFFD}'");
 }
+
+#[test]
+fn run_heredocs_go_through_the_shell_as_buildkit_writes_them() {
+    let c = config("FROM scratch\nRUN <<EOF\n#!/bin/busybox sh\necho hi\nEOF\nRUN <<EOF\necho plain\nEOF\nRUN cat <<EOF > /f\nx\nEOF\n");
+    assert_eq!(
+        history(&c),
+        [
+            "RUN /bin/sh -c /dev/pipes/EOF # buildkit",
+            "RUN /bin/sh -c echo plain\n # buildkit",
+            "RUN /bin/sh -c cat <<EOF > /f\nx\nEOF # buildkit",
+        ]
+    );
+}
