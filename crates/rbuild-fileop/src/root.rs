@@ -300,6 +300,21 @@ mod tests {
     /// and symlinks (absolute, relative, dangling, looping, climbing) and
     /// random paths, our resolution must land on the same inode as
     /// `openat2(RESOLVE_IN_ROOT)`, and agree on whether the path exists.
+    /// `root/comps…` as real directories, created where missing; `None`
+    /// when any component exists as something else (a symlink above all).
+    fn real_dirs_inside(root: &Path, comps: &[&str]) -> Option<PathBuf> {
+        let mut cur = root.to_path_buf();
+        for c in comps {
+            cur.push(c);
+            match std::fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_dir() => {}
+                Ok(_) => return None,
+                Err(_) => std::fs::create_dir(&cur).ok()?,
+            }
+        }
+        Some(cur)
+    }
+
     #[test]
     fn canonicalize_agrees_with_resolve_in_root() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -318,7 +333,11 @@ mod tests {
             for _ in 0..12 {
                 let depth = 1 + rnd(3) as usize;
                 let p: Vec<&str> = (0..depth).map(|_| names[rnd(3) as usize]).collect();
-                let path = r.join(p.join("/"));
+                // Build the tree without ever following the symlinks it
+                // holds: they point at `/` and `..`, and following one would
+                // write into the host's root.
+                let Some(parent) = real_dirs_inside(r, &p[..p.len() - 1]) else { continue };
+                let path = parent.join(p[p.len() - 1]);
                 if rnd(3) == 0 {
                     let mut t: Vec<&str> =
                         (0..1 + rnd(4)).map(|_| pieces[rnd(6) as usize]).collect();
@@ -331,12 +350,9 @@ mod tests {
                     } else {
                         target
                     };
-                    if let Some(parent) = path.parent() {
-                        let _ = std::fs::create_dir_all(parent);
-                    }
                     let _ = symlink(&target, &path);
                 } else {
-                    let _ = std::fs::create_dir_all(&path);
+                    let _ = std::fs::create_dir(&path);
                 }
             }
             let root = Root::open(r).unwrap();

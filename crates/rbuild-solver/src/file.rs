@@ -11,6 +11,27 @@ use rbuild_graph::{Chown, CopyAction, ExecMountKind, FileAction, FileOp, Op, Ver
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// What a copy action reads and how (owner and mode aside, which need the
+/// destination): shared by the copy itself and its cache-key hash, so the
+/// two can never disagree about which files count.
+fn copy_options(c: &CopyAction, input: &Solved) -> CopyOptions {
+    let context_ignore = match &input.output {
+        Output::Directory { ignore, .. } => ignore.to_vec(),
+        Output::Snapshot(_) => Vec::new(),
+    };
+    CopyOptions {
+        exclude: c.exclude.clone(),
+        context_ignore,
+        parents: c.parents,
+        follow_symlinks: c.follow_symlinks,
+        allow_wildcard: c.allow_wildcard,
+        allow_empty_wildcard: c.allow_empty_wildcard,
+        create_dest_path: c.create_dest_path,
+        unpack_archives: c.unpack_archives,
+        ..CopyOptions::dockerfile()
+    }
+}
+
 /// For each input that is a local directory, the content hash of exactly
 /// what this vertex reads from it (its cache-key contribution).
 pub(crate) async fn context_selections(
@@ -18,31 +39,33 @@ pub(crate) async fn context_selections(
     vertex: &Vertex,
     inputs: &[Arc<Solved>],
 ) -> Result<Vec<(usize, String)>, SolveError> {
-    let mut wanted: Vec<(usize, Vec<String>, Vec<String>, bool)> = Vec::new();
+    let mut wanted: Vec<(usize, Vec<String>, SelectionOptions)> = Vec::new();
     match &vertex.op {
         Op::File(f) => {
             for a in &f.actions {
                 if let FileAction::Copy(c) = a {
-                    wanted.push((c.source, c.paths.clone(), c.exclude.clone(), c.follow_symlinks));
+                    let opts = SelectionOptions::from(&copy_options(c, &inputs[c.source]));
+                    wanted.push((c.source, c.paths.clone(), opts));
                 }
             }
         }
         Op::Exec(e) => {
             for m in &e.mounts {
                 if let ExecMountKind::Bind { input, source, .. } = &m.kind {
-                    wanted.push((*input, vec![source.clone()], vec![], true));
+                    let Output::Directory { ignore, .. } = &inputs[*input].output else { continue };
+                    let opts = SelectionOptions { context_ignore: ignore.to_vec(), ..SelectionOptions::dockerfile() };
+                    wanted.push((*input, vec![source.clone()], opts));
                 }
             }
         }
         _ => {}
     }
     let mut out = Vec::new();
-    for (input, paths, exclude, follow) in wanted {
-        let Output::Directory(dir) = &inputs[input].output else { continue };
-        let dir = dir.clone();
+    for (input, paths, opts) in wanted {
+        let Output::Directory { path, .. } = &inputs[input].output else { continue };
+        let dir = path.clone();
         let cache = ctx.engine.stat_cache.clone();
         let hash = tokio::task::spawn_blocking(move || {
-            let opts = SelectionOptions { exclude, follow_symlinks: follow, ..SelectionOptions::dockerfile() };
             rbuild_fileop::hash::hash_selection(&dir, &paths, &opts, Some(cache.as_ref()))
         })
         .await
@@ -74,7 +97,7 @@ impl SourceRoot {
 fn source_root(ctx: &Ctx, input: &Solved) -> Result<SourceRoot, SolveError> {
     let state = &ctx.engine.state;
     match &input.output {
-        Output::Directory(d) => Ok(SourceRoot::Dir(d.clone())),
+        Output::Directory { path, .. } => Ok(SourceRoot::Dir(path.clone())),
         Output::Snapshot(None) => {
             Ok(SourceRoot::Empty(tempfile::tempdir_in(&ctx.engine.tmp).map_err(|e| SolveError::io(&ctx.engine.tmp, e))?))
         }
@@ -109,18 +132,11 @@ fn copy(ctx: &Ctx, dest_root: &Path, c: &CopyAction, inputs: &[Arc<Solved>]) -> 
     let src = source_root(ctx, input)?;
     // Files from a context belong to root unless --chown says otherwise;
     // files from a stage or image keep their owners.
-    let default_owner = matches!(input.output, Output::Directory(_)).then_some((0, 0));
+    let default_owner = matches!(input.output, Output::Directory { .. }).then_some((0, 0));
     let opts = CopyOptions {
         chown: owner(dest_root, &c.chown)?.or(default_owner),
         chmod: parse_chmod(&c.chmod)?,
-        exclude: c.exclude.clone(),
-        parents: c.parents,
-        follow_symlinks: c.follow_symlinks,
-        allow_wildcard: c.allow_wildcard,
-        allow_empty_wildcard: c.allow_empty_wildcard,
-        create_dest_path: c.create_dest_path,
-        unpack_archives: c.unpack_archives,
-        ..CopyOptions::dockerfile()
+        ..copy_options(c, input)
     };
     rbuild_fileop::copy::copy(src.path(), &c.paths, dest_root, &c.dest, &opts)
         .map_err(|e| SolveError::File { message: crate::chain(&e) })?;

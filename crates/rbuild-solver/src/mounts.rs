@@ -42,11 +42,11 @@ fn input_root(
     let tmp = &ctx.engine.tmp;
     let tempdir = || tempfile::tempdir_in(tmp).map_err(|e| SolveError::io(tmp, e));
     match &input.output {
-        Output::Directory(d) if !writable => Ok(d.clone()),
+        Output::Directory { path, .. } if !writable => Ok(path.clone()),
         output => {
             let lowers = match output {
                 Output::Snapshot(Some(id)) => ctx.engine.state.snapshots.lowers(&crate::sid(id)?)?,
-                Output::Directory(d) => vec![d.clone()],
+                Output::Directory { path, .. } => vec![path.clone()],
                 Output::Snapshot(None) => Vec::new(),
             };
             let scratch = tempdir()?;

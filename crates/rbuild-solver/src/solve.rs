@@ -16,8 +16,9 @@ use std::time::Instant;
 pub enum Output {
     /// A filesystem: the top snapshot of a chain, `None` for an empty one.
     Snapshot(Option<String>),
-    /// A local directory (a build context), read in place.
-    Directory(PathBuf),
+    /// A local directory (a build context), read in place; `ignore` holds
+    /// its `.dockerignore` patterns (what the build must not see).
+    Directory { path: PathBuf, ignore: Arc<Vec<String>> },
 }
 
 /// A solved vertex: its cache key and result.
@@ -32,7 +33,7 @@ impl Solved {
     pub fn snapshot(&self) -> Option<&str> {
         match &self.output {
             Output::Snapshot(s) => s.as_deref(),
-            Output::Directory(_) => None,
+            Output::Directory { .. } => None,
         }
     }
 }
@@ -96,7 +97,8 @@ async fn run_vertex(ctx: &Arc<Ctx>, id: VertexId, inputs: Vec<Arc<Solved>>) -> R
                 .contexts
                 .get(&c.name)
                 .ok_or_else(|| SolveError::MissingContext(c.name.clone()))?;
-            return Ok(Solved { key: digest, output: Output::Directory(dir.clone()) });
+            let ignore = Arc::new(c.exclude_patterns.clone());
+            return Ok(Solved { key: digest, output: Output::Directory { path: dir.clone(), ignore } });
         }
         _ => {}
     }
