@@ -179,9 +179,13 @@ impl Executor {
         let mut msg = Vec::new();
         write_message(&mut msg, &req).map_err(SandboxError::Io)?;
         let cgroup_guard = CgroupGuard(req.pids_cgroup.clone());
-        let res = self.run_helper(&mut msg, slirp.as_deref(), output).await;
+        let mut stubs = Vec::new();
+        let res = self
+            .run_helper(&mut msg, slirp.as_deref(), output, &mut stubs)
+            .await;
         drop(cgroup_guard);
-        let (result, stubs) = res?;
+        // Also after a failed setup (say, a command not found): the stubs
+        // were made before the failure.
         let upper = match &spec.rootfs {
             Rootfs::Overlay { upperdir, .. } => upperdir,
             Rootfs::Dir(d) => d,
@@ -192,7 +196,7 @@ impl Executor {
             tracing::debug!(upper = %upper.display(), error = %e, "stub cleanup failed");
         }
         drop(mountpoint);
-        Ok(result)
+        res
     }
 
     async fn run_helper(
@@ -200,7 +204,8 @@ impl Executor {
         msg: &mut [u8],
         slirp: Option<&Path>,
         output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
-    ) -> Result<(RunResult, Vec<Stub>), SandboxError> {
+        stubs: &mut Vec<Stub>,
+    ) -> Result<RunResult, SandboxError> {
         let (status_r, status_w) = cloexec_pipe()?;
         let mut cmd = tokio::process::Command::new(&self.helper.program);
         cmd.args(&self.helper.args_prefix)
@@ -239,7 +244,7 @@ impl Executor {
         let mut st_buf = vec![0u8; 4096];
         let mut pending = Vec::new();
         let mut slirp_child = None;
-        let (mut result, mut error, mut stubs) = (None, None, Vec::new());
+        let (mut result, mut error) = (None, None);
         // The status pipe closes when the helper (and so init) is gone: by
         // then the overlay is unmounted and the upper dir may be reused.
         while out_open || err_open || st_open {
@@ -273,7 +278,7 @@ impl Executor {
                                         }
                                     }
                                 }
-                                Event::Stubs(s) => stubs = s,
+                                Event::Stubs(s) => *stubs = s,
                                 Event::Started => {}
                                 Event::Exited(r) => result = Some(r),
                                 Event::Error { message } => {
@@ -296,7 +301,7 @@ impl Executor {
         }
         let exit = child.wait().await.map_err(SandboxError::Io)?;
         if let Some(r) = result {
-            return Ok((r, stubs));
+            return Ok(r);
         }
         match write_res {
             Err(e) => Err(SandboxError::NoResult(format!(

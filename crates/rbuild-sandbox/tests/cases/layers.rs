@@ -156,6 +156,32 @@ pub(crate) async fn no_stub_left(c: &Ctx) -> R {
         .map(|e| e.file_name())
         .collect();
     ensure!(left.is_empty(), "upper dir is not empty: {left:?}");
+    // A failed setup (command not found) cleans up too.
+    let b = c.layer();
+    let mut spec = c.spec(&b, "");
+    spec.args = vec!["no-such-command".into()];
+    spec.mounts = vec![Mount {
+        target: "/run/secrets/tok".into(),
+        kind: MountKind::Secret {
+            data: b"s".to_vec(),
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+        },
+    }];
+    ensure!(
+        matches!(c.run(&spec).await.result, Err(SandboxError::Setup(_))),
+        "missing command did not fail"
+    );
+    let left: Vec<_> = std::fs::read_dir(&b.upper)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    ensure!(
+        left.is_empty(),
+        "upper dir not empty after a failed setup: {left:?}"
+    );
     Ok(())
 }
 
