@@ -49,6 +49,7 @@ const CASES: &[&str] = &[
     "seccomp_refuses_namespaces",
     "dangling_symlink_mount_target",
     "parallel_runs_do_not_interfere",
+    "network_host_shares_the_host_network",
 ];
 
 fn main() {
@@ -191,6 +192,7 @@ async fn run_case(name: &str, c: &Ctx) -> R {
         "ssh_agent_is_forwarded" => cases::io::ssh_agent(c).await,
         "apt_get_install_in_debian" => cases::layers::apt_get(c).await,
         "copy_backend_runs_on_plain_dirs" => cases::layers::copy_backend(c).await,
+        "network_host_shares_the_host_network" => cases::io::network_host(c).await,
         "parallel_runs_do_not_interfere" => cases::process::parallel_runs(c).await,
         "dangling_symlink_mount_target" => cases::layers::dangling_symlink_target(c).await,
         "seccomp_refuses_namespaces" => cases::process::seccomp_filter(c).await,

@@ -273,3 +273,30 @@ pub(crate) async fn ssh_agent(c: &Ctx) -> R {
     );
     Ok(())
 }
+
+/// `--network=host` shares the host's network namespace (the entitlement is
+/// the solver's): the host's loopback services are reachable.
+pub(crate) async fn network_host(c: &Ctx) -> R {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            drop(conn);
+        }
+    });
+    let a = c.layer();
+    let mut spec = c.spec(
+        &a,
+        &format!("timeout 5 nc -w 2 127.0.0.1 {port} </dev/null && echo reached; hostname"),
+    );
+    spec.network = Network::Host;
+    spec.hostname = "hostnet".into();
+    let out = c.run(&spec).await;
+    out.ok()?;
+    ensure!(
+        out.stdout == "reached\nhostnet\n",
+        "host network: {:?}",
+        out.stdout
+    );
+    Ok(())
+}
