@@ -179,7 +179,10 @@ impl<'a> Converter<'a> {
             Base::Stage(j) => {
                 self.stage(*j)?;
                 let mut s = self.done[*j].clone().expect("converted above");
-                s.args.clear();
+                // As BuildKit: the base stage's ARG values stay in the
+                // environment later instructions expand against (and RUNs
+                // see), but its declarations are not this stage's: no
+                // `|N` prefix in RUN history.
                 s.declared_args.clear();
                 s.cmd_set = false;
                 s
