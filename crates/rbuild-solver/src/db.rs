@@ -98,6 +98,21 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// Serialises opening the database between processes. Two processes that
+/// switch a fresh database to WAL and create its tables at the same moment
+/// can get `SQLITE_BUSY` without the busy handler being consulted; holding
+/// an exclusive `flock` on `<db>.lock` around the setup avoids that race.
+pub(crate) fn setup_lock(db: &Path) -> Result<std::fs::File, DbError> {
+    let path = db.with_extension("lock");
+    let io = |e: std::io::Error| DbError::Open {
+        path: path.display().to_string(),
+        source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+    };
+    let f = std::fs::File::options().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| io(e.into()))?;
+    Ok(f)
+}
+
 /// The metadata database of one state dir.
 pub struct Db {
     conn: Mutex<Connection>,
@@ -106,6 +121,7 @@ pub struct Db {
 impl Db {
     /// Opens (and creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, DbError> {
+        let _setup = setup_lock(path)?;
         let open_err = |source| DbError::Open { path: path.display().to_string(), source };
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(60)).map_err(open_err)?;

@@ -105,6 +105,10 @@ impl DbStatCache {
             path: path.display().to_string(),
             source,
         };
+        let _setup = crate::db::setup_lock(path).map_err(|e| StatCacheError::Open {
+            path: path.display().to_string(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(open_err)?;
