@@ -294,6 +294,9 @@ fn to_current_buildkit(expected: &mut Value, layers: &mut Vec<PathBuf>, case: &C
         keep(i - 1)
     });
 
+    if let Some(wd) = expected["config"]["WorkingDir"].as_str().filter(|w| w.starts_with('/')).map(clean_path) {
+        expected["config"]["WorkingDir"] = Value::String(wd);
+    }
     let Some(history) = expected["history"].as_array_mut() else { return };
     for h in history.iter_mut() {
         let Some(created_by) = h["created_by"].as_str().map(str::to_string) else { continue };
@@ -314,6 +317,12 @@ fn to_current_buildkit(expected: &mut Value, layers: &mut Vec<PathBuf>, case: &C
         if let Some(with_flags) = case.copy_with_flags(&created_by) {
             h["created_by"] = Value::String(with_flags);
         }
+        // 6. WORKDIR paths. 20.10 keeps an absolute WORKDIR as written
+        //    (`/app/`); current BuildKit cleans it (system.NormalizeWorkdir:
+        //    `/app`), in the history and in `WorkingDir`.
+        if let Some(path) = created_by.strip_prefix("WORKDIR ") {
+            h["created_by"] = Value::String(format!("WORKDIR {}", clean_path(path)));
+        }
         // 3. HEALTHCHECK history. 20.10's healthcheck config has no
         //    StartInterval (added with `--start-interval`); current BuildKit
         //    prints it between the start period and the retries: one more
@@ -325,6 +334,21 @@ fn to_current_buildkit(expected: &mut Value, layers: &mut Vec<PathBuf>, case: &C
             }
         }
     }
+}
+
+/// Lexical cleaning of an absolute path, as Go's `path.Clean`.
+fn clean_path(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// Go's `omitempty` and `null` differ between builders (20.10 writes

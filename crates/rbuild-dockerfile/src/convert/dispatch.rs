@@ -21,7 +21,11 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 pub(super) struct StageState {
     pub vertex: VertexId,
     pub config: ImageConfig,
-    /// Declared ARGs with values, in declaration order.
+    /// ARG values in the build environment, in declaration order. As in
+    /// BuildKit, where an ARG adds to the same environment ENV sets, the
+    /// later of the two wins: an ENV removes its name from here, an ARG
+    /// declared after an ENV shadows it (for expansion and RUN, never in
+    /// the image's `Env`).
     pub args: Vec<(String, String)>,
     /// Every ARG declared in this stage, in order, with its value if it has
     /// one: the `|N K=V` prefix of RUN history entries (BuildKit lists each
@@ -50,19 +54,19 @@ impl StageState {
             .collect()
     }
 
-    /// Variable lookup for expansion: ENV wins over ARG.
+    /// Variable lookup for expansion: whichever of ARG and ENV set the name
+    /// last (see `args`).
     fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
         let env = self.env();
         move |name: &str| {
-            env.iter()
-                .rev()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .or_else(|| self.args.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+            self.args.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| {
+                env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            })
         }
     }
 
     fn set_env(&mut self, key: &str, value: &str) {
+        self.args.retain(|(k, _)| k != key);
         let env = self.config.config.env.get_or_insert_with(Vec::new);
         let entry = format!("{key}={value}");
         match env.iter_mut().find(|e| e.split_once('=').map(|(k, _)| k) == Some(key) || e.as_str() == key) {
@@ -471,10 +475,11 @@ impl<'a> Converter<'a> {
             }
         };
         let mut env: Vec<String> = state.config.config.env.clone().unwrap_or_default();
-        let env_keys: Vec<String> = state.env().into_iter().map(|(k, _)| k).collect();
         for (k, v) in &state.args {
-            if !env_keys.contains(k) {
-                env.push(format!("{k}={v}"));
+            let entry = format!("{k}={v}");
+            match env.iter_mut().find(|e| e.split_once('=').is_some_and(|(ek, _)| ek == k)) {
+                Some(e) => *e = entry,
+                None => env.push(entry),
             }
         }
         let arg_parts = run_history_args(state);

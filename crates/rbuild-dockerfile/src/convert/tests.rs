@@ -204,3 +204,12 @@ fn run_heredocs_go_through_the_shell_as_buildkit_writes_them() {
         ]
     );
 }
+
+#[test]
+fn an_arg_declared_after_an_env_shadows_it_until_the_next_env() {
+    let c = config("FROM scratch\nENV A=env\nARG A=arg\nENV B=$A\nENV A=env2\nENV C=$A\n");
+    let env = c.config.env.clone().unwrap();
+    for want in ["A=env2", "B=arg", "C=env2"] {
+        assert!(env.contains(&want.to_string()), "{want} in {env:?}");
+    }
+}
