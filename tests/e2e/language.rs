@@ -97,3 +97,36 @@ fn bad_dockerfiles_fail_with_file_line_and_hint() {
     assert!(err.contains("Dockerfile:5"), "names file and line: {err}");
     assert!(err.contains("RUN"), "suggests the closest keyword: {err}");
 }
+
+#[test]
+fn the_copy_snapshotter_builds_what_overlay_builds() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let ctx = work.path().join("ctx");
+    context(
+        &ctx,
+        "FROM base AS mid\nRUN mkdir -p /d && echo one > /d/a && echo two > /d/b && rm /bin/vi\n\
+         FROM mid\nRUN rm /d/a && rm -rf /d && mkdir /d && echo three > /d/c\nCOPY Dockerfile /d/\n\
+         RUN test ! -e /d/a && test ! -e /d/b && test \"$(cat /d/c)\" = three && test -f /d/Dockerfile && test ! -e /bin/vi\n",
+    );
+    let state = work.path().join("state");
+    let oci = work.path().join("img.tar");
+    ok(rbuild(&state)
+        .env("RBUILD_SNAPSHOTTER", "copy")
+        .args(["-t", "copytest:latest"])
+        .arg(format!("--output=type=oci,dest={}", oci.display()))
+        .arg(&ctx));
+    assert!(std::fs::read_to_string(state.join("snapshotter")).unwrap().starts_with("copy"));
+    if support::have("umoci") {
+        let layout = work.path().join("layout");
+        std::fs::create_dir_all(&layout).unwrap();
+        ok(Command::new("tar").arg("-xf").arg(&oci).arg("-C").arg(&layout));
+        let bundle = work.path().join("bundle");
+        ok(Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:latest", layout.display())).arg(&bundle));
+        let rootfs = bundle.join("rootfs");
+        assert_eq!(std::fs::read_to_string(rootfs.join("d/c")).unwrap().trim(), "three");
+        assert!(!rootfs.join("d/a").exists() && !rootfs.join("d/b").exists() && !rootfs.join("bin/vi").exists());
+    }
+}

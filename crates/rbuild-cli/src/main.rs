@@ -53,14 +53,9 @@ fn main() -> ExitCode {
 async fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
     let opts = rbuild::BuilderOptions { root: cli.root.clone(), ..Default::default() };
     match cli.command {
-        args::Command::Build(b) => {
-            let code = build::run(opts.clone(), b).await?;
-            prune::after_build(opts).await;
-            Ok(code)
-        }
+        args::Command::Build(b) => build::run(opts, b).await,
         args::Command::Du(a) => prune::du(opts, a).await,
         args::Command::Prune(a) => prune::prune(opts, a).await,
-        args::Command::Completion { shell } => completions::run(shell),
         args::Command::Images(a) => images::images(opts, a),
         args::Command::Rmi(a) => images::rmi(opts, a),
         args::Command::Tag(a) => images::tag(opts, a),
@@ -68,5 +63,6 @@ async fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Save(a) => images::save(opts, a),
         args::Command::Load(a) => images::load(opts, a),
         args::Command::Run(a) => images::run(opts, a).await,
+        args::Command::Completion { shell } => completions::run(shell),
     }
 }

@@ -267,33 +267,6 @@ pub async fn prune(opts: BuilderOptions, args: PruneArgs) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// Automatic GC after a build, when the config sets `gc-keep-storage`.
-/// Failures are warnings: the build itself succeeded.
-pub async fn after_build(opts: BuilderOptions) {
-    let config = match &opts.config {
-        Some(c) => Ok(c.clone()),
-        None => rbuild::Config::load_default(),
-    };
-    if !config.as_ref().is_ok_and(|c| c.gc_keep_storage.is_some()) {
-        return;
-    }
-    let result = match Builder::open(opts) {
-        Ok(b) => b.auto_gc().await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(Some(r)) => tracing::info!(
-            snapshots = r.snapshots.len(),
-            blobs = r.blobs.len(),
-            reclaimed = r.reclaimed,
-            "automatic GC"
-        ),
-        Ok(None) => {}
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "warning: automatic GC: {e}");
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -81,10 +81,10 @@ pub(crate) async fn solve_exec(
     };
     let active = crate::prepare(engine, parent.as_deref())?;
     let spec = RunSpec {
-        rootfs: Rootfs::Overlay {
-            lowerdirs: active.lowers.clone(),
-            upperdir: active.upper.clone(),
-            workdir: active.work.clone(),
+        rootfs: if active.is_full_tree() {
+            Rootfs::Dir(active.upper.clone())
+        } else {
+            Rootfs::Overlay { lowerdirs: active.lowers.clone(), upperdir: active.upper.clone(), workdir: active.work.clone() }
         },
         args: exec.args.clone(),
         env: exec.env.clone(),

@@ -92,7 +92,7 @@ impl Engine {
                 }
             }
         }
-        let upper = self.state.snapshots.fs_dir(&crate::sid(snapshot)?)?;
+        let upper = self.state.snapshots.diff_dir(&crate::sid(snapshot)?)?;
         let create = CreateOptions {
             compression: opts.compression.clone(),
             source_date_epoch: opts.source_date_epoch,
@@ -150,9 +150,14 @@ impl Engine {
             diff_ids.push(parse_digest(&rec.diff_id)?);
             // Known by chain ID too: building FROM (or running) this image
             // later finds these snapshots instead of unpacking the layers.
-            let next = crate::image::next_chain_id(chain_id.as_deref(), &rec.diff_id);
-            self.state.db.alias(&format!("layer:{next}"), snap)?;
-            chain_id = Some(next);
+            // Only while no empty snapshot lies below: an image built FROM
+            // this one must pair its history entries with layers, and an
+            // empty snapshot in the reused chain would break the pairing.
+            if empties.iter().all(|(e, _)| !e) {
+                let next = crate::image::next_chain_id(chain_id.as_deref(), &rec.diff_id);
+                self.state.db.alias(&format!("layer:{next}"), snap)?;
+                chain_id = Some(next);
+            }
         }
         fill_history(&mut config, &empties);
         if config.created.is_none() {

@@ -178,7 +178,12 @@ pub(crate) async fn solve_file(
         let file = file.clone();
         let inputs = inputs.to_vec();
         let (lowers, upper, work) = (active.lowers.clone(), active.upper.clone(), active.work.clone());
+        let full_tree = active.is_full_tree();
         tokio::task::spawn_blocking(move || -> Result<(), SolveError> {
+            if full_tree {
+                // Copy backend: the snapshot already holds the whole tree.
+                return apply(&ctx2, &upper, &file, &inputs);
+            }
             let target = tempfile::tempdir_in(&ctx2.engine.tmp).map_err(|e| SolveError::io(&ctx2.engine.tmp, e))?;
             let _guard = rbuild_snapshot::mount_overlay(&lowers, Some((&upper, &work)), target.path())?;
             apply(&ctx2, target.path(), &file, &inputs)

@@ -124,7 +124,9 @@ async fn unpack_layer(
         let active = crate::prepare(&engine, parent.as_deref())?;
         let layer_err = |message: String| SolveError::Layer { digest: layer.digest.to_string(), message };
         let file = state.content.open_blob(&layer.digest).map_err(|e| layer_err(crate::chain(&e)))?;
-        let opts = ApplyOptions { whiteouts: WhiteoutMode::Overlay, ..ApplyOptions::default() };
+        // A copy-backend snapshot is a full tree: whiteouts delete for real.
+        let whiteouts = if active.is_full_tree() { WhiteoutMode::Apply } else { WhiteoutMode::Overlay };
+        let opts = ApplyOptions { whiteouts, can_mknod: true, ..ApplyOptions::default() };
         let stats = apply_layer(std::io::BufReader::new(file), &layer.media_type, &active.upper, &opts)
             .map_err(|e| layer_err(crate::chain(&e)))?;
         if stats.diff_id.as_str() != diff_id {

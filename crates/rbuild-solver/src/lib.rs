@@ -256,8 +256,9 @@ impl Engine {
         let engine = self.clone();
         let (key, parent, description) = (key.to_string(), parent.map(str::to_string), description.to_string());
         tokio::task::spawn_blocking(move || {
-            let empty = dir_is_empty(&active.upper).map_err(|e| SolveError::io(&active.upper, e))?;
             let snapshot = engine.state.snapshots.commit(active)?;
+            let diff = engine.state.snapshots.diff_dir(&snapshot)?;
+            let empty = dir_is_empty(&diff).map_err(|e| SolveError::io(&diff, e))?;
             engine.record(&key, snapshot.as_str(), parent.as_deref(), empty, &description)
         })
         .await

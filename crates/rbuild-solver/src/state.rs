@@ -38,6 +38,39 @@ pub struct State {
     pub tmp: PathBuf,
 }
 
+/// Opens the snapshot store with the backend the state dir was created
+/// with (recorded in `<root>/snapshotter`): overlayfs when the kernel allows
+/// it here, else the copy backend. `RBUILD_SNAPSHOTTER=copy` forces the copy
+/// backend for a new state dir (for tests and odd filesystems).
+fn open_snapshots(root: &Path, dir: &Path) -> Result<Snapshotter, rbuild_snapshot::SnapshotError> {
+    use rbuild_snapshot::Backend;
+    let record = root.join("snapshotter");
+    match std::fs::read_to_string(&record).ok().as_deref().map(str::trim) {
+        Some("overlay") => return Snapshotter::open_with(dir, Backend::Overlay),
+        Some(other) if other.starts_with("copy") => {
+            let reason = other.strip_prefix("copy").unwrap_or_default().trim().to_string();
+            return Snapshotter::open_with(dir, Backend::Copy { reason });
+        }
+        _ => {}
+    }
+    let snapshots = if std::env::var("RBUILD_SNAPSHOTTER").as_deref() == Ok("copy") {
+        Snapshotter::open_with(dir, Backend::Copy { reason: "RBUILD_SNAPSHOTTER=copy".into() })?
+    } else {
+        Snapshotter::open_auto(dir)?
+    };
+    let text = match snapshots.backend() {
+        Backend::Overlay => "overlay".to_string(),
+        Backend::Copy { reason } => format!("copy {reason}"),
+    };
+    // Written once, through a temp name; a concurrent first open writes the
+    // same answer.
+    let tmp = root.join(format!(".snapshotter.{}", std::process::id()));
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, &record);
+    }
+    Ok(snapshots)
+}
+
 impl State {
     /// Opens (creating on first use) the state dir at `root`.
     pub fn open(root: &Path) -> Result<Self, StateError> {
@@ -52,7 +85,7 @@ impl State {
             message: crate::chain(&e),
         })?;
         let snap_dir = root.join("snapshots");
-        let snapshots = Snapshotter::open(&snap_dir).map_err(|e| StateError::Snapshots {
+        let snapshots = open_snapshots(root, &snap_dir).map_err(|e| StateError::Snapshots {
             path: snap_dir.display().to_string(),
             message: crate::chain(&e),
         })?;

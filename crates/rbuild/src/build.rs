@@ -127,7 +127,26 @@ fn ignore_patterns(context: &Path, dockerfile: Option<&Path>) -> Result<Vec<Stri
 impl Builder {
     /// Runs one build.
     pub async fn build(&self, req: BuildRequest, progress: ProgressSink) -> Result<BuildResult, Error> {
+        let result = self.build_inner(req, &progress).await;
+        // The cap applies after every build (also a failed one: its
+        // snapshots are gone, but earlier ones may now be over the cap).
+        match self.auto_gc().await {
+            Ok(_) => {}
+            Err(e) => progress.warn(format!("automatic GC: {e}")),
+        }
+        result
+    }
+
+    async fn build_inner(&self, req: BuildRequest, progress: &ProgressSink) -> Result<BuildResult, Error> {
         let engine = self.engine().clone();
+        // Everything this build looks up or makes is protected from a
+        // concurrent prune until it ends.
+        let _lease = engine.begin_build().map_err(rbuild_solver::SolveError::from)?;
+        if let rbuild_snapshot::Backend::Copy { reason } = engine.state.snapshots.backend() {
+            progress.warn(format!(
+                "overlayfs is not usable here ({reason}); snapshots are full copies, which is slower and uses more disk"
+            ));
+        }
         let dockerfile_path = req.dockerfile.clone().unwrap_or_else(|| req.context.join("Dockerfile"));
         let (source, file_name) = match &req.dockerfile_contents {
             Some(bytes) => (bytes.clone(), "Dockerfile".to_string()),
