@@ -213,3 +213,9 @@ fn an_arg_declared_after_an_env_shadows_it_until_the_next_env() {
         assert!(env.contains(&want.to_string()), "{want} in {env:?}");
     }
 }
+
+#[test]
+fn a_volume_word_with_an_unclosed_quote_is_an_error_as_in_buildkit() {
+    let df = crate::parse(b"FROM scratch\nVOLUME \"/quoted path\"\n", "Dockerfile").unwrap();
+    assert!(convert(&df, &opts(), &BTreeMap::new()).is_err());
+}
