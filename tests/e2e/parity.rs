@@ -294,12 +294,11 @@ fn to_current_buildkit(expected: &mut Value, layers: &mut Vec<PathBuf>, case: &C
         .map(|(i, d)| d == EMPTY_TAR_DIFF_ID || layers.get(i).is_some_and(|l| only_mount_stubs(l, case)))
         .collect();
     if let Some(history) = expected["history"].as_array_mut() {
-        let mut layer = 0;
-        for h in history.iter_mut().filter(|h| h["empty_layer"] != Value::Bool(true)) {
+        let claiming = history.iter_mut().filter(|h| h["empty_layer"] != Value::Bool(true));
+        for (layer, h) in claiming.enumerate() {
             if empty.get(layer).copied().unwrap_or(false) {
                 h["empty_layer"] = Value::Bool(true);
             }
-            layer += 1;
         }
     }
     let keep = |i: usize| !empty.get(i).copied().unwrap_or(false);
