@@ -54,7 +54,8 @@ impl Dockerd {
         let p = |name: &str| dir.path().join(name);
         let log = std::fs::File::create(p("dockerd.log")).map_err(|e| e.to_string())?;
         let ns = format!("rbuild-parity-{}", std::process::id());
-        let child = Command::new("unshare")
+        let mut cmd = Command::new("unshare");
+        cmd
             .args(["--mount", "--propagation", "private", "--", DOCKERD])
             .arg(format!("--host=unix://{}", p("docker.sock").display()))
             .arg(format!("--data-root={}", p("data").display()))
@@ -66,7 +67,19 @@ impl Dockerd {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .process_group(0)
+            .process_group(0);
+        // If the test process dies without dropping us (killed, aborted),
+        // the daemon is told to stop instead of living on.
+        // SAFETY: prctl is async-signal-safe; nothing else runs here.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start dockerd: {e}"))?;
         let mut d = Dockerd { child, dir };
