@@ -433,10 +433,14 @@ fn differences(expected: &Value, exp_layers: usize, actual: &Value, act_layers: 
     for f in ["architecture", "os", "variant", "author"] {
         check(f.to_string(), normalize(&expected[f]), normalize(&actual[f]));
     }
+    check("rootfs.type".into(), normalize(&expected["rootfs"]["type"]), normalize(&actual["rootfs"]["type"]));
+    // Its value is a time; that it is there is not.
+    let dated = |v: &Value| Some(Value::Bool(v["created"].is_string()));
+    check("created (present)".into(), dated(expected), dated(actual));
     let eh = expected["history"].as_array().cloned().unwrap_or_default();
     let ah = actual["history"].as_array().cloned().unwrap_or_default();
     for i in 0..eh.len().max(ah.len()) {
-        for f in ["created_by", "empty_layer", "comment"] {
+        for f in ["created_by", "empty_layer", "comment", "author"] {
             let e = eh.get(i).and_then(|h| normalize(&h[f]));
             let a = ah.get(i).and_then(|h| normalize(&h[f]));
             check(format!("history[{i}].{f}"), e, a);
