@@ -415,8 +415,9 @@ const CONFIG_FIELDS: &[&str] = &[
 ];
 
 /// Field-by-field differences between `expected` (BuildKit) and `actual`
-/// (rbuild). Ignored, because they legitimately differ: `created` and every
-/// history `created` (build times), `rootfs.diff_ids` values (layer bytes
+/// (rbuild). Ignored, because they legitimately differ: the value of
+/// `created` (only its presence is compared) and of every history `created`
+/// (build times), `rootfs.diff_ids` values (layer bytes
 /// carry file times and tar details; their number is compared),
 /// `moby.buildkit.buildinfo.v0` / `container` / `docker_version` (builder
 /// metadata, not image content).
