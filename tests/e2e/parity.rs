@@ -290,9 +290,10 @@ fn only_mount_stubs(layer: &Path, case: &Case) -> bool {
 fn to_current_buildkit(expected: &mut Value, layers: &mut Vec<PathBuf>, case: &Case) {
     // 1. Empty layers. 20.10's exporter keeps a step that changed nothing
     //    (`RUN true`, WORKDIR of an existing directory) as a real, empty tar
-    //    layer; current BuildKit drops empty layers from the manifest and
-    //    marks their history entries `empty_layer`
-    //    (exporter/containerimage: normalizeLayersAndHistory).
+    //    layer; BuildKit's own image exporter drops empty layers from the
+    //    manifest and marks their history entries `empty_layer` (since
+    //    moby/buildkit#196; moby/buildkit#1993 notes that Moby's exporter,
+    //    the one 20.10 uses, does not).
     // 5. Mount stubs. 20.10 leaves the directory or file it created as the
     //    mount point of a `RUN --mount` target in that RUN's layer; current
     //    BuildKit removes the stubs it made (executor mount stub cleaner), so
