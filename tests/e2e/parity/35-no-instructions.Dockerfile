@@ -1,0 +1,2 @@
+FROM parity-base AS plain
+FROM plain
