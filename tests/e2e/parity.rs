@@ -142,6 +142,51 @@ struct Case {
 }
 
 impl Case {
+    /// The ports of the case's EXPOSE line whose set of ports is `set`, in
+    /// the order written, ranges expanded (`$VAR` words expand to values of
+    /// `ARG NAME=value` lines of the case).
+    fn expose_ports_matching(&self, set: &std::collections::BTreeSet<&str>) -> Option<Vec<String>> {
+        let defaults: Vec<(String, String)> = self
+            .dockerfile
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("ARG "))
+            .flat_map(quoted_words)
+            .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.replace('"', ""))))
+            .collect();
+        let expand = |w: &str| -> String {
+            match w.strip_prefix('$') {
+                Some(name) => {
+                    let (name, rest) = name.split_at(name.find(|c: char| !c.is_alphanumeric() && c != '_').unwrap_or(name.len()));
+                    let value = defaults.iter().rev().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str());
+                    format!("{value}{rest}")
+                }
+                None => w.trim_matches('"').to_string(),
+            }
+        };
+        for line in self.dockerfile.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let Some((keyword, rest)) = words.split_first() else { continue };
+            if !keyword.eq_ignore_ascii_case("EXPOSE") {
+                continue;
+            }
+            let mut ports = Vec::new();
+            for word in rest.iter().map(|w| expand(w)) {
+                for spec in word.split_whitespace() {
+                    let (range, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
+                    let proto = proto.to_ascii_lowercase();
+                    let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                    let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) else { continue };
+                    ports.extend((lo..=hi).map(|p| format!("{p}/{proto}")));
+                }
+            }
+            let written: std::collections::BTreeSet<&str> = ports.iter().map(String::as_str).collect();
+            if &written == set {
+                return Some(ports);
+            }
+        }
+        None
+    }
+
     /// The targets of every `RUN --mount` in the Dockerfile, without the
     /// leading `/` (as layer tars name them).
     fn mount_targets(&self) -> Vec<String> {
@@ -354,6 +399,18 @@ fn to_current_buildkit(expected: &mut Value, layers: &mut Vec<PathBuf>, case: &C
         if let Some(path) = created_by.strip_prefix("WORKDIR ") {
             h["created_by"] = Value::String(format!("WORKDIR {}", clean_path(path)));
         }
+        // 7. EXPOSE history. 20.10 prints the port set as a Go map
+        //    (`EXPOSE map[443/tcp:{} 80/tcp:{}]`: sorted, repeats gone);
+        //    current BuildKit prints the list as written
+        //    (`EXPOSE [80/tcp 443/tcp]`, convert_expose.go). The order is
+        //    lost in 20.10's output, so the entry is rewritten in the
+        //    case's own order, taken from its EXPOSE line with that set.
+        if let Some(list) = created_by.strip_prefix("EXPOSE map[").and_then(|r| r.strip_suffix(']')) {
+            let set: std::collections::BTreeSet<&str> = list.split(' ').filter_map(|p| p.strip_suffix(":{}")).collect();
+            if let Some(ports) = case.expose_ports_matching(&set) {
+                h["created_by"] = Value::String(format!("EXPOSE [{}]", ports.join(" ")));
+            }
+        }
         // 3. HEALTHCHECK history. 20.10's healthcheck config has no
         //    StartInterval (added with `--start-interval`); current BuildKit
         //    prints it between the start period and the retries: one more
@@ -368,6 +425,29 @@ fn to_current_buildkit(expected: &mut Value, layers: &mut Vec<PathBuf>, case: &C
             }
         }
     }
+}
+
+/// Words split at blanks outside double quotes (quotes kept).
+fn quoted_words(s: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Lexical cleaning of an absolute path, as Go's `path.Clean`.

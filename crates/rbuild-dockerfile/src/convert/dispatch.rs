@@ -370,17 +370,19 @@ impl<'a> Converter<'a> {
                 self.history(state, format!("SHELL [{}]", sh.join(" ")), false);
             }
             InstructionKind::Expose(ports) => {
-                let mut set = std::collections::BTreeSet::new();
+                // BuildKit's history lists the ports as written: in order,
+                // ranges expanded, repeats kept (`EXPOSE [80/tcp 80/tcp]`).
+                let mut list = Vec::new();
                 for p in ports {
                     for word in self.expand(state, ins, p)?.split_whitespace() {
                         let keys = crate::parse_port_spec(word).map_err(|e| self.err(ins, e.to_string()))?;
-                        set.extend(keys);
+                        list.extend(keys);
                     }
                 }
-                for port in &set {
+                for port in &list {
                     state.config.config.exposed_ports.get_or_insert_with(BTreeMap::new).insert(port.clone(), Default::default());
                 }
-                self.history(state, format!("EXPOSE {}", go_port_map(&set)), false);
+                self.history(state, format!("EXPOSE [{}]", list.join(" ")), false);
             }
             InstructionKind::Volume(vols) => {
                 let mut list = Vec::new();
@@ -757,13 +759,6 @@ fn run_history_args(state: &StageState) -> Vec<String> {
             format!("{k}={value}")
         })
         .collect()
-}
-
-/// Go's `%v` of BuildKit's port map: `map[443/tcp:{} 80/tcp:{}]`, keys in
-/// byte order as Go's fmt sorts them.
-fn go_port_map(ports: &std::collections::BTreeSet<String>) -> String {
-    let keys: Vec<String> = ports.iter().map(|p| format!("{p}:{{}}")).collect();
-    format!("map[{}]", keys.join(" "))
 }
 
 /// Go's `%q` of BuildKit's healthcheck config, which is what its history

@@ -82,11 +82,11 @@ fn env_values_expand_against_the_environment_before_the_instruction() {
 }
 
 #[test]
-fn expose_expands_ranges_and_records_go_map_syntax() {
-    let c = config("FROM scratch\nEXPOSE 80 8000-8001/udp 443/TCP\n");
+fn expose_expands_ranges_and_records_the_ports_as_written() {
+    let c = config("FROM scratch\nEXPOSE 80 8000-8001/udp 443/TCP 80\n");
     let ports: Vec<String> = c.config.exposed_ports.clone().unwrap().into_keys().collect();
     assert_eq!(ports, strings(&["443/tcp", "80/tcp", "8000/udp", "8001/udp"]));
-    assert_eq!(history(&c), ["EXPOSE map[443/tcp:{} 80/tcp:{} 8000/udp:{} 8001/udp:{}] (empty)"]);
+    assert_eq!(history(&c), ["EXPOSE [80/tcp 8000/udp 8001/udp 443/tcp 80/tcp] (empty)"]);
 }
 
 #[test]
