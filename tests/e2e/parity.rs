@@ -411,6 +411,14 @@ fn to_current_buildkit(expected: &mut Value, layers: &mut Vec<PathBuf>, case: &C
                 h["created_by"] = Value::String(format!("EXPOSE [{}]", ports.join(" ")));
             }
         }
+        // 8. RUN `|N` prefix. 20.10 lists a re-declared ARG once per
+        //    declaration (`|3 A=1 C=2 C=2`); current BuildKit once, where it
+        //    was first declared (`|2 A=1 C=2`, runCommandString). Only
+        //    prefixes with a repeated name are rewritten (their values are
+        //    single words in this corpus).
+        if let Some(deduped) = dedup_run_args(&created_by) {
+            h["created_by"] = Value::String(deduped);
+        }
         // 3. HEALTHCHECK history. 20.10's healthcheck config has no
         //    StartInterval (added with `--start-interval`); current BuildKit
         //    prints it between the start period and the retries: one more
@@ -425,6 +433,31 @@ fn to_current_buildkit(expected: &mut Value, layers: &mut Vec<PathBuf>, case: &C
             }
         }
     }
+}
+
+/// `RUN |N K=V … cmd` with each repeated `K` kept once, at its first place
+/// with its last value; `None` when no name repeats.
+fn dedup_run_args(created_by: &str) -> Option<String> {
+    let rest = created_by.strip_prefix("RUN |")?;
+    let (n, rest) = rest.split_once(' ')?;
+    let n: usize = n.parse().ok()?;
+    let words: Vec<&str> = rest.splitn(n + 1, ' ').collect();
+    if words.len() != n + 1 {
+        return None;
+    }
+    let mut args: Vec<(&str, &str)> = Vec::new();
+    for w in &words[..n] {
+        let (k, v) = w.split_once('=')?;
+        match args.iter_mut().find(|(ak, _)| *ak == k) {
+            Some(slot) => slot.1 = v,
+            None => args.push((k, v)),
+        }
+    }
+    if args.len() == n {
+        return None;
+    }
+    let list: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Some(format!("RUN |{} {} {}", args.len(), list.join(" "), words[n]))
 }
 
 /// Words split at blanks outside double quotes (quotes kept).

@@ -746,16 +746,25 @@ fn healthcheck(h: &Healthcheck) -> rbuild_oci::config::Healthcheck {
     }
 }
 
-/// The `K=V` list of a RUN history entry's `|N` prefix: every ARG declared
-/// in the stage, valued as the RUN sees it (an ENV of the same name wins),
-/// `K=` when it has no value.
+/// The `K=V` list of a RUN history entry's `|N` prefix: every ARG name
+/// declared in the stage, once, where it was first declared (as current
+/// BuildKit; older versions repeated a re-declared name), valued as the RUN
+/// sees it, else by its last declaration, `K=` when it has no value.
 fn run_history_args(state: &StageState) -> Vec<String> {
     let lookup = state.lookup();
-    state
-        .declared_args
-        .iter()
-        .map(|(k, v)| {
-            let value = lookup(k).or_else(|| v.clone()).unwrap_or_default();
+    let mut order: Vec<&str> = Vec::new();
+    let mut last: BTreeMap<&str, Option<&String>> = BTreeMap::new();
+    for (k, v) in &state.declared_args {
+        if !last.contains_key(k.as_str()) {
+            order.push(k);
+        }
+        last.insert(k, v.as_ref());
+    }
+    order
+        .into_iter()
+        .map(|k| {
+            let declared = last.get(k).copied().flatten().cloned();
+            let value = lookup(k).or(declared).unwrap_or_default();
             format!("{k}={value}")
         })
         .collect()

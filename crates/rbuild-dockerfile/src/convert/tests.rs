@@ -219,3 +219,9 @@ fn a_volume_word_with_an_unclosed_quote_is_an_error_as_in_buildkit() {
     let df = crate::parse(b"FROM scratch\nVOLUME \"/quoted path\"\n", "Dockerfile").unwrap();
     assert!(convert(&df, &opts(), &BTreeMap::new()).is_err());
 }
+
+#[test]
+fn a_redeclared_arg_appears_once_in_run_history() {
+    let c = config("FROM scratch\nARG A=1\nARG B\nARG A=2\nARG B\nRUN true\n");
+    assert_eq!(history(&c).last().unwrap(), "RUN |2 A=2 B= /bin/sh -c true # buildkit");
+}
