@@ -112,13 +112,10 @@ fn ignore_patterns(context: &Path, dockerfile: Option<&Path>) -> Result<Vec<Stri
     for c in candidates {
         if c.is_file() {
             let text = String::from_utf8_lossy(&read(&c)?).into_owned();
-            let patterns = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string)
-                .collect();
-            return Ok(patterns);
+            let patterns = rbuild_dockerfile::ignore::parse_dockerignore(&text)
+                .map_err(|e| Error::Dockerfile(format!("{}: {e}", c.display())))?;
+            let text = patterns.iter().map(|p| if p.exception { format!("!{}", p.pattern) } else { p.pattern.clone() });
+            return Ok(text.collect());
         }
     }
     Ok(Vec::new())

@@ -92,7 +92,6 @@ pub(super) struct Converter<'a> {
     graph: Graph,
     context: Option<VertexId>,
     done: Vec<Option<StageState>>,
-    used_build_args: std::collections::BTreeSet<String>,
     warnings: Vec<String>,
 }
 
@@ -111,7 +110,6 @@ pub(super) fn run(
         resolved,
         graph: Graph::new(),
         context: None,
-        used_build_args: Default::default(),
         warnings: Vec::new(),
     };
     c.stage(target)?;
@@ -120,14 +118,9 @@ pub(super) fn run(
         state.config.config.labels.get_or_insert_with(BTreeMap::new).insert(k.clone(), v.clone());
     }
     state.config.created = opts.created.clone();
-    for ga in c.resolved.global_args.keys() {
-        c.used_build_args.insert(ga.clone());
-    }
-    let unused: Vec<&String> = opts.build_args.keys().filter(|k| !c.used_build_args.contains(*k)).collect();
-    if !unused.is_empty() {
-        let list: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
-        c.warnings.push(format!("build args were not consumed: {}", list.join(", ")));
-    }
+    // Unused build args and undefined ARGs in FROM are found by stage
+    // resolution, which sees every stage the target needs.
+    c.warnings.extend(c.resolved.warnings.iter().cloned());
     Ok(BuildPlan { graph: c.graph, target: state.vertex, config: state.config, warnings: c.warnings })
 }
 
@@ -177,7 +170,10 @@ impl<'a> Converter<'a> {
         if self.done[i].is_some() {
             return Ok(());
         }
-        let info = self.resolved.stages[i].clone();
+        let info = self.resolved.stages.get(&i).cloned().ok_or_else(|| ConvertError::File {
+            file: self.df.file_name.clone(),
+            message: format!("stage {i} is needed but was not resolved"),
+        })?;
         let stage = &self.df.stages[i];
         let mut state = match &info.base {
             Base::Stage(j) => {
@@ -247,9 +243,12 @@ impl<'a> Converter<'a> {
         let total = stage.instructions.len() + 1;
         let mut onbuild = Vec::new();
         for t in &triggers {
-            let parsed = crate::parse(format!("FROM scratch\n{t}\n").as_bytes(), "ONBUILD")
-                .map_err(|e| ConvertError::At { file: self.df.file_name.clone(), line: stage.span.start_line, message: format!("ONBUILD trigger `{t}` of the base image: {e}") })?;
-            onbuild.extend(parsed.stages.into_iter().flat_map(|s| s.instructions));
+            let trigger = crate::parse_onbuild_trigger(t).map_err(|e| ConvertError::At {
+                file: self.df.file_name.clone(),
+                line: stage.span.start_line,
+                message: format!("ONBUILD trigger `{t}` of the base image: {e}"),
+            })?;
+            onbuild.push(trigger);
         }
         for ins in &onbuild {
             let name = format!("[{} 1/{total}] ONBUILD {}", info.display, ins.original.trim());
@@ -306,16 +305,11 @@ impl<'a> Converter<'a> {
                 let mut parts = Vec::new();
                 for d in decls {
                     let value = if let Some(v) = self.opts.build_args.get(&d.name) {
-                        self.used_build_args.insert(d.name.clone());
                         Some(v.clone())
                     } else if let Some(def) = &d.default {
                         Some(self.expand(state, ins, def)?)
                     } else {
-                        self.resolved
-                            .global_args
-                            .get(&d.name)
-                            .or_else(|| self.resolved.platform_args.get(&d.name))
-                            .cloned()
+                        self.resolved.global_args.get(&d.name).cloned()
                     };
                     state.declared_args.push((d.name.clone(), value.clone()));
                     if let Some(v) = value {
@@ -398,6 +392,7 @@ impl<'a> Converter<'a> {
             }
             InstructionKind::StopSignal(s) => {
                 let s = self.expand(state, ins, s)?;
+                crate::parse_stop_signal(&s).map_err(|e| self.err(ins, e.to_string()))?;
                 state.config.config.stop_signal = Some(s.clone());
                 self.history(state, format!("STOPSIGNAL {s}"), false);
             }
@@ -515,7 +510,7 @@ impl<'a> Converter<'a> {
 
     /// The vertex a `--from` names: a stage (by name or index) or an image.
     fn from_vertex(&mut self, state: &StageState, from: &str) -> Result<VertexId, ConvertError> {
-        match lookup_name(self.df, self.opts, from, self.df.stages.len()) {
+        match lookup_name(self.df, self.opts, from) {
             Base::Stage(j) => {
                 self.stage(j)?;
                 Ok(self.done[j].as_ref().expect("converted above").vertex)

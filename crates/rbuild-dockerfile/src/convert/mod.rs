@@ -82,6 +82,8 @@ pub enum ConvertError {
     At { file: String, line: usize, message: String },
     #[error("{file}: {message}")]
     File { file: String, message: String },
+    #[error("{0}")]
+    Parse(String),
     #[error("base image `{0}` ({1}) was not resolved by the caller")]
     Unresolved(String, String),
 }

@@ -1,9 +1,13 @@
-//! Which stages a target needs, what each is based on, and which base
-//! images must be resolved.
+//! The conversion's view of stage resolution: [`crate::stages::resolve`]
+//! decides which stages the target needs, their bases, platforms and the
+//! global ARG values; this module maps its answer onto what the converter
+//! needs (bases with named image contexts substituted, the base images to
+//! resolve) and answers `--from` lookups the same way.
 
 use super::{ConvertError, ConvertOptions, ImageKey, NamedContext};
-use crate::{Dockerfile, InstructionKind, expand_word};
-use std::collections::BTreeMap;
+use crate::stages::{Platform as StagePlatform, ResolveOptions, Source};
+use crate::Dockerfile;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What a stage starts from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,21 +21,7 @@ pub enum Base {
     Context(String),
 }
 
-/// What a `--from`/FROM name means: a named context, then a stage, else an
-/// image name.
-pub(crate) fn lookup_name(df: &Dockerfile, opts: &ConvertOptions, name: &str, before: usize) -> Base {
-    match opts.named_contexts.get(name) {
-        Some(NamedContext::Local) => return Base::Context(name.to_string()),
-        Some(NamedContext::Image(r)) => return Base::Image(r.clone()),
-        None => {}
-    }
-    match find_stage(df, name, before) {
-        Some(j) => Base::Stage(j),
-        None => Base::Image(name.to_string()),
-    }
-}
-
-/// A stage after FROM expansion.
+/// A needed stage after FROM expansion.
 #[derive(Clone, Debug)]
 pub(crate) struct StageInfo {
     pub base: Base,
@@ -43,198 +33,88 @@ pub(crate) struct StageInfo {
 /// The outcome of stage resolution.
 #[derive(Clone, Debug)]
 pub(crate) struct Resolved {
-    pub stages: Vec<StageInfo>,
+    /// Needed stages by index.
+    pub stages: BTreeMap<usize, StageInfo>,
     pub target: usize,
-    /// Global ARG values (build args applied), visible to stages that
-    /// re-declare them.
+    /// Global ARG values (build args applied, automatic platform args
+    /// included), visible to stages that re-declare them.
     pub global_args: BTreeMap<String, String>,
-    /// Automatic platform args.
-    pub platform_args: BTreeMap<String, String>,
     pub images: Vec<ImageKey>,
+    /// Rendered warnings (unused build args, undefined ARGs in FROM, …).
+    pub warnings: Vec<String>,
 }
 
-fn platform_args(prefix: &str, platform: &str, out: &mut BTreeMap<String, String>) {
-    let mut parts = platform.splitn(3, '/');
-    let os = parts.next().unwrap_or_default();
-    let arch = parts.next().unwrap_or_default();
-    let variant = parts.next().unwrap_or_default();
-    out.insert(format!("{prefix}PLATFORM"), platform.to_string());
-    out.insert(format!("{prefix}OS"), os.to_string());
-    out.insert(format!("{prefix}ARCH"), arch.to_string());
-    out.insert(format!("{prefix}VARIANT"), variant.to_string());
-}
-
-/// The automatic platform args (TARGETPLATFORM, BUILDARCH, …).
-pub(crate) fn automatic_args(opts: &ConvertOptions) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    platform_args("TARGET", &opts.target_platform, &mut out);
-    platform_args("BUILD", &opts.build_platform, &mut out);
-    out
-}
-
-/// Finds a stage by name (case-insensitive) or index, among stages before
-/// `before`.
-pub(crate) fn find_stage(df: &Dockerfile, name: &str, before: usize) -> Option<usize> {
-    let lower = name.to_ascii_lowercase();
-    if let Some(i) = df.stages[..before].iter().position(|s| s.name.as_deref() == Some(lower.as_str())) {
-        return Some(i);
+fn base_of(opts: &ConvertOptions, source: &Source) -> Base {
+    match source {
+        Source::Scratch => Base::Scratch,
+        Source::Stage(j) => Base::Stage(*j),
+        Source::Image(name) => Base::Image(name.clone()),
+        Source::Context(name) => match opts.named_contexts.get(name) {
+            Some(NamedContext::Image(r)) => Base::Image(r.clone()),
+            _ => Base::Context(name.clone()),
+        },
     }
-    name.parse::<usize>().ok().filter(|i| *i < before)
+}
+
+/// What a `--from` name means: a named context, then a stage (name or
+/// index), else an image name — the order BuildKit uses.
+pub(crate) fn lookup_name(df: &Dockerfile, opts: &ConvertOptions, name: &str) -> Base {
+    match opts.named_contexts.get(name) {
+        Some(NamedContext::Local) => return Base::Context(name.to_string()),
+        Some(NamedContext::Image(r)) => return Base::Image(r.clone()),
+        None => {}
+    }
+    if let Some(s) = df.stage_by_name(name) {
+        return Base::Stage(s.index);
+    }
+    match name.parse::<usize>() {
+        Ok(i) if i < df.stages.len() => Base::Stage(i),
+        _ => Base::Image(name.to_string()),
+    }
+}
+
+fn platform(s: &str, what: &str, file: &str) -> Result<StagePlatform, ConvertError> {
+    StagePlatform::parse(s)
+        .ok_or_else(|| ConvertError::File { file: file.to_string(), message: format!("invalid {what} platform `{s}`") })
 }
 
 pub(crate) fn resolve(df: &Dockerfile, opts: &ConvertOptions) -> Result<Resolved, ConvertError> {
     let file = df.file_name.clone();
-    let at = |line: usize, message: String| ConvertError::At { file: file.clone(), line, message };
-    if df.stages.is_empty() {
-        return Err(ConvertError::File { file, message: "the Dockerfile has no FROM instruction".into() });
-    }
-    let platform_args = automatic_args(opts);
-    let mut global_args: BTreeMap<String, String> = BTreeMap::new();
-    for ins in &df.global_args {
-        if let InstructionKind::Arg(decls) = &ins.kind {
-            for d in decls {
-                let lookup = |n: &str| global_args.get(n).or_else(|| platform_args.get(n)).cloned();
-                let value = match (opts.build_args.get(&d.name), &d.default) {
-                    (Some(v), _) => Some(v.clone()),
-                    (None, Some(def)) => Some(
-                        expand_word(def, &lookup, df.escape).map_err(|e| at(ins.span.start_line, e.to_string()))?,
-                    ),
-                    (None, None) => None,
-                };
-                if let Some(v) = value {
-                    global_args.insert(d.name.clone(), v);
-                }
-            }
-        }
-    }
-    let lookup = |n: &str| global_args.get(n).or_else(|| platform_args.get(n)).cloned();
-    let mut stages = Vec::with_capacity(df.stages.len());
-    for (i, s) in df.stages.iter().enumerate() {
-        let line = s.span.start_line;
-        let base_name = expand_word(&s.base, &lookup, df.escape).map_err(|e| at(line, e.to_string()))?;
-        if base_name.is_empty() {
-            return Err(at(line, format!("base name `{}` expands to nothing", s.base)));
-        }
-        let base = if base_name.eq_ignore_ascii_case("scratch") && !opts.named_contexts.contains_key(&base_name) {
-            Base::Scratch
-        } else if base_name.chars().all(|c| c.is_ascii_digit()) {
-            // FROM takes no stage indexes.
-            Base::Image(base_name)
-        } else {
-            lookup_name(df, opts, &base_name, i)
-        };
-        let platform = match &s.platform {
-            Some(p) => expand_word(p, &lookup, df.escape).map_err(|e| at(line, e.to_string()))?,
-            None => match &base {
-                Base::Stage(j) => stages.get(*j).map(|s: &StageInfo| s.platform.clone()).unwrap_or_default(),
-                _ => opts.target_platform.clone(),
-            },
-        };
-        let display = s.name.clone().unwrap_or_else(|| format!("stage-{i}"));
-        stages.push(StageInfo { base, platform, display });
-    }
-    let target = match &opts.target {
-        None => df.stages.len() - 1,
-        Some(t) => find_stage(df, t, df.stages.len())
-            .filter(|i| df.stages[*i].name.is_some() || t.parse::<usize>().is_ok())
-            .ok_or_else(|| ConvertError::File {
-                file: file.clone(),
-                message: format!("target stage `{t}` could not be found"),
-            })?,
+    let named: BTreeSet<String> = opts.named_contexts.keys().cloned().collect();
+    let ropts = ResolveOptions {
+        build_args: &opts.build_args,
+        target: opts.target.as_deref(),
+        build_platform: platform(&opts.build_platform, "build", &file)?,
+        target_platform: platform(&opts.target_platform, "target", &file)?,
+        named_contexts: &named,
     };
-    let needed = needed_stages(df, opts, &stages, target, &lookup)?;
+    let r = crate::stages::resolve(df, &ropts).map_err(|e| ConvertError::Parse(e.to_string()))?;
+    let mut stages = BTreeMap::new();
     let mut images: Vec<ImageKey> = Vec::new();
     let mut add = |k: ImageKey| {
         if !images.contains(&k) {
             images.push(k);
         }
     };
-    for &i in &needed {
-        if let Base::Image(name) = &stages[i].base {
-            add((name.clone(), stages[i].platform.clone()));
-        }
-        for from in stage_refs(df, i, &lookup)? {
-            if let Base::Image(name) = lookup_name(df, opts, &from, df.stages.len()) {
-                add((name, stages[i].platform.clone()));
-            }
-        }
-    }
-    Ok(Resolved { stages, target, global_args, platform_args, images })
-}
-
-/// `--from` values of COPY and RUN --mount in stage `i`, expanded with the
-/// global args.
-pub(crate) fn stage_refs(
-    df: &Dockerfile,
-    i: usize,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<String>, ConvertError> {
-    let mut out = Vec::new();
-    for ins in &df.stages[i].instructions {
-        let froms: Vec<&String> = match &ins.kind {
-            InstructionKind::Copy(c) | InstructionKind::Add(c) => c.from.iter().collect(),
-            InstructionKind::Run(r) => r.mounts.iter().filter_map(|m| m.from.as_ref()).collect(),
-            _ => Vec::new(),
+    for s in &r.stages {
+        let base = base_of(opts, &s.base);
+        let platform = match (&s.platform, &base) {
+            (Some(p), _) => p.to_string(),
+            // A stage built on another inherits its platform.
+            (None, Base::Stage(j)) => stages.get(j).map(|i: &StageInfo| i.platform.clone()).unwrap_or_else(|| opts.target_platform.clone()),
+            (None, _) => opts.target_platform.clone(),
         };
-        for f in froms {
-            let v = expand_word(f, lookup, df.escape).map_err(|e| ConvertError::At {
-                file: df.file_name.clone(),
-                line: ins.span.start_line,
-                message: e.to_string(),
-            })?;
-            out.push(v);
+        if let Base::Image(name) = &base {
+            add((name.clone(), platform.clone()));
         }
-    }
-    Ok(out)
-}
-
-/// The stages `target` depends on (itself included), in index order;
-/// cycles are errors.
-fn needed_stages(
-    df: &Dockerfile,
-    opts: &ConvertOptions,
-    stages: &[StageInfo],
-    target: usize,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<usize>, ConvertError> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        None,
-        Visiting,
-        Done,
-    }
-    let mut marks = vec![Mark::None; stages.len()];
-    fn visit(
-        df: &Dockerfile,
-        opts: &ConvertOptions,
-        stages: &[StageInfo],
-        i: usize,
-        marks: &mut Vec<Mark>,
-        lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(), ConvertError> {
-        match marks[i] {
-            Mark::Done => return Ok(()),
-            Mark::Visiting => {
-                return Err(ConvertError::At {
-                    file: df.file_name.clone(),
-                    line: df.stages[i].span.start_line,
-                    message: format!("circular dependency through stage `{}`", stages[i].display),
-                });
-            }
-            Mark::None => {}
-        }
-        marks[i] = Mark::Visiting;
-        if let Base::Stage(j) = stages[i].base {
-            visit(df, opts, stages, j, marks, lookup)?;
-        }
-        for from in stage_refs(df, i, lookup)? {
-            if let Base::Stage(j) = lookup_name(df, opts, &from, df.stages.len()) {
-                visit(df, opts, stages, j, marks, lookup)?;
+        for f in &s.from_refs {
+            if let Base::Image(name) = base_of(opts, &f.source) {
+                add((name, platform.clone()));
             }
         }
-        marks[i] = Mark::Done;
-        Ok(())
+        let display = s.name.clone().unwrap_or_else(|| format!("stage-{}", s.index));
+        stages.insert(s.index, StageInfo { base, platform, display });
     }
-    visit(df, opts, stages, target, &mut marks, lookup)?;
-    Ok((0..stages.len()).filter(|i| marks[*i] == Mark::Done).collect())
+    let warnings = r.warnings.iter().map(|w| w.message.clone()).collect();
+    Ok(Resolved { stages, target: r.target, global_args: r.global_args, images, warnings })
 }
