@@ -127,3 +127,36 @@ fn two_builds_on_one_state_dir_at_once_both_succeed() {
     let ctx = work.path().join("ctx0");
     assert!(started(&build(&state, &ctx)).is_empty());
 }
+
+#[test]
+fn no_cache_filter_reruns_a_stage_and_what_depends_on_it_and_the_result_is_cached() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    context(
+        &ctx,
+        "FROM base AS stamp\nRUN cat /proc/sys/kernel/random/uuid > /stamp\n\
+         FROM base AS other\nRUN echo stable > /other\n\
+         FROM base\nCOPY --from=stamp /stamp /\nCOPY --from=other /other /\nRUN cat /stamp > /copy\n",
+    );
+    build(&state, &ctx);
+    let run = |extra: &[&str]| {
+        let out = ok(Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .arg(format!("--root={}", state.display()))
+            .args(["build", "--progress=rawjson"])
+            .args(extra)
+            .arg(&ctx));
+        started(&events(&out.stderr))
+    };
+    let ran = run(&["--no-cache-filter", "stamp"]);
+    assert!(ran.iter().any(|n| n.contains("random/uuid")), "the filtered stage did not rerun: {ran:?}");
+    assert!(ran.iter().any(|n| n.contains("COPY --from=stamp")), "its dependents did not rerun: {ran:?}");
+    assert!(ran.iter().any(|n| n.contains("cat /stamp")), "its dependents did not rerun: {ran:?}");
+    assert!(!ran.iter().any(|n| n.contains("echo stable")), "an unfiltered stage reran: {ran:?}");
+    let ran = run(&[]);
+    assert!(ran.is_empty(), "the rerun's results were not cached: {ran:?}");
+    let ran = run(&["--no-cache"]);
+    assert!(ran.iter().any(|n| n.contains("echo stable")) && ran.iter().any(|n| n.contains("random/uuid")), "{ran:?}");
+}

@@ -18,6 +18,10 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile.
     Build(BuildArgs),
+    /// Show what uses disk space: snapshots, blobs, cache mounts.
+    Du(crate::prune::DuArgs),
+    /// Remove build cache (never what a running build uses).
+    Prune(crate::prune::PruneArgs),
     /// List the images of the local store.
     Images(crate::images::ImagesArgs),
     /// Remove names from the local store (blobs stay until `prune`).
@@ -32,10 +36,6 @@ pub enum Command {
     Load(crate::images::LoadArgs),
     /// Run a local image in the sandbox (its writes are discarded).
     Run(crate::images::RunArgs),
-    /// Show what uses disk space: snapshots, blobs, cache mounts.
-    Du(crate::prune::DuArgs),
-    /// Remove build cache (never what a running build uses).
-    Prune(crate::prune::PruneArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         #[arg(value_enum)]
@@ -72,6 +72,12 @@ pub struct BuildArgs {
     /// Do not use the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Do not use the cache for these stages (names or indexes; repeatable, comma-separated).
+    #[arg(long = "no-cache-filter", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+    /// ssh agent socket to expose to RUN --mount=type=ssh (`default`, `ID=SOCKET`).
+    #[arg(long = "ssh")]
+    pub ssh: Vec<String>,
     /// Ask registries again for the base images' tags.
     #[arg(long)]
     pub pull: bool,

@@ -84,6 +84,18 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
     }
     req.tags = args.tags.clone();
     req.no_cache = args.no_cache;
+    req.no_cache_filter = args.no_cache_filter.clone();
+    for s in &args.ssh {
+        let (id, path) = match s.split_once('=') {
+            Some((id, path)) => (id.to_string(), PathBuf::from(path)),
+            None => {
+                let sock = std::env::var_os("SSH_AUTH_SOCK")
+                    .with_context(|| format!("--ssh {s}: SSH_AUTH_SOCK is not set (hint: --ssh {s}=/path/to/agent.sock)"))?;
+                (s.clone(), PathBuf::from(sock))
+            }
+        };
+        req.ssh.insert(id, path);
+    }
     req.pull = args.pull;
     for o in &args.outputs {
         req.outputs.push(parse_output(o)?);

@@ -168,6 +168,7 @@ impl Db {
         size: u64,
         empty: bool,
         description: &str,
+        replace: bool,
     ) -> Result<String, DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -175,6 +176,18 @@ impl Db {
         let existing: Option<String> = tx
             .query_row("SELECT snapshot FROM cache WHERE key = ?1", [key], |r| r.get(0))
             .optional()?;
+        if existing.is_some() && replace {
+            // A step run again on purpose (`--no-cache`): its fresh result
+            // becomes the cached one; the old snapshot is left to GC.
+            tx.execute(
+                "INSERT OR IGNORE INTO snapshots (id, parent, size, empty, description, created, last_used)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![snapshot, parent, size as i64, empty, description, t],
+            )?;
+            tx.execute("UPDATE cache SET snapshot = ?2, last_used = ?3 WHERE key = ?1", params![key, snapshot, t])?;
+            tx.commit()?;
+            return Ok(snapshot.to_string());
+        }
         if let Some(e) = existing {
             // The caller uses the recorded snapshot from now on: refresh it
             // as a lookup would, so that its lease protects it.
@@ -311,8 +324,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("m.db")).unwrap();
         assert_eq!(db.lookup("k").unwrap(), None);
-        assert_eq!(db.record("k", "s1", None, 1, false, "").unwrap(), "s1");
-        assert_eq!(db.record("k", "s2", None, 1, false, "").unwrap(), "s1");
+        assert_eq!(db.record("k", "s1", None, 1, false, "", false).unwrap(), "s1");
+        assert_eq!(db.record("k", "s2", None, 1, false, "", false).unwrap(), "s1");
         assert_eq!(db.lookup("k").unwrap().as_deref(), Some("s1"));
     }
 
@@ -322,7 +335,7 @@ mod tests {
         let path = dir.path().join("m.db");
         {
             let db = Db::open(&path).unwrap();
-            db.record("k", "s1", Some("p"), 10, true, "RUN x").unwrap();
+            db.record("k", "s1", Some("p"), 10, true, "RUN x", false).unwrap();
             let layer = LayerRecord {
                 diff_id: "sha256:a".into(),
                 digest: "sha256:b".into(),
@@ -347,7 +360,7 @@ mod tests {
         let b = Db::open(&path).unwrap();
         let handles: Vec<_> = [(a, "sa"), (b, "sb")]
             .into_iter()
-            .map(|(db, s)| std::thread::spawn(move || db.record("same", s, None, 0, false, "").unwrap()))
+            .map(|(db, s)| std::thread::spawn(move || db.record("same", s, None, 0, false, "", false).unwrap()))
             .collect();
         let winners: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         assert_eq!(winners[0], winners[1]);

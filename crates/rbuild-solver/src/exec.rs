@@ -131,7 +131,7 @@ pub(crate) async fn solve_exec(
         drop(active);
         return Err(err);
     }
-    let snapshot = engine.commit_snapshot(active, key, parent.as_deref(), &vertex.meta.name).await?;
+    let snapshot = engine.commit_snapshot(active, key, parent.as_deref(), &vertex.meta.name, vertex.meta.ignore_cache).await?;
     Ok(Some(snapshot))
 }
 

@@ -195,6 +195,6 @@ pub(crate) async fn solve_file(
         drop(active);
         return Err(e);
     }
-    let snapshot = engine.commit_snapshot(active, key, parent.as_deref(), &vertex.meta.name).await?;
+    let snapshot = engine.commit_snapshot(active, key, parent.as_deref(), &vertex.meta.name, vertex.meta.ignore_cache).await?;
     Ok(Some(snapshot))
 }

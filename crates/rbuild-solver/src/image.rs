@@ -136,7 +136,7 @@ async fn unpack_layer(
             )));
         }
         let snapshot = state.snapshots.commit(active)?;
-        let recorded = engine.record(&key, snapshot.as_str(), parent.as_deref(), false, &format!("layer {}", layer.digest))?;
+        let recorded = engine.record(&key, snapshot.as_str(), parent.as_deref(), false, &format!("layer {}", layer.digest), false)?;
         let compression = media_types::layer_compression(&layer.media_type)
             .map(|c| crate::export::compression_name(c))
             .unwrap_or("gzip");

@@ -235,10 +235,11 @@ impl Engine {
         parent: Option<&str>,
         empty: bool,
         description: &str,
+        replace: bool,
     ) -> Result<String, SolveError> {
         let id = sid(snapshot)?;
         let size = self.state.snapshots.usage(&id).unwrap_or(0);
-        let winner = self.state.db.record(key, snapshot, parent, size, empty, description)?;
+        let winner = self.state.db.record(key, snapshot, parent, size, empty, description, replace)?;
         if winner != snapshot {
             self.state.snapshots.remove(&id)?;
         }
@@ -252,6 +253,7 @@ impl Engine {
         key: &str,
         parent: Option<&str>,
         description: &str,
+        replace: bool,
     ) -> Result<String, SolveError> {
         let engine = self.clone();
         let (key, parent, description) = (key.to_string(), parent.map(str::to_string), description.to_string());
@@ -259,7 +261,7 @@ impl Engine {
             let snapshot = engine.state.snapshots.commit(active)?;
             let diff = engine.state.snapshots.diff_dir(&snapshot)?;
             let empty = dir_is_empty(&diff).map_err(|e| SolveError::io(&diff, e))?;
-            engine.record(&key, snapshot.as_str(), parent.as_deref(), empty, &description)
+            engine.record(&key, snapshot.as_str(), parent.as_deref(), empty, &description, replace)
         })
         .await
         .map_err(|_| SolveError::Cancelled)?

@@ -81,9 +81,22 @@ pub(crate) async fn solve(ctx: Arc<Ctx>, roots: &[VertexId]) -> Result<Vec<Arc<S
 
 /// The cache key of a vertex: its digest plus its inputs' keys, where a
 /// context input contributes the content hash of what this vertex selects.
+///
+/// A filesystem input contributes the snapshot it resolved to, not its key:
+/// when an input is rebuilt (`--no-cache`, `--no-cache-filter`) and yields a
+/// new snapshot, everything downstream misses too, and a later build that
+/// gets the fresh snapshot from the cache never pairs it with results made
+/// on the old one.
 fn cache_key(vertex: &Vertex, inputs: &[Arc<Solved>], selections: &[(usize, String)]) -> String {
-    let input_keys: Vec<&str> = inputs.iter().map(|s| s.key.as_str()).collect();
-    Digest::of_json(&(vertex.digest(), input_keys, selections)).to_string()
+    let input_ids: Vec<&str> = inputs
+        .iter()
+        .map(|s| match &s.output {
+            Output::Snapshot(Some(id)) => id.as_str(),
+            Output::Snapshot(None) => "scratch",
+            Output::Directory { .. } => s.key.as_str(),
+        })
+        .collect();
+    Digest::of_json(&(vertex.digest(), input_ids, selections)).to_string()
 }
 
 async fn run_vertex(ctx: &Arc<Ctx>, id: VertexId, inputs: Vec<Arc<Solved>>) -> Result<Solved, SolveError> {

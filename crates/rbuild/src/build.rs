@@ -45,6 +45,10 @@ pub struct BuildRequest {
     pub tags: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub no_cache: bool,
+    /// Stages (names or indexes) whose steps run again (`--no-cache-filter`).
+    pub no_cache_filter: Vec<String>,
+    /// ssh agent sockets by id (`--ssh default=$SSH_AUTH_SOCK`).
+    pub ssh: BTreeMap<String, PathBuf>,
     /// Ask registries again for base image tags.
     pub pull: bool,
     pub outputs: Vec<Output>,
@@ -67,6 +71,8 @@ impl BuildRequest {
             tags: Vec::new(),
             labels: BTreeMap::new(),
             no_cache: false,
+            no_cache_filter: Vec::new(),
+            ssh: BTreeMap::new(),
             pull: false,
             outputs: Vec::new(),
             secrets: BTreeMap::new(),
@@ -176,6 +182,7 @@ impl Builder {
             build_platform: Platform::host().to_string(),
             labels: req.labels.clone(),
             no_cache: req.no_cache,
+            no_cache_filter: req.no_cache_filter.clone(),
             context_excludes: excludes,
             created: source_date_epoch(),
         };
@@ -195,6 +202,7 @@ impl Builder {
         let solve_opts = SolveOptions {
             contexts,
             secrets: req.secrets.clone(),
+            ssh: req.ssh.clone(),
             entitlements: req.entitlements.clone(),
             progress: progress.clone(),
             max_parallelism: self.config().max_parallelism.unwrap_or(SolveOptions::default().max_parallelism),

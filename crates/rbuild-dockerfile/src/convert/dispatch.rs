@@ -91,6 +91,8 @@ pub(super) struct Converter<'a> {
     resolved: Resolved,
     graph: Graph,
     context: Option<VertexId>,
+    /// The stage being converted is in `--no-cache-filter`.
+    stage_ignores_cache: bool,
     done: Vec<Option<StageState>>,
     warnings: Vec<String>,
 }
@@ -110,6 +112,7 @@ pub(super) fn run(
         resolved,
         graph: Graph::new(),
         context: None,
+        stage_ignores_cache: false,
         warnings: Vec::new(),
     };
     c.stage(target)?;
@@ -130,7 +133,7 @@ impl<'a> Converter<'a> {
     }
 
     fn add(&mut self, op: Op, inputs: Vec<VertexId>, name: String) -> VertexId {
-        let meta = VertexMeta { name, ignore_cache: self.opts.no_cache };
+        let meta = VertexMeta { name, ignore_cache: self.opts.no_cache || self.stage_ignores_cache };
         // Inputs always exist and ops built here index only their inputs.
         self.graph.add(op, inputs, meta).expect("converter builds valid vertices")
     }
@@ -170,6 +173,18 @@ impl<'a> Converter<'a> {
         if self.done[i].is_some() {
             return Ok(());
         }
+        let name = self.df.stages[i].name.clone();
+        let filtered = self.opts.no_cache_filter.iter().any(|f| {
+            name.as_deref() == Some(f.to_ascii_lowercase().as_str()) || f.parse::<usize>() == Ok(i)
+        });
+        // Stages converted on the way (bases, --from) set their own flag.
+        let outer = std::mem::replace(&mut self.stage_ignores_cache, filtered);
+        let result = self.stage_inner(i);
+        self.stage_ignores_cache = outer;
+        result
+    }
+
+    fn stage_inner(&mut self, i: usize) -> Result<(), ConvertError> {
         let info = self.resolved.stages.get(&i).cloned().ok_or_else(|| ConvertError::File {
             file: self.df.file_name.clone(),
             message: format!("stage {i} is needed but was not resolved"),

@@ -32,6 +32,9 @@ pub struct ConvertOptions {
     pub labels: BTreeMap<String, String>,
     /// `--no-cache`: every vertex runs again.
     pub no_cache: bool,
+    /// `--no-cache-filter`: the vertices of these stages (by name or
+    /// index) run again.
+    pub no_cache_filter: Vec<String>,
     /// `.dockerignore` patterns of the build context.
     pub context_excludes: Vec<String>,
     /// `--build-context name=…`: these names win over stages and images of

@@ -21,7 +21,7 @@ fn snapshot(e: &Engine, key: &str, parent: Option<&str>, len: usize) -> String {
     let active = crate::prepare(e, parent).unwrap();
     std::fs::write(active.upper.join(key), vec![b'x'; len]).unwrap();
     let id = e.state.snapshots.commit(active).unwrap();
-    e.record(key, id.as_str(), parent, false, &format!("RUN make {key}"))
+    e.record(key, id.as_str(), parent, false, &format!("RUN make {key}"), false)
         .unwrap()
 }
 
