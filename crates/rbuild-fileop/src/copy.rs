@@ -155,6 +155,9 @@ pub enum CopyError {
     UnsupportedEntry { path: String, kind: String },
     #[error(transparent)]
     Pattern(#[from] PatternError),
+    /// A bad `--exclude` or context-ignore pattern.
+    #[error(transparent)]
+    Exclude(#[from] rbuild_dockerfile::IgnoreError),
     #[error(transparent)]
     User(#[from] crate::users::UserError),
     #[error(transparent)]

@@ -39,6 +39,9 @@ pub enum HashError {
     },
     #[error(transparent)]
     Pattern(#[from] PatternError),
+    /// A bad `--exclude` or context-ignore pattern.
+    #[error(transparent)]
+    Exclude(#[from] rbuild_dockerfile::IgnoreError),
     /// A source is missing, a wildcard matched nothing, …
     #[error(transparent)]
     Select(#[from] CopyError),

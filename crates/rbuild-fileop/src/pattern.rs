@@ -1,5 +1,7 @@
 //! Path patterns: Go's `filepath.Match` syntax for `COPY` source wildcards,
-//! and `.dockerignore`-style patterns (`**`, `!` exceptions) for `--exclude`.
+//! and the `**` component matching of `COPY --parents` sources.
+//! (`--exclude` and context-ignore patterns use `rbuild-dockerfile`'s
+//! `.dockerignore` matcher; see `crate::select::Filter`.)
 //!
 //! Why our own: BuildKit's semantics are specific (a `*` never crosses `/`,
 //! `[^…]` negates, `\` escapes, a malformed class is an error rather than a
@@ -167,84 +169,6 @@ fn match_chars(p: &[char], n: &[char], pattern: &str) -> Result<bool, PatternErr
     }
 }
 
-/// One `--exclude` / `.dockerignore`-style pattern.
-#[derive(Debug, Clone)]
-struct ExcludePattern {
-    comps: Vec<String>,
-    negated: bool,
-    /// The pattern as written (after cleaning), for exception handling.
-    text: String,
-}
-
-/// A list of `.dockerignore`-style patterns; later patterns win, `!`
-/// re-includes. A pattern that matches a directory excludes everything below.
-#[derive(Debug, Clone, Default)]
-pub struct ExcludeMatcher {
-    patterns: Vec<ExcludePattern>,
-}
-
-impl ExcludeMatcher {
-    /// Compile patterns; empty lines are ignored; a leading `/` is dropped.
-    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, PatternError> {
-        let mut out = Vec::new();
-        for raw in patterns {
-            let raw = raw.as_ref().trim();
-            let (negated, body) = match raw.strip_prefix('!') {
-                Some(rest) => (true, rest.trim()),
-                None => (false, raw),
-            };
-            let comps: Vec<String> = body
-                .split('/')
-                .filter(|c| !c.is_empty() && *c != ".")
-                .map(String::from)
-                .collect();
-            if comps.is_empty() {
-                continue;
-            }
-            for c in &comps {
-                if c != "**" {
-                    validate(c)?;
-                }
-            }
-            out.push(ExcludePattern {
-                text: comps.join("/"),
-                comps,
-                negated,
-            });
-        }
-        Ok(Self { patterns: out })
-    }
-
-    /// True when there are no patterns at all.
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
-    }
-
-    /// Is `path` (relative, `/`-separated) excluded?
-    pub fn is_excluded(&self, path: &str, is_dir: bool) -> bool {
-        let comps: Vec<&str> = path
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .collect();
-        let mut excluded = false;
-        for pat in &self.patterns {
-            if pat.negated == excluded && matches_prefix(&pat.comps, &comps) {
-                excluded = !pat.negated;
-            }
-        }
-        if excluded && is_dir {
-            // Keep walking a directory that a later `!` pattern reaches into.
-            let prefix = format!("{}/", comps.join("/"));
-            if self.patterns.iter().any(|p| {
-                p.negated && (p.text.starts_with(&prefix) || p.comps.iter().any(|c| c == "**"))
-            }) {
-                return false;
-            }
-        }
-        excluded
-    }
-}
-
 /// `--parents` wildcard matching, where a `**` component matches any number
 /// of path components (zero included). Returns whether `path` matches the
 /// whole pattern, and whether a path *below* it still could (so a walker
@@ -266,25 +190,6 @@ pub(crate) fn glob_match(pat: &[String], path: &[&str]) -> (bool, bool) {
     let full = dp[m][n];
     let below = (0..m).any(|i| dp[i][n]) || (m > 0 && pat[m - 1] == "**" && dp[m][n]);
     (full, below)
-}
-
-/// Does the pattern match `path` or one of its parent directories?
-fn matches_prefix(pat: &[String], path: &[&str]) -> bool {
-    // dp[i][j]: pattern[..i] matches path[..j]
-    let (m, n) = (pat.len(), path.len());
-    let mut dp = vec![vec![false; n + 1]; m + 1];
-    dp[0][0] = true;
-    for i in 1..=m {
-        let is_glob = pat[i - 1] == "**";
-        for j in 0..=n {
-            dp[i][j] = if is_glob {
-                dp[i - 1][j] || (j > 0 && dp[i][j - 1])
-            } else {
-                j > 0 && dp[i - 1][j - 1] && match_path(&pat[i - 1], path[j - 1]).unwrap_or(false)
-            };
-        }
-    }
-    (1..=n).any(|j| dp[m][j])
 }
 
 #[cfg(test)]
@@ -370,36 +275,5 @@ mod tests {
         assert!(has_wildcard("a/[bc]"));
         assert!(!has_wildcard("a\\*b"));
         assert!(!has_wildcard("plain/name"));
-    }
-
-    #[test]
-    fn exclude_table() {
-        let m = ExcludeMatcher::new(&["*.log", "build", "docs/**/*.md", "!docs/keep.md", "/abs"])
-            .unwrap();
-        let cases: &[(&str, bool, bool)] = &[
-            ("a.log", false, true),
-            ("sub/a.log", false, false),
-            ("build", true, true),
-            ("build/x/y", false, true),
-            ("docs/a.md", false, true),
-            ("docs/x/y/a.md", false, true),
-            ("docs/keep.md", false, false),
-            ("docs", true, false),
-            ("abs", false, true),
-            ("src/main.rs", false, false),
-        ];
-        for (p, is_dir, want) in cases {
-            assert_eq!(m.is_excluded(p, *is_dir), *want, "exclude({p:?})");
-        }
-        let m = ExcludeMatcher::new(&["**/*.tmp", "node_modules", "!node_modules/keep"]).unwrap();
-        assert!(m.is_excluded("a/b/c.tmp", false));
-        assert!(m.is_excluded("c.tmp", false));
-        assert!(
-            !m.is_excluded("node_modules", true),
-            "descend for the exception"
-        );
-        assert!(m.is_excluded("node_modules/other", false));
-        assert!(!m.is_excluded("node_modules/keep", false));
-        assert!(ExcludeMatcher::new(&["a["]).is_err());
     }
 }

@@ -5,10 +5,11 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 
+use rbuild_dockerfile::{IgnoreError, IgnoreMatcher};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::copy::{CopyError, io_err, read_dir_sorted};
-use crate::pattern::{ExcludeMatcher, glob_match, has_wildcard, match_path};
+use crate::pattern::{glob_match, has_wildcard, match_path};
 use crate::root::{Root, clean, join};
 
 /// One selected source.
@@ -28,36 +29,48 @@ pub(crate) struct Selected {
 /// What is left out of a copy: `--exclude` patterns (relative to each
 /// source) and the context's `.dockerignore` (relative to the source root,
 /// making ignored files behave as if they were not there at all).
+///
+/// Both use the `.dockerignore` matcher of `rbuild-dockerfile`, so that
+/// `--exclude`, the context's ignore file and the client-side context
+/// upload agree on what a pattern means.
 #[derive(Debug, Default)]
 pub(crate) struct Filter {
-    pub exclude: ExcludeMatcher,
-    pub ignore: ExcludeMatcher,
+    pub exclude: IgnoreMatcher,
+    pub ignore: IgnoreMatcher,
+}
+
+/// Is `path` left out by `m`? A directory is left out only when nothing
+/// below it can be re-included by a `!` exception; otherwise it is walked
+/// and its entries are judged one by one.
+fn left_out(m: &IgnoreMatcher, path: &str, is_dir: bool) -> bool {
+    if is_dir {
+        m.can_skip_dir(path)
+    } else {
+        m.matches(path, false)
+    }
 }
 
 impl Filter {
-    pub(crate) fn new(
-        exclude: &[String],
-        ignore: &[String],
-    ) -> Result<Filter, crate::pattern::PatternError> {
+    pub(crate) fn new(exclude: &[String], ignore: &[String]) -> Result<Filter, IgnoreError> {
         Ok(Filter {
-            exclude: ExcludeMatcher::new(exclude)?,
-            ignore: ExcludeMatcher::new(ignore)?,
+            exclude: IgnoreMatcher::from_patterns(exclude)?,
+            ignore: IgnoreMatcher::from_patterns(ignore)?,
         })
     }
 
     /// Is the entry `rel` (relative to a selected source whose path in the
     /// source root is `base`) left out?
     pub(crate) fn skip(&self, base: &str, rel: &str, is_dir: bool) -> bool {
-        if !self.exclude.is_empty() && self.exclude.is_excluded(rel, is_dir) {
+        if !self.exclude.is_empty() && left_out(&self.exclude, rel, is_dir) {
             return true;
         }
         if self.ignore.is_empty() {
             return false;
         }
         if base.is_empty() || base == "." {
-            self.ignore.is_excluded(rel, is_dir)
+            left_out(&self.ignore, rel, is_dir)
         } else {
-            self.ignore.is_excluded(&format!("{base}/{rel}"), is_dir)
+            left_out(&self.ignore, &format!("{base}/{rel}"), is_dir)
         }
     }
 
@@ -70,8 +83,7 @@ impl Filter {
             .open_canonical(canon, OFlags::PATH)
             .and_then(|fd| Ok(rustix::fs::fstat(&fd)?))
             .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
-        self.ignore
-            .is_excluded(&join(canon).to_string_lossy(), is_dir)
+        left_out(&self.ignore, &join(canon).to_string_lossy(), is_dir)
     }
 }
 
@@ -187,7 +199,7 @@ fn expand_wildcard(
         let excludes = &spec.filter.exclude;
         if !excludes.is_empty() {
             let full_str = join(&full).to_string_lossy().into_owned();
-            if excludes.is_excluded(&rel_str, false) || excludes.is_excluded(&full_str, false) {
+            if excludes.matches(&rel_str, false) || excludes.matches(&full_str, false) {
                 continue;
             }
         }
@@ -251,4 +263,51 @@ fn walk_match(
         prefix.pop();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Filter;
+
+    fn filter(exclude: &[&str]) -> Filter {
+        let exclude: Vec<String> = exclude.iter().map(|s| s.to_string()).collect();
+        Filter::new(&exclude, &[]).expect("valid patterns")
+    }
+
+    #[test]
+    fn exclude_table() {
+        let f = filter(&["*.log", "build", "docs/**/*.md", "!docs/keep.md", "/abs"]);
+        let cases: &[(&str, bool, bool)] = &[
+            ("a.log", false, true),
+            ("sub/a.log", false, false),
+            ("build", true, true),
+            ("build/x/y", false, true),
+            ("docs/a.md", false, true),
+            ("docs/x/y/a.md", false, true),
+            ("docs/keep.md", false, false),
+            ("docs", true, false),
+            ("abs", false, true),
+            ("src/main.rs", false, false),
+        ];
+        for (p, is_dir, want) in cases {
+            assert_eq!(f.skip("", p, *is_dir), *want, "exclude({p:?})");
+        }
+        let f = filter(&["**/*.tmp", "node_modules", "!node_modules/keep"]);
+        assert!(f.skip("", "a/b/c.tmp", false));
+        assert!(f.skip("", "c.tmp", false));
+        assert!(!f.skip("", "node_modules", true), "descend for the exception");
+        assert!(f.skip("", "node_modules/other", false));
+        assert!(!f.skip("", "node_modules/keep", false));
+        assert!(Filter::new(&["a[".to_string()], &[]).is_err());
+    }
+
+    #[test]
+    fn ignore_is_relative_to_the_source_root() {
+        let ignore = vec!["src/*.tmp".to_string(), "src/gen".to_string()];
+        let f = Filter::new(&[], &ignore).expect("valid patterns");
+        assert!(f.skip("src", "a.tmp", false));
+        assert!(!f.skip("other", "a.tmp", false));
+        assert!(f.skip("src", "gen", true));
+        assert!(!f.skip(".", "a.tmp", false));
+    }
 }
