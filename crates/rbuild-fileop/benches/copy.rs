@@ -81,18 +81,6 @@ fn main() {
         warm.iter().min().copied().unwrap_or_default()
     );
 
-    // A new process: load the saved cache, then hash.
-    let cache_file = base.join(format!("rbuild-bench-statcache-{}", std::process::id()));
-    let (_, saved) = time(|| cache.save(&cache_file, true).unwrap());
-    let (loaded, load_t) = time(|| MemoryStatCache::load(&cache_file).unwrap());
-    let (h, warm_loaded) = time(|| hash_selection(ctx.path(), &srcs, &sel, Some(&loaded)).unwrap());
-    assert_eq!(h, cold_hash);
-    let _ = fs::remove_file(&cache_file);
-    println!(
-        "stat cache of {} entries: save {saved:.2?}, load {load_t:.2?}; hash with the loaded cache {warm_loaded:.2?}",
-        loaded.len()
-    );
-
     // One-file edit: only that file is read again.
     let edited = ctx.path().join("pkg100/src/file050.rs");
     fs::write(&edited, "changed").unwrap();

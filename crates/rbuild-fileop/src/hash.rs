@@ -121,13 +121,11 @@ pub trait StatCache {
     fn put(&self, key: StatKey, hash: [u8; 32]);
 }
 
-/// An in-memory [`StatCache`], which can be loaded from and saved to a file
-/// (see [`MemoryStatCache::load`]) so that a no-op rebuild in a new process
-/// reads no file contents either.
+/// An in-memory [`StatCache`] for tests and one-off hashing; the engine
+/// persists its stat cache in the metadata database instead.
 #[derive(Debug, Default)]
 pub struct MemoryStatCache {
-    /// Digest, and whether this run used the entry (for pruning on save).
-    pub(crate) map: Mutex<HashMap<StatKey, ([u8; 32], bool)>>,
+    map: Mutex<HashMap<StatKey, [u8; 32]>>,
 }
 
 impl MemoryStatCache {
@@ -146,15 +144,12 @@ impl MemoryStatCache {
 
 impl StatCache for MemoryStatCache {
     fn get(&self, key: &StatKey) -> Option<[u8; 32]> {
-        let mut m = self.map.lock().ok()?;
-        let entry = m.get_mut(key)?;
-        entry.1 = true;
-        Some(entry.0)
+        self.map.lock().ok()?.get(key).copied()
     }
 
     fn put(&self, key: StatKey, hash: [u8; 32]) {
         if let Ok(mut m) = self.map.lock() {
-            m.insert(key, (hash, true));
+            m.insert(key, hash);
         }
     }
 }

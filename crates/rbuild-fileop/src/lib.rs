@@ -51,7 +51,6 @@ pub mod ops;
 pub mod pattern;
 mod root;
 mod select;
-mod statcache;
 mod unpack;
 pub mod users;
 pub mod walk;
