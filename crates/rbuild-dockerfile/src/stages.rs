@@ -25,48 +25,9 @@ use crate::error::{ParseError, Span, suggest};
 use crate::mounts::MountType;
 use crate::syntax::Warning;
 
-/// `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct Platform {
-    pub os: String,
-    pub arch: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// Parses `linux/amd64`, `linux/arm/v7`, `linux/arm64/v8`.
-    pub fn parse(s: &str) -> Option<Platform> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &&str| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        };
-        match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Some(Platform {
-                os: os.to_ascii_lowercase(),
-                arch: arch.to_ascii_lowercase(),
-                variant: None,
-            }),
-            [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => Some(Platform {
-                os: os.to_ascii_lowercase(),
-                arch: arch.to_ascii_lowercase(),
-                variant: Some(variant.to_ascii_lowercase()),
-            }),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
+/// The project's platform type (containerd's parsing and normalisation),
+/// re-exported here because [`ResolveOptions`] and [`ResolvedStage`] use it.
+pub use rbuild_oci::platform::Platform;
 
 /// What the build asked for.
 #[derive(Debug, Clone)]
@@ -153,7 +114,7 @@ pub fn platform_args(build: &Platform, target: &Platform) -> BTreeMap<String, St
     for (prefix, p) in [("BUILD", build), ("TARGET", target)] {
         m.insert(format!("{prefix}PLATFORM"), p.to_string());
         m.insert(format!("{prefix}OS"), p.os.clone());
-        m.insert(format!("{prefix}ARCH"), p.arch.clone());
+        m.insert(format!("{prefix}ARCH"), p.architecture.clone());
         m.insert(
             format!("{prefix}VARIANT"),
             p.variant.clone().unwrap_or_default(),
@@ -334,7 +295,7 @@ impl Resolver<'_> {
                 let message = || format!("invalid platform `{v}` in `--platform={p}`");
                 Some(
                     Platform::parse(&v)
-                        .ok_or_else(|| error(df, stage.span, &stage.original, message(), hint()))?,
+                        .map_err(|_| error(df, stage.span, &stage.original, message(), hint()))?,
                 )
             }
         };

@@ -38,7 +38,7 @@ fn stage_resolution_snapshots() {
     use rbuild_dockerfile::stages::{Platform, ResolveOptions, resolve};
     let args = std::collections::BTreeMap::new();
     let named = std::collections::BTreeSet::new();
-    let (Some(build), Some(target)) = (
+    let (Ok(build), Ok(target)) = (
         Platform::parse("linux/amd64"),
         Platform::parse("linux/arm64/v8"),
     ) else {

@@ -5,7 +5,8 @@
 //! resolve) and answers `--from` lookups the same way.
 
 use super::{ConvertError, ConvertOptions, ImageKey, NamedContext};
-use crate::stages::{Platform as StagePlatform, ResolveOptions, Source};
+use crate::stages::{ResolveOptions, Source};
+use rbuild_oci::platform::Platform;
 use crate::Dockerfile;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -73,9 +74,9 @@ pub(crate) fn lookup_name(df: &Dockerfile, opts: &ConvertOptions, name: &str) ->
     }
 }
 
-fn platform(s: &str, what: &str, file: &str) -> Result<StagePlatform, ConvertError> {
-    StagePlatform::parse(s)
-        .ok_or_else(|| ConvertError::File { file: file.to_string(), message: format!("invalid {what} platform `{s}`") })
+fn platform(s: &str, what: &str, file: &str) -> Result<Platform, ConvertError> {
+    Platform::parse(s)
+        .map_err(|_| ConvertError::File { file: file.to_string(), message: format!("invalid {what} platform `{s}`") })
 }
 
 pub(crate) fn resolve(df: &Dockerfile, opts: &ConvertOptions) -> Result<Resolved, ConvertError> {
