@@ -130,3 +130,33 @@ fn the_copy_snapshotter_builds_what_overlay_builds() {
         assert!(!rootfs.join("d/a").exists() && !rootfs.join("d/b").exists() && !rootfs.join("bin/vi").exists());
     }
 }
+
+#[test]
+fn a_context_tar_on_standard_input_builds_and_cannot_escape() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let ctx = work.path().join("ctx");
+    context(&ctx, "FROM base\nCOPY data.txt /\nRUN test \"$(cat /data.txt)\" = from-stdin\n");
+    std::fs::write(ctx.join("data.txt"), "from-stdin").unwrap();
+    let tar = work.path().join("ctx.tar.gz");
+    ok(Command::new("tar").arg("-czf").arg(&tar).arg("-C").arg(&ctx).arg("."));
+    let state = work.path().join("state");
+    ok(rbuild(&state).arg("-").stdin(std::fs::File::open(&tar).unwrap()));
+    // A hostile context tar: an entry climbing out of the context.
+    let evil = work.path().join("evil.tar");
+    std::fs::write(ctx.join("escaped.txt"), "x").unwrap();
+    let made = Command::new("tar")
+        .args(["-cf"])
+        .arg(&evil)
+        .arg("-P")
+        .arg("--transform=s|^.*/escaped.txt$|../../escaped.txt|")
+        .arg(ctx.join("escaped.txt"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let res = rbuild(&state).arg("-").stdin(std::fs::File::open(&evil).unwrap()).output().unwrap();
+    assert!(!res.status.success(), "a context tar escaping its directory must be refused");
+    assert!(!Path::new("/tmp/escaped.txt").exists() && !work.path().join("escaped.txt").exists());
+}

@@ -188,12 +188,15 @@ pub fn events(stderr: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Names of the vertices that ran (not cached) in a rawjson event stream.
+/// Names of the build steps that ran (not cached) in a rawjson event
+/// stream; the export steps that every build shows (`exporting to image`,
+/// `pushing …`) are not build steps.
 pub fn started(events: &[serde_json::Value]) -> Vec<String> {
     events
         .iter()
         .filter(|e| e["event"] == "started")
         .filter_map(|e| e["name"].as_str().map(str::to_string))
+        .filter(|n| !n.starts_with("exporting ") && !n.starts_with("pushing ") && !n.starts_with("writing "))
         .collect()
 }
 

@@ -75,6 +75,9 @@ pub struct BuildArgs {
     /// Do not use the cache for these stages (names or indexes; repeatable, comma-separated).
     #[arg(long = "no-cache-filter", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
+    /// How many steps may run at once.
+    #[arg(long = "max-parallelism")]
+    pub max_parallelism: Option<usize>,
     /// ssh agent socket to expose to RUN --mount=type=ssh (`default`, `ID=SOCKET`).
     #[arg(long = "ssh")]
     pub ssh: Vec<String>,
@@ -87,7 +90,9 @@ pub struct BuildArgs {
     /// Keep the image in the local store (`--output type=image`; the default with `-t`).
     #[arg(long)]
     pub load: bool,
-    /// Output destination (`type=oci,dest=FILE`, `type=docker,dest=FILE`, `type=registry`).
+    /// Output destination (`type=image|registry|oci|docker|local|tar[,dest=PATH|-][,name=…][,push=true]`,
+    /// `compression=gzip|zstd|uncompressed`, `compression-level=N`, `force-compression=true`,
+    /// `oci-mediatypes=false`; a bare `DIR` is `type=local,dest=DIR`).
     #[arg(short = 'o', long = "output")]
     pub outputs: Vec<String>,
     /// Secret to expose to RUN --mount=type=secret (`id=ID,src=FILE` or `id=ID,env=VAR`).

@@ -20,21 +20,74 @@ fn kv_list(s: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn parse_output(s: &str) -> anyhow::Result<Output> {
+/// Parses one `--output`: where the image goes, and the options of the
+/// image's encoding (`compression=`, `oci-mediatypes=`, …) into `export`.
+fn parse_output(s: &str, export: &mut rbuild::ExportOptions) -> anyhow::Result<Output> {
+    // `-o DIR` is buildx's short form of `type=local,dest=DIR` (and `-o -`
+    // of a tar to standard output).
+    if !s.contains('=') {
+        return Ok(if s == "-" { Output::Tar { dest: PathBuf::from(s) } } else { Output::Local { dest: PathBuf::from(s) } });
+    }
     let kv = kv_list(s);
     let dest = || -> anyhow::Result<PathBuf> {
         kv.get("dest").map(PathBuf::from).with_context(|| format!("--output `{s}` needs dest=PATH"))
     };
-    Ok(match kv.get("type").map(String::as_str) {
+    let flag = |key: &str| -> anyhow::Result<Option<bool>> {
+        match kv.get(key).map(String::as_str) {
+            None => Ok(None),
+            Some("true") | Some("") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(other) => bail!("--output `{s}`: {key}=`{other}` must be true or false"),
+        }
+    };
+    let ty = kv.get("type").map(String::as_str);
+    if matches!(ty, Some("image" | "registry" | "oci" | "docker")) {
+        parse_compression(s, &kv, export)?;
+        if let Some(f) = flag("force-compression")? {
+            export.force_compression = f;
+        }
+        if let Some(f) = flag("oci-mediatypes")? {
+            export.oci_mediatypes = f;
+        }
+    }
+    let names = || kv.get("name").map(|n| n.split(',').map(str::to_string).collect()).unwrap_or_default();
+    Ok(match ty {
         Some("oci") => Output::OciTar { dest: dest()? },
         Some("docker") => Output::DockerTar { dest: dest()? },
         Some("local") => Output::Local { dest: dest()? },
+        Some("tar") => Output::Tar { dest: dest()? },
         Some("registry") => Output::Registry,
-        Some("image") if kv.get("push").map(String::as_str) == Some("true") => Output::Registry,
-        Some("image") => Output::Image { names: kv.get("name").map(|n| vec![n.clone()]).unwrap_or_default() },
-        Some(other) => bail!("unknown output type `{other}` (expected image, oci, docker, local, registry)"),
+        Some("image") if flag("push")? == Some(true) => Output::Registry,
+        Some("image") => Output::Image { names: names() },
+        Some(other) => bail!("unknown output type `{other}` (expected image, registry, oci, docker, local, tar)"),
         None => bail!("--output `{s}` needs type=…"),
     })
+}
+
+/// `compression=gzip|zstd|uncompressed` and `compression-level=N`, checked
+/// against each algorithm's range.
+fn parse_compression(s: &str, kv: &BTreeMap<String, String>, export: &mut rbuild::ExportOptions) -> anyhow::Result<()> {
+    use rbuild::Compression;
+    let level = match kv.get("compression-level") {
+        Some(l) => Some(l.parse::<i32>().with_context(|| format!("--output `{s}`: compression-level `{l}` is not a number"))?),
+        None => None,
+    };
+    let algorithm = match kv.get("compression").map(String::as_str) {
+        Some("gzip") => Compression::Gzip { level: 6 },
+        Some("zstd") => Compression::Zstd { level: 3 },
+        Some("uncompressed") => Compression::None,
+        Some(other) => bail!("--output `{s}`: unknown compression `{other}` (expected gzip, zstd, uncompressed)"),
+        None => export.compression.clone(),
+    };
+    export.compression = match (algorithm, level) {
+        (Compression::Gzip { .. }, Some(l)) if (0..=9).contains(&l) => Compression::Gzip { level: l as u32 },
+        (Compression::Zstd { .. }, Some(l)) if (1..=22).contains(&l) => Compression::Zstd { level: l },
+        (Compression::None, Some(_)) => Compression::None,
+        (Compression::Gzip { .. }, Some(l)) => bail!("--output `{s}`: compression-level {l} is out of range for gzip (0-9)"),
+        (_, Some(l)) => bail!("--output `{s}`: compression-level {l} is out of range for zstd (1-22)"),
+        (c, None) => c,
+    };
+    Ok(())
 }
 
 fn parse_secret(s: &str) -> anyhow::Result<(String, Vec<u8>)> {
@@ -50,8 +103,22 @@ fn parse_secret(s: &str) -> anyhow::Result<(String, Vec<u8>)> {
     Ok((id, data))
 }
 
-fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
-    let mut req = BuildRequest::new(&args.context);
+/// The request, and the temporary directory of a context read from
+/// standard input (`rbuild build -`), which must live as long as the build.
+fn request(args: &BuildArgs) -> anyhow::Result<(BuildRequest, Option<tempfile::TempDir>)> {
+    let stdin_context = if args.context.as_os_str() == "-" {
+        if args.file.as_ref().is_some_and(|f| f.as_os_str() == "-") {
+            bail!("the context and the Dockerfile cannot both come from standard input");
+        }
+        Some(rbuild::unpack_context(std::io::stdin().lock())?)
+    } else {
+        None
+    };
+    let context = match &stdin_context {
+        Some(t) => t.path().join("context"),
+        None => args.context.clone(),
+    };
+    let mut req = BuildRequest::new(&context);
     match &args.file {
         Some(f) if f.as_os_str() == "-" => {
             let mut buf = Vec::new();
@@ -85,6 +152,7 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
     req.tags = args.tags.clone();
     req.no_cache = args.no_cache;
     req.no_cache_filter = args.no_cache_filter.clone();
+    req.max_parallelism = args.max_parallelism;
     for s in &args.ssh {
         let (id, path) = match s.split_once('=') {
             Some((id, path)) => (id.to_string(), PathBuf::from(path)),
@@ -98,7 +166,8 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
     }
     req.pull = args.pull;
     for o in &args.outputs {
-        req.outputs.push(parse_output(o)?);
+        let output = parse_output(o, &mut req.export)?;
+        req.outputs.push(output);
     }
     if args.push && !req.outputs.contains(&Output::Registry) {
         req.outputs.push(Output::Registry);
@@ -118,7 +187,13 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
             other => bail!("unknown entitlement `{other}` (expected network.host or security.insecure)"),
         }
     }
-    Ok(req)
+    if stdin_context.is_some() {
+        // With a context tar, -f names a file inside it (as buildx does).
+        if let Some(f) = req.dockerfile.take() {
+            req.dockerfile = Some(if f.is_relative() { context.join(f) } else { f });
+        }
+    }
+    Ok((req, stdin_context))
 }
 
 /// The Dockerfile as the build will read it, for quoting the failing
@@ -133,8 +208,27 @@ fn dockerfile_source(req: &BuildRequest) -> Option<render::DockerfileSource> {
     Some(render::DockerfileSource { name, contents })
 }
 
+/// Whether an output streams to standard output (`dest=-`): then the
+/// digest is not printed there, and a terminal is refused as buildx does.
+fn stdout_output(req: &BuildRequest) -> anyhow::Result<bool> {
+    use std::io::IsTerminal;
+    let to_stdout = req.outputs.iter().filter(|o| match o {
+        Output::OciTar { dest } | Output::DockerTar { dest } | Output::Tar { dest } => dest.as_os_str() == "-",
+        _ => false,
+    });
+    match to_stdout.count() {
+        0 => Ok(false),
+        1 if std::io::stdout().is_terminal() => {
+            bail!("refusing to write a tar to the terminal (hint: redirect standard output, or give dest=FILE)")
+        }
+        1 => Ok(true),
+        _ => bail!("only one output can write to standard output (dest=-)"),
+    }
+}
+
 pub async fn run(opts: BuilderOptions, args: BuildArgs) -> anyhow::Result<ExitCode> {
-    let req = request(&args)?;
+    let (req, _stdin_context) = request(&args)?;
+    let stdout_taken = stdout_output(&req)?;
     let mode = render::Mode::parse(&args.progress, args.quiet)?;
     let builder = rbuild::Builder::open(opts)?;
     let source = dockerfile_source(&req);
@@ -162,7 +256,9 @@ pub async fn run(opts: BuilderOptions, args: BuildArgs) -> anyhow::Result<ExitCo
         });
         std::fs::write(path, serde_json::to_vec_pretty(&meta)?).with_context(|| format!("writing {}", path.display()))?;
     }
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", result.manifest.digest)?;
+    if !stdout_taken {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", result.manifest.digest)?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,12 +14,16 @@ use std::sync::Arc;
 pub enum Output {
     /// Push every tag of the request to its registry (`--push`).
     Registry,
-    /// An OCI image layout in a tar (`type=oci,dest=`).
+    /// An OCI image layout in a tar (`type=oci,dest=`). For the tar
+    /// outputs, a `dest` of `-` means standard output.
     OciTar { dest: PathBuf },
     /// A tar that `docker load` accepts (`type=docker,dest=`).
     DockerTar { dest: PathBuf },
-    /// The root filesystem as files (`type=local,dest=`).
+    /// The root filesystem as files (`type=local,dest=`), written into the
+    /// directory (existing files are kept or overwritten, as buildx).
     Local { dest: PathBuf },
+    /// The root filesystem as one tar (`type=tar,dest=`).
+    Tar { dest: PathBuf },
     /// The local image store (`--load`, `type=image`): `names`, or the
     /// request's tags when empty. `FROM`, `rbuild run`, `save` and `push`
     /// find it there by name.
@@ -47,6 +51,8 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// Stages (names or indexes) whose steps run again (`--no-cache-filter`).
     pub no_cache_filter: Vec<String>,
+    /// Steps run at once (default: the config file's, else a machine default).
+    pub max_parallelism: Option<usize>,
     /// ssh agent sockets by id (`--ssh default=$SSH_AUTH_SOCK`).
     pub ssh: BTreeMap<String, PathBuf>,
     /// Ask registries again for base image tags.
@@ -72,6 +78,7 @@ impl BuildRequest {
             labels: BTreeMap::new(),
             no_cache: false,
             no_cache_filter: Vec::new(),
+            max_parallelism: None,
             ssh: BTreeMap::new(),
             pull: false,
             outputs: Vec::new(),
@@ -80,6 +87,23 @@ impl BuildRequest {
             export: ExportOptions::default(),
         }
     }
+}
+
+/// Unpacks a build context sent as a tar (plain, gzip or zstd; `rbuild
+/// build -`) into a new temporary directory, with the same containment as
+/// ADD's archive extraction: no entry can land outside the directory.
+pub fn unpack_context(mut tar: impl std::io::Read) -> Result<tempfile::TempDir, Error> {
+    let tmp = tempfile::Builder::new().prefix("rbuild-context.").tempdir().map_err(|e| Error::io(Path::new("/tmp"), e))?;
+    let archive = tmp.path().join("context.tar");
+    let context = tmp.path().join("context");
+    let mut f = std::fs::File::create(&archive).map_err(|e| Error::io(&archive, e))?;
+    std::io::copy(&mut tar, &mut f).map_err(|e| Error::io(&archive, e))?;
+    std::fs::create_dir(&context).map_err(|e| Error::io(&context, e))?;
+    let opts = rbuild_fileop::CopyOptions { unpack_archives: true, ..rbuild_fileop::CopyOptions::dockerfile() };
+    rbuild_fileop::copy(tmp.path(), &["context.tar".to_string()], &context, "/", &opts)
+        .map_err(|e| Error::Invalid(format!("build context from standard input: {e}")))?;
+    std::fs::remove_file(&archive).map_err(|e| Error::io(&archive, e))?;
+    Ok(tmp)
 }
 
 /// What a build produced.
@@ -205,15 +229,24 @@ impl Builder {
             ssh: req.ssh.clone(),
             entitlements: req.entitlements.clone(),
             progress: progress.clone(),
-            max_parallelism: self.config().max_parallelism.unwrap_or(SolveOptions::default().max_parallelism),
+            max_parallelism: req
+                .max_parallelism
+                .or(self.config().max_parallelism)
+                .unwrap_or(SolveOptions::default().max_parallelism),
             ..SolveOptions::default()
         };
         let solved = engine.solve(Arc::new(plan.graph), &[plan.target], solve_opts).await?;
         let top = solved[0].snapshot().map(str::to_string);
-        let image = engine.export_image(top, plan.config, req.export.clone()).await?;
+        let step = crate::outputs::ExportStep::start(progress, "exporting to image");
+        step.item_begin("exporting layers");
+        let image = match engine.export_image(top, plan.config, req.export.clone()).await {
+            Ok(image) => image,
+            Err(e) => return step.finish(Err(e.into())),
+        };
+        step.item("exporting layers");
         let bases: Vec<rbuild_oci::reference::Reference> =
             images.values().filter_map(|b| rbuild_oci::reference::Reference::parse(&b.reference).ok()).collect();
-        let names = crate::outputs::write(&engine, &req, &image, &bases, &progress).await?;
+        let names = crate::outputs::write(&engine, &req, &image, &bases, progress, step).await?;
         Ok(BuildResult { manifest: image.manifest, config: image.config, names, warnings: plan.warnings })
     }
 }

@@ -18,19 +18,19 @@
 
 mod build;
 mod config;
-mod images;
 mod gc;
+mod images;
 mod outputs;
 
-pub use build::{BuildRequest, BuildResult, Output};
+pub use build::{BuildRequest, BuildResult, Output, unpack_context};
 pub use config::{Config, ConfigError};
-pub use images::{LoadReport, RunNetwork, RunRequest, SaveFormat};
-pub use rbuild_sandbox::OutputStream;
-pub use rbuild_solver::{ImageStoreError, LocalImage};
 pub use rbuild_solver::{
     BlobEntry, CacheMountEntry, DiskUsage, GcError, PruneOptions, PruneReport, SnapshotEntry, format_size,
     parse_duration, parse_size,
 };
+pub use images::{LoadReport, RunNetwork, RunRequest, SaveFormat};
+pub use rbuild_sandbox::OutputStream;
+pub use rbuild_solver::{ImageStoreError, LocalImage};
 pub use rbuild_oci::layer::Compression;
 pub use rbuild_oci::platform::Platform;
 pub use rbuild_oci::reference::Reference;
@@ -60,9 +60,9 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
-    Image(#[from] rbuild_solver::ImageStoreError),
-    #[error(transparent)]
     Gc(#[from] rbuild_solver::GcError),
+    #[error(transparent)]
+    Image(#[from] rbuild_solver::ImageStoreError),
 }
 
 impl Error {
