@@ -8,6 +8,7 @@ mod images;
 mod language;
 mod mounts;
 mod parity;
+mod sources;
 mod support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

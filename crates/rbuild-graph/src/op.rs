@@ -20,6 +20,10 @@ pub enum Op {
     Exec(ExecOp),
     /// File operations (`COPY`, `ADD`, `WORKDIR`'s mkdir) on top of input 0.
     File(FileOp),
+    /// Stacks the filesystem of input 1, made on `Scratch`, as a layer of
+    /// its own onto input 0 (`COPY --link`). The stacked layer does not
+    /// depend on input 0, so a new base reuses it (and its blob) unchanged.
+    Merge,
 }
 
 impl Op {
@@ -27,6 +31,7 @@ impl Op {
     pub(crate) fn max_input_index(&self) -> Option<usize> {
         match self {
             Op::Scratch | Op::Image(_) | Op::Context(_) => None,
+            Op::Merge => Some(1),
             Op::Exec(e) => {
                 let mounts = e.mounts.iter().filter_map(|m| match &m.kind {
                     ExecMountKind::Bind { input, .. } => Some(*input),
@@ -47,7 +52,7 @@ impl Op {
 
     /// Whether the op produces a filesystem layer on top of input 0.
     pub fn makes_layer(&self) -> bool {
-        matches!(self, Op::Exec(_) | Op::File(_))
+        matches!(self, Op::Exec(_) | Op::File(_) | Op::Merge)
     }
 }
 

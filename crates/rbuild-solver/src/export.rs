@@ -76,6 +76,11 @@ impl Engine {
 
     /// The layer blob of one snapshot, created (once) when missing.
     fn layer_for(&self, snapshot: &str, opts: &ExportOptions) -> Result<LayerRecord, SolveError> {
+        // A `COPY --link` layer stacked onto this chain is the blob of the
+        // snapshot it was made as, whatever it was stacked onto.
+        if let Some(source) = self.merge_layer_source(snapshot)? {
+            return self.layer_for(&source, opts);
+        }
         let wanted = compression_name(compression_of(&opts.compression));
         let db = &self.state.db;
         if let Some(rec) = db.layer(snapshot, wanted)? {

@@ -16,6 +16,7 @@ mod gc;
 mod image;
 mod images;
 mod lease;
+mod merge;
 mod mounts;
 mod progress;
 mod solve;

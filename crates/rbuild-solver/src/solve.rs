@@ -136,6 +136,7 @@ async fn run_vertex(ctx: &Arc<Ctx>, id: VertexId, inputs: Vec<Arc<Solved>>) -> R
         Op::Image(src) => crate::image::solve_image(ctx, &digest, &name, src).await,
         Op::Exec(exec) => crate::exec::solve_exec(ctx, vertex, &key, exec, &inputs).await,
         Op::File(file) => crate::file::solve_file(ctx, vertex, &key, file, &inputs).await,
+        Op::Merge => crate::merge::solve_merge(ctx, vertex, &key, &inputs).await,
         Op::Scratch | Op::Context(_) => unreachable!("handled above"),
     };
     match result {

@@ -658,8 +658,7 @@ impl<'a> Converter<'a> {
             create_dest_path: true,
             unpack_archives: false,
         };
-        let op = Op::File(FileOp { actions: vec![FileAction::Copy(action)] });
-        state.vertex = self.add(op, vec![state.vertex, docs], name);
+        self.place_copy(state, action, docs, copy.link, name);
         let names: Vec<String> = copy.heredocs.iter().map(|d| format!("<<{}", d.name)).collect();
         self.history(state, format!("{flags} {} {raw_dest}", names.join(" ")), true);
         Ok(())
@@ -736,10 +735,24 @@ impl<'a> Converter<'a> {
             create_dest_path: true,
             unpack_archives: is_add && copy.unpack != Some(false),
         };
-        let op = Op::File(FileOp { actions: vec![FileAction::Copy(action)] });
-        state.vertex = self.add(op, vec![state.vertex, source_vertex], name);
+        self.place_copy(state, action, source_vertex, copy.link, name);
         self.history(state, format!("{flags} {} {raw_dest}", sources.join(" ")), true);
         Ok(())
+    }
+
+    /// Adds a copy from input 1 (`source`): onto the stage's filesystem, or
+    /// with `--link` onto an empty one, stacked onto the stage by a merge, so
+    /// the copied layer (its cache key and its blob) does not depend on the
+    /// layers below and the destination is not resolved through them.
+    fn place_copy(&mut self, state: &mut StageState, action: CopyAction, source: VertexId, link: bool, name: String) {
+        let op = Op::File(FileOp { actions: vec![FileAction::Copy(action)] });
+        if link {
+            let scratch = self.add(Op::Scratch, vec![], "[internal] scratch".into());
+            let layer = self.add(op, vec![scratch, source], name.clone());
+            state.vertex = self.add(Op::Merge, vec![state.vertex, layer], format!("[internal] link {name}"));
+        } else {
+            state.vertex = self.add(op, vec![state.vertex, source], name);
+        }
     }
 }
 
