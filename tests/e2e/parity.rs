@@ -172,6 +172,8 @@ impl Case {
             let mut ports = Vec::new();
             for word in rest.iter().map(|w| expand(w)) {
                 for spec in word.split_whitespace() {
+                    // `[ip:]host:container`: the container port is exposed.
+                    let spec = spec.rsplit_once(':').map_or(spec, |(_, container)| container);
                     let (range, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
                     let proto = proto.to_ascii_lowercase();
                     let (lo, hi) = range.split_once('-').unwrap_or((range, range));

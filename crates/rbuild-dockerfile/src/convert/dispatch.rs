@@ -384,7 +384,8 @@ impl<'a> Converter<'a> {
                 let mut list = Vec::new();
                 for p in ports {
                     for word in self.expand(state, ins, p)?.split_whitespace() {
-                        let keys = crate::parse_port_spec(word).map_err(|e| self.err(ins, e.to_string()))?;
+                        let container = expose_container_port(word).map_err(|m| self.err(ins, m))?;
+                        let keys = crate::parse_port_spec(container).map_err(|e| self.err(ins, e.to_string()))?;
                         list.extend(keys);
                     }
                 }
@@ -791,6 +792,25 @@ fn run_history_args(state: &StageState) -> Vec<String> {
             format!("{k}={value}")
         })
         .collect()
+}
+
+/// The container part of an EXPOSE word. BuildKit still accepts the
+/// `[ip:]host:container[/proto]` forms of `docker run -p` and exposes the
+/// container port; the IP and host port are checked, then dropped.
+fn expose_container_port(word: &str) -> Result<&str, String> {
+    let Some((head, container)) = word.rsplit_once(':') else { return Ok(word) };
+    let (ip, host) = head.rsplit_once(':').map_or(("", head), |(ip, host)| (ip, host));
+    let ip = ip.strip_prefix('[').and_then(|i| i.strip_suffix(']')).unwrap_or(ip);
+    if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!("invalid IP address `{ip}` in EXPOSE `{word}`"));
+    }
+    if !host.is_empty() {
+        let (lo, hi) = host.split_once('-').unwrap_or((host, host));
+        if lo.parse::<u16>().is_err() || hi.parse::<u16>().is_err() {
+            return Err(format!("invalid host port `{host}` in EXPOSE `{word}`"));
+        }
+    }
+    Ok(container)
 }
 
 /// Go's `%q` of BuildKit's healthcheck config, which is what its history

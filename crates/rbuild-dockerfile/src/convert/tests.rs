@@ -225,3 +225,13 @@ fn a_redeclared_arg_appears_once_in_run_history() {
     let c = config("FROM scratch\nARG A=1\nARG B\nARG A=2\nARG B\nRUN true\n");
     assert_eq!(history(&c).last().unwrap(), "RUN |2 A=2 B= /bin/sh -c true # buildkit");
 }
+
+#[test]
+fn expose_accepts_host_mappings_and_exposes_the_container_port() {
+    let c = config("FROM scratch\nEXPOSE 8080:80 127.0.0.1:9000-9001:90-91/udp [::1]::53\n");
+    assert_eq!(history(&c), ["EXPOSE [80/tcp 90/udp 91/udp 53/tcp] (empty)"]);
+    for bad in ["EXPOSE 1.2.3:80:80", "EXPOSE x:80"] {
+        let df = crate::parse(format!("FROM scratch\n{bad}\n").as_bytes(), "Dockerfile").unwrap();
+        assert!(convert(&df, &opts(), &BTreeMap::new()).is_err(), "{bad}");
+    }
+}
