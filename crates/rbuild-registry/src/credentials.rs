@@ -250,43 +250,16 @@ impl DockerConfigCredentials {
         helper: &str,
         registry: &str,
     ) -> Result<Option<Credential>, CredentialsError> {
-        let server = if registry == DOCKER_HUB {
-            DOCKER_HUB_AUTH_KEY
-        } else {
-            registry
-        };
-        let program = match &self.helper_dir {
-            Some(d) => d.join(format!("docker-credential-{helper}")),
-            None => PathBuf::from(format!("docker-credential-{helper}")),
-        };
-        let fail = |message: String| CredentialsError::Helper {
-            helper: helper.to_owned(),
-            registry: registry.to_owned(),
-            message,
-        };
-        let mut child = Command::new(&program)
-            .arg("get")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| fail(format!("cannot run `{}`: {e}", program.display())))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(server.as_bytes())
-                .map_err(|e| fail(e.to_string()))?;
-        }
-        let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-        if !out.status.success() {
-            let text = String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr);
-            if text.to_ascii_lowercase().contains("credentials not found") {
+        let server = primary_key(registry);
+        let stdout = match self.exec_helper(helper, "get", registry, server.as_bytes())? {
+            Ok(stdout) => stdout,
+            Err(text) if text.to_ascii_lowercase().contains("credentials not found") => {
                 return Ok(None);
             }
-            return Err(fail(text.trim().chars().take(500).collect()));
-        }
-        let reply: HelperReply =
-            serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("bad reply: {e}")))?;
+            Err(text) => return Err(helper_failed(helper, registry, &text)),
+        };
+        let reply: HelperReply = serde_json::from_slice(&stdout)
+            .map_err(|e| helper_error(helper, registry, format!("bad reply: {e}")))?;
         if reply.secret.is_empty() {
             return Ok(None);
         }
@@ -294,6 +267,54 @@ impl DockerConfigCredentials {
             username: reply.username,
             secret: reply.secret,
         }))
+    }
+
+    /// Runs `docker-credential-<helper> <verb>` with `input` on stdin.
+    /// `Ok(Ok(stdout))` when it succeeded, `Ok(Err(text))` with its output
+    /// when it exited with a failure, so each verb can decide which
+    /// failures mean "nothing there" (else see [`helper_failed`]).
+    fn exec_helper(
+        &self,
+        helper: &str,
+        verb: &str,
+        registry: &str,
+        input: &[u8],
+    ) -> Result<Result<Vec<u8>, String>, CredentialsError> {
+        let program = match &self.helper_dir {
+            Some(d) => d.join(format!("docker-credential-{helper}")),
+            None => PathBuf::from(format!("docker-credential-{helper}")),
+        };
+        let fail = |message: String| helper_error(helper, registry, message);
+        let mut child = Command::new(&program)
+            .arg(verb)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(format!("cannot run `{}`: {e}", program.display())))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input).map_err(|e| fail(e.to_string()))?;
+        }
+        let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+        if out.status.success() {
+            return Ok(Ok(out.stdout));
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        Ok(Err(text))
+    }
+}
+
+/// A helper that exited with a failure: its output, shortened.
+fn helper_failed(helper: &str, registry: &str, output: &str) -> CredentialsError {
+    helper_error(helper, registry, output.trim().chars().take(500).collect())
+}
+
+fn helper_error(helper: &str, registry: &str, message: String) -> CredentialsError {
+    CredentialsError::Helper {
+        helper: helper.to_owned(),
+        registry: registry.to_owned(),
+        message,
     }
 }
 
@@ -421,35 +442,11 @@ impl DockerConfigCredentials {
         registry: &str,
         input: &[u8],
     ) -> Result<(), CredentialsError> {
-        let program = match &self.helper_dir {
-            Some(d) => d.join(format!("docker-credential-{helper}")),
-            None => PathBuf::from(format!("docker-credential-{helper}")),
-        };
-        let fail = |message: String| CredentialsError::Helper {
-            helper: helper.to_owned(),
-            registry: registry.to_owned(),
-            message,
-        };
-        let mut child = Command::new(&program)
-            .arg(verb)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| fail(format!("cannot run `{}`: {e}", program.display())))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input).map_err(|e| fail(e.to_string()))?;
+        match self.exec_helper(helper, verb, registry, input)? {
+            Ok(_) => Ok(()),
+            Err(text) if verb == "erase" && text.to_ascii_lowercase().contains("not found") => Ok(()),
+            Err(text) => Err(helper_failed(helper, registry, &text)),
         }
-        let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        if verb == "erase" && text.to_ascii_lowercase().contains("not found") {
-            return Ok(());
-        }
-        Err(fail(text.trim().chars().take(500).collect()))
     }
 }
 

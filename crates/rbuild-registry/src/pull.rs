@@ -156,11 +156,16 @@ impl RegistryClient {
         .await
     }
 
-    async fn head_manifest_from(
+    /// Sends `method` for `reference`'s manifest (accepting every manifest
+    /// and index type); a 404 is [`RegistryError::ManifestNotFound`], any
+    /// other failure status an error. Shared by HEAD and GET so both ask
+    /// the same way.
+    async fn manifest_request(
         &self,
         ep: &Endpoint,
         reference: &Reference,
-    ) -> Result<Option<Descriptor>, RegistryError> {
+        method: Method,
+    ) -> Result<reqwest::Response, RegistryError> {
         let url = Self::api_url(
             ep,
             &format!(
@@ -171,7 +176,7 @@ impl RegistryClient {
         )?;
         let scopes = Scopes::pull(&reference.repository);
         let build = || {
-            let mut req = Self::request(Method::HEAD, url.clone());
+            let mut req = Self::request(method.clone(), url.clone());
             req.headers_mut()
                 .insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
             Ok(req)
@@ -183,8 +188,17 @@ impl RegistryClient {
             });
         }
         if !resp.status().is_success() {
-            return Err(status_error("HEAD", resp).await);
+            return Err(status_error(method.as_str(), resp).await);
         }
+        Ok(resp)
+    }
+
+    async fn head_manifest_from(
+        &self,
+        ep: &Endpoint,
+        reference: &Reference,
+    ) -> Result<Option<Descriptor>, RegistryError> {
+        let resp = self.manifest_request(ep, reference, Method::HEAD).await?;
         let header = |name: &str| {
             resp.headers()
                 .get(name)
@@ -218,30 +232,7 @@ impl RegistryClient {
         ep: &Endpoint,
         reference: &Reference,
     ) -> Result<(Descriptor, Vec<u8>), RegistryError> {
-        let url = Self::api_url(
-            ep,
-            &format!(
-                "{}/manifests/{}",
-                reference.repository,
-                reference.tag_or_digest()
-            ),
-        )?;
-        let scopes = Scopes::pull(&reference.repository);
-        let build = || {
-            let mut req = Self::request(Method::GET, url.clone());
-            req.headers_mut()
-                .insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
-            Ok(req)
-        };
-        let resp = self.send_once(ep, &scopes, &build).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Err(RegistryError::ManifestNotFound {
-                reference: reference.to_string(),
-            });
-        }
-        if !resp.status().is_success() {
-            return Err(status_error("GET", resp).await);
-        }
+        let resp = self.manifest_request(ep, reference, Method::GET).await?;
         let content_type = resp
             .headers()
             .get(CONTENT_TYPE)
