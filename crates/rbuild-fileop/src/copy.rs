@@ -36,7 +36,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use crate::meta::{Chmod, MetaPlan};
 use crate::pattern::PatternError;
-use crate::root::{Root, clean, join};
+use crate::root::{Root, clean, join, open_subdir};
 use crate::select::{Filter, SelectSpec, Selected, expand_sources};
 
 /// Options of one copy, mirroring BuildKit's `FileActionCopy`.
@@ -430,8 +430,8 @@ impl Ctx<'_> {
             if !src_is_dir {
                 return Err(CopyError::ReplaceDirWithFile { path: "/".into() });
             }
-            let sfd = open_src_dir(&src_dir, &src_name, &shown)?;
-            let dfd = open_dir_rw(self.dst.fd(), OsStr::new("."), "/")?;
+            let sfd = open_dir(&src_dir, &src_name, &shown)?;
+            let dfd = open_dir(self.dst.fd(), OsStr::new("."), "/")?;
             return self.copy_dir_children(&sfd, &dfd, &[], "", &shown);
         };
         let parent = &target[..target.len() - 1];
@@ -481,7 +481,7 @@ impl Ctx<'_> {
             match rustix::fs::mkdirat(&pfd, &comp, Mode::from_raw_mode(0o755)) {
                 Ok(()) => {
                     if let Some(sst) = sst {
-                        let dfd = open_dir_rw(pfd.as_fd(), &comp, &join(target).to_string_lossy())?;
+                        let dfd = open_dir(pfd.as_fd(), &comp, &join(target).to_string_lossy())?;
                         self.plan
                             .apply_fd(dfd.as_fd(), &sst, true)
                             .map_err(io_err("set metadata", join(&*target)))?;
@@ -667,8 +667,8 @@ impl Ctx<'_> {
             }
             Err(e) => return Err(errno("stat", &shown_dst)(e)),
         };
-        let sfd = open_src_dir(sdir, sname, rel)?;
-        let dfd = open_dir_rw(ddir.as_fd(), dname, &shown_dst)?;
+        let sfd = open_dir(sdir, sname, rel)?;
+        let dfd = open_dir(ddir.as_fd(), dname, &shown_dst)?;
         let mut here = dparent.to_vec();
         here.push(dname.to_os_string());
         if here.len() > crate::MAX_DEPTH {
@@ -711,26 +711,10 @@ impl Ctx<'_> {
     }
 }
 
-/// Open a source directory for reading, refusing symlinks.
-fn open_src_dir(dir: &OwnedFd, name: &OsStr, shown: &str) -> Result<OwnedFd, CopyError> {
-    rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(errno("open directory", shown))
-}
-
-/// Open a destination directory for metadata changes, refusing symlinks.
-fn open_dir_rw(dir: BorrowedFd<'_>, name: &OsStr, shown: &str) -> Result<OwnedFd, CopyError> {
-    rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(errno("open directory", shown))
+/// Open a source directory for reading, or a destination directory for
+/// metadata changes, refusing symlinks.
+fn open_dir(dir: impl AsFd, name: &OsStr, shown: &str) -> Result<OwnedFd, CopyError> {
+    open_subdir(dir, name).map_err(errno("open directory", shown))
 }
 
 /// Directory entries (without `.`/`..`) sorted bytewise: the copy order, and

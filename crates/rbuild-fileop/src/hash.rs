@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::copy::CopyError;
 use crate::pattern::PatternError;
-use crate::root::{Root, join};
+use crate::root::{Root, join, open_subdir};
 use crate::walk::{EntryKind, WalkEntry, WalkError, walk_fd};
 
 /// Errors from [`hash_selection`].
@@ -236,13 +236,7 @@ impl Hasher<'_> {
         let base = self.root_path_of(canon);
         self.record(&top, pfd.as_fd(), &name, &base)?;
         if top.kind == EntryKind::Dir {
-            let dfd = rustix::fs::openat(
-                &pfd,
-                &name,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| io("open directory")(e.into()))?;
+            let dfd = open_subdir(&pfd, &name).map_err(|e| io("open directory")(e.into()))?;
             let exclude = |p: &str, is_dir: bool| filter.skip(&shown, p, is_dir);
             let mut err = None;
             let mut visit =

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Uid};
 
 use crate::pattern::PatternError;
-use crate::root::{Root, clean, join};
+use crate::root::{Root, clean, join, open_subdir};
 
 /// Errors from [`mkdir`], [`mkfile`] and [`rm`].
 #[derive(Debug, thiserror::Error)]
@@ -80,15 +80,6 @@ fn finish(
     Ok(())
 }
 
-fn open_rw_dir(dir: &OwnedFd, name: &OsStr) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
-}
-
 /// Create directory `path` with `mode`. With `parents`, missing parents are
 /// created too (same mode, owner and time); an existing directory is fine
 /// either way, as in BuildKit.
@@ -110,12 +101,7 @@ pub fn mkdir(
     let pfd = if parents {
         let mut on_create =
             |dir: std::os::fd::BorrowedFd<'_>, n: &OsStr, _: usize| -> io::Result<()> {
-                let fd = rustix::fs::openat(
-                    dir,
-                    n,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
+                let fd = open_subdir(dir, n)?;
                 finish(&fd, Some(mode), owner, timestamp)
             };
         root.mkdir_all(parent, mode, &mut on_create)
@@ -127,7 +113,7 @@ pub fn mkdir(
     };
     match rustix::fs::mkdirat(&pfd, name, Mode::from_raw_mode(mode & 0o7777)) {
         Ok(()) => {
-            let fd = open_rw_dir(&pfd, name).map_err(io_err("open", path))?;
+            let fd = open_subdir(&pfd, name).map_err(|e| io_err("open", path)(e.into()))?;
             finish(&fd, Some(mode), owner, timestamp).map_err(io_err("set metadata", path))
         }
         Err(rustix::io::Errno::EXIST) => {
@@ -290,12 +276,7 @@ fn remove_all_at(dir: &impl AsFd, name: &OsStr, depth: usize) -> io::Result<bool
         rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
         return Ok(true);
     }
-    let sub = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let sub = open_subdir(dir, name)?;
     for child in crate::copy::read_dir_sorted(&sub)? {
         remove_all_at(&sub, &child, depth + 1)?;
     }

@@ -65,6 +65,17 @@ pub(crate) fn join(comps: &[OsString]) -> PathBuf {
     p
 }
 
+/// Opens the subdirectory `name` of `dir` for reading, refusing a symlink
+/// there (`O_NOFOLLOW`): how every walk in this crate steps down one level.
+pub(crate) fn open_subdir(dir: impl AsFd, name: &OsStr) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 impl Root {
     /// Open `path` as a root. The root itself may be reached through symlinks
     /// (it is chosen by the caller, not by hostile input).

@@ -6,11 +6,11 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 
 use rbuild_dockerfile::{IgnoreError, IgnoreMatcher};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, OFlags};
 
 use crate::copy::{CopyError, io_err, read_dir_sorted};
 use crate::pattern::{glob_match, has_wildcard, match_path};
-use crate::root::{Root, clean, join};
+use crate::root::{Root, clean, join, open_subdir};
 
 /// One selected source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,13 +250,8 @@ fn walk_match(
             let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| io_err("stat", &shown)(e.into()))?;
             if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                let sub = rustix::fs::openat(
-                    dir,
-                    &name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| io_err("open directory", &shown)(e.into()))?;
+                let sub = open_subdir(dir, &name)
+                    .map_err(|e| io_err("open directory", &shown)(e.into()))?;
                 walk_match(&sub, pattern, doublestar, prefix, out)?;
             }
         }
@@ -295,7 +290,10 @@ mod tests {
         let f = filter(&["**/*.tmp", "node_modules", "!node_modules/keep"]);
         assert!(f.skip("", "a/b/c.tmp", false));
         assert!(f.skip("", "c.tmp", false));
-        assert!(!f.skip("", "node_modules", true), "descend for the exception");
+        assert!(
+            !f.skip("", "node_modules", true),
+            "descend for the exception"
+        );
         assert!(f.skip("", "node_modules/other", false));
         assert!(!f.skip("", "node_modules/keep", false));
         assert!(Filter::new(&["a[".to_string()], &[]).is_err());

@@ -17,7 +17,7 @@ use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid
 
 use crate::copy::{CopyError, CopyStats, io_err};
 use crate::meta::is_private_xattr;
-use crate::root::{Root, join, split};
+use crate::root::{Root, join, open_subdir, split};
 
 /// Compression of an archive, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,13 +301,7 @@ impl Extractor {
                 .map_err(errno_at("create directory", &p.shown))?;
             self.stats.dirs += 1;
         }
-        let dfd = rustix::fs::openat(
-            &p.pfd,
-            p.name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(errno_at("open directory", &p.shown))?;
+        let dfd = open_subdir(&p.pfd, p.name).map_err(errno_at("open directory", &p.shown))?;
         rustix::fs::fchown(&dfd, p.owner.0, p.owner.1).map_err(errno_at("chown", &p.shown))?;
         rustix::fs::fchmod(&dfd, Mode::from_raw_mode(p.mode))
             .map_err(errno_at("chmod", &p.shown))?;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
-use crate::root::{Root, join};
+use crate::root::{Root, join, open_subdir};
 
 /// Errors from walking.
 #[derive(Debug, thiserror::Error)]
@@ -254,13 +254,7 @@ pub(crate) fn walk_fd(
         let entry = WalkEntry::from_stat(rel, &st, target);
         visit(&entry, dir.as_fd(), &name)?;
         if kind == EntryKind::Dir {
-            let sub = rustix::fs::openat(
-                dir,
-                &name,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| WalkError::Io {
+            let sub = open_subdir(dir, &name).map_err(|e| WalkError::Io {
                 op: "open directory",
                 path: entry.rel_path.clone(),
                 source: e.into(),
