@@ -160,3 +160,32 @@ fn a_context_tar_on_standard_input_builds_and_cannot_escape() {
     assert!(!res.status.success(), "a context tar escaping its directory must be refused");
     assert!(!Path::new("/tmp/escaped.txt").exists() && !work.path().join("escaped.txt").exists());
 }
+
+#[test]
+fn proxy_build_args_reach_run_without_declaration_and_stay_out_of_history_and_cache_keys() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let ctx = work.path().join("ctx");
+    // The Dockerfile never spells the value out, so finding it in the image
+    // means it leaked.
+    context(&ctx, "FROM base\nRUN test \"${HTTP_PROXY#http://proxy}\" = .invalid:3128 && echo ok > /ok\n");
+    let state = work.path().join("state");
+    let oci = work.path().join("img.tar");
+    let raw = |state: &Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+        c.arg(format!("--root={}", state.display())).args(["build", "--progress=rawjson"]);
+        c
+    };
+    let first = ok(raw(&state)
+        .args(["--build-arg", "HTTP_PROXY=http://proxy.invalid:3128"])
+        .arg(format!("--output=type=oci,dest={}", oci.display()))
+        .arg(&ctx));
+    assert!(!String::from_utf8_lossy(&first.stderr).contains("build args were not consumed"), "proxy args are never unused");
+    let grep = Command::new("grep").args(["-c", "-a", "proxy.invalid"]).arg(&oci).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&grep.stdout).trim(), "0", "the proxy leaked into the image");
+    // Another proxy value: the RUN is still cached (and would fail if rerun).
+    let second = ok(raw(&state).args(["--build-arg", "HTTP_PROXY=http://other.invalid"]).arg(&ctx));
+    assert!(support::started(&support::events(&second.stderr)).is_empty(), "a proxy change invalidated the cache");
+}

@@ -24,13 +24,16 @@ pub enum Op {
     /// its own onto input 0 (`COPY --link`). The stacked layer does not
     /// depend on input 0, so a new base reuses it (and its blob) unchanged.
     Merge,
+    /// A file downloaded over HTTP(S) (`ADD https://…`), alone in an
+    /// otherwise empty filesystem.
+    Http(HttpSource),
 }
 
 impl Op {
     /// The highest input index the op refers to, for validation.
     pub(crate) fn max_input_index(&self) -> Option<usize> {
         match self {
-            Op::Scratch | Op::Image(_) | Op::Context(_) => None,
+            Op::Scratch | Op::Image(_) | Op::Context(_) | Op::Http(_) => None,
             Op::Merge => Some(1),
             Op::Exec(e) => {
                 let mounts = e.mounts.iter().filter_map(|m| match &m.kind {
@@ -64,6 +67,35 @@ pub struct ImageSource {
     pub reference: String,
     /// `os/arch[/variant]`.
     pub platform: String,
+}
+
+/// A file to download.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpSource {
+    /// `http://` or `https://` URL without credentials.
+    pub url: String,
+    /// `sha256:…` the content must have (`--checksum`); with it, a cached
+    /// download is reused without asking the server.
+    pub checksum: Option<String>,
+    /// Name of the file in the snapshot: a plain base name of the URL path.
+    pub filename: String,
+    /// Credentials from the URL's `user:password@`. Never serialized: they
+    /// are part of no digest, cache key, dump or log.
+    #[serde(skip)]
+    pub credentials: Option<Credentials>,
+}
+
+/// Basic-auth credentials; `Debug` does not show them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(redacted)")
+    }
 }
 
 /// A local directory source.
@@ -111,6 +143,11 @@ pub struct ExecOp {
     pub mounts: Vec<ExecMount>,
     /// `os/arch[/variant]` the process runs for.
     pub platform: String,
+    /// Proxy variables from `--build-arg HTTP_PROXY=…` and friends: given to
+    /// the process but, as in BuildKit, not part of the digest (a proxy
+    /// change must not invalidate the cache) nor of the image history.
+    #[serde(skip)]
+    pub proxy_env: Vec<String>,
 }
 
 /// A mount added to an exec's filesystem.

@@ -14,6 +14,7 @@ fn run(cmd: &str) -> Op {
         security: Security::Sandbox,
         mounts: vec![],
         platform: "linux/amd64".into(),
+        proxy_env: Vec::new(),
     })
 }
 

@@ -87,7 +87,7 @@ pub(crate) async fn solve_exec(
             Rootfs::Overlay { lowerdirs: active.lowers.clone(), upperdir: active.upper.clone(), workdir: active.work.clone() }
         },
         args: exec.args.clone(),
-        env: exec.env.clone(),
+        env: exec.env.iter().chain(&exec.proxy_env).cloned().collect(),
         cwd: exec.cwd.clone(),
         user: exec.user.clone(),
         hostname: "rbuild".into(),

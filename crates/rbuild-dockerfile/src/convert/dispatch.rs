@@ -508,6 +508,7 @@ impl<'a> Converter<'a> {
             Some(crate::SecurityMode::Insecure) => Security::Insecure,
             _ => Security::Sandbox,
         };
+        let proxy_env = proxy_env(&self.opts.build_args, &env);
         let op = Op::Exec(ExecOp {
             args: args.clone(),
             env,
@@ -517,6 +518,7 @@ impl<'a> Converter<'a> {
             security,
             mounts,
             platform: state.platform.clone(),
+            proxy_env,
         });
         state.vertex = self.add(op, inputs, name);
         let prefix = if arg_parts.is_empty() { String::new() } else { format!("|{} {} ", arg_parts.len(), arg_parts.join(" ")) };
@@ -701,43 +703,83 @@ impl<'a> Converter<'a> {
 
     fn copy(&mut self, state: &mut StageState, ins: &Instruction, copy: &Copy, name: String, is_add: bool) -> Result<(), ConvertError> {
         let keyword = if is_add { "ADD" } else { "COPY" };
+        // Credentials in URLs appear in no vertex name and no history.
+        let name = super::remote::redact_urls(&name);
+        let checksum = copy.checksum.as_deref().map(|c| self.expand(state, ins, c)).transpose()?;
         let mut sources = Vec::new();
+        let mut downloads = Vec::new();
+        let mut shown = Vec::new();
         for s in &copy.sources {
             let s = self.expand(state, ins, s)?;
-            if is_add && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@") || s.contains(".git#")) {
-                return Err(self.err(ins, format!("ADD of URLs and git repositories is not supported yet: `{s}`")));
+            match crate::classify_source(&s, is_add).map_err(|e| self.err(ins, super::remote::redact_urls(&e.to_string())))? {
+                crate::SourceKind::Local => sources.push(s.clone()),
+                crate::SourceKind::Http { url } => {
+                    let src = super::remote::http_source(&url, checksum.clone()).map_err(|m| self.err(ins, m))?;
+                    downloads.push(src);
+                }
+                crate::SourceKind::Git { .. } => {
+                    return Err(self.err(ins, format!("ADD of git repositories is not supported yet: `{}`", super::remote::redact_urls(&s))));
+                }
             }
-            sources.push(s);
+            shown.push(super::remote::redact_urls(&s));
+        }
+        if checksum.is_some() && (!sources.is_empty() || downloads.len() != 1) {
+            return Err(self.err(ins, "--checksum needs exactly one source, an http(s) URL"));
         }
         if !copy.heredocs.is_empty() {
             return self.copy_heredocs(state, ins, copy, name, keyword);
         }
         let raw_dest = self.expand(state, ins, &copy.dest)?;
         let dest = resolve_dest(&state.workdir(), &raw_dest);
-        let source_vertex = match &copy.from {
-            None => self.context_vertex(),
-            Some(from) => {
-                let from = self.expand(state, ins, from)?;
-                self.from_vertex(state, &from)?
-            }
-        };
         let (chown, chmod, flags) = self.copy_flags(state, ins, copy, keyword)?;
-        let action = CopyAction {
-            source: 1,
-            paths: sources.clone(),
-            dest: dest.clone(),
-            chown,
-            chmod,
-            exclude: copy.exclude.clone(),
-            parents: copy.parents,
-            follow_symlinks: true,
-            allow_wildcard: true,
-            allow_empty_wildcard: true,
-            create_dest_path: true,
-            unpack_archives: is_add && copy.unpack != Some(false),
-        };
-        self.place_copy(state, action, source_vertex, copy.link, name);
-        self.history(state, format!("{flags} {} {raw_dest}", sources.join(" ")), true);
+        let mut actions = Vec::new();
+        let mut inputs = Vec::new();
+        if !sources.is_empty() || downloads.is_empty() {
+            let source_vertex = match &copy.from {
+                None => self.context_vertex(),
+                Some(from) => {
+                    let from = self.expand(state, ins, from)?;
+                    self.from_vertex(state, &from)?
+                }
+            };
+            inputs.push(source_vertex);
+            actions.push(FileAction::Copy(CopyAction {
+                source: inputs.len(),
+                paths: sources.clone(),
+                dest: dest.clone(),
+                chown: chown.clone(),
+                chmod: chmod.clone(),
+                exclude: copy.exclude.clone(),
+                parents: copy.parents,
+                follow_symlinks: true,
+                allow_wildcard: true,
+                allow_empty_wildcard: true,
+                create_dest_path: true,
+                unpack_archives: is_add && copy.unpack != Some(false),
+            }));
+        }
+        for src in downloads {
+            let filename = src.filename.clone();
+            let vertex = self.add(Op::Http(src.clone()), vec![], src.url.clone());
+            inputs.push(vertex);
+            // Downloads are never unpacked (BuildKit's rule for remote URLs).
+            actions.push(FileAction::Copy(CopyAction {
+                source: inputs.len(),
+                paths: vec![filename],
+                dest: dest.clone(),
+                chown: chown.clone(),
+                chmod: chmod.clone(),
+                exclude: Vec::new(),
+                parents: false,
+                follow_symlinks: false,
+                allow_wildcard: false,
+                allow_empty_wildcard: false,
+                create_dest_path: true,
+                unpack_archives: false,
+            }));
+        }
+        self.place_copies(state, actions, inputs, copy.link, name);
+        self.history(state, format!("{flags} {} {raw_dest}", shown.join(" ")), true);
         Ok(())
     }
 
@@ -746,13 +788,18 @@ impl<'a> Converter<'a> {
     /// the copied layer (its cache key and its blob) does not depend on the
     /// layers below and the destination is not resolved through them.
     fn place_copy(&mut self, state: &mut StageState, action: CopyAction, source: VertexId, link: bool, name: String) {
-        let op = Op::File(FileOp { actions: vec![FileAction::Copy(action)] });
+        self.place_copies(state, vec![FileAction::Copy(action)], vec![source], link, name);
+    }
+
+    /// [`Self::place_copy`] for several copies; input `i + 1` is `sources[i]`.
+    fn place_copies(&mut self, state: &mut StageState, actions: Vec<FileAction>, sources: Vec<VertexId>, link: bool, name: String) {
+        let op = Op::File(FileOp { actions });
         if link {
             let scratch = self.add(Op::Scratch, vec![], "[internal] scratch".into());
-            let layer = self.add(op, vec![scratch, source], name.clone());
+            let layer = self.add(op, [vec![scratch], sources].concat(), name.clone());
             state.vertex = self.add(Op::Merge, vec![state.vertex, layer], format!("[internal] link {name}"));
         } else {
-            state.vertex = self.add(op, vec![state.vertex, source], name);
+            state.vertex = self.add(op, [vec![state.vertex], sources].concat(), name);
         }
     }
 }
@@ -925,4 +972,16 @@ pub(super) fn resolve_dest(workdir: &str, dest: &str) -> String {
     let dir_hint = dest.ends_with('/') || dest == "." || dest.ends_with("/.") || dest.is_empty();
     let cleaned = clean_path(&join_path(workdir, dest));
     if dir_hint && cleaned != "/" { format!("{cleaned}/") } else { cleaned }
+}
+
+/// `--build-arg` proxy variables not otherwise set for a RUN (BuildKit
+/// passes them without an ARG declaration and keeps them out of history
+/// and cache keys).
+fn proxy_env(build_args: &BTreeMap<String, String>, env: &[String]) -> Vec<String> {
+    crate::stages::PROXY_ARGS
+        .iter()
+        .filter_map(|k| build_args.get(*k).map(|v| (*k, v)))
+        .filter(|(k, _)| !env.iter().any(|e| e.split_once('=').is_some_and(|(ek, _)| ek == *k)))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
 }
