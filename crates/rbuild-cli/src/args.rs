@@ -36,6 +36,10 @@ pub enum Command {
     Load(crate::images::LoadArgs),
     /// Run a local image in the sandbox (its writes are discarded).
     Run(crate::images::RunArgs),
+    /// Log in to a registry (credentials saved in ~/.docker/config.json, shared with docker).
+    Login(crate::login::LoginArgs),
+    /// Remove a registry's saved credentials.
+    Logout(crate::login::LogoutArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion {
         #[arg(value_enum)]

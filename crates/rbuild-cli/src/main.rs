@@ -5,6 +5,7 @@ mod build;
 mod prune;
 mod completions;
 mod images;
+mod login;
 mod render;
 
 use clap::Parser;
@@ -63,6 +64,8 @@ async fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         args::Command::Save(a) => images::save(opts, a),
         args::Command::Load(a) => images::load(opts, a),
         args::Command::Run(a) => images::run(opts, a).await,
+        args::Command::Login(a) => login::login(a).await,
+        args::Command::Logout(a) => login::logout(a),
         args::Command::Completion { shell } => completions::run(shell),
     }
 }

@@ -20,6 +20,8 @@ mod build;
 mod config;
 mod gc;
 mod images;
+/// `rbuild login` / `logout`.
+pub mod login;
 mod outputs;
 
 pub use build::{BuildRequest, BuildResult, Output, unpack_context};

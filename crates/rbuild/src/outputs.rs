@@ -1,19 +1,89 @@
 //! Exporters: where a built image goes after the solve.
+//!
+//! Each output is shown as a step of its own (BuildKit's `exporting to …`
+//! vertices), with its sub-steps as progress items, so that `--progress`
+//! shows what happens between the last RUN and the end of the build.
 
-use crate::build::{BuildRequest, Output};
 use crate::Error;
+use crate::build::{BuildRequest, Output};
 use rbuild_oci::export::ExportImage;
 use rbuild_oci::reference::Reference;
-use rbuild_solver::{Engine, ExportedImage, ProgressSink};
+use rbuild_solver::{Engine, Event, ExportedImage, ProgressSink, now_ms};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The `dest` that means standard output (`dest=-`, as buildx).
+pub const STDOUT_DEST: &str = "-";
+
+/// Whether `dest` names standard output rather than a file.
+pub fn is_stdout(dest: &Path) -> bool {
+    dest.as_os_str() == STDOUT_DEST
+}
+
+/// A pseudo-vertex for one export step: `Started` when made, `Done` (or
+/// `Failed`) when finished, with sub-steps as zero-byte progress items.
+pub(crate) struct ExportStep {
+    sink: ProgressSink,
+    vertex: String,
+    name: String,
+    started: u64,
+}
+
+impl ExportStep {
+    pub(crate) fn start(sink: &ProgressSink, name: &str) -> ExportStep {
+        let started = now_ms();
+        let vertex = format!("export:{name}");
+        sink.emit(Event::Started { vertex: vertex.clone(), name: name.to_string(), time_ms: started });
+        ExportStep { sink: sink.clone(), vertex, name: name.to_string(), started }
+    }
+
+    /// A sub-step that moves no bytes (`naming to …`), reported as done.
+    pub(crate) fn item(&self, id: &str) {
+        self.item_state(id, Some(0));
+    }
+
+    /// A sub-step that moves no bytes and takes a while: call this before,
+    /// then [`ExportStep::item`] with the same id when done, so its time shows.
+    pub(crate) fn item_begin(&self, id: &str) {
+        self.item_state(id, None);
+    }
+
+    fn item_state(&self, id: &str, total: Option<u64>) {
+        self.sink.emit(Event::Progress {
+            vertex: self.vertex.clone(),
+            id: id.to_string(),
+            current: 0,
+            total,
+            time_ms: now_ms(),
+        });
+    }
+
+    /// Ends the step with `result`, passing it through.
+    pub(crate) fn finish<T>(self, result: Result<T, Error>) -> Result<T, Error> {
+        let time_ms = now_ms();
+        match &result {
+            Ok(_) => self.sink.emit(Event::Done {
+                vertex: self.vertex,
+                name: self.name,
+                time_ms,
+                duration_ms: time_ms.saturating_sub(self.started),
+            }),
+            Err(e) => self.sink.emit(Event::Failed { vertex: self.vertex, name: self.name, error: e.to_string(), time_ms }),
+        }
+        result
+    }
+}
+
 /// Creates `dest` through a temporary file in the same directory, so a
-/// failed export leaves no half-written file behind.
-fn write_atomically(
-    dest: &Path,
-    write: impl FnOnce(&mut std::fs::File) -> Result<(), String>,
-) -> Result<(), Error> {
+/// failed export leaves no half-written file behind; `-` streams to
+/// standard output instead.
+fn write_dest(dest: &Path, write: impl FnOnce(&mut dyn Write) -> Result<(), String>) -> Result<(), Error> {
+    if is_stdout(dest) {
+        let mut out = std::io::stdout().lock();
+        write(&mut out).map_err(|m| Error::Invalid(format!("standard output: {m}")))?;
+        return out.flush().map_err(|e| Error::io(Path::new("standard output"), e));
+    }
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
@@ -22,85 +92,204 @@ fn write_atomically(
     Ok(())
 }
 
+/// Layers are applied as root would (owners kept, device nodes made);
+/// where the kernel refuses (rootless) the entry is counted, not fatal.
+fn apply_options() -> rbuild_oci::layer::ApplyOptions {
+    rbuild_oci::layer::ApplyOptions { can_mknod: true, preserve_owners: true, ..Default::default() }
+}
+
+/// Runs blocking export work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Invalid(format!("export task failed: {e}")))?
+}
+
+/// `type=local`: the image's root filesystem written into `dest`, which
+/// may already hold files (as buildx, they are overwritten or kept). Paths
+/// are resolved inside `dest`, so a symlink in the image or already in
+/// `dest` cannot send a write outside it.
+async fn write_local(engine: &Arc<Engine>, image: &ExportedImage, dest: &Path) -> Result<(), Error> {
+    if is_stdout(dest) {
+        return Err(Error::Invalid("--output type=local needs a directory as dest (`-` is only for tar outputs)".into()));
+    }
+    let (engine, manifest, dest) = (engine.clone(), image.manifest.clone(), dest.to_path_buf());
+    blocking(move || {
+        rbuild_oci::export::unpack_image(&engine.state.content, &manifest, None, &dest, &apply_options())
+            .map(drop)
+            .map_err(|e| Error::Invalid(format!("{}: {}", dest.display(), rbuild_solver::chain(&e))))
+    })
+    .await
+}
+
+/// `type=tar`: the root filesystem as one tar, built in a scratch
+/// directory of the state dir.
+async fn write_rootfs(engine: &Arc<Engine>, image: &ExportedImage, dest: &Path) -> Result<(), Error> {
+    let (engine, manifest, dest) = (engine.clone(), image.manifest.clone(), dest.to_path_buf());
+    blocking(move || {
+        let tmp = &engine.state.tmp;
+        let scratch =
+            tempfile::Builder::new().prefix("rootfs-").tempdir_in(tmp).map_err(|e| Error::io(tmp, e))?;
+        write_dest(&dest, |out| {
+            let store = &engine.state.content;
+            rbuild_oci::export::write_rootfs_tar(store, &manifest, None, scratch.path(), out, &apply_options())
+                .map(drop)
+                .map_err(|e| rbuild_solver::chain(&e))
+        })
+    })
+    .await
+}
+
+/// Pushes to `r`, reporting each blob (uploaded, already there, mounted)
+/// as a progress item of a `pushing NAME` step.
+async fn push(
+    engine: &Arc<Engine>,
+    image: &ExportedImage,
+    r: &Reference,
+    bases: &[Reference],
+    progress: &ProgressSink,
+) -> Result<(), Error> {
+    let step = ExportStep::start(progress, &format!("pushing {r}"));
+    let sink = progress.clone();
+    let vertex = step.vertex.clone();
+    // Blobs of base images in the same registry are mounted, not uploaded.
+    let mount_from = bases.iter().filter(|b| b.registry == r.registry).map(|b| b.repository.clone()).collect();
+    let push_opts = rbuild_registry::PushOptions { mount_from };
+    let result = engine
+        .registry
+        .push(r, &image.manifest, &engine.state.content, &push_opts, &move |p| {
+            sink.emit(push_event(&vertex, &p))
+        })
+        .await
+        .map_err(|e| Error::Registry(format!("push {r}: {}", rbuild_solver::chain(&e))));
+    if let Ok(summary) = &result {
+        step.item(&format!("pushing manifest for {r}@{}", summary.digest));
+    }
+    step.finish(result.map(drop))
+}
+
+/// The progress event for one push report: uploads carry their bytes;
+/// blobs the registry had or mounted carry none and say so in their id.
+pub(crate) fn push_event(vertex: &str, p: &rbuild_registry::ProgressEvent) -> Event {
+    use rbuild_registry::ProgressKind;
+    let (id, current, total) = match p.kind {
+        ProgressKind::Exists => (format!("{} already exists", p.digest), 0, 0),
+        ProgressKind::Mounted => (format!("{} mounted from another repository", p.digest), 0, 0),
+        _ => (format!("push {}", p.digest), p.done, p.total),
+    };
+    Event::Progress { vertex: vertex.to_string(), id, current, total: Some(total), time_ms: now_ms() }
+}
+
+/// The step name BuildKit shows for an output.
+fn step_name(output: &Output) -> Option<&'static str> {
+    match output {
+        Output::OciTar { .. } => Some("exporting to oci image format"),
+        Output::DockerTar { .. } => Some("exporting to docker image format"),
+        Output::Local { .. } => Some("exporting to client directory"),
+        Output::Tar { .. } => Some("exporting to client tarball"),
+        Output::Image { .. } | Output::Registry => None,
+    }
+}
+
 /// Writes every requested output; returns the image names used.
+/// `image_step` (`exporting to image`, begun before the layers were made)
+/// gets the local store's sub-steps and ends before the other outputs.
 pub(crate) async fn write(
     engine: &Arc<Engine>,
     req: &BuildRequest,
     image: &ExportedImage,
     bases: &[Reference],
     progress: &ProgressSink,
+    image_step: ExportStep,
 ) -> Result<Vec<String>, Error> {
-    let mut names = Vec::new();
     let references: Vec<Reference> = req
         .tags
         .iter()
         .map(|t| Reference::parse(t).map_err(|e| Error::Invalid(format!("invalid tag: {e}"))))
         .collect::<Result<_, _>>()?;
+    let stored = store_images(engine, req, image, &references, &image_step);
+    let mut names = image_step.finish(stored)?;
+    let full_names: Vec<String> = references.iter().map(|r| r.to_string()).collect();
     for output in &req.outputs {
-        match output {
+        let step = step_name(output).map(|n| ExportStep::start(progress, n));
+        let note = |id: &str| {
+            if let Some(s) = &step {
+                s.item(id)
+            }
+        };
+        let result = match output {
+            Output::Image { .. } => Ok(()),
             Output::Registry => {
                 if references.is_empty() {
                     return Err(Error::Invalid("--push needs an image name (hint: add -t NAME)".into()));
                 }
                 for r in &references {
-                    let sink = progress.clone();
-                    // Blobs of base images in the same registry are mounted, not uploaded.
-                    let mount_from = bases
-                        .iter()
-                        .filter(|b| b.registry == r.registry)
-                        .map(|b| b.repository.clone())
-                        .collect();
-                    let push_opts = rbuild_registry::PushOptions { mount_from };
-                    engine
-                        .registry
-                        .push(r, &image.manifest, &engine.state.content, &push_opts, &move |p| {
-                            sink.emit(rbuild_solver::Event::Progress {
-                                vertex: String::new(),
-                                id: format!("push {}", p.digest),
-                                current: p.done,
-                                total: Some(p.total),
-                                time_ms: rbuild_solver::now_ms(),
-                            })
-                        })
-                        .await
-                        .map_err(|e| Error::Registry(e.to_string()))?;
+                    push(engine, image, r, bases, progress).await?;
                     names.push(r.to_string());
                 }
+                Ok(())
             }
             Output::OciTar { dest } => {
-                let names: Vec<String> = references.iter().map(|r| r.to_string()).collect();
                 let store = &engine.state.content;
-                let images = [ExportImage { descriptor: image.manifest.clone(), names }];
-                write_atomically(dest, |f| {
+                let images = [ExportImage { descriptor: image.manifest.clone(), names: full_names.clone() }];
+                note("sending tarball");
+                write_dest(dest, |f| {
                     rbuild_oci::export::write_oci_tar(store, f, &images).map(drop).map_err(|e| e.to_string())
-                })?;
+                })
             }
             Output::DockerTar { dest } => {
-                let names: Vec<String> = references.iter().map(|r| r.to_string()).collect();
                 let store = &engine.state.content;
-                let images = [ExportImage { descriptor: image.manifest.clone(), names }];
-                write_atomically(dest, |f| {
+                let images = [ExportImage { descriptor: image.manifest.clone(), names: full_names.clone() }];
+                note("sending tarball");
+                write_dest(dest, |f| {
                     rbuild_oci::export::write_docker_tar(store, f, &images, None).map(drop).map_err(|e| e.to_string())
-                })?;
+                })
             }
-            Output::Local { .. } => {
-                return Err(Error::Invalid("--output type=local is not supported yet".into()));
+            Output::Local { dest } => {
+                note("copying files");
+                write_local(engine, image, dest).await
             }
-            Output::Image { names: given } => {
-                let wanted: Vec<Reference> = if given.is_empty() {
-                    references.clone()
-                } else {
-                    given.iter().map(|n| rbuild_solver::normalise_name(n)).collect::<Result<_, _>>()?
-                };
-                if wanted.is_empty() {
-                    return Err(Error::Invalid(
-                        "the local image store needs an image name\nhint: add -t NAME (or -o type=image,name=NAME)".into(),
-                    ));
-                }
-                for stored in engine.store_image(&wanted, image)? {
-                    names.push(stored.name);
-                }
+            Output::Tar { dest } => {
+                note("sending tarball");
+                write_rootfs(engine, image, dest).await
             }
+        };
+        match step {
+            Some(s) => s.finish(result)?,
+            None => result?,
+        }
+    }
+    Ok(names)
+}
+
+/// The local store outputs (`type=image`, `--load`): names the image in
+/// the store, reporting each name under `step`.
+fn store_images(
+    engine: &Arc<Engine>,
+    req: &BuildRequest,
+    image: &ExportedImage,
+    references: &[Reference],
+    step: &ExportStep,
+) -> Result<Vec<String>, Error> {
+    let mut names = Vec::new();
+    let mut announced = false;
+    for output in &req.outputs {
+        let Output::Image { names: given } = output else { continue };
+        let wanted: Vec<Reference> = if given.is_empty() {
+            references.to_vec()
+        } else {
+            given.iter().map(|n| rbuild_solver::normalise_name(n)).collect::<Result<_, _>>()?
+        };
+        if wanted.is_empty() {
+            return Err(Error::Invalid(
+                "the local image store needs an image name\nhint: add -t NAME (or -o type=image,name=NAME)".into(),
+            ));
+        }
+        if !announced {
+            step.item(&format!("writing image {}", image.config.digest));
+            announced = true;
+        }
+        for stored in engine.store_image(&wanted, image)? {
+            step.item(&format!("naming to {}", stored.name));
+            names.push(stored.name);
         }
     }
     Ok(names)

@@ -187,7 +187,9 @@ impl Plain {
             self.focus(i, out)?;
             let took = text::secs(t.last_ms.saturating_sub(t.first_ms));
             let done = if t.complete() { " done" } else { "" };
-            writeln!(out, "#{} {} {} {took}{done}", i + 1, t.id, t.amount())?;
+            let amount = t.amount();
+            let sep = if amount.is_empty() { "" } else { " " };
+            writeln!(out, "#{} {}{sep}{amount} {took}{done}", i + 1, t.id)?;
             self.reported.insert((i, t.id));
         }
         Ok(())

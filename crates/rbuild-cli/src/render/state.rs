@@ -48,8 +48,12 @@ impl Transfer {
         self.total.is_some_and(|t| self.current >= t)
     }
 
-    /// `2.81MB / 2.81MB`, or just the count when the total is unknown.
+    /// `2.81MB / 2.81MB`, or just the count when the total is unknown;
+    /// empty for a sub-step that moves no bytes (`naming to …`).
     pub fn amount(&self) -> String {
+        if self.current == 0 && matches!(self.total, None | Some(0)) {
+            return String::new();
+        }
         match self.total {
             Some(t) => format!("{} / {}", text::size(self.current), text::size(t)),
             None => text::size(self.current),

@@ -120,7 +120,9 @@ fn step_block(step: &Step, now_ms: u64, screen: &Screen) -> Vec<String> {
             let end = if t.complete() { t.last_ms } else { now_ms };
             let took = text::secs(end.saturating_sub(t.first_ms));
             let done = if t.complete() { " done" } else { "" };
-            let left = format!(" => => {} {}{done}", text::short_digests(&t.id), t.amount());
+            let amount = t.amount();
+            let sep = if amount.is_empty() { "" } else { " " };
+            let left = format!(" => => {}{sep}{amount}{done}", text::short_digests(&t.id));
             lines.push(row(&left, &took, screen.width));
         }
     }
