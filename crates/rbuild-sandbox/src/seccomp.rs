@@ -53,25 +53,30 @@ struct Table {
     x32_bit: bool,
 }
 
+/// The denied calls in the build target's own numbering (libc's constants);
+/// the x86-64 table also lists the i386 numbers separately.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const NATIVE_DENY: &[u32] = &[
+    libc::SYS_unshare as u32,
+    libc::SYS_setns as u32,
+    libc::SYS_keyctl as u32,
+    libc::SYS_add_key as u32,
+    libc::SYS_request_key as u32,
+    libc::SYS_userfaultfd as u32,
+    libc::SYS_perf_event_open as u32,
+    libc::SYS_bpf as u32,
+    libc::SYS_kexec_load as u32,
+    libc::SYS_kexec_file_load as u32,
+    libc::SYS_open_by_handle_at as u32,
+];
+
 #[cfg(target_arch = "x86_64")]
 const TABLES: &[Table] = &[
     Table {
         arch: 0xC000_003E, // AUDIT_ARCH_X86_64
         clone: libc::SYS_clone as u32,
         clone3: 435,
-        deny: &[
-            libc::SYS_unshare as u32,
-            libc::SYS_setns as u32,
-            libc::SYS_keyctl as u32,
-            libc::SYS_add_key as u32,
-            libc::SYS_request_key as u32,
-            libc::SYS_userfaultfd as u32,
-            libc::SYS_perf_event_open as u32,
-            libc::SYS_bpf as u32,
-            libc::SYS_kexec_load as u32,
-            libc::SYS_kexec_file_load as u32,
-            libc::SYS_open_by_handle_at as u32,
-        ],
+        deny: NATIVE_DENY,
         x32_bit: true,
     },
     Table {
@@ -90,19 +95,7 @@ const TABLES: &[Table] = &[Table {
     arch: 0xC000_00B7, // AUDIT_ARCH_AARCH64
     clone: libc::SYS_clone as u32,
     clone3: 435,
-    deny: &[
-        libc::SYS_unshare as u32,
-        libc::SYS_setns as u32,
-        libc::SYS_keyctl as u32,
-        libc::SYS_add_key as u32,
-        libc::SYS_request_key as u32,
-        libc::SYS_userfaultfd as u32,
-        libc::SYS_perf_event_open as u32,
-        libc::SYS_bpf as u32,
-        libc::SYS_kexec_load as u32,
-        libc::SYS_kexec_file_load as u32,
-        libc::SYS_open_by_handle_at as u32,
-    ],
+    deny: NATIVE_DENY,
     x32_bit: false,
 }];
 
