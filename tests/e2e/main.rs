@@ -7,6 +7,7 @@ mod debian;
 mod images;
 mod language;
 mod mounts;
+mod outputs;
 mod platform;
 mod parity;
 mod sources;

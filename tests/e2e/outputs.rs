@@ -1,0 +1,354 @@
+//! Exporters end to end: `-o type=local` and `type=tar` (to a file and to
+//! standard output), the image options of `-o` (compression, media
+//! types), the export steps in the progress stream, push progress that
+//! tells uploaded blobs from ones the registry had, and `login`/`logout`
+//! against a registry that requires basic auth.
+
+use crate::support::{self, Registry, events, ok, skip};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn ready() -> bool {
+    if !support::is_root() || !Path::new("/bin/busybox").exists() {
+        skip("needs root and busybox-static");
+        return false;
+    }
+    true
+}
+
+/// `rbuild --root=STATE ARGS…`, with no user config file and its own
+/// Docker config dir (so a login never touches the real one).
+fn rbuild(state: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    c.arg(format!("--root={}", state.display()))
+        .args(args)
+        .env("XDG_CONFIG_HOME", state.join("no-config"))
+        .env("DOCKER_CONFIG", state.join("docker-config"));
+    c
+}
+
+/// A busybox image from scratch: a file owned by 1000, a file deleted in a
+/// later layer (a whiteout), a symlink tree from `busybox --install`.
+fn context(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\n\
+         COPY busybox /bin/busybox\n\
+         RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+         RUN echo hello > /greeting && mkdir -p /data /srv && echo x > /data/f && chown -R 1000:1000 /data \
+             && echo bye > /gone && echo in-srv > /srv/file\n\
+         RUN rm /gone\n",
+    )
+    .unwrap();
+}
+
+struct Fixture {
+    _work: tempfile::TempDir,
+    dir: PathBuf,
+    state: PathBuf,
+    ctx: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let work = support::open_tempdir();
+    let dir = work.path().to_path_buf();
+    let ctx = dir.join("ctx");
+    context(&ctx);
+    Fixture { state: dir.join("state"), ctx, dir, _work: work }
+}
+
+impl Fixture {
+    fn build(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["build", "--progress=rawjson"];
+        all.extend_from_slice(args);
+        let ctx = self.ctx.display().to_string();
+        all.push(&ctx);
+        ok(&mut rbuild(&self.state, &all))
+    }
+}
+
+#[test]
+fn local_output_writes_the_root_filesystem_into_the_directory() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let out = f.dir.join("out");
+    let outside = f.dir.join("outside");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    // What is there already stays (as buildx); a symlink there that points
+    // out of the directory does not carry the image's files with it.
+    std::fs::write(out.join("keep"), "mine").unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("srv")).unwrap();
+    let dest = format!("type=local,dest={}", out.display());
+    let res = f.build(&["-o", &dest]);
+    assert_eq!(std::fs::read_to_string(out.join("greeting")).unwrap(), "hello\n");
+    assert_eq!(std::fs::read_to_string(out.join("keep")).unwrap(), "mine");
+    assert!(!out.join("gone").exists(), "the whiteout of the last layer must delete /gone");
+    let meta = std::fs::metadata(out.join("data/f")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1000), "owners are preserved as root");
+    assert!(std::fs::symlink_metadata(out.join("bin/sh")).unwrap().file_type().is_symlink());
+    assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "nothing may be written outside dest");
+    let ev = events(&res.stderr);
+    assert!(ev.iter().any(|e| e["event"] == "started" && e["name"] == "exporting to client directory"));
+    assert!(ev.iter().any(|e| e["event"] == "done" && e["name"] == "exporting to image"));
+    // The short form `-o DIR` is the same output.
+    let short = f.dir.join("short");
+    f.build(&["-o", &short.display().to_string()]);
+    assert_eq!(std::fs::read_to_string(short.join("greeting")).unwrap(), "hello\n");
+}
+
+/// `tar -tv` of a tar file: (entry, owner `uid/gid`).
+fn tar_entries(path: &Path) -> Vec<(String, String)> {
+    let out = ok(Command::new("tar").arg("--numeric-owner").arg("-tvf").arg(path));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.get(5)?.trim_end_matches('/').to_string(), f.get(1)?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn tar_output_to_a_file_and_to_standard_output() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let file = f.dir.join("rootfs.tar");
+    let dest = format!("type=tar,dest={}", file.display());
+    let res = f.build(&["-o", &dest]);
+    let entries = tar_entries(&file);
+    assert!(entries.iter().any(|(p, _)| p == "greeting"), "{entries:?}");
+    assert!(entries.iter().any(|(p, o)| p == "data/f" && o == "1000/1000"), "{entries:?}");
+    assert!(!entries.iter().any(|(p, _)| p == "gone" || p.contains(".wh.")), "{entries:?}");
+    // The digest goes to stdout when stdout is free.
+    assert!(String::from_utf8_lossy(&res.stdout).trim().starts_with("sha256:"));
+    assert!(events(&res.stderr).iter().any(|e| e["name"] == "exporting to client tarball"));
+
+    // dest=- : the tar is standard output, and nothing else is.
+    let res = f.build(&["-o", "type=tar,dest=-"]);
+    let piped = f.dir.join("piped.tar");
+    std::fs::write(&piped, &res.stdout).unwrap();
+    assert_eq!(tar_entries(&piped), entries);
+    // `-o -` is the same.
+    let res = f.build(&["-o", "-"]);
+    std::fs::write(&piped, &res.stdout).unwrap();
+    assert_eq!(tar_entries(&piped), entries);
+}
+
+/// The manifest of the single image in an OCI layout tar.
+fn oci_manifest(tar_bytes: &[u8], scratch: &Path) -> serde_json::Value {
+    std::fs::create_dir_all(scratch).unwrap();
+    let mut child = Command::new("tar").arg("-x").arg("-C").arg(scratch).stdin(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), tar_bytes).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(scratch.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let hex = digest.trim_start_matches("sha256:");
+    serde_json::from_slice(&std::fs::read(scratch.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+}
+
+fn layer_types(manifest: &serde_json::Value) -> Vec<String> {
+    manifest["layers"].as_array().unwrap().iter().map(|l| l["mediaType"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn output_options_choose_compression_and_media_types() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let res = f.build(&["-o", "type=oci,dest=-"]);
+    let m = oci_manifest(&res.stdout, &f.dir.join("x1"));
+    assert!(layer_types(&m).iter().all(|t| t == "application/vnd.oci.image.layer.v1.tar+gzip"), "{m}");
+
+    // Layers that exist in another compression are reused, as BuildKit does…
+    let res = f.build(&["-o", "type=oci,dest=-,compression=zstd"]);
+    let m = oci_manifest(&res.stdout, &f.dir.join("x2"));
+    assert!(layer_types(&m).iter().all(|t| t.ends_with("+gzip")), "{m}");
+    // …unless force-compression asks for them to be recompressed.
+    let res = f.build(&["-o", "type=oci,dest=-,compression=zstd,compression-level=5,force-compression=true"]);
+    let m = oci_manifest(&res.stdout, &f.dir.join("x3"));
+    assert!(layer_types(&m).iter().all(|t| t == "application/vnd.oci.image.layer.v1.tar+zstd"), "{m}");
+    let res = f.build(&["-o", "type=oci,dest=-,compression=uncompressed,force-compression=true"]);
+    let m = oci_manifest(&res.stdout, &f.dir.join("x4"));
+    assert!(layer_types(&m).iter().all(|t| t == "application/vnd.oci.image.layer.v1.tar"), "{m}");
+
+    // Docker media types on request.
+    let res = f.build(&["-o", "type=oci,dest=-,oci-mediatypes=false"]);
+    let m = oci_manifest(&res.stdout, &f.dir.join("x5"));
+    assert_eq!(m["mediaType"], "application/vnd.docker.distribution.manifest.v2+json", "{m}");
+    assert!(layer_types(&m).iter().all(|t| t.starts_with("application/vnd.docker.image.rootfs.")), "{m}");
+
+    // Bad values are refused before anything runs.
+    for bad in [
+        "type=oci,dest=-,compression=lz4",
+        "type=oci,dest=-,compression=gzip,compression-level=99",
+        "type=oci,dest=-,force-compression=maybe",
+        "type=nonsense",
+    ] {
+        let out = rbuild(&f.state, &["build", "-o", bad, &f.ctx.display().to_string()]).output().unwrap();
+        assert!(!out.status.success(), "{bad} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(bad.rsplit(',').next().unwrap().split('=').next_back().unwrap()), "{bad}: {err}");
+    }
+    // Two outputs cannot share standard output.
+    let out = rbuild(&f.state, &["build", "-o", "type=tar,dest=-", "-o", "type=oci,dest=-", &f.ctx.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn export_steps_and_push_progress_show_in_the_event_stream() {
+    if !ready() {
+        return;
+    }
+    let Some(registry) = Registry::start() else { return };
+    let f = fixture();
+    let name = format!("{}/exporters/app:1", registry.host());
+    let res = f.build(&["-t", &name, "--push", "--load"]);
+    let ev = events(&res.stderr);
+    let full = format!("pushing {name}");
+    assert!(ev.iter().any(|e| e["event"] == "started" && e["name"] == full.as_str()), "no push step");
+    assert!(ev.iter().any(|e| e["event"] == "done" && e["name"] == full.as_str()), "push step not done");
+    let push_ids: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["event"] == "progress" && e["vertex"] == format!("export:{full}").as_str())
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert!(push_ids.iter().any(|id| id.starts_with("push sha256:")), "{push_ids:?}");
+    assert!(push_ids.iter().any(|id| id.starts_with("pushing manifest for ")), "{push_ids:?}");
+    let image_ids: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["event"] == "progress" && e["vertex"] == "export:exporting to image")
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert!(image_ids.contains(&format!("naming to {name}").as_str()), "{image_ids:?}");
+    assert!(image_ids.contains(&"exporting layers"), "{image_ids:?}");
+
+    // Again: every blob is already there, and the stream says so.
+    let res = f.build(&["-t", &name, "--push"]);
+    let ids: Vec<String> = events(&res.stderr)
+        .iter()
+        .filter(|e| e["event"] == "progress")
+        .filter_map(|e| e["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(ids.iter().any(|id| id.ends_with(" already exists")), "{ids:?}");
+    assert!(!ids.iter().any(|id| id.starts_with("push sha256:")), "nothing should be uploaded: {ids:?}");
+}
+
+/// `s3cret` hashed with bcrypt (cost 5), as in the registry crate's tests.
+const BCRYPT_S3CRET: &str = "$2b$05$abcdefghijklmnopqrstuuLK7U1u6pVRmL7L1BBM2aS35PSZnDXlK";
+
+/// Debian's docker-registry requiring basic auth (alice / s3cret).
+struct AuthRegistry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl AuthRegistry {
+    fn start() -> Option<AuthRegistry> {
+        if !support::have("docker-registry") {
+            skip("docker-registry is not installed");
+            return None;
+        }
+        let dir = support::open_tempdir();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, format!("alice:{BCRYPT_S3CRET}\n")).unwrap();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n\
+             auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {}\n",
+            dir.path().join("data").display(),
+            htpasswd.display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "docker-registry did not start on port {port}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(AuthRegistry { child, port, _dir: dir })
+    }
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `rbuild login … --password-stdin` with `password` on stdin.
+fn login(state: &Path, host: &str, password: &str) -> std::process::Output {
+    let mut child = rbuild(state, &["login", "--username", "alice", "--password-stdin", host])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{password}\n").as_bytes()).unwrap();
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn login_and_logout_against_a_basic_auth_registry() {
+    if !ready() {
+        return;
+    }
+    let Some(registry) = AuthRegistry::start() else { return };
+    let work = support::open_tempdir();
+    let state = work.path().join("state");
+    let host = format!("127.0.0.1:{}", registry.port);
+    let config = state.join("docker-config/config.json");
+
+    // A wrong password is refused by the registry and nothing is saved.
+    let out = login(&state, &host, "wrong");
+    assert!(!out.status.success(), "a wrong password was accepted");
+    assert!(!config.exists(), "a refused login must not be saved");
+
+    let out = login(&state, &host, "s3cret");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    // base64("alice:s3cret"), as docker writes it.
+    assert_eq!(doc["auths"][host.as_str()]["auth"], "YWxpY2U6czNjcmV0", "{doc}");
+    assert_eq!(std::fs::metadata(&config).unwrap().mode() & 0o777, 0o600);
+
+    // The saved login is what a push uses.
+    {
+        let ctx = work.path().join("ctx");
+        context(&ctx);
+        let name = format!("{host}/private/app:1");
+        let push = |state: &Path| {
+            rbuild(state, &["build", "--progress=plain", "-t", &name, "--push", &ctx.display().to_string()]).output().unwrap()
+        };
+        let out = push(&state);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        ok(&mut rbuild(&state, &["logout", &host]));
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        assert!(doc["auths"].get(host.as_str()).is_none(), "{doc}");
+        let out = push(&state);
+        assert!(!out.status.success(), "a push after logout must be refused");
+    }
+    // Logging out twice is not an error.
+    let out = ok(&mut rbuild(&state, &["logout", &host]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Not logged in"));
+}
