@@ -1,8 +1,11 @@
-//! `COPY --link` (and later ADD from URLs and git) end to end.
+//! `COPY --link` and `ADD` from URLs end to end.
 
 use crate::support::{self, events, ok, started};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 const BASE: &str = "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
 
@@ -70,4 +73,170 @@ fn copy_link_layer_survives_a_new_base_unchanged() {
     assert_eq!(two.len(), 4, "{two:?}");
     assert_ne!(one[2], two[2], "the base layers differ");
     assert_eq!(one[3], two[3], "the --link layer is the same blob on both bases");
+}
+
+const BODY: &str = "hello download";
+/// `sha256` of [`BODY`].
+fn body_sha256() -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(BODY.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    format!("sha256:{}", text.split_whitespace().next().unwrap())
+}
+const LAST_MODIFIED: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
+const LAST_MODIFIED_SECS: u64 = 1_445_412_480;
+const PASSWORD: &str = "s3cretpw";
+
+/// A tiny HTTP/1.0 server on 127.0.0.1 for one test: `/file.txt`, a
+/// redirect to it and a redirect to `file:///etc/passwd`. Records the
+/// request lines and whether they carried basic auth.
+struct Server {
+    port: u16,
+    requests: Arc<Mutex<Vec<(String, bool)>>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                let mut auth = false;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    auth |= line.to_ascii_lowercase().starts_with("authorization: basic ");
+                }
+                let path = first.split(' ').nth(1).unwrap_or("").to_string();
+                seen.lock().unwrap().push((path.clone(), auth));
+                let reply = match path.as_str() {
+                    "/file.txt" => format!(
+                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nLast-Modified: {LAST_MODIFIED}\r\n\
+                         Content-Disposition: attachment; filename=\"../evil\"\r\n\r\n{BODY}",
+                        BODY.len()
+                    ),
+                    "/to-file" => "HTTP/1.0 302 Found\r\nLocation: /file.txt\r\nContent-Length: 0\r\n\r\n".to_string(),
+                    "/to-local" => "HTTP/1.0 302 Found\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\n\r\n".to_string(),
+                    _ => "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
+                };
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        Server { port, requests }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn downloads(&self) -> usize {
+        self.requests.lock().unwrap().iter().filter(|(p, _)| p == "/file.txt").count()
+    }
+}
+
+fn add_context(dir: &Path, add: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!(
+            "{BASE}FROM base\n{add}\n\
+             RUN test \"$(cat /dl/file.txt)\" = \"{BODY}\" && test \"$(stat -c %a /dl/file.txt)\" = 600 \
+             && test \"$(stat -c %Y /dl/file.txt)\" = {LAST_MODIFIED_SECS} && test ! -e /evil && test ! -e /dl/evil\n"
+        ),
+    )
+    .unwrap();
+}
+
+fn rbuild(state: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    c.arg(format!("--root={}", state.display())).args(["build", "--progress=rawjson"]);
+    c
+}
+
+#[test]
+fn add_url_with_checksum_and_credentials() {
+    if !ready() {
+        return;
+    }
+    let server = Server::start();
+    let work = support::open_tempdir();
+    let ctx = work.path().join("ctx");
+    let url = server.url("/file.txt").replace("http://", &format!("http://someone:{PASSWORD}@"));
+    add_context(&ctx, &format!("ADD --checksum={} {url} /dl/", body_sha256()));
+    let state = work.path().join("state");
+    let oci = work.path().join("image.tar");
+    let first = ok(rbuild(&state).arg(format!("--output=type=oci,dest={}", oci.display())).arg(&ctx));
+    assert_eq!(server.downloads(), 1);
+    assert!(server.requests.lock().unwrap().iter().all(|(_, auth)| *auth), "the credentials were sent");
+    let output = format!("{}{}", String::from_utf8_lossy(&first.stdout), String::from_utf8_lossy(&first.stderr));
+    assert!(!output.contains(PASSWORD), "the password is in rbuild's output: {output}");
+    let layout = work.path().join("layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    ok(Command::new("tar").arg("-xf").arg(&oci).arg("-C").arg(&layout));
+    for blob in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let bytes = std::fs::read(blob.unwrap().path()).unwrap();
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            assert!(!text.contains(PASSWORD), "the password is in a JSON blob: {text}");
+            assert!(!text.contains("someone"), "the user name is in a JSON blob: {text}");
+        }
+    }
+    // With a checksum a cached download is used without asking the server.
+    let second = ok(rbuild(&state).arg(&ctx));
+    assert_eq!(server.downloads(), 1, "the cached download was fetched again");
+    assert!(started(&events(&second.stderr)).is_empty(), "steps ran again: {:?}", started(&events(&second.stderr)));
+}
+
+#[test]
+fn add_url_without_checksum_downloads_each_build_and_reuses_unchanged_content() {
+    if !ready() {
+        return;
+    }
+    let server = Server::start();
+    let work = support::open_tempdir();
+    let ctx = work.path().join("ctx");
+    add_context(&ctx, &format!("ADD {} /dl/file.txt", server.url("/to-file")));
+    let state = work.path().join("state");
+    ok(rbuild(&state).arg(&ctx));
+    assert_eq!(server.downloads(), 1, "the redirect was followed");
+    let second = ok(rbuild(&state).arg(&ctx));
+    assert_eq!(server.downloads(), 2, "without a checksum every build downloads");
+    let ran = started(&events(&second.stderr));
+    assert!(ran.iter().all(|n| !n.contains("RUN")), "unchanged content re-ran later steps: {ran:?}");
+}
+
+#[test]
+fn add_url_checksum_mismatch_and_redirect_to_file_fail() {
+    if !ready() {
+        return;
+    }
+    let server = Server::start();
+    let work = support::open_tempdir();
+    let state = work.path().join("state");
+    let bad = format!("sha256:{}", "0".repeat(64));
+    let ctx = work.path().join("mismatch");
+    add_context(&ctx, &format!("ADD --checksum={bad} {} /dl/", server.url("/file.txt")));
+    let out = rbuild(&state).arg(&ctx).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("checksum mismatch") && stderr.contains(&body_sha256()), "{stderr}");
+    let ctx = work.path().join("redirect");
+    add_context(&ctx, &format!("ADD {} /dl/file.txt", server.url("/to-local")));
+    let out = rbuild(&state).arg(&ctx).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("file:") && stderr.contains("refused"), "{stderr}");
 }

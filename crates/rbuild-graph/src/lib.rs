@@ -23,8 +23,8 @@ mod op;
 
 pub use digest::{Digest, DigestError};
 pub use op::{
-    CacheSharing, Chown, ContextSource, CopyAction, ExecMount, ExecMountKind, ExecOp, FileAction,
-    FileOp, ImageSource, Network, Op, Security,
+    CacheSharing, Chown, ContextSource, CopyAction, Credentials, ExecMount, ExecMountKind, ExecOp, FileAction,
+    FileOp, HttpSource, ImageSource, Network, Op, Security,
 };
 
 use std::collections::HashMap;

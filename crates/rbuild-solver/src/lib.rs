@@ -13,6 +13,7 @@ mod exec;
 mod export;
 mod file;
 mod gc;
+mod http;
 mod image;
 mod images;
 mod lease;
@@ -90,6 +91,8 @@ pub enum SolveError {
     Export { message: String },
     #[error("registry: {message}")]
     Registry { message: String },
+    #[error("download `{url}`: {message}")]
+    Download { url: String, message: String },
     #[error("build cancelled")]
     Cancelled,
 }

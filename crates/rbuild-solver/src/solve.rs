@@ -113,6 +113,7 @@ async fn run_vertex(ctx: &Arc<Ctx>, id: VertexId, inputs: Vec<Arc<Solved>>) -> R
             let ignore = Arc::new(c.exclude_patterns.clone());
             return Ok(Solved { key: digest, output: Output::Directory { path: dir.clone(), ignore } });
         }
+        Op::Http(src) => return crate::http::solve_http(ctx, vertex, src).await,
         _ => {}
     }
     let name = vertex.meta.name.clone();
@@ -137,7 +138,7 @@ async fn run_vertex(ctx: &Arc<Ctx>, id: VertexId, inputs: Vec<Arc<Solved>>) -> R
         Op::Exec(exec) => crate::exec::solve_exec(ctx, vertex, &key, exec, &inputs).await,
         Op::File(file) => crate::file::solve_file(ctx, vertex, &key, file, &inputs).await,
         Op::Merge => crate::merge::solve_merge(ctx, vertex, &key, &inputs).await,
-        Op::Scratch | Op::Context(_) => unreachable!("handled above"),
+        Op::Scratch | Op::Context(_) | Op::Http(_) => unreachable!("handled above"),
     };
     match result {
         Ok(snapshot) => {

@@ -8,6 +8,7 @@
 //! `OnBuild` change what later instructions mean.
 
 mod dispatch;
+mod remote;
 mod stages;
 
 use crate::Dockerfile;
