@@ -33,10 +33,16 @@ fn read_line(what: &str) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
+/// Writes a prompt or note for the user (stderr: stdout is for results).
+fn prompt_on_stderr(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+    let _ = err.flush();
+}
+
 /// Reads a line from the terminal without echoing it.
 fn read_hidden(prompt: &str) -> anyhow::Result<String> {
-    eprint!("{prompt}");
-    std::io::stderr().flush().ok();
+    prompt_on_stderr(prompt);
     let fd = libc::STDIN_FILENO;
     // SAFETY: termios is plain data; tcgetattr fills it for a terminal fd.
     let mut term: libc::termios = unsafe { std::mem::zeroed() };
@@ -52,7 +58,7 @@ fn read_hidden(prompt: &str) -> anyhow::Result<String> {
         // SAFETY: restores the settings read above.
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) };
     }
-    eprintln!();
+    prompt_on_stderr("\n");
     line
 }
 
@@ -68,15 +74,14 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     let username = match args.username {
         Some(u) => u,
         None if interactive => {
-            eprint!("Username: ");
-            std::io::stderr().flush().ok();
+            prompt_on_stderr("Username: ");
             read_line("username")?
         }
         None => bail!("no username (hint: --username NAME --password-stdin)"),
     };
     let password = match args.password {
         Some(p) => {
-            eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+            prompt_on_stderr("WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n");
             p
         }
         None if args.password_stdin => {
@@ -90,17 +95,18 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     };
     let config = rbuild::Config::load_default()?;
     rbuild::login::login(&config, &registry, &username, &password).await?;
-    eprintln!("Credentials saved in {} for {registry}", rbuild::login::config_path().display());
-    println!("Login Succeeded");
+    let saved = rbuild::login::config_path();
+    prompt_on_stderr(&format!("Credentials saved in {} for {registry}\n", saved.display()));
+    writeln!(std::io::stdout().lock(), "Login Succeeded")?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn logout(args: LogoutArgs) -> anyhow::Result<ExitCode> {
     let registry = rbuild::login::registry_name(args.registry.as_deref())?;
     if rbuild::login::logout(&registry)? {
-        println!("Removing login credentials for {registry}");
+        writeln!(std::io::stdout().lock(), "Removing login credentials for {registry}")?;
     } else {
-        println!("Not logged in to {registry}");
+        writeln!(std::io::stdout().lock(), "Not logged in to {registry}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -384,3 +384,41 @@ fn many_transfers_show_the_moving_ones_and_the_latest_finished() {
     assert!(shown.iter().any(|l| l.contains("sha256:16 ")), "the latest finished: {frame}");
     assert!(!shown.iter().any(|l| l.contains("sha256:00 ")), "the oldest finished is hidden: {frame}");
 }
+
+/// The export steps the engine reports after the last build step: layers,
+/// the local store's names, and a push where one blob is uploaded, one was
+/// already there and one is mounted from the base image's repository.
+fn export_events() -> Vec<Event> {
+    let image = "export:exporting to image";
+    let push = "export:pushing example.com/app:1";
+    let blob = |n: u8| format!("sha256:{}", format!("{n:02x}").repeat(32));
+    vec![
+        started(image, "exporting to image", 0),
+        Event::Progress { vertex: image.into(), id: "exporting layers".into(), current: 0, total: None, time_ms: T0 },
+        progress(image, "exporting layers", 0, 0, 300),
+        progress(image, &format!("writing image {}", blob(9)), 0, 0, 310),
+        progress(image, "naming to example.com/app:1", 0, 0, 320),
+        done(image, "exporting to image", 330, 330),
+        started(push, "pushing example.com/app:1", 340),
+        progress(push, &format!("{} already exists", blob(1)), 0, 0, 400),
+        progress(push, &format!("{} mounted from another repository", blob(2)), 0, 0, 420),
+        progress(push, &format!("push {}", blob(3)), 0, 2_000_000, 430),
+        progress(push, &format!("push {}", blob(3)), 1_000_000, 2_000_000, 600),
+        progress(push, &format!("push {}", blob(3)), 2_000_000, 2_000_000, 900),
+        progress(push, &format!("pushing manifest for example.com/app:1@{}", blob(4)), 0, 0, 950),
+        done(push, "pushing example.com/app:1", 960, 620),
+    ]
+}
+
+#[test]
+fn plain_export_and_push_steps() {
+    let out = plain_output(&export_events(), None);
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn tty_frame_while_pushing() {
+    let mut events = export_events();
+    events.truncate(events.len() - 3);
+    insta::assert_snapshot!(tty_frame(&events, 700, &SCREEN, false));
+}
