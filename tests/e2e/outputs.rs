@@ -352,3 +352,30 @@ fn login_and_logout_against_a_basic_auth_registry() {
     let out = ok(&mut rbuild(&state, &["logout", &host]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Not logged in"));
 }
+
+#[test]
+fn local_output_as_an_unprivileged_user_gives_the_user_the_files() {
+    if !ready() {
+        return;
+    }
+    let Some(runner) = support::Runner::unprivileged() else { return };
+    let support::Runner::User { uid, .. } = &runner else { return };
+    let f = fixture();
+    runner.own(&f.state);
+    let out = f.dir.join("out");
+    runner.own(&out);
+    let dest = format!("type=local,dest={}", out.display());
+    let tar = f.dir.join("tar");
+    runner.own(&tar);
+    let tar_dest = format!("type=tar,dest={}", tar.join("rootfs.tar").display());
+    let root_arg = format!("--root={}", f.state.display());
+    ok(runner.rbuild().args([&root_arg, "build", "--progress=plain", "-o", &dest, "-o", &tar_dest]).arg(&f.ctx));
+    assert_eq!(std::fs::read_to_string(out.join("greeting")).unwrap(), "hello\n");
+    assert!(!out.join("gone").exists());
+    for p in ["greeting", "data", "data/f", "bin"] {
+        assert_eq!(std::fs::symlink_metadata(out.join(p)).unwrap().uid(), *uid, "{p} should be the user's");
+    }
+    // The tar still records the image's owners.
+    let entries = tar_entries(&tar.join("rootfs.tar"));
+    assert!(entries.iter().any(|(p, o)| p == "data/f" && o == "1000/1000"), "{entries:?}");
+}

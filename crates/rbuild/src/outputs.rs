@@ -92,10 +92,23 @@ fn write_dest(dest: &Path, write: impl FnOnce(&mut dyn Write) -> Result<(), Stri
     Ok(())
 }
 
-/// Layers are applied as root would (owners kept, device nodes made);
-/// where the kernel refuses (rootless) the entry is counted, not fatal.
-fn apply_options() -> rbuild_oci::layer::ApplyOptions {
-    rbuild_oci::layer::ApplyOptions { can_mknod: true, preserve_owners: true, ..Default::default() }
+/// Layers are applied as root would (owners kept, device nodes made;
+/// where the kernel refuses, the entry is counted, not fatal). Rootless,
+/// the files are the invoking user's (as a buildx client writes them):
+/// owners from subordinate ranges would leave files the user cannot
+/// remove. `type=tar` keeps the image's owners either way (they are only
+/// recorded in the tar, from the unpacked tree's namespace view).
+fn apply_options(for_tar: bool) -> rbuild_oci::layer::ApplyOptions {
+    let preserve_owners = for_tar || in_initial_user_namespace();
+    rbuild_oci::layer::ApplyOptions { can_mknod: true, preserve_owners, ..Default::default() }
+}
+
+/// Whether we run in the host's user namespace (real root), rather than
+/// in the namespace `rbuild::init` made for an unprivileged user.
+fn in_initial_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+        .unwrap_or(true)
 }
 
 /// Runs blocking export work off the async threads.
@@ -113,7 +126,7 @@ async fn write_local(engine: &Arc<Engine>, image: &ExportedImage, dest: &Path) -
     }
     let (engine, manifest, dest) = (engine.clone(), image.manifest.clone(), dest.to_path_buf());
     blocking(move || {
-        rbuild_oci::export::unpack_image(&engine.state.content, &manifest, None, &dest, &apply_options())
+        rbuild_oci::export::unpack_image(&engine.state.content, &manifest, None, &dest, &apply_options(false))
             .map(drop)
             .map_err(|e| Error::Invalid(format!("{}: {}", dest.display(), rbuild_solver::chain(&e))))
     })
@@ -130,7 +143,7 @@ async fn write_rootfs(engine: &Arc<Engine>, image: &ExportedImage, dest: &Path) 
             tempfile::Builder::new().prefix("rootfs-").tempdir_in(tmp).map_err(|e| Error::io(tmp, e))?;
         write_dest(&dest, |out| {
             let store = &engine.state.content;
-            rbuild_oci::export::write_rootfs_tar(store, &manifest, None, scratch.path(), out, &apply_options())
+            rbuild_oci::export::write_rootfs_tar(store, &manifest, None, scratch.path(), out, &apply_options(true))
                 .map(drop)
                 .map_err(|e| rbuild_solver::chain(&e))
         })
