@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::error::{RawError, suggest};
+use crate::error::{RawError, Span, suggest};
 use crate::syntax::Node;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,15 @@ impl Flags {
 
     pub(crate) fn strings(&self, name: &str) -> Vec<String> {
         self.lists.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Where flag `name` was written in `node` (the whole instruction when
+    /// it was not), for pointing errors about its value at it.
+    pub(crate) fn span(&self, node: &Node, name: &str) -> Span {
+        self.origin
+            .get(name)
+            .and_then(|&i| node.flag_ranges.get(i))
+            .map_or(node.span, |&(s, e)| node.range_span(s, e))
     }
 }
 

@@ -359,38 +359,39 @@ impl Nfa {
         if let Some(closure) = &self.closure {
             return self.matches_small(closure, path);
         }
-        let mut cur = self.start();
-        let mut next = Set::new(self.states.len());
-        let mut stack = Vec::new();
-        for c in path.chars() {
-            if c == '/' && cur.contains(self.accept()) {
-                return true;
-            }
-            self.step(&cur, c, &mut next, &mut stack);
-            if next.is_empty() {
-                return false;
-            }
-            std::mem::swap(&mut cur, &mut next);
+        match self.scan(path.chars()) {
+            Ok(end) => end.contains(self.accept()),
+            Err(answer) => answer,
         }
-        cur.contains(self.accept())
     }
 
     /// Could the pattern match something strictly below `dir`?
     fn may_match_below(&self, dir: &str) -> bool {
+        // Still alive after `dir/`: something below may match.
+        match self.scan(dir.chars().chain(std::iter::once('/'))) {
+            Ok(_) => true,
+            Err(answer) => answer,
+        }
+    }
+
+    /// Runs the automaton over `chars`. `Err(true)`: it accepted just
+    /// before a `/` (a parent directory matched); `Err(false)`: no state is
+    /// left (nothing with this prefix can match); else the final states.
+    fn scan(&self, chars: impl Iterator<Item = char>) -> Result<Set, bool> {
         let mut cur = self.start();
         let mut next = Set::new(self.states.len());
         let mut stack = Vec::new();
-        for c in dir.chars().chain(std::iter::once('/')) {
+        for c in chars {
             if c == '/' && cur.contains(self.accept()) {
-                return true;
+                return Err(true);
             }
             self.step(&cur, c, &mut next, &mut stack);
             if next.is_empty() {
-                return false;
+                return Err(false);
             }
             std::mem::swap(&mut cur, &mut next);
         }
-        true
+        Ok(cur)
     }
 }
 

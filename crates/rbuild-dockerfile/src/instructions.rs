@@ -421,13 +421,7 @@ fn parse_run(node: &Node) -> Result<Run, RawError> {
             ("security", FlagKind::String),
         ],
     )?;
-    let flag_span = |name: &str| {
-        flags
-            .origin
-            .get(name)
-            .and_then(|&i| node.flag_ranges.get(i))
-            .map_or(node.span, |&(s, e)| node.range_span(s, e))
-    };
+    let flag_span = |name: &str| flags.span(node, name);
     let mut mounts = Vec::new();
     let mount_indexes: Vec<usize> = node
         .flags
@@ -633,13 +627,7 @@ fn parse_healthcheck(node: &Node, warnings: &mut Vec<Warning>) -> Result<Healthc
             ("retries", FlagKind::String),
         ],
     )?;
-    let flag_span = |name: &str| {
-        flags
-            .origin
-            .get(name)
-            .and_then(|&i| node.flag_ranges.get(i))
-            .map_or(node.span, |&(s, e)| node.range_span(s, e))
-    };
+    let flag_span = |name: &str| flags.span(node, name);
     if upper != "CMD" {
         return Err(err(
             node.args_span(),
