@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::client::lock;
 use crate::error::RegistryError;
 
 /// Tokens this close to their expiry are refreshed before use.
@@ -268,10 +269,6 @@ impl AuthCache {
 
 /// Poisoning only means another thread panicked mid-update of a cache; the
 /// map itself is still valid, so keep using it.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -644,7 +644,9 @@ pub(crate) fn same_origin(url: &Url, ep: &Endpoint) -> bool {
         && url.port_or_known_default() == base.port_or_known_default()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `m`, tolerating poisoning: the guarded state stays consistent
+/// because no holder leaves it half-updated across a panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

@@ -22,7 +22,7 @@ use rbuild_oci::reference::Reference;
 use rbuild_oci::store::{ContentStore, Ingest, StoreError};
 
 use crate::auth::Scopes;
-use crate::client::{RegistryClient, redact, status_error};
+use crate::client::{RegistryClient, lock, redact, status_error};
 use crate::config::Endpoint;
 use crate::error::RegistryError;
 use crate::progress::{ProgressFn, ProgressKind, Throttle, emit};
@@ -41,10 +41,6 @@ fn store_err(digest: &Digest, e: impl std::fmt::Display) -> RegistryError {
         digest: digest.to_string(),
         message: e.to_string(),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `bytes <start>-<end>/<total>` → start.
