@@ -187,6 +187,13 @@ fn output_options_choose_compression_and_media_types() {
     assert_eq!(m["mediaType"], "application/vnd.docker.distribution.manifest.v2+json", "{m}");
     assert!(layer_types(&m).iter().all(|t| t.starts_with("application/vnd.docker.image.rootfs.")), "{m}");
 
+    // `name=` names the image in the archive.
+    let res = f.build(&["-o", "type=oci,dest=-,name=named:v2"]);
+    let scratch = f.dir.join("x6");
+    oci_manifest(&res.stdout, &scratch);
+    let index = std::fs::read_to_string(scratch.join("index.json")).unwrap();
+    assert!(index.contains("docker.io/library/named:v2"), "{index}");
+
     // Bad values are refused before anything runs.
     for bad in [
         "type=oci,dest=-,compression=lz4",

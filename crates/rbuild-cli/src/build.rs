@@ -52,8 +52,8 @@ fn parse_output(s: &str, export: &mut rbuild::ExportOptions) -> anyhow::Result<O
     }
     let names = || kv.get("name").map(|n| n.split(',').map(str::to_string).collect()).unwrap_or_default();
     Ok(match ty {
-        Some("oci") => Output::OciTar { dest: dest()? },
-        Some("docker") => Output::DockerTar { dest: dest()? },
+        Some("oci") => Output::OciTar { dest: dest()?, names: names() },
+        Some("docker") => Output::DockerTar { dest: dest()?, names: names() },
         Some("local") => Output::Local { dest: dest()? },
         Some("tar") => Output::Tar { dest: dest()? },
         Some("registry") => Output::Registry,
@@ -77,7 +77,7 @@ fn parse_compression(s: &str, kv: &BTreeMap<String, String>, export: &mut rbuild
         Some("zstd") => Compression::Zstd { level: 3 },
         Some("uncompressed") => Compression::None,
         Some(other) => bail!("--output `{s}`: unknown compression `{other}` (expected gzip, zstd, uncompressed)"),
-        None => export.compression.clone(),
+        None => export.compression,
     };
     export.compression = match (algorithm, level) {
         (Compression::Gzip { .. }, Some(l)) if (0..=9).contains(&l) => Compression::Gzip { level: l as u32 },
@@ -213,7 +213,7 @@ fn dockerfile_source(req: &BuildRequest) -> Option<render::DockerfileSource> {
 fn stdout_output(req: &BuildRequest) -> anyhow::Result<bool> {
     use std::io::IsTerminal;
     let to_stdout = req.outputs.iter().filter(|o| match o {
-        Output::OciTar { dest } | Output::DockerTar { dest } | Output::Tar { dest } => dest.as_os_str() == "-",
+        Output::OciTar { dest, .. } | Output::DockerTar { dest, .. } | Output::Tar { dest } => dest.as_os_str() == "-",
         _ => false,
     });
     match to_stdout.count() {
@@ -261,4 +261,56 @@ pub async fn run(opts: BuilderOptions, args: BuildArgs) -> anyhow::Result<ExitCo
         writeln!(out, "{}", result.manifest.digest)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::parse_output;
+    use rbuild::{Compression, ExportOptions, Output};
+    use std::path::PathBuf;
+
+    fn parse(s: &str) -> anyhow::Result<(Output, ExportOptions)> {
+        let mut export = ExportOptions::default();
+        parse_output(s, &mut export).map(|o| (o, export))
+    }
+
+    #[test]
+    fn outputs_as_buildx_spells_them() {
+        let local = Output::Local { dest: PathBuf::from("out") };
+        assert_eq!(parse("type=local,dest=out").unwrap().0, local);
+        assert_eq!(parse("out").unwrap().0, local);
+        assert_eq!(parse("-").unwrap().0, Output::Tar { dest: PathBuf::from("-") });
+        assert_eq!(parse("type=tar,dest=r.tar").unwrap().0, Output::Tar { dest: PathBuf::from("r.tar") });
+        assert_eq!(parse("type=image,name=a,push=true").unwrap().0, Output::Registry);
+        assert_eq!(parse("type=image,name=a").unwrap().0, Output::Image { names: vec!["a".into()] });
+        assert_eq!(
+            parse("type=oci,dest=-,name=app:1").unwrap().0,
+            Output::OciTar { dest: PathBuf::from("-"), names: vec!["app:1".into()] }
+        );
+        assert!(parse("type=local").is_err(), "dest is required");
+        assert!(parse("type=bogus,dest=x").is_err());
+        assert!(parse("dest=x").is_err(), "type is required");
+    }
+
+    #[test]
+    fn image_options() {
+        let (_, e) = parse("type=registry,compression=zstd,compression-level=19,force-compression=true").unwrap();
+        assert_eq!(e.compression, Compression::Zstd { level: 19 });
+        assert!(e.force_compression);
+        let (_, e) = parse("type=oci,dest=x,compression-level=1,oci-mediatypes=false").unwrap();
+        assert_eq!(e.compression, Compression::Gzip { level: 1 });
+        assert!(!e.oci_mediatypes);
+        let (_, e) = parse("type=docker,dest=x,compression=uncompressed").unwrap();
+        assert_eq!(e.compression, Compression::None);
+        for bad in [
+            "type=oci,dest=x,compression=lz4",
+            "type=oci,dest=x,compression-level=10",
+            "type=oci,dest=x,compression=zstd,compression-level=0",
+            "type=oci,dest=x,compression-level=high",
+            "type=oci,dest=x,oci-mediatypes=maybe",
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+    }
 }

@@ -16,9 +16,11 @@ pub enum Output {
     Registry,
     /// An OCI image layout in a tar (`type=oci,dest=`). For the tar
     /// outputs, a `dest` of `-` means standard output.
-    OciTar { dest: PathBuf },
+    /// `names` (`name=`) are recorded for the image; the request's tags
+    /// when empty.
+    OciTar { dest: PathBuf, names: Vec<String> },
     /// A tar that `docker load` accepts (`type=docker,dest=`).
-    DockerTar { dest: PathBuf },
+    DockerTar { dest: PathBuf, names: Vec<String> },
     /// The root filesystem as files (`type=local,dest=`), written into the
     /// directory (existing files are kept or overwritten, as buildx).
     Local { dest: PathBuf },

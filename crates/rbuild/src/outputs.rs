@@ -240,17 +240,17 @@ pub(crate) async fn write(
                 }
                 Ok(())
             }
-            Output::OciTar { dest } => {
+            Output::OciTar { dest, names: given } => {
                 let store = &engine.state.content;
-                let images = [ExportImage { descriptor: image.manifest.clone(), names: full_names.clone() }];
+                let images = [ExportImage { descriptor: image.manifest.clone(), names: tar_names(given, &full_names)? }];
                 note("sending tarball");
                 write_dest(dest, |f| {
                     rbuild_oci::export::write_oci_tar(store, f, &images).map(drop).map_err(|e| e.to_string())
                 })
             }
-            Output::DockerTar { dest } => {
+            Output::DockerTar { dest, names: given } => {
                 let store = &engine.state.content;
-                let images = [ExportImage { descriptor: image.manifest.clone(), names: full_names.clone() }];
+                let images = [ExportImage { descriptor: image.manifest.clone(), names: tar_names(given, &full_names)? }];
                 note("sending tarball");
                 write_dest(dest, |f| {
                     rbuild_oci::export::write_docker_tar(store, f, &images, None).map(drop).map_err(|e| e.to_string())
@@ -271,6 +271,15 @@ pub(crate) async fn write(
         }
     }
     Ok(names)
+}
+
+/// The names to record in an archive: `name=` of the output (normalised
+/// as `docker.io/library/app:latest`), else the request's tags.
+fn tar_names(given: &[String], tags: &[String]) -> Result<Vec<String>, Error> {
+    if given.is_empty() {
+        return Ok(tags.to_vec());
+    }
+    given.iter().map(|n| rbuild_solver::normalise_name(n).map(|r| r.to_string()).map_err(Error::from)).collect()
 }
 
 /// The local store outputs (`type=image`, `--load`): names the image in
