@@ -1,33 +1,16 @@
 //! Scheduling and caching end to end: parallel stages, unneeded stages,
 //! precise invalidation, `.dockerignore`, concurrent builds on one state dir.
 
-use crate::support::{self, events, ok, started};
+use crate::support::{self, busybox_context as context, busybox_ready as ready, events, ok, started};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const BASE: &str = "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
-
-fn context(dir: &Path, dockerfile: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
-    std::fs::write(dir.join("Dockerfile"), format!("{BASE}{dockerfile}")).unwrap();
-}
 
 fn build(state: &Path, ctx: &Path) -> Vec<serde_json::Value> {
-    let out = ok(Command::new(env!("CARGO_BIN_EXE_rbuild"))
-        .arg(format!("--root={}", state.display()))
-        .args(["build", "--progress=rawjson"])
-        .arg(ctx));
+    let out = ok(support::rbuild_at(state).args(["build", "--progress=rawjson"]).arg(ctx));
     events(&out.stderr)
 }
 
-fn ready() -> bool {
-    if !support::is_root() || !Path::new("/bin/busybox").exists() {
-        support::skip("needs root and busybox-static");
-        return false;
-    }
-    true
-}
 
 /// (start, end) in ms of the step whose name contains `needle`.
 fn interval(events: &[serde_json::Value], needle: &str) -> (u64, u64) {

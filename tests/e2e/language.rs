@@ -1,31 +1,17 @@
 //! Dockerfile features end to end, each checked by RUN steps that fail the
 //! build when the result is wrong.
 
-use crate::support::{self, ok};
+use crate::support::{self, busybox_context as context, busybox_ready as ready, ok};
 use std::path::Path;
 use std::process::Command;
 
-const BASE: &str = "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
-
-fn context(dir: &Path, dockerfile: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
-    std::fs::write(dir.join("Dockerfile"), format!("{BASE}{dockerfile}")).unwrap();
-}
 
 fn rbuild(state: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
-    c.arg(format!("--root={}", state.display())).args(["build", "--progress=plain"]);
+    let mut c = support::rbuild_at(state);
+    c.args(["build", "--progress=plain"]);
     c
 }
 
-fn ready() -> bool {
-    if !support::is_root() || !Path::new("/bin/busybox").exists() {
-        support::skip("needs root and busybox-static");
-        return false;
-    }
-    true
-}
 
 #[test]
 fn add_extracts_local_archives_and_copies_plain_files() {

@@ -1,24 +1,19 @@
 //! RUN --mount end to end: cache, secret, tmpfs, bind, and locked sharing
 //! between two builds on one state dir.
 
-use crate::support::{self, events, ok};
+use crate::support::{self, busybox_context, busybox_ready as ready, events, ok};
 use std::path::Path;
 use std::process::Command;
 
-/// A context whose Dockerfile starts from a busybox stage built from
-/// scratch (no registry needed), followed by `rest`.
+/// A context whose Dockerfile builds FROM the busybox `base` stage.
 fn context(dir: &Path, rest: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
-    let df = format!(
-        "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\nFROM base\n{rest}"
-    );
-    std::fs::write(dir.join("Dockerfile"), df).unwrap();
+    busybox_context(dir, &format!("FROM base\n{rest}"));
 }
 
+
 fn rbuild(state: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
-    c.arg(format!("--root={}", state.display())).arg("build").arg("--progress=rawjson");
+    let mut c = support::rbuild_at(state);
+    c.arg("build").arg("--progress=rawjson");
     c
 }
 
@@ -27,13 +22,6 @@ fn logs(stderr: &[u8]) -> String {
     events(stderr).iter().filter(|e| e["event"] == "log").filter_map(|e| e["data"].as_str()).collect()
 }
 
-fn ready() -> bool {
-    if !support::is_root() || !Path::new("/bin/busybox").exists() {
-        support::skip("needs root and busybox-static");
-        return false;
-    }
-    true
-}
 
 #[test]
 fn cache_mount_persists_across_builds_and_stays_out_of_the_image() {

@@ -215,3 +215,35 @@ pub fn tree(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A `base` stage with busybox, built from scratch: the start of most
+/// e2e Dockerfiles (no registry needed).
+pub const BUSYBOX_BASE: &str =
+    "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+
+/// Root and `/bin/busybox`, which the busybox-based tests need; prints why
+/// a test is skipped otherwise.
+pub fn busybox_ready() -> bool {
+    if !is_root() || !Path::new("/bin/busybox").exists() {
+        skip("needs root and busybox-static");
+        return false;
+    }
+    true
+}
+
+/// A context holding `busybox` and a Dockerfile of [`BUSYBOX_BASE`]
+/// followed by `rest`.
+pub fn busybox_context(dir: &Path, rest: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
+    std::fs::write(dir.join("Dockerfile"), format!("{BUSYBOX_BASE}{rest}")).unwrap();
+}
+
+/// `rbuild --root=STATE` (as root), with no user or system config file
+/// changing what the test sees.
+pub fn rbuild_at(state: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    c.arg(format!("--root={}", state.display()));
+    c.env("XDG_CONFIG_HOME", state.join("no-config"));
+    c
+}
