@@ -8,7 +8,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::lease::now;
 
 /// Errors from the metadata database.
 #[derive(Debug, thiserror::Error)]
@@ -93,10 +93,6 @@ CREATE TABLE IF NOT EXISTS local_images (
     tagged INTEGER NOT NULL
 );
 ";
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
 
 /// Serialises opening the database between processes. Two processes that
 /// switch a fresh database to WAL and create its tables at the same moment

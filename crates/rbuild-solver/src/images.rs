@@ -23,7 +23,7 @@ use rbuild_oci::reference::{Reference, ReferenceError};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::lease::now;
 
 /// Errors of the local image store.
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +72,6 @@ impl LocalImage {
     pub fn familiar_name(&self) -> String {
         Reference::parse(&self.name).map(|r| r.familiar()).unwrap_or_else(|_| self.name.clone())
     }
-}
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 const COLUMNS: &str =

@@ -24,6 +24,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::lease::now;
+
 /// Rows kept at most; trimming goes down to 90% of it.
 pub const MAX_ENTRIES: i64 = 200_000;
 /// Buffered new digests written per transaction.
@@ -83,10 +85,6 @@ pub struct DbStatCache {
     memory: Mutex<Memory>,
     pending: Mutex<Pending>,
     max_entries: i64,
-}
-
-fn now() -> i64 {
-    crate::lease::now()
 }
 
 fn path_bytes(p: &Path) -> &[u8] {
