@@ -241,8 +241,9 @@ fn export_steps_and_push_progress_show_in_the_event_stream() {
     assert!(image_ids.contains(&format!("naming to {name}").as_str()), "{image_ids:?}");
     assert!(image_ids.contains(&"exporting layers"), "{image_ids:?}");
 
-    // Again: every blob is already there, and the stream says so.
-    let res = f.build(&["-t", &name, "--push"]);
+    // Again (buildx's spelling): every blob is already there, and the
+    // stream says so.
+    let res = f.build(&["-o", &format!("type=registry,name={name}")]);
     let ids: Vec<String> = events(&res.stderr)
         .iter()
         .filter(|e| e["event"] == "progress")

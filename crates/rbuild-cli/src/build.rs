@@ -167,7 +167,19 @@ fn request(args: &BuildArgs) -> anyhow::Result<(BuildRequest, Option<tempfile::T
     req.pull = args.pull;
     for o in &args.outputs {
         let output = parse_output(o, &mut req.export)?;
-        req.outputs.push(output);
+        // `type=registry,name=REF`: pushed as REF (with the -t names).
+        if output == Output::Registry
+            && let Some(names) = kv_list(o).get("name")
+        {
+            for n in names.split(',').filter(|n| !n.is_empty()) {
+                if !req.tags.iter().any(|t| t == n) {
+                    req.tags.push(n.to_string());
+                }
+            }
+        }
+        if !req.outputs.contains(&output) {
+            req.outputs.push(output);
+        }
     }
     if args.push && !req.outputs.contains(&Output::Registry) {
         req.outputs.push(Output::Registry);
