@@ -185,7 +185,8 @@ pub fn human_age(seconds: i64) -> String {
     if n == 1 { format!("1 {unit} ago") } else { format!("{n} {unit}s ago") }
 }
 
-fn now() -> i64 {
+/// Seconds since the epoch.
+pub(crate) fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 

@@ -6,6 +6,8 @@ use rbuild::{Builder, BuilderOptions, DiskUsage, PruneOptions, PruneReport, form
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
+use crate::images::now;
+
 #[derive(Debug, Args)]
 pub struct DuArgs {
     /// Show every snapshot, blob and cache mount in full.
@@ -35,23 +37,10 @@ pub struct PruneArgs {
     pub format: String,
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// "5 minutes ago" for a time in seconds since the epoch.
+/// "5 minutes ago" for a time in seconds since the epoch (worded as
+/// `rbuild images` words ages).
 fn ago(t: i64, now: i64) -> String {
-    let s = (now - t).max(0);
-    let (n, unit) = match s {
-        0..60 => return "just now".into(),
-        60..3600 => (s / 60, "minute"),
-        3600..86400 => (s / 3600, "hour"),
-        _ => (s / 86400, "day"),
-    };
-    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+    crate::images::human_age(now - t)
 }
 
 fn short(id: &str) -> &str {
@@ -296,7 +285,7 @@ mod tests {
     #[test]
     fn times_read_naturally() {
         let now = now();
-        assert_eq!(ago(now, now), "just now");
+        assert_eq!(ago(now, now), "Less than a minute ago");
         assert_eq!(ago(now - 60, now), "1 minute ago");
         assert_eq!(ago(now - 7200, now), "2 hours ago");
         assert_eq!(ago(now - 3 * 86400, now), "3 days ago");
