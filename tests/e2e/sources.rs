@@ -102,6 +102,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::serving(None)
+    }
+
+    /// Also serves the files under `root` (a dumb-HTTP git remote).
+    fn serving(root: Option<std::path::PathBuf>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -130,9 +135,26 @@ impl Server {
                     ),
                     "/to-file" => "HTTP/1.0 302 Found\r\nLocation: /file.txt\r\nContent-Length: 0\r\n\r\n".to_string(),
                     "/to-local" => "HTTP/1.0 302 Found\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\n\r\n".to_string(),
-                    _ => "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
+                    _ => String::new(),
                 };
-                let _ = stream.write_all(reply.as_bytes());
+                if !reply.is_empty() {
+                    let _ = stream.write_all(reply.as_bytes());
+                    continue;
+                }
+                let file = path.split('?').next().unwrap_or("").trim_start_matches('/').to_string();
+                let data = root
+                    .as_ref()
+                    .filter(|_| !file.split('/').any(|c| c == ".."))
+                    .and_then(|r| std::fs::read(r.join(&file)).ok());
+                match data {
+                    Some(d) => {
+                        let _ = stream.write_all(format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", d.len()).as_bytes());
+                        let _ = stream.write_all(&d);
+                    }
+                    None => {
+                        let _ = stream.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    }
+                }
             }
         });
         Server { port, requests }
@@ -239,4 +261,63 @@ fn add_url_checksum_mismatch_and_redirect_to_file_fail() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("file:") && stderr.contains("refused"), "{stderr}");
+}
+
+fn git_cmd(dir: &Path, args: &[&str]) {
+    ok(Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir));
+}
+
+#[test]
+fn add_git_repository_with_ref_subdir_and_kept_git_dir() {
+    if !ready() {
+        return;
+    }
+    if !support::have("git") {
+        support::skip("git is not installed");
+        return;
+    }
+    let work = support::open_tempdir();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/hello.txt"), "from git").unwrap();
+    std::fs::write(src.join("top.txt"), "top").unwrap();
+    git_cmd(&src, &["init", "-q"]);
+    git_cmd(&src, &["add", "."]);
+    git_cmd(&src, &["commit", "-qm", "one"]);
+    git_cmd(&src, &["tag", "v1"]);
+    std::fs::write(src.join("sub/hello.txt"), "changed later").unwrap();
+    git_cmd(&src, &["commit", "-qam", "two"]);
+    let srv = work.path().join("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    git_cmd(work.path(), &["clone", "-q", "--bare", "src", "srv/repo.git"]);
+    git_cmd(&srv.join("repo.git"), &["update-server-info"]);
+    let server = Server::serving(Some(srv));
+    let repo = server.url("/repo.git");
+    let with_credentials = repo.replace("http://", &format!("http://someone:{PASSWORD}@"));
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "{BASE}FROM base\nADD {repo}#v1:sub /from-tag/\nADD --keep-git-dir=true {with_credentials} /full\n\
+             RUN test \"$(cat /from-tag/hello.txt)\" = \"from git\" && test ! -e /from-tag/.git \
+             && test \"$(cat /full/sub/hello.txt)\" = \"changed later\" && test -f /full/top.txt && test -d /full/.git \
+             && ! grep -r \"{}\"\"{}\" /full/.git\n",
+            &PASSWORD[..3],
+            &PASSWORD[3..]
+        ),
+    )
+    .unwrap();
+    let state = work.path().join("state");
+    let first = ok(rbuild(&state).arg(&ctx));
+    let output = String::from_utf8_lossy(&first.stderr);
+    assert!(!output.contains(PASSWORD), "the password is in rbuild's output: {output}");
+    // The same commits again: cloned, but nothing after the clones runs.
+    let second = ok(rbuild(&state).arg(&ctx));
+    let ran = started(&events(&second.stderr));
+    assert!(ran.iter().all(|n| !n.contains("RUN") && !n.contains("ADD")), "unchanged commits re-ran steps: {ran:?}");
 }

@@ -24,7 +24,7 @@ mod op;
 pub use digest::{Digest, DigestError};
 pub use op::{
     CacheSharing, Chown, ContextSource, CopyAction, Credentials, ExecMount, ExecMountKind, ExecOp, FileAction,
-    FileOp, HttpSource, ImageSource, Network, Op, Security,
+    FileOp, GitSource, HttpSource, ImageSource, Network, Op, Security,
 };
 
 use std::collections::HashMap;

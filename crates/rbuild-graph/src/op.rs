@@ -27,13 +27,16 @@ pub enum Op {
     /// A file downloaded over HTTP(S) (`ADD https://…`), alone in an
     /// otherwise empty filesystem.
     Http(HttpSource),
+    /// A checkout of a git repository (`ADD <repo>.git#ref:subdir`), alone
+    /// in an otherwise empty filesystem.
+    Git(GitSource),
 }
 
 impl Op {
     /// The highest input index the op refers to, for validation.
     pub(crate) fn max_input_index(&self) -> Option<usize> {
         match self {
-            Op::Scratch | Op::Image(_) | Op::Context(_) | Op::Http(_) => None,
+            Op::Scratch | Op::Image(_) | Op::Context(_) | Op::Http(_) | Op::Git(_) => None,
             Op::Merge => Some(1),
             Op::Exec(e) => {
                 let mounts = e.mounts.iter().filter_map(|m| match &m.kind {
@@ -81,6 +84,23 @@ pub struct HttpSource {
     pub filename: String,
     /// Credentials from the URL's `user:password@`. Never serialized: they
     /// are part of no digest, cache key, dump or log.
+    #[serde(skip)]
+    pub credentials: Option<Credentials>,
+}
+
+/// A git checkout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitSource {
+    /// The remote without credentials and without the `#` fragment.
+    pub remote: String,
+    /// Branch, tag or commit; the remote's default branch when `None`.
+    pub reference: Option<String>,
+    /// Only this directory of the checkout.
+    pub subdir: Option<String>,
+    /// Keep `.git` (`--keep-git-dir=true`).
+    pub keep_git_dir: bool,
+    /// Credentials from an `https://user:password@` remote. Never
+    /// serialized, like [`HttpSource::credentials`].
     #[serde(skip)]
     pub credentials: Option<Credentials>,
 }

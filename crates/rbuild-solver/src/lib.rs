@@ -13,6 +13,7 @@ mod exec;
 mod export;
 mod file;
 mod gc;
+mod git;
 mod http;
 mod image;
 mod images;
@@ -93,6 +94,8 @@ pub enum SolveError {
     Registry { message: String },
     #[error("download `{url}`: {message}")]
     Download { url: String, message: String },
+    #[error("git `{remote}`: {message}")]
+    Git { remote: String, message: String },
     #[error("build cancelled")]
     Cancelled,
 }

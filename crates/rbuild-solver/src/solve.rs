@@ -114,6 +114,7 @@ async fn run_vertex(ctx: &Arc<Ctx>, id: VertexId, inputs: Vec<Arc<Solved>>) -> R
             return Ok(Solved { key: digest, output: Output::Directory { path: dir.clone(), ignore } });
         }
         Op::Http(src) => return crate::http::solve_http(ctx, vertex, src).await,
+        Op::Git(src) => return crate::git::solve_git(ctx, vertex, src).await,
         _ => {}
     }
     let name = vertex.meta.name.clone();
@@ -138,7 +139,7 @@ async fn run_vertex(ctx: &Arc<Ctx>, id: VertexId, inputs: Vec<Arc<Solved>>) -> R
         Op::Exec(exec) => crate::exec::solve_exec(ctx, vertex, &key, exec, &inputs).await,
         Op::File(file) => crate::file::solve_file(ctx, vertex, &key, file, &inputs).await,
         Op::Merge => crate::merge::solve_merge(ctx, vertex, &key, &inputs).await,
-        Op::Scratch | Op::Context(_) | Op::Http(_) => unreachable!("handled above"),
+        Op::Scratch | Op::Context(_) | Op::Http(_) | Op::Git(_) => unreachable!("handled above"),
     };
     match result {
         Ok(snapshot) => {

@@ -708,6 +708,7 @@ impl<'a> Converter<'a> {
         let checksum = copy.checksum.as_deref().map(|c| self.expand(state, ins, c)).transpose()?;
         let mut sources = Vec::new();
         let mut downloads = Vec::new();
+        let mut repos = Vec::new();
         let mut shown = Vec::new();
         for s in &copy.sources {
             let s = self.expand(state, ins, s)?;
@@ -717,8 +718,10 @@ impl<'a> Converter<'a> {
                     let src = super::remote::http_source(&url, checksum.clone()).map_err(|m| self.err(ins, m))?;
                     downloads.push(src);
                 }
-                crate::SourceKind::Git { .. } => {
-                    return Err(self.err(ins, format!("ADD of git repositories is not supported yet: `{}`", super::remote::redact_urls(&s))));
+                crate::SourceKind::Git { remote, reference, subdir, .. } => {
+                    let keep = copy.keep_git_dir.unwrap_or(false);
+                    let src = super::remote::git_source(&remote, reference, subdir, keep).map_err(|m| self.err(ins, m))?;
+                    repos.push(src);
                 }
             }
             shown.push(super::remote::redact_urls(&s));
@@ -734,7 +737,7 @@ impl<'a> Converter<'a> {
         let (chown, chmod, flags) = self.copy_flags(state, ins, copy, keyword)?;
         let mut actions = Vec::new();
         let mut inputs = Vec::new();
-        if !sources.is_empty() || downloads.is_empty() {
+        if !sources.is_empty() || (downloads.is_empty() && repos.is_empty()) {
             let source_vertex = match &copy.from {
                 None => self.context_vertex(),
                 Some(from) => {
@@ -770,6 +773,25 @@ impl<'a> Converter<'a> {
                 chown: chown.clone(),
                 chmod: chmod.clone(),
                 exclude: Vec::new(),
+                parents: false,
+                follow_symlinks: false,
+                allow_wildcard: false,
+                allow_empty_wildcard: false,
+                create_dest_path: true,
+                unpack_archives: false,
+            }));
+        }
+        for src in repos {
+            let vertex = self.add(Op::Git(src.clone()), vec![], super::remote::redact_urls(&src.remote));
+            inputs.push(vertex);
+            // The checkout's contents go into the destination directory.
+            actions.push(FileAction::Copy(CopyAction {
+                source: inputs.len(),
+                paths: vec!["/".to_string()],
+                dest: dest.clone(),
+                chown: chown.clone(),
+                chmod: chmod.clone(),
+                exclude: copy.exclude.clone(),
                 parents: false,
                 follow_symlinks: false,
                 allow_wildcard: false,

@@ -2,7 +2,7 @@
 //! credentials removed for everything that is shown or stored (vertex
 //! names, history).
 
-use rbuild_graph::{Credentials, HttpSource};
+use rbuild_graph::{Credentials, GitSource, HttpSource};
 
 /// The name BuildKit gives a download whose URL path has no base name.
 const UNNAMED: &str = "__unnamed__";
@@ -27,6 +27,49 @@ pub(super) fn http_source(raw: &str, checksum: Option<String>) -> Result<HttpSou
         validate_checksum(c)?;
     }
     Ok(HttpSource { url: url.to_string(), checksum, filename, credentials })
+}
+
+/// The checkout of `ADD <repository>`: the remote without credentials (an
+/// `https://user:password@` remote keeps them apart) and the fragment's
+/// reference and subdirectory, checked so none can be taken for an option
+/// or leave the checkout.
+pub(super) fn git_source(
+    remote: &str,
+    reference: Option<String>,
+    subdir: Option<String>,
+    keep_git_dir: bool,
+) -> Result<GitSource, String> {
+    let shown = redact_urls(remote);
+    if remote.starts_with('-') || remote.chars().any(char::is_control) {
+        return Err(format!("invalid git remote `{shown}`"));
+    }
+    let mut clean = remote.to_string();
+    let mut credentials = None;
+    if let Ok(mut url) = url::Url::parse(remote)
+        && matches!(url.scheme(), "http" | "https")
+        && (!url.username().is_empty() || url.password().is_some())
+    {
+        credentials = Some(Credentials { user: percent_decode(url.username()), password: url.password().map(percent_decode) });
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        clean = url.to_string();
+    }
+    if let Some(r) = &reference
+        && (r.starts_with('-') || r.chars().any(|c| c.is_control() || c.is_whitespace()) || r.contains(".."))
+    {
+        return Err(format!("invalid git reference `{r}` in `{shown}`"));
+    }
+    let subdir = match subdir {
+        None => None,
+        Some(d) => {
+            let parts: Vec<&str> = d.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+            if parts.iter().any(|p| *p == "..") || d.contains('\0') {
+                return Err(format!("invalid subdirectory `{d}` in `{shown}`"));
+            }
+            (!parts.is_empty()).then(|| parts.join("/"))
+        }
+    };
+    Ok(GitSource { remote: clean, reference, subdir, keep_git_dir, credentials })
 }
 
 /// `sha256:` and 64 hex digits.
@@ -112,6 +155,17 @@ mod tests {
         assert!(http_source("http://h/f", Some(format!("sha256:{}", "a".repeat(64)))).is_ok());
         let shown = format!("{:?}", http_source("http://user:hunter2@h/f", None).unwrap());
         assert!(!shown.contains("hunter2") && !shown.contains("user"), "{shown}");
+    }
+
+    #[test]
+    fn git_sources_are_checked() {
+        let g = git_source("https://u:pw@h/r.git", Some("v1".into()), Some("/a/./b/".into()), true).unwrap();
+        assert_eq!((g.remote.as_str(), g.subdir.as_deref()), ("https://h/r.git", Some("a/b")));
+        assert_eq!(g.credentials.unwrap().password.as_deref(), Some("pw"));
+        assert_eq!(git_source("git@github.com:o/r.git", None, None, false).unwrap().remote, "git@github.com:o/r.git");
+        assert!(git_source("https://h/r.git", Some("--upload-pack=x".into()), None, false).is_err());
+        assert!(git_source("https://h/r.git", None, Some("a/../../x".into()), false).is_err());
+        assert!(git_source("-oProxyCommand=x", None, None, false).is_err());
     }
 
     #[test]
