@@ -63,7 +63,7 @@ pub(super) fn git_source(
         None => None,
         Some(d) => {
             let parts: Vec<&str> = d.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
-            if parts.iter().any(|p| *p == "..") || d.contains('\0') {
+            if parts.contains(&"..") || d.contains('\0') {
                 return Err(format!("invalid subdirectory `{d}` in `{shown}`"));
             }
             (!parts.is_empty()).then(|| parts.join("/"))
