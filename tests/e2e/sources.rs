@@ -28,11 +28,9 @@ fn layers(oci_tar: &Path, scratch: &Path) -> Vec<String> {
     manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
 }
 
-#[test]
-fn copy_link_layer_survives_a_new_base_unchanged() {
-    if !ready() {
-        return;
-    }
+/// Builds one Dockerfile on two bases as `runner`: the `--link` copy is
+/// cached and its blob reused.
+fn copy_link_on_two_bases(runner: &support::Runner) {
     let work = support::open_tempdir();
     let ctx = work.path().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
@@ -51,16 +49,20 @@ fn copy_link_layer_survives_a_new_base_unchanged() {
     )
     .unwrap();
     let state = work.path().join("state");
+    runner.own(&state);
+    let out_dir = work.path().join("out");
+    runner.own(&out_dir);
     let build = |v: &str, out: &Path| {
-        ok(Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        ok(runner
+            .rbuild()
             .arg(format!("--root={}", state.display()))
             .args(["build", "--progress=rawjson", "--build-arg", &format!("V={v}")])
             .arg(format!("--output=type=oci,dest={}", out.display()))
             .arg(&ctx))
     };
-    let first_tar = work.path().join("one.tar");
+    let first_tar = out_dir.join("one.tar");
     build("1", &first_tar);
-    let second_tar = work.path().join("two.tar");
+    let second_tar = out_dir.join("two.tar");
     let second = build("2", &second_tar);
     let ran = started(&events(&second.stderr));
     assert!(ran.iter().any(|n| n.contains("RUN echo $V")), "the base changed, so its RUN ran: {ran:?}");
@@ -73,6 +75,23 @@ fn copy_link_layer_survives_a_new_base_unchanged() {
     assert_eq!(two.len(), 4, "{two:?}");
     assert_ne!(one[2], two[2], "the base layers differ");
     assert_eq!(one[3], two[3], "the --link layer is the same blob on both bases");
+}
+
+#[test]
+fn copy_link_layer_survives_a_new_base_unchanged() {
+    if ready() {
+        copy_link_on_two_bases(&support::Runner::Root);
+    }
+}
+
+#[test]
+fn copy_link_layer_survives_a_new_base_unchanged_rootless() {
+    if !Path::new("/bin/busybox").exists() {
+        support::skip("needs busybox-static");
+        return;
+    }
+    let Some(user) = support::Runner::unprivileged() else { return };
+    copy_link_on_two_bases(&user);
 }
 
 const BODY: &str = "hello download";
@@ -170,6 +189,11 @@ impl Server {
 }
 
 fn add_context(dir: &Path, add: &str) {
+    add_context_checking(dir, add, "true");
+}
+
+/// [`add_context`] with one more shell check of the result.
+fn add_context_checking(dir: &Path, add: &str, check: &str) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
     std::fs::write(
@@ -177,7 +201,7 @@ fn add_context(dir: &Path, add: &str) {
         format!(
             "{BASE}FROM base\n{add}\n\
              RUN test \"$(cat /dl/file.txt)\" = \"{BODY}\" && test \"$(stat -c %a /dl/file.txt)\" = 600 \
-             && test \"$(stat -c %Y /dl/file.txt)\" = {LAST_MODIFIED_SECS} && test ! -e /evil && test ! -e /dl/evil\n"
+             && test \"$(stat -c %Y /dl/file.txt)\" = {LAST_MODIFIED_SECS} && test ! -e /evil && test ! -e /dl/evil && {check}\n"
         ),
     )
     .unwrap();
@@ -230,7 +254,11 @@ fn add_url_without_checksum_downloads_each_build_and_reuses_unchanged_content() 
     let server = Server::start();
     let work = support::open_tempdir();
     let ctx = work.path().join("ctx");
-    add_context(&ctx, &format!("ADD {} /dl/file.txt", server.url("/to-file")));
+    add_context_checking(
+        &ctx,
+        &format!("ADD --chown=1000:2000 {} /dl/file.txt", server.url("/to-file")),
+        "test \"$(stat -c %u:%g /dl/file.txt)\" = 1000:2000",
+    );
     let state = work.path().join("state");
     ok(rbuild(&state).arg(&ctx));
     assert_eq!(server.downloads(), 1, "the redirect was followed");
