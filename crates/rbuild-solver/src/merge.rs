@@ -72,17 +72,67 @@ fn stage(source: &Path, upper: &Path, full_tree: bool) -> Result<(), SolveError>
         // through the parent's symlinks.
         return rbuild_snapshot::native::copy_tree(source, upper).map_err(|e| SolveError::io(source, e));
     }
-    // Copy backend: the whole tree is writable in place; copy the linked
-    // files onto it, keeping their owners, modes and times.
-    let opts = rbuild_fileop::copy::CopyOptions {
-        follow_symlinks: false,
-        allow_wildcard: false,
-        allow_empty_wildcard: false,
-        ..rbuild_fileop::copy::CopyOptions::dockerfile()
+    // Copy backend: the whole tree is writable in place; lay the linked
+    // diff over it as an overlay would show it.
+    overlay_onto(source, upper).map_err(|e| SolveError::io(source, e))
+}
+
+/// Lays the tree `src` over the tree `dst` as overlayfs shows an upper dir
+/// over a lower one: directories merge, anything else replaces what is
+/// there (a directory replaces a symlink instead of being written through
+/// it). Every directory descended into in `dst` was checked to be a real
+/// directory, so no write leaves `dst`.
+fn overlay_onto(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let (s, d) = (entry.path(), dst.join(entry.file_name()));
+        let sm = std::fs::symlink_metadata(&s)?;
+        let existing = std::fs::symlink_metadata(&d).ok();
+        let is_whiteout = sm.file_type().is_char_device() && sm.rdev() == 0;
+        if sm.is_dir() && existing.as_ref().is_some_and(|m| m.is_dir()) {
+            overlay_onto(&s, &d)?;
+            copy_meta(&sm, &d)?;
+            continue;
+        }
+        match existing {
+            Some(m) if m.is_dir() => rbuild_snapshot::remove_tree(&d)?,
+            Some(_) => std::fs::remove_file(&d)?,
+            None => {}
+        }
+        if is_whiteout {
+            continue;
+        }
+        let ft = sm.file_type();
+        if ft.is_dir() {
+            std::fs::create_dir(&d)?;
+            rbuild_snapshot::native::copy_tree(&s, &d)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&s)?, &d)?;
+            copy_meta(&sm, &d)?;
+        } else if ft.is_file() {
+            std::fs::copy(&s, &d)?;
+            copy_meta(&sm, &d)?;
+        } else {
+            return Err(std::io::Error::other(format!("{}: special file in a --link layer", s.display())));
+        }
+    }
+    Ok(())
+}
+
+/// Owner, mode (not for symlinks) and modification time of `m` onto `path`.
+fn copy_meta(m: &std::fs::Metadata, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::os::unix::fs::lchown(path, Some(m.uid()), Some(m.gid()))?;
+    if !m.file_type().is_symlink() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+    }
+    let ts = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec { tv_sec: m.atime(), tv_nsec: m.atime_nsec() as _ },
+        last_modification: rustix::fs::Timespec { tv_sec: m.mtime(), tv_nsec: m.mtime_nsec() as _ },
     };
-    rbuild_fileop::copy::copy(source, &[".".to_string()], upper, "/", &opts)
-        .map(|_| ())
-        .map_err(|e| SolveError::File { message: format!("merge: {}", crate::chain(&e)) })
+    rustix::fs::utimensat(rustix::fs::CWD, path, &ts, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(std::io::Error::from)
 }
 
 impl Engine {
