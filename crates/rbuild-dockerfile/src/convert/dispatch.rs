@@ -689,6 +689,11 @@ impl<'a> Converter<'a> {
         if let Some(c) = &chmod {
             flags.push_str(&format!(" --chmod={c}"));
         }
+        // With --link the copy is made on an empty filesystem: no names.
+        let chown = match chown {
+            Some(c) if copy.link => Some(super::remote::link_chown(&c).map_err(|m| self.err(ins, m))?),
+            other => other,
+        };
         Ok((chown.map(Chown), chmod, flags))
     }
 

@@ -72,6 +72,23 @@ pub(super) fn git_source(
     Ok(GitSource { remote: clean, reference, subdir, keep_git_dir, credentials })
 }
 
+/// The `--chown` of a `--link` copy, which is made on an empty filesystem
+/// where no user or group name can be looked up: numeric ids, and `root`
+/// as 0 (BuildKit accepts the same and rejects other names).
+pub(super) fn link_chown(spec: &str) -> Result<String, String> {
+    let ids: Result<Vec<String>, String> = spec
+        .split(':')
+        .map(|part| match part {
+            "root" => Ok("0".to_string()),
+            p if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => Ok(p.to_string()),
+            p => Err(format!(
+                "--chown=`{spec}` with --link: `{p}` is a name, but a --link copy cannot look up names (use numeric ids)"
+            )),
+        })
+        .collect();
+    Ok(ids?.join(":"))
+}
+
 /// `sha256:` and 64 hex digits.
 fn validate_checksum(c: &str) -> Result<(), String> {
     let hex = c
@@ -155,6 +172,15 @@ mod tests {
         assert!(http_source("http://h/f", Some(format!("sha256:{}", "a".repeat(64)))).is_ok());
         let shown = format!("{:?}", http_source("http://user:hunter2@h/f", None).unwrap());
         assert!(!shown.contains("hunter2") && !shown.contains("user"), "{shown}");
+    }
+
+    #[test]
+    fn link_chown_takes_ids_and_root_only() {
+        assert_eq!(link_chown("1000:2000").unwrap(), "1000:2000");
+        assert_eq!(link_chown("root").unwrap(), "0");
+        assert_eq!(link_chown("root:5").unwrap(), "0:5");
+        assert!(link_chown("app").unwrap_err().contains("`app`"));
+        assert!(link_chown("1000:staff").is_err());
     }
 
     #[test]
