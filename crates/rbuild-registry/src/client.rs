@@ -97,7 +97,10 @@ pub struct RegistryClient {
 
 pub(crate) struct Inner {
     pub(crate) opts: ClientOptions,
-    default_http: reqwest::Client,
+    /// Built on first use: constructing a TLS client loads and parses the
+    /// system's root certificates (tens of ms), which builds that never
+    /// talk to a registry (a cached rebuild, `FROM scratch`) should not pay.
+    default_http: std::sync::OnceLock<reqwest::Client>,
     /// Clients for hosts with their own TLS settings (CA files, insecure).
     host_http: HashMap<String, reqwest::Client>,
     auth: AuthCache,
@@ -126,12 +129,6 @@ impl RegistryClient {
     /// Build a client. Fails when a configured CA file cannot be read or
     /// parsed, naming the file.
     pub fn new(opts: ClientOptions) -> Result<Self, RegistryError> {
-        let default_http = http_builder(&opts.user_agent).build().map_err(|source| {
-            RegistryError::ClientBuild {
-                host: "*".into(),
-                source,
-            }
-        })?;
         let mut host_http = HashMap::new();
         for (host, conf) in &opts.config.hosts {
             if !conf.insecure && conf.ca.is_empty() {
@@ -171,7 +168,7 @@ impl RegistryClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 opts,
-                default_http,
+                default_http: std::sync::OnceLock::new(),
                 host_http,
                 auth: AuthCache::default(),
                 creds: Mutex::new(HashMap::new()),
@@ -186,7 +183,7 @@ impl RegistryClient {
         &self.inner.opts
     }
 
-    fn http_for(&self, ep: &Endpoint) -> &reqwest::Client {
+    fn http_for(&self, ep: &Endpoint) -> Result<&reqwest::Client, RegistryError> {
         let by_host = self.inner.host_http.get(&ep.host).or_else(|| {
             // `docker.io` settings apply to the host that serves it.
             self.inner
@@ -194,7 +191,21 @@ impl RegistryClient {
                 .get(&ep.registry)
                 .filter(|_| !ep.is_mirror)
         });
-        by_host.unwrap_or(&self.inner.default_http)
+        if let Some(client) = by_host {
+            return Ok(client);
+        }
+        if let Some(client) = self.inner.default_http.get() {
+            return Ok(client);
+        }
+        let client = http_builder(&self.inner.opts.user_agent)
+            .build()
+            .map_err(|source| RegistryError::ClientBuild {
+                host: "*".into(),
+                source,
+            })?;
+        // A concurrent first request may have won the race; either client
+        // is equivalent, and the one stored is the one every caller gets.
+        Ok(self.inner.default_http.get_or_init(|| client))
     }
 
     /// Credentials for an endpoint, asked of the provider once per client.
@@ -274,7 +285,7 @@ impl RegistryClient {
             }
         }
         let service = ch.param("service").unwrap_or_default();
-        let http = self.http_for(ep);
+        let http = self.http_for(ep)?;
         let build = || -> Result<Request, RegistryError> {
             let mut url = realm.clone();
             let req = if let Some(refresh) = creds.as_ref().and_then(|c| c.identity_token()) {
@@ -410,7 +421,7 @@ impl RegistryClient {
         build: &(dyn Fn() -> Result<Request, RegistryError> + Send + Sync),
         policy: RetryPolicy,
     ) -> Result<Response, RegistryError> {
-        let http = self.http_for(ep);
+        let http = self.http_for(ep)?;
         let mut auth_rounds = 0;
         loop {
             let auth = self.authorization(ep, scopes).await?;
