@@ -3,7 +3,10 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use rbuild::{BuilderOptions, LocalImage, OutputStream, ProgressSink, RunNetwork, RunRequest, SaveFormat};
+use rbuild::{
+    BuilderOptions, LocalImage, OutputStream, ProgressSink, RunNetwork, RunRequest, SaveFormat,
+    parse_rfc3339,
+};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -134,40 +137,6 @@ pub fn human_size(bytes: u64) -> String {
     }
     let n = format!("{value:.1}");
     format!("{}{}", n.strip_suffix(".0").unwrap_or(&n), UNITS[unit])
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Seconds since the epoch of an RFC 3339 time (`2026-01-02T03:04:05Z`,
-/// fractions and offsets allowed); `None` when it does not parse.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let num = |a: usize, b: usize| s.get(a..b)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (num(0, 4)?, num(5, 7)?, num(8, 10)?, num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    let rest = s.get(19..)?;
-    let rest = rest.strip_prefix('.').map(|r| r.trim_start_matches(|c: char| c.is_ascii_digit())).unwrap_or(rest);
-    let offset = match rest {
-        "Z" | "z" | "" => 0,
-        tz => {
-            let sign = match tz.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let oh: i64 = tz.get(1..3)?.parse().ok()?;
-            let om: i64 = tz.get(4..6)?.parse().ok()?;
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
 }
 
 /// `5 minutes ago`, as docker prints ages.
@@ -472,16 +441,6 @@ mod tests {
         assert_eq!(human_size(1500), "1.5kB");
         assert_eq!(human_size(12_345_678), "12.3MB");
         assert_eq!(human_size(2_000_000_000), "2GB");
-    }
-
-    #[test]
-    fn rfc3339_times_parse() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2001-09-09T01:46:40Z"), Some(1_000_000_000));
-        assert_eq!(parse_rfc3339("2001-09-09T01:46:40.123456789Z"), Some(1_000_000_000));
-        assert_eq!(parse_rfc3339("2001-09-09T03:46:40+02:00"), Some(1_000_000_000));
-        assert_eq!(parse_rfc3339("yesterday"), None);
-        assert_eq!(parse_rfc3339("2001-09-09T01:46:40Q"), None);
     }
 
     #[test]

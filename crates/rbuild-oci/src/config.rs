@@ -233,6 +233,49 @@ pub fn rfc3339_utc(unix_secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, (secs % 3600) / 60, secs % 60)
 }
 
+/// Seconds since the epoch of an RFC 3339 time (`2026-01-02T03:04:05Z`,
+/// fractions and offsets allowed), the inverse of [`rfc3339_utc`] for the
+/// `created` times images carry; `None` when it does not parse.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let num = |a: usize, b: usize| s.get(a..b)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, se) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    let rest = s.get(19..)?;
+    let rest = rest
+        .strip_prefix('.')
+        .map(|r| r.trim_start_matches(|c: char| c.is_ascii_digit()))
+        .unwrap_or(rest);
+    let offset = match rest {
+        "Z" | "z" | "" => 0,
+        tz => {
+            let sign = match tz.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let oh: i64 = tz.get(1..3)?.parse().ok()?;
+            let om: i64 = tz.get(4..6)?.parse().ok()?;
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    let days = days_from_civil(y, u32::try_from(mo).ok()?, u32::try_from(d).ok()?);
+    Some(days * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of
+/// `civil_from_days`). Saturates instead of overflowing on absurd years, so
+/// parsers of hostile input can bound the result afterwards.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let (m, d) = (i64::from(m), i64::from(d));
+    let y = if m <= 2 { y.saturating_sub(1) } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era.saturating_mul(146_097).saturating_add(doe - 719_468)
+}
+
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -311,5 +354,19 @@ mod tests {
         assert_eq!(rfc3339_utc(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339_utc(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn rfc3339_parsing_inverts_formatting() {
+        for t in [0, 1_000_000_000, 1_700_000_000, 951_782_400, -1, -86_400 * 400] {
+            assert_eq!(parse_rfc3339(&rfc3339_utc(t)), Some(t), "{t}");
+        }
+        assert_eq!(parse_rfc3339("2001-09-09T01:46:40.123456789Z"), Some(1_000_000_000));
+        assert_eq!(parse_rfc3339("2001-09-09T03:46:40+02:00"), Some(1_000_000_000));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(parse_rfc3339("2001-09-09T01:46:40Q"), None);
+        // Absurd years saturate instead of overflowing.
+        assert!(days_from_civil(i64::MAX, 12, 31) > 0);
+        assert!(days_from_civil(i64::MIN, 1, 0) < 0);
     }
 }

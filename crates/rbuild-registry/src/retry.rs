@@ -8,6 +8,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rbuild_oci::config::days_from_civil;
+
 /// Retry limits for one client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -107,21 +109,10 @@ fn parse_imf_fixdate(v: &str) -> Option<u64> {
     if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *s > 60 {
         return None;
     }
-    let days = days_from_civil(year, month, day)?;
+    // Month 1..=12 and day 1..=31 were checked above.
+    let days = days_from_civil(year, month as u32, day as u32);
+    let days = u64::try_from(days).ok()?;
     Some(days * 86_400 + h * 3600 + m * 60 + s)
-}
-
-/// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's
-/// well-known algorithm, rewritten here).
-fn days_from_civil(y: i64, m: u64, d: u64) -> Option<u64> {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400) as u64;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe as i64 - 719_468;
-    u64::try_from(days).ok()
 }
 
 #[cfg(test)]

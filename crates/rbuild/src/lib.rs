@@ -33,6 +33,7 @@ pub use rbuild_solver::{
 pub use images::{LoadReport, RunNetwork, RunRequest, SaveFormat};
 pub use rbuild_sandbox::OutputStream;
 pub use rbuild_solver::{ImageStoreError, LocalImage};
+pub use rbuild_oci::config::parse_rfc3339;
 pub use rbuild_oci::layer::Compression;
 pub use rbuild_oci::platform::Platform;
 pub use rbuild_oci::reference::Reference;
