@@ -78,8 +78,13 @@ impl Engine {
     fn layer_for(&self, snapshot: &str, opts: &ExportOptions) -> Result<LayerRecord, SolveError> {
         // A `COPY --link` layer stacked onto this chain is the blob of the
         // snapshot it was made as, whatever it was stacked onto.
+        // Recorded for the merged snapshot too, so that garbage collection
+        // sees the blob in use while either snapshot lives.
         if let Some(source) = self.merge_layer_source(snapshot)? {
-            return self.layer_for(&source, opts);
+            let rec = self.layer_for(&source, opts)?;
+            let compression = media_types::layer_compression(&rec.media_type).map(compression_name).unwrap_or("gzip");
+            self.state.db.put_layer(snapshot, compression, &rec)?;
+            return Ok(rec);
         }
         let wanted = compression_name(compression_of(&opts.compression));
         let db = &self.state.db;
