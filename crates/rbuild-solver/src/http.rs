@@ -75,6 +75,8 @@ async fn fetch(tmp: &Path, src: &HttpSource) -> Result<Fetched, SolveError> {
     let client = reqwest::Client::builder()
         .redirect(policy)
         .connect_timeout(Duration::from_secs(30))
+        // A server that stops sending fails the step instead of hanging it.
+        .read_timeout(Duration::from_secs(120))
         .build()
         .map_err(|e| download_err(src, crate::chain(&e)))?;
     let mut request = client.get(&src.url);
