@@ -186,13 +186,7 @@ fn parse_http_date(s: &str) -> Option<SystemTime> {
     if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *sec > 60 || year < 1970 {
         return None;
     }
-    // Days from the civil date (proleptic Gregorian), 1970-01-01 = 0.
-    let (y, mo) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * mo as i64 + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = rbuild_oci::config::days_from_civil(year, month, day);
     let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + sec;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
