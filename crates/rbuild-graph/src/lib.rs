@@ -95,10 +95,10 @@ impl Graph {
                 return Err(GraphError::UnknownInput { input: *input, len: self.vertices.len() });
             }
         }
-        if let Some(index) = op.max_input_index() {
-            if index >= inputs.len() {
-                return Err(GraphError::InputIndex { index, len: inputs.len() });
-            }
+        if let Some(index) = op.max_input_index()
+            && index >= inputs.len()
+        {
+            return Err(GraphError::InputIndex { index, len: inputs.len() });
         }
         let input_digests: Vec<&Digest> =
             inputs.iter().map(|i| &self.vertices[i.0].digest).collect();

@@ -13,6 +13,15 @@ use rbuild_oci::config::{History, ImageConfig};
 use rbuild_oci::platform::Platform;
 use std::collections::BTreeMap;
 
+mod copy;
+mod gofmt;
+mod run;
+
+#[cfg(test)]
+pub(super) use gofmt::{go_duration, go_quote_rune};
+use gofmt::*;
+
+
 /// PATH for images that set none (as BuildKit's default for Linux).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -460,74 +469,8 @@ impl<'a> Converter<'a> {
         Ok(())
     }
 
-    fn run(&mut self, state: &mut StageState, ins: &Instruction, run: &Run, name: String) -> Result<(), ConvertError> {
-        let mut inputs = vec![state.vertex];
-        let mut mounts = self.run_mounts(state, ins, run, &mut inputs)?;
-        let args = match run.script() {
-            RunScript::Exec(args) => args,
-            RunScript::Shell(script) => {
-                let mut a = state.shell();
-                a.push(script);
-                a
-            }
-            RunScript::File { name: script, content } => {
-                // As BuildKit: the script is a read-only file at
-                // /dev/pipes/<name>, started through the shell like any
-                // shell-form RUN (`/bin/sh -c /dev/pipes/EOF`: its #! line
-                // picks the interpreter), which is also what history shows.
-                let file = FileAction::Mkfile { path: format!("/{script}"), mode: 0o755, data: content.into_bytes(), chown: None };
-                let scratch = self.add(Op::Scratch, vec![], "[internal] scratch".into());
-                let v = self.add(Op::File(FileOp { actions: vec![file] }), vec![scratch], format!("{name} (script)"));
-                inputs.push(v);
-                let target = format!("/dev/pipes/{script}");
-                let kind = ExecMountKind::Bind { input: inputs.len() - 1, source: format!("/{script}"), readonly: true };
-                mounts.push(ExecMount { target: target.clone(), kind });
-                let mut a = state.shell();
-                a.push(target);
-                a
-            }
-        };
-        let mut env: Vec<String> = state.config.config.env.clone().unwrap_or_default();
-        for (k, v) in &state.args {
-            let entry = format!("{k}={v}");
-            match env.iter_mut().find(|e| e.split_once('=').is_some_and(|(ek, _)| ek == k)) {
-                Some(e) => *e = entry,
-                None => env.push(entry),
-            }
-        }
-        let arg_parts = run_history_args(state);
-        if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.push(format!("PATH={DEFAULT_PATH}"));
-        }
-        let network = match run.network {
-            None | Some(crate::NetworkMode::Default) => Network::Sandbox,
-            Some(crate::NetworkMode::None) => Network::None,
-            Some(crate::NetworkMode::Host) => Network::Host,
-        };
-        let security = match run.security {
-            Some(crate::SecurityMode::Insecure) => Security::Insecure,
-            _ => Security::Sandbox,
-        };
-        let proxy_env = proxy_env(&self.opts.build_args, &env);
-        let op = Op::Exec(ExecOp {
-            args: args.clone(),
-            env,
-            cwd: state.workdir(),
-            user: state.config.config.user.clone().unwrap_or_default(),
-            network,
-            security,
-            mounts,
-            platform: state.platform.clone(),
-            proxy_env,
-        });
-        state.vertex = self.add(op, inputs, name);
-        let prefix = if arg_parts.is_empty() { String::new() } else { format!("|{} {} ", arg_parts.len(), arg_parts.join(" ")) };
-        self.history(state, format!("RUN {prefix}{}", args.join(" ")), true);
-        Ok(())
-    }
-
     /// The vertex a `--from` names: a stage (by name or index) or an image.
-    fn from_vertex(&mut self, state: &StageState, from: &str) -> Result<VertexId, ConvertError> {
+    fn vertex_named_by_from(&mut self, state: &StageState, from: &str) -> Result<VertexId, ConvertError> {
         match lookup_name(self.df, self.opts, from) {
             Base::Stage(j) => {
                 self.stage(j)?;
@@ -539,333 +482,6 @@ impl<'a> Converter<'a> {
         }
     }
 
-    /// RUN --mount flags as graph mounts; inputs they read are appended to
-    /// `inputs` (index 0 is the RUN's rootfs).
-    fn run_mounts(
-        &mut self,
-        state: &StageState,
-        ins: &Instruction,
-        run: &Run,
-        inputs: &mut Vec<VertexId>,
-    ) -> Result<Vec<ExecMount>, ConvertError> {
-        let lookup = state.lookup();
-        let specs = run.resolve_mounts(&lookup, self.df.escape).map_err(|e| self.err(ins, e.to_string()))?;
-        drop(lookup);
-        let mut out = Vec::new();
-        for m in specs {
-            let target = m.target.clone().map(|t| resolve_dest(&state.workdir(), &t).trim_end_matches('/').to_string());
-            let need_target = |kind: &str| {
-                target.clone().ok_or_else(|| self.err(ins, format!("--mount type={kind} needs a target")))
-            };
-            let mut input_for = |c: &mut Self, from: &Option<String>, default_context: bool| -> Result<Option<usize>, ConvertError> {
-                let v = match from {
-                    Some(f) => c.from_vertex(state, f)?,
-                    None if default_context => c.context_vertex(),
-                    None => return Ok(None),
-                };
-                inputs.push(v);
-                Ok(Some(inputs.len() - 1))
-            };
-            let (target, kind) = match m.kind {
-                MountType::Bind => {
-                    let t = need_target("bind")?;
-                    let input = input_for(self, &m.from, true)?.unwrap_or(0);
-                    let source = m.source.clone().unwrap_or_else(|| "/".into());
-                    (t, ExecMountKind::Bind { input, source, readonly: m.readonly })
-                }
-                MountType::Cache => {
-                    let t = need_target("cache")?;
-                    let input = input_for(self, &m.from, false)?;
-                    let id = m.id.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| t.clone());
-                    let sharing = match m.sharing {
-                        crate::CacheSharing::Shared => CacheSharing::Shared,
-                        crate::CacheSharing::Private => CacheSharing::Private,
-                        crate::CacheSharing::Locked => CacheSharing::Locked,
-                    };
-                    let kind = ExecMountKind::Cache {
-                        id,
-                        sharing,
-                        input,
-                        source: m.source.clone().unwrap_or_else(|| "/".into()),
-                        readonly: m.readonly,
-                        mode: m.mode.unwrap_or(0o755),
-                        uid: m.uid.unwrap_or(0),
-                        gid: m.gid.unwrap_or(0),
-                    };
-                    (t, kind)
-                }
-                MountType::Tmpfs => (need_target("tmpfs")?, ExecMountKind::Tmpfs { size: m.size }),
-                MountType::Secret => {
-                    let id = m.id.clone().or_else(|| m.source.clone()).or_else(|| {
-                        m.target.as_deref().map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
-                    });
-                    let id = id.or_else(|| m.env.clone()).unwrap_or_default();
-                    let t = target.clone().unwrap_or_else(|| format!("/run/secrets/{id}"));
-                    let kind = ExecMountKind::Secret {
-                        id,
-                        env: m.env.clone(),
-                        required: m.required,
-                        mode: m.mode.unwrap_or(0o400),
-                        uid: m.uid.unwrap_or(0),
-                        gid: m.gid.unwrap_or(0),
-                    };
-                    (t, kind)
-                }
-                MountType::Ssh => {
-                    let t = need_target("ssh")?;
-                    let kind = ExecMountKind::Ssh {
-                        id: m.id.clone().unwrap_or_else(|| "default".into()),
-                        required: m.required,
-                        mode: m.mode.unwrap_or(0o600),
-                        uid: m.uid.unwrap_or(0),
-                        gid: m.gid.unwrap_or(0),
-                    };
-                    (t, kind)
-                }
-            };
-            out.push(ExecMount { target, kind });
-        }
-        Ok(out)
-    }
-
-    /// `COPY <<EOF /dest`: each heredoc is a file made on an empty
-    /// filesystem, then copied like any other source.
-    fn copy_heredocs(
-        &mut self,
-        state: &mut StageState,
-        ins: &Instruction,
-        copy: &Copy,
-        name: String,
-        keyword: &str,
-    ) -> Result<(), ConvertError> {
-        let mut files = Vec::new();
-        for doc in &copy.heredocs {
-            let data = if doc.expand { self.expand_heredoc(state, ins, &doc.content)? } else { doc.content.clone() };
-            files.push(FileAction::Mkfile { path: format!("/{}", doc.name), mode: 0o644, data: data.into_bytes(), chown: None });
-        }
-        let scratch = self.add(Op::Scratch, vec![], "[internal] scratch".into());
-        let docs = self.add(Op::File(FileOp { actions: files }), vec![scratch], format!("{name} (heredoc files)"));
-        let raw_dest = self.expand(state, ins, &copy.dest)?;
-        let (chown, chmod, flags) = self.copy_flags(state, ins, copy, keyword)?;
-        let action = CopyAction {
-            source: 1,
-            paths: copy.heredocs.iter().map(|d| d.name.clone()).collect(),
-            dest: resolve_dest(&state.workdir(), &raw_dest),
-            chown,
-            chmod,
-            exclude: Vec::new(),
-            parents: false,
-            follow_symlinks: false,
-            allow_wildcard: false,
-            allow_empty_wildcard: false,
-            create_dest_path: true,
-            unpack_archives: false,
-        };
-        self.place_copy(state, action, docs, copy.link, name);
-        let names: Vec<String> = copy.heredocs.iter().map(|d| format!("<<{}", d.name)).collect();
-        self.history(state, format!("{flags} {} {raw_dest}", names.join(" ")), true);
-        Ok(())
-    }
-
-    /// `--chown` and `--chmod` after expansion, and the start of the history
-    /// entry: the keyword and the flags BuildKit records (`--parents`,
-    /// `--chown=…`, `--chmod=…`, in that order).
-    fn copy_flags(
-        &self,
-        state: &StageState,
-        ins: &Instruction,
-        copy: &Copy,
-        keyword: &str,
-    ) -> Result<(Option<Chown>, Option<String>, String), ConvertError> {
-        let chown = copy.chown.as_deref().map(|c| self.expand(state, ins, c)).transpose()?;
-        let chmod = copy.chmod.as_deref().map(|c| self.expand(state, ins, c)).transpose()?;
-        let mut flags = keyword.to_string();
-        if copy.parents && keyword == "COPY" {
-            flags.push_str(" --parents");
-        }
-        if let Some(c) = &chown {
-            flags.push_str(&format!(" --chown={c}"));
-        }
-        if let Some(c) = &chmod {
-            flags.push_str(&format!(" --chmod={c}"));
-        }
-        // With --link the copy is made on an empty filesystem: no names.
-        let chown = match chown {
-            Some(c) if copy.link => Some(super::remote::link_chown(&c).map_err(|m| self.err(ins, m))?),
-            other => other,
-        };
-        Ok((chown.map(Chown), chmod, flags))
-    }
-
-    /// A heredoc body with variables expanded but quotes kept (BuildKit
-    /// expands heredoc files without quote processing).
-    fn expand_heredoc(&self, state: &StageState, ins: &Instruction, body: &str) -> Result<String, ConvertError> {
-        let lookup = state.lookup();
-        let lexer = crate::shell::ShellLexer { skip_process_quotes: true, ..crate::shell::ShellLexer::new(self.df.escape) };
-        lexer.process(body, &lookup).map(|e| e.value)
-            .map_err(|e| self.err(ins, e.to_string()))
-    }
-
-    fn copy(&mut self, state: &mut StageState, ins: &Instruction, copy: &Copy, name: String, is_add: bool) -> Result<(), ConvertError> {
-        let keyword = if is_add { "ADD" } else { "COPY" };
-        // Credentials in URLs appear in no vertex name and no history.
-        let name = super::remote::redact_urls(&name);
-        let checksum = copy.checksum.as_deref().map(|c| self.expand(state, ins, c)).transpose()?;
-        let mut sources = Vec::new();
-        let mut downloads = Vec::new();
-        let mut repos = Vec::new();
-        let mut shown = Vec::new();
-        for s in &copy.sources {
-            let s = self.expand(state, ins, s)?;
-            match crate::classify_source(&s, is_add).map_err(|e| self.err(ins, super::remote::redact_urls(&e.to_string())))? {
-                crate::SourceKind::Local => sources.push(s.clone()),
-                crate::SourceKind::Http { url } => {
-                    let src = super::remote::http_source(&url, checksum.clone()).map_err(|m| self.err(ins, m))?;
-                    downloads.push(src);
-                }
-                crate::SourceKind::Git { remote, reference, subdir, .. } => {
-                    let keep = copy.keep_git_dir.unwrap_or(false);
-                    let src = super::remote::git_source(&remote, reference, subdir, keep).map_err(|m| self.err(ins, m))?;
-                    repos.push(src);
-                }
-            }
-            shown.push(super::remote::redact_urls(&s));
-        }
-        if checksum.is_some() && (!sources.is_empty() || downloads.len() != 1) {
-            return Err(self.err(ins, "--checksum needs exactly one source, an http(s) URL"));
-        }
-        if !copy.heredocs.is_empty() {
-            return self.copy_heredocs(state, ins, copy, name, keyword);
-        }
-        let raw_dest = self.expand(state, ins, &copy.dest)?;
-        let dest = resolve_dest(&state.workdir(), &raw_dest);
-        let (chown, chmod, flags) = self.copy_flags(state, ins, copy, keyword)?;
-        let mut actions = Vec::new();
-        let mut inputs = Vec::new();
-        if !sources.is_empty() || (downloads.is_empty() && repos.is_empty()) {
-            let source_vertex = match &copy.from {
-                None => self.context_vertex(),
-                Some(from) => {
-                    let from = self.expand(state, ins, from)?;
-                    self.from_vertex(state, &from)?
-                }
-            };
-            inputs.push(source_vertex);
-            actions.push(FileAction::Copy(CopyAction {
-                source: inputs.len(),
-                paths: sources.clone(),
-                dest: dest.clone(),
-                chown: chown.clone(),
-                chmod: chmod.clone(),
-                exclude: copy.exclude.clone(),
-                parents: copy.parents,
-                follow_symlinks: true,
-                allow_wildcard: true,
-                allow_empty_wildcard: true,
-                create_dest_path: true,
-                unpack_archives: is_add && copy.unpack != Some(false),
-            }));
-        }
-        for src in downloads {
-            let filename = src.filename.clone();
-            let vertex = self.add(Op::Http(src.clone()), vec![], src.url.clone());
-            inputs.push(vertex);
-            // Downloads are never unpacked (BuildKit's rule for remote URLs).
-            actions.push(FileAction::Copy(CopyAction {
-                source: inputs.len(),
-                paths: vec![filename],
-                dest: dest.clone(),
-                chown: chown.clone(),
-                chmod: chmod.clone(),
-                exclude: Vec::new(),
-                parents: false,
-                follow_symlinks: false,
-                allow_wildcard: false,
-                allow_empty_wildcard: false,
-                create_dest_path: true,
-                unpack_archives: false,
-            }));
-        }
-        for src in repos {
-            let vertex = self.add(Op::Git(src.clone()), vec![], super::remote::redact_urls(&src.remote));
-            inputs.push(vertex);
-            // The checkout's contents go into the destination directory.
-            actions.push(FileAction::Copy(CopyAction {
-                source: inputs.len(),
-                paths: vec!["/".to_string()],
-                dest: dest.clone(),
-                chown: chown.clone(),
-                chmod: chmod.clone(),
-                exclude: copy.exclude.clone(),
-                parents: false,
-                follow_symlinks: false,
-                allow_wildcard: false,
-                allow_empty_wildcard: false,
-                create_dest_path: true,
-                unpack_archives: false,
-            }));
-        }
-        self.place_copies(state, actions, inputs, copy.link, name);
-        self.history(state, format!("{flags} {} {raw_dest}", shown.join(" ")), true);
-        Ok(())
-    }
-
-    /// Adds a copy from input 1 (`source`): onto the stage's filesystem, or
-    /// with `--link` onto an empty one, stacked onto the stage by a merge, so
-    /// the copied layer (its cache key and its blob) does not depend on the
-    /// layers below and the destination is not resolved through them.
-    fn place_copy(&mut self, state: &mut StageState, action: CopyAction, source: VertexId, link: bool, name: String) {
-        self.place_copies(state, vec![FileAction::Copy(action)], vec![source], link, name);
-    }
-
-    /// [`Self::place_copy`] for several copies; input `i + 1` is `sources[i]`.
-    fn place_copies(&mut self, state: &mut StageState, actions: Vec<FileAction>, sources: Vec<VertexId>, link: bool, name: String) {
-        let op = Op::File(FileOp { actions });
-        if link {
-            let scratch = self.add(Op::Scratch, vec![], "[internal] scratch".into());
-            let layer = self.add(op, [vec![scratch], sources].concat(), name.clone());
-            state.vertex = self.add(Op::Merge, vec![state.vertex, layer], format!("[internal] link {name}"));
-        } else {
-            state.vertex = self.add(op, [vec![state.vertex], sources].concat(), name);
-        }
-    }
-}
-
-/// The image-config form of a HEALTHCHECK (durations in nanoseconds).
-fn healthcheck(h: &Healthcheck) -> rbuild_oci::config::Healthcheck {
-    let ns = |d: Option<std::time::Duration>| d.map(|d| d.as_nanos() as i64);
-    rbuild_oci::config::Healthcheck {
-        test: Some(h.test.to_config()),
-        interval: ns(h.interval),
-        timeout: ns(h.timeout),
-        start_period: ns(h.start_period),
-        start_interval: ns(h.start_interval),
-        retries: h.retries.map(i64::from),
-    }
-}
-
-/// The `K=V` list of a RUN history entry's `|N` prefix: every ARG name
-/// declared in the stage, once, where it was first declared (as current
-/// BuildKit; older versions repeated a re-declared name), valued as the RUN
-/// sees it, else by its last declaration, `K=` when it has no value.
-fn run_history_args(state: &StageState) -> Vec<String> {
-    let lookup = state.lookup();
-    let mut order: Vec<&str> = Vec::new();
-    let mut last: BTreeMap<&str, Option<&String>> = BTreeMap::new();
-    for (k, v) in &state.declared_args {
-        if !last.contains_key(k.as_str()) {
-            order.push(k);
-        }
-        last.insert(k, v.as_ref());
-    }
-    order
-        .into_iter()
-        .map(|k| {
-            let declared = last.get(k).copied().flatten().cloned();
-            let value = lookup(k).or(declared).unwrap_or_default();
-            format!("{k}={value}")
-        })
-        .collect()
 }
 
 /// The container part of an EXPOSE word. BuildKit still accepts the
@@ -887,110 +503,20 @@ fn expose_container_port(word: &str) -> Result<&str, String> {
     Ok(container)
 }
 
-/// Go's `%q` of BuildKit's healthcheck config, which is what its history
-/// entry holds: `&{["CMD-SHELL" "x"] "30s" "3s" "0s" "0s" '\x03'}` (test,
-/// interval, timeout, start period, start interval as Go durations, then the
-/// retry count formatted as a quoted rune).
-fn go_healthcheck(h: &Healthcheck) -> String {
-    let d = |v: Option<std::time::Duration>| format!("\"{}\"", go_duration(v.unwrap_or_default()));
-    let retries = h.retries.map_or(0, i64::from);
-    format!(
-        "&{{{} {} {} {} {} {}}}",
-        go_quoted(&h.test.to_config()),
-        d(h.interval),
-        d(h.timeout),
-        d(h.start_period),
-        d(h.start_interval),
-        go_quote_rune(retries)
-    )
-}
-
-/// Go's `time.Duration.String()`: `1h2m3.5s`, `1.5s`, `250ms`, `0s`.
-pub(super) fn go_duration(d: std::time::Duration) -> String {
-    let ns = d.as_nanos();
-    if ns == 0 {
-        return "0s".into();
-    }
-    if ns < 1_000_000_000 {
-        let (unit, div) = if ns < 1_000 {
-            ("ns", 1)
-        } else if ns < 1_000_000 {
-            ("µs", 1_000)
-        } else {
-            ("ms", 1_000_000)
-        };
-        return format!("{}{unit}", go_fraction(ns, div));
-    }
-    let secs = ns / 1_000_000_000;
-    let (h, m) = (secs / 3600, (secs / 60) % 60);
-    let s = go_fraction(ns % 60_000_000_000, 1_000_000_000);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
-    }
-}
-
-/// `n / div` with the fraction's trailing zeros removed (`1500, 1000` → `1.5`).
-fn go_fraction(n: u128, div: u128) -> String {
-    let (whole, frac) = (n / div, n % div);
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let width = div.to_string().len() - 1;
-    let digits = format!("{frac:0width$}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
-}
-
-/// Go's `%q` of an integer: a single-quoted rune literal (`'\x03'`, `'A'`).
-pub(super) fn go_quote_rune(n: i64) -> String {
-    let c = u32::try_from(n).ok().and_then(char::from_u32).unwrap_or('\u{FFFD}');
-    let body = match c {
-        '\x07' => "\\a".to_string(),
-        '\x08' => "\\b".to_string(),
-        '\x0c' => "\\f".to_string(),
-        '\n' => "\\n".to_string(),
-        '\r' => "\\r".to_string(),
-        '\t' => "\\t".to_string(),
-        '\x0b' => "\\v".to_string(),
-        '\\' => "\\\\".to_string(),
-        '\'' => "\\'".to_string(),
-        c if (c as u32) < 0x20 || c as u32 == 0x7f => format!("\\x{:02x}", c as u32),
-        c if c.is_control() => format!("\\u{:04x}", c as u32),
-        c => c.to_string(),
-    };
-    format!("'{body}'")
-}
-
 /// What progress shows for an instruction: its source text on one line.
 fn display_text(ins: &Instruction) -> String {
     let one_line: String = ins.original.split_whitespace().collect::<Vec<_>>().join(" ");
     one_line
 }
 
-/// Go's `%q` of a string slice, which BuildKit uses in history entries.
-fn go_quoted(args: &[String]) -> String {
-    let parts: Vec<String> = args.iter().map(|a| serde_json::to_string(a).unwrap_or_default()).collect();
-    format!("[{}]", parts.join(" "))
-}
-
 fn join_path(base: &str, p: &str) -> String {
     if p.starts_with('/') { p.to_string() } else { format!("{}/{}", base.trim_end_matches('/'), p) }
 }
 
-/// Lexical path cleaning (`a/./b/../c` → `/a/c`), always absolute.
+/// Lexical path cleaning (`a/./b/../c` → `/a/c`), always absolute: Go's
+/// `path.Clean` of the path made absolute.
 pub(super) fn clean_path(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    crate::ignore::clean_path(&format!("/{p}"))
 }
 
 /// A COPY destination made absolute against the workdir; a trailing `/` (or
@@ -1001,14 +527,3 @@ pub(super) fn resolve_dest(workdir: &str, dest: &str) -> String {
     if dir_hint && cleaned != "/" { format!("{cleaned}/") } else { cleaned }
 }
 
-/// `--build-arg` proxy variables not otherwise set for a RUN (BuildKit
-/// passes them without an ARG declaration and keeps them out of history
-/// and cache keys).
-fn proxy_env(build_args: &BTreeMap<String, String>, env: &[String]) -> Vec<String> {
-    crate::stages::PROXY_ARGS
-        .iter()
-        .filter_map(|k| build_args.get(*k).map(|v| (*k, v)))
-        .filter(|(k, _)| !env.iter().any(|e| e.split_once('=').is_some_and(|(ek, _)| ek == *k)))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect()
-}
