@@ -96,6 +96,18 @@ fn production_pattern(runner: &Runner) {
     // The check stage starts the image's service and fetches from it.
     build("check", &[]);
     build("app", &["--push", "-t", &app]);
+    // The image runs its service with `rbuild run` (no Docker needed).
+    build("app", &["--load", "-t", "e2e-web:prod"]);
+    let served = ok(runner.rbuild().arg(format!("--root={}", state.display())).args([
+        "run",
+        "--network",
+        "none",
+        "e2e-web:prod",
+        "sh",
+        "-c",
+        "busybox httpd -p 127.0.0.1:8080 -h /srv/www && busybox wget -qO- http://127.0.0.1:8080/index.html",
+    ]));
+    assert!(String::from_utf8_lossy(&served.stdout).contains("hello from rbuild"), "the service did not answer");
     let raw = ok(Command::new("skopeo").args(["inspect", "--config", "--raw", "--tls-verify=false", &format!("docker://{app}")]));
     let config: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
     let c = &config["config"];

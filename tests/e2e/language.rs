@@ -175,3 +175,21 @@ fn proxy_build_args_reach_run_without_declaration_and_stay_out_of_history_and_ca
     let second = ok(raw(&state).args(["--build-arg", "HTTP_PROXY=http://other.invalid"]).arg(&ctx));
     assert!(support::started(&support::events(&second.stderr)).is_empty(), "a proxy change invalidated the cache");
 }
+
+#[test]
+fn the_network_flag_sets_the_default_for_run_steps_and_host_needs_the_entitlement() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let ctx = work.path().join("ctx");
+    // With --network=none the RUN sees only a loopback interface.
+    context(&ctx, "FROM base\nRUN test \"$(ls /sys/class/net | tr '\\n' ' ')\" = \"lo \"\n");
+    let state = work.path().join("state");
+    ok(rbuild(&state).arg("--network=none").arg(&ctx));
+    context(&ctx, "FROM base\nRUN true\n");
+    let refused = rbuild(&state).arg("--network=host").arg("--no-cache").arg(&ctx).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("network.host"), "names the entitlement");
+    ok(rbuild(&state).args(["--network=host", "--allow=network.host", "--no-cache"]).arg(&ctx));
+}

@@ -79,6 +79,9 @@ pub struct BuildArgs {
     /// Do not use the cache for these stages (names or indexes; repeatable, comma-separated).
     #[arg(long = "no-cache-filter", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
+    /// Network of RUN steps that do not set one: default, none, host (host needs `--allow network.host`).
+    #[arg(long)]
+    pub network: Option<String>,
     /// How many steps may run at once.
     #[arg(long = "max-parallelism")]
     pub max_parallelism: Option<usize>,

@@ -153,6 +153,12 @@ fn request(args: &BuildArgs) -> anyhow::Result<(BuildRequest, Option<tempfile::T
     req.no_cache = args.no_cache;
     req.no_cache_filter = args.no_cache_filter.clone();
     req.max_parallelism = args.max_parallelism;
+    req.network = match args.network.as_deref() {
+        None | Some("default") => None,
+        Some("none") => Some(rbuild::Network::None),
+        Some("host") => Some(rbuild::Network::Host),
+        Some(other) => bail!("invalid --network `{other}`: expected default, none or host"),
+    };
     for s in &args.ssh {
         let (id, path) = match s.split_once('=') {
             Some((id, path)) => (id.to_string(), PathBuf::from(path)),

@@ -53,6 +53,9 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// Stages (names or indexes) whose steps run again (`--no-cache-filter`).
     pub no_cache_filter: Vec<String>,
+    /// `--network=default|none|host`: the network of RUN steps that do not
+    /// set one (`host` needs the `network.host` entitlement).
+    pub network: Option<rbuild_graph::Network>,
     /// Steps run at once (default: the config file's, else a machine default).
     pub max_parallelism: Option<usize>,
     /// ssh agent sockets by id (`--ssh default=$SSH_AUTH_SOCK`).
@@ -81,6 +84,7 @@ impl BuildRequest {
             no_cache: false,
             no_cache_filter: Vec::new(),
             max_parallelism: None,
+            network: None,
             ssh: BTreeMap::new(),
             pull: false,
             outputs: Vec::new(),
@@ -209,6 +213,7 @@ impl Builder {
             labels: req.labels.clone(),
             no_cache: req.no_cache,
             no_cache_filter: req.no_cache_filter.clone(),
+            default_network: req.network,
             context_excludes: excludes,
             created: source_date_epoch(),
         };

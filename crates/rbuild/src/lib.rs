@@ -35,6 +35,7 @@ pub use rbuild_sandbox::OutputStream;
 pub use rbuild_solver::{ImageStoreError, LocalImage};
 pub use rbuild_oci::config::parse_rfc3339;
 pub use rbuild_oci::layer::Compression;
+pub use rbuild_graph::Network;
 pub use rbuild_oci::platform::Platform;
 pub use rbuild_oci::reference::Reference;
 pub use rbuild_sandbox::NamespaceInfo;

@@ -31,6 +31,9 @@ pub struct ConvertOptions {
     pub build_platform: String,
     /// `--label` values, applied to the target image.
     pub labels: BTreeMap<String, String>,
+    /// `--network`: the network of RUN steps that do not say (`default`
+    /// when `None`).
+    pub default_network: Option<rbuild_graph::Network>,
     /// `--no-cache`: every vertex runs again.
     pub no_cache: bool,
     /// `--no-cache-filter`: the vertices of these stages (by name or

@@ -43,7 +43,8 @@ impl Converter<'_> {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
         let network = match run.network {
-            None | Some(crate::NetworkMode::Default) => Network::Sandbox,
+            None => self.opts.default_network.unwrap_or(Network::Sandbox),
+            Some(crate::NetworkMode::Default) => Network::Sandbox,
             Some(crate::NetworkMode::None) => Network::None,
             Some(crate::NetworkMode::Host) => Network::Host,
         };
