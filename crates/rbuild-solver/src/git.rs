@@ -7,14 +7,12 @@
 //! `file://`, no `ext::`), as BuildKit; `.git` is kept only on request and
 //! then without the remote's credentials.
 
-use crate::progress::{Event, now_ms};
 use crate::solve::{Ctx, Output, Solved};
 use crate::SolveError;
 use rbuild_graph::{Digest, GitSource, Vertex};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Solves a git vertex with its own progress events (its cache key is only
 /// known after the clone).
@@ -22,19 +20,7 @@ pub(crate) async fn solve_git(ctx: &Arc<Ctx>, vertex: &Vertex, src: &GitSource) 
     let digest = vertex.digest().to_string();
     let name = vertex.meta.name.clone();
     let _permit = ctx.limit.acquire().await.map_err(|_| SolveError::Cancelled)?;
-    let started = Instant::now();
-    ctx.progress().emit(Event::Started { vertex: digest.clone(), name: name.clone(), time_ms: now_ms() });
-    match checkout_into_snapshot(ctx, vertex, src).await {
-        Ok(solved) => {
-            let duration_ms = started.elapsed().as_millis() as u64;
-            ctx.progress().emit(Event::Done { vertex: digest, name, time_ms: now_ms(), duration_ms });
-            Ok(solved)
-        }
-        Err(e) => {
-            ctx.progress().emit(Event::Failed { vertex: digest, name, error: e.to_string(), time_ms: now_ms() });
-            Err(e)
-        }
-    }
+    ctx.reported(digest, name, true, checkout_into_snapshot(ctx, vertex, src)).await
 }
 
 fn git_err(src: &GitSource, message: impl Into<String>) -> SolveError {

@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// Redirects followed before giving up.
 const MAX_REDIRECTS: usize = 10;
@@ -35,19 +35,7 @@ pub(crate) async fn solve_http(ctx: &Arc<Ctx>, vertex: &Vertex, src: &HttpSource
         return Ok(Solved { key: key.clone(), output: Output::Snapshot(Some(snapshot)) });
     }
     let _permit = ctx.limit.acquire().await.map_err(|_| SolveError::Cancelled)?;
-    let started = Instant::now();
-    ctx.progress().emit(Event::Started { vertex: digest.clone(), name: name.clone(), time_ms: now_ms() });
-    match download_into_snapshot(ctx, vertex, src, pinned_key).await {
-        Ok(solved) => {
-            let duration_ms = started.elapsed().as_millis() as u64;
-            ctx.progress().emit(Event::Done { vertex: digest, name, time_ms: now_ms(), duration_ms });
-            Ok(solved)
-        }
-        Err(e) => {
-            ctx.progress().emit(Event::Failed { vertex: digest, name, error: e.to_string(), time_ms: now_ms() });
-            Err(e)
-        }
-    }
+    ctx.reported(digest, name, true, download_into_snapshot(ctx, vertex, src, pinned_key)).await
 }
 
 fn download_err(src: &HttpSource, message: impl Into<String>) -> SolveError {

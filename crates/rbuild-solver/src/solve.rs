@@ -52,6 +52,36 @@ impl Ctx {
     pub fn progress(&self) -> &ProgressSink {
         &self.opts.progress
     }
+
+    /// Runs `work` for vertex `digest` between a `Started` event and a
+    /// `Done` (with its duration) or `Failed` one, so that every kind of
+    /// vertex reports alike. With `announce` false only a failure is
+    /// reported (image pulls emit their own start and end).
+    pub(crate) async fn reported<T>(
+        &self,
+        digest: String,
+        name: String,
+        announce: bool,
+        work: impl Future<Output = Result<T, SolveError>>,
+    ) -> Result<T, SolveError> {
+        let started = Instant::now();
+        if announce {
+            self.progress().emit(Event::Started { vertex: digest.clone(), name: name.clone(), time_ms: now_ms() });
+        }
+        match work.await {
+            Ok(done) => {
+                if announce {
+                    let duration_ms = started.elapsed().as_millis() as u64;
+                    self.progress().emit(Event::Done { vertex: digest, name, time_ms: now_ms(), duration_ms });
+                }
+                Ok(done)
+            }
+            Err(e) => {
+                self.progress().emit(Event::Failed { vertex: digest, name, error: e.to_string(), time_ms: now_ms() });
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Solves `roots` and everything they need.
@@ -130,28 +160,16 @@ async fn run_vertex(ctx: &Arc<Ctx>, id: VertexId, inputs: Vec<Arc<Solved>>) -> R
         }
     }
     let _permit = ctx.limit.acquire().await.map_err(|_| SolveError::Cancelled)?;
-    let started = Instant::now();
-    if !matches!(vertex.op, Op::Image(_)) {
-        ctx.progress().emit(Event::Started { vertex: digest.clone(), name: name.clone(), time_ms: now_ms() });
-    }
-    let result = match &vertex.op {
-        Op::Image(src) => crate::image::solve_image(ctx, &digest, &name, src).await,
-        Op::Exec(exec) => crate::exec::solve_exec(ctx, vertex, &key, exec, &inputs).await,
-        Op::File(file) => crate::file::solve_file(ctx, vertex, &key, file, &inputs).await,
-        Op::Merge => crate::merge::solve_merge(ctx, vertex, &key, &inputs).await,
-        Op::Scratch | Op::Context(_) | Op::Http(_) | Op::Git(_) => unreachable!("handled above"),
+    let work = async {
+        match &vertex.op {
+            Op::Image(src) => crate::image::solve_image(ctx, &digest, &name, src).await,
+            Op::Exec(exec) => crate::exec::solve_exec(ctx, vertex, &key, exec, &inputs).await,
+            Op::File(file) => crate::file::solve_file(ctx, vertex, &key, file, &inputs).await,
+            Op::Merge => crate::merge::solve_merge(ctx, vertex, &key, &inputs).await,
+            Op::Scratch | Op::Context(_) | Op::Http(_) | Op::Git(_) => unreachable!("handled above"),
+        }
     };
-    match result {
-        Ok(snapshot) => {
-            if !matches!(vertex.op, Op::Image(_)) {
-                let duration_ms = started.elapsed().as_millis() as u64;
-                ctx.progress().emit(Event::Done { vertex: digest, name, time_ms: now_ms(), duration_ms });
-            }
-            Ok(Solved { key, output: Output::Snapshot(snapshot) })
-        }
-        Err(e) => {
-            ctx.progress().emit(Event::Failed { vertex: digest, name, error: e.to_string(), time_ms: now_ms() });
-            Err(e)
-        }
-    }
+    let announce = !matches!(vertex.op, Op::Image(_));
+    let snapshot = ctx.reported(digest.clone(), name.clone(), announce, work).await?;
+    Ok(Solved { key, output: Output::Snapshot(snapshot) })
 }
