@@ -254,3 +254,26 @@ pub struct CopyAction {
     /// `ADD`: a local tar archive is extracted into `dest` instead of copied.
     pub unpack_archives: bool,
 }
+
+impl CopyAction {
+    /// A copy of exactly the named `paths` of input `source` to `dest`
+    /// (no wildcards, no symlink followed, nothing unpacked, no owner or
+    /// mode change), creating missing parents of `dest`: the common base
+    /// that callers adjust with struct-update syntax.
+    pub fn literal(source: usize, paths: Vec<String>, dest: String) -> CopyAction {
+        CopyAction {
+            source,
+            paths,
+            dest,
+            chown: None,
+            chmod: None,
+            exclude: Vec::new(),
+            parents: false,
+            follow_symlinks: false,
+            allow_wildcard: false,
+            allow_empty_wildcard: false,
+            create_dest_path: true,
+            unpack_archives: false,
+        }
+    }
+}

@@ -240,18 +240,8 @@ impl<'a> Converter<'a> {
                 let src = self.named_context_vertex(ctx_name);
                 let scratch = self.add(Op::Scratch, vec![], "[internal] scratch".into());
                 let copy = CopyAction {
-                    source: 1,
-                    paths: vec!["/".into()],
-                    dest: "/".into(),
-                    chown: None,
-                    chmod: None,
-                    exclude: Vec::new(),
-                    parents: false,
                     follow_symlinks: true,
-                    allow_wildcard: false,
-                    allow_empty_wildcard: false,
-                    create_dest_path: true,
-                    unpack_archives: false,
+                    ..CopyAction::literal(1, vec!["/".into()], "/".into())
                 };
                 let op = Op::File(FileOp { actions: vec![FileAction::Copy(copy)] });
                 let v = self.add(op, vec![scratch, src], format!("[{}] FROM context {ctx_name}", info.display));

@@ -23,19 +23,11 @@ impl Converter<'_> {
         let docs = self.add(Op::File(FileOp { actions: files }), vec![scratch], format!("{name} (heredoc files)"));
         let raw_dest = self.expand(state, ins, &copy.dest)?;
         let (chown, chmod, flags) = self.copy_flags(state, ins, copy, keyword)?;
+        let paths = copy.heredocs.iter().map(|d| d.name.clone()).collect();
         let action = CopyAction {
-            source: 1,
-            paths: copy.heredocs.iter().map(|d| d.name.clone()).collect(),
-            dest: resolve_dest(&state.workdir(), &raw_dest),
             chown,
             chmod,
-            exclude: Vec::new(),
-            parents: false,
-            follow_symlinks: false,
-            allow_wildcard: false,
-            allow_empty_wildcard: false,
-            create_dest_path: true,
-            unpack_archives: false,
+            ..CopyAction::literal(1, paths, resolve_dest(&state.workdir(), &raw_dest))
         };
         self.place_copy(state, action, docs, copy.link, name);
         let names: Vec<String> = copy.heredocs.iter().map(|d| format!("<<{}", d.name)).collect();
@@ -148,18 +140,9 @@ impl Converter<'_> {
             inputs.push(vertex);
             // Downloads are never unpacked (BuildKit's rule for remote URLs).
             actions.push(FileAction::Copy(CopyAction {
-                source: inputs.len(),
-                paths: vec![filename],
-                dest: dest.clone(),
                 chown: chown.clone(),
                 chmod: chmod.clone(),
-                exclude: Vec::new(),
-                parents: false,
-                follow_symlinks: false,
-                allow_wildcard: false,
-                allow_empty_wildcard: false,
-                create_dest_path: true,
-                unpack_archives: false,
+                ..CopyAction::literal(inputs.len(), vec![filename], dest.clone())
             }));
         }
         for src in repos {
@@ -167,18 +150,10 @@ impl Converter<'_> {
             inputs.push(vertex);
             // The checkout's contents go into the destination directory.
             actions.push(FileAction::Copy(CopyAction {
-                source: inputs.len(),
-                paths: vec!["/".to_string()],
-                dest: dest.clone(),
                 chown: chown.clone(),
                 chmod: chmod.clone(),
                 exclude: copy.exclude.clone(),
-                parents: false,
-                follow_symlinks: false,
-                allow_wildcard: false,
-                allow_empty_wildcard: false,
-                create_dest_path: true,
-                unpack_archives: false,
+                ..CopyAction::literal(inputs.len(), vec!["/".to_string()], dest.clone())
             }));
         }
         self.place_copies(state, actions, inputs, copy.link, name);
