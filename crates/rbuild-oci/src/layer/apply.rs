@@ -488,6 +488,10 @@ impl Applier<'_> {
                 fsutil::remove_all_at(dir.as_fd(), victim).map_err(io("remove for whiteout"))?;
                 rustix::fs::mknodat(&dir, victim, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
                     .map_err(|err| io("create whiteout device")(err.into()))?;
+                // The whiteout keeps the entry's time, so re-creating the
+                // layer from this directory gives the same bytes.
+                rustix::fs::utimensat(&dir, victim, &ts(e.mtime), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|err| io("set times")(err.into()))?;
             }
             WhiteoutMode::Apply => {
                 if let Some(dir) = fsutil::resolve_dir(self.root.as_fd(), parent_comps, false).map_err(io("resolve parent"))? {
