@@ -193,3 +193,25 @@ fn the_network_flag_sets_the_default_for_run_steps_and_host_needs_the_entitlemen
     assert!(String::from_utf8_lossy(&refused.stderr).contains("network.host"), "names the entitlement");
     ok(rbuild(&state).args(["--network=host", "--allow=network.host", "--no-cache"]).arg(&ctx));
 }
+
+#[test]
+fn iidfile_and_metadata_file_describe_the_image() {
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let ctx = work.path().join("ctx");
+    context(&ctx, "FROM base\nRUN echo hi > /hi\n");
+    let (iid, meta) = (work.path().join("iid"), work.path().join("meta.json"));
+    let out = ok(rbuild(&work.path().join("state"))
+        .args(["-t", "meta-test:1", "--load"])
+        .arg(format!("--iidfile={}", iid.display()))
+        .arg(format!("--metadata-file={}", meta.display()))
+        .arg(&ctx));
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.digest"], digest.as_str());
+    assert_eq!(meta["containerimage.descriptor"]["digest"], digest.as_str());
+    assert_eq!(meta["containerimage.config.digest"], std::fs::read_to_string(&iid).unwrap().trim());
+    assert!(meta["image.name"].as_str().unwrap().contains("meta-test:1"), "{meta}");
+}
