@@ -63,7 +63,10 @@ pub(crate) async fn context_selections(
     let mut out = Vec::new();
     for (input, paths, opts) in wanted {
         let Output::Directory { path, .. } = &inputs[input].output else { continue };
-        let dir = path.clone();
+        // Absolute once here: the stat cache keys on absolute paths and
+        // would otherwise resolve a relative context (`rbuild build .`)
+        // against the working directory for every file it looks up.
+        let dir = std::path::absolute(path).unwrap_or_else(|_| path.clone());
         let cache = ctx.engine.stat_cache.clone();
         let hash = tokio::task::spawn_blocking(move || {
             rbuild_fileop::hash::hash_selection(&dir, &paths, &opts, Some(cache.as_ref()))
