@@ -143,3 +143,49 @@ fn no_cache_filter_reruns_a_stage_and_what_depends_on_it_and_the_result_is_cache
     let ran = run(&["--no-cache"]);
     assert!(ran.iter().any(|n| n.contains("echo stable")) && ran.iter().any(|n| n.contains("random/uuid")), "{ran:?}");
 }
+
+#[test]
+fn ctrl_c_stops_the_build_and_leaves_no_process_mount_or_half_result() {
+    use std::io::{BufRead, BufReader};
+    if !ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    context(&ctx, "FROM base\nRUN echo started-31337 && sleep 31337\n");
+    let mut child = support::rbuild_at(&state)
+        .args(["build", "--progress=rawjson"])
+        .arg(&ctx)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = false;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if line.contains("started-31337") && line.contains("\"log\"") {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "the RUN never started");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "an interrupted build must not succeed");
+    // Give the kernel a moment to reap the sandbox's pid namespace.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = Command::new("pgrep").args(["-f", "sleep 31337"]).output().unwrap();
+        if left.stdout.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the RUN's process survived the cancelled build");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(&state.display().to_string()), "a mount survived the cancelled build");
+    // The cache is consistent: the same build, minus the sleep, works.
+    context(&ctx, "FROM base\nRUN echo started-31337\n");
+    build(&state, &ctx);
+}
