@@ -9,28 +9,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const BASE: &str = "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
-
-fn ready() -> bool {
-    if !support::is_root() || !Path::new("/bin/busybox").exists() {
-        support::skip("needs root and busybox-static");
-        return false;
-    }
-    true
-}
-
-fn context(dir: &Path, dockerfile: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::copy("/bin/busybox", dir.join("busybox")).unwrap();
-    std::fs::write(dir.join("Dockerfile"), format!("{BASE}{dockerfile}")).unwrap();
-}
+use crate::support::{BUSYBOX_BASE as BASE, busybox_context as context, busybox_ready as ready};
 
 fn rbuild(state: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
-    c.arg(format!("--root={}", state.display()));
-    // No user or system config file may change what these tests see.
-    c.env("XDG_CONFIG_HOME", state.join("no-config"));
-    c
+    support::rbuild_at(state)
 }
 
 /// Builds `ctx`; returns the names of the steps that ran.

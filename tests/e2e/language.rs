@@ -81,7 +81,7 @@ fn bad_dockerfiles_fail_with_file_line_and_hint() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Dockerfile:5"), "names file and line: {err}");
-    assert!(err.contains("RUN"), "suggests the closest keyword: {err}");
+    assert!(err.contains("did you mean `RUN`?"), "suggests the closest keyword: {err}");
 }
 
 #[test]
@@ -160,15 +160,22 @@ fn proxy_build_args_reach_run_without_declaration_and_stay_out_of_history_and_ca
     let state = work.path().join("state");
     let oci = work.path().join("img.tar");
     let raw = |state: &Path| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
-        c.arg(format!("--root={}", state.display())).args(["build", "--progress=rawjson"]);
+        let mut c = support::rbuild_at(state);
+        c.args(["build", "--progress=rawjson"]);
         c
     };
+    // NOT_DECLARED is reported unused; the proxy arg never is.
     let first = ok(raw(&state)
-        .args(["--build-arg", "HTTP_PROXY=http://proxy.invalid:3128"])
+        .args(["--build-arg", "HTTP_PROXY=http://proxy.invalid:3128", "--build-arg", "NOT_DECLARED=1"])
         .arg(format!("--output=type=oci,dest={}", oci.display()))
         .arg(&ctx));
-    assert!(!String::from_utf8_lossy(&first.stderr).contains("build args were not consumed"), "proxy args are never unused");
+    let warnings: Vec<String> = support::events(&first.stderr)
+        .iter()
+        .filter(|e| e["event"] == "warning")
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect();
+    assert!(warnings.iter().any(|w| w.contains("`NOT_DECLARED`") && w.contains("not consumed")), "{warnings:?}");
+    assert!(!warnings.iter().any(|w| w.contains("HTTP_PROXY")), "proxy args are never unused: {warnings:?}");
     let grep = Command::new("grep").args(["-c", "-a", "proxy.invalid"]).arg(&oci).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&grep.stdout).trim(), "0", "the proxy leaked into the image");
     // Another proxy value: the RUN is still cached (and would fail if rerun).

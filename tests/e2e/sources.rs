@@ -7,15 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-const BASE: &str = "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
-
-fn ready() -> bool {
-    if !support::is_root() || !Path::new("/bin/busybox").exists() {
-        support::skip("needs root and busybox-static");
-        return false;
-    }
-    true
-}
+use crate::support::{BUSYBOX_BASE as BASE, busybox_ready as ready};
 
 /// The layer digests of the single image in an OCI archive.
 fn layers(oci_tar: &Path, scratch: &Path) -> Vec<String> {

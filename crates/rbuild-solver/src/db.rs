@@ -35,6 +35,15 @@ pub struct ImageRecord {
     pub config: Vec<u8>,
 }
 
+/// A recorded snapshot's parent, whether its own diff is empty (no layer is
+/// emitted for it) and when it was made (seconds since the epoch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRow {
+    pub parent: Option<String>,
+    pub empty: bool,
+    pub created: i64,
+}
+
 /// An entry of `rbuild du`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotUsage {
@@ -216,30 +225,19 @@ impl Db {
         Ok(())
     }
 
-    /// Whether a snapshot's own diff is empty (no layer is emitted for it).
-    pub fn snapshot_is_empty(&self, id: &str) -> Result<bool, DbError> {
-        let empty: Option<bool> = self
-            .conn()
-            .query_row("SELECT empty FROM snapshots WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?;
-        Ok(empty.unwrap_or(false))
-    }
-
-    /// When a recorded snapshot was made (seconds since the epoch).
-    pub fn snapshot_created(&self, id: &str) -> Result<Option<i64>, DbError> {
+    /// What the export needs of a recorded snapshot, in one query.
+    pub fn snapshot_row(&self, id: &str) -> Result<Option<SnapshotRow>, DbError> {
         Ok(self
             .conn()
-            .query_row("SELECT created FROM snapshots WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT parent, empty, created FROM snapshots WHERE id = ?1", [id], |r| {
+                Ok(SnapshotRow { parent: r.get(0)?, empty: r.get(1)?, created: r.get(2)? })
+            })
             .optional()?)
     }
 
     /// The parent of a recorded snapshot.
     pub fn snapshot_parent(&self, id: &str) -> Result<Option<String>, DbError> {
-        let parent: Option<Option<String>> = self
-            .conn()
-            .query_row("SELECT parent FROM snapshots WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?;
-        Ok(parent.flatten())
+        Ok(self.snapshot_row(id)?.and_then(|r| r.parent))
     }
 
     /// The memoized layer of a snapshot for a compression.
@@ -342,7 +340,7 @@ mod tests {
         }
         let db = Db::open(&path).unwrap();
         assert_eq!(db.lookup("k").unwrap().as_deref(), Some("s1"));
-        assert!(db.snapshot_is_empty("s1").unwrap());
+        assert!(db.snapshot_row("s1").unwrap().unwrap().empty);
         assert_eq!(db.snapshot_parent("s1").unwrap().as_deref(), Some("p"));
         assert_eq!(db.layer("s1", "gzip").unwrap().unwrap().size, 3);
         assert_eq!(db.layer("s1", "zstd").unwrap(), None);

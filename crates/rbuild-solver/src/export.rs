@@ -4,7 +4,7 @@
 //! A snapshot's layer is created once per compression and memoized in the
 //! metadata DB; layers pulled with a base image keep their original blob.
 
-use crate::db::LayerRecord;
+use crate::db::{LayerRecord, SnapshotRow};
 use crate::{Engine, SolveError};
 use rbuild_oci::config::ImageConfig;
 use rbuild_oci::descriptor::Descriptor;
@@ -62,13 +62,15 @@ fn compression_of(c: &Compression) -> LayerCompression {
 }
 
 impl Engine {
-    /// The snapshots of a chain, bottom first.
-    fn chain(&self, top: Option<&str>) -> Result<Vec<String>, SolveError> {
+    /// The snapshots of a chain with their records, bottom first (one DB
+    /// query per snapshot).
+    fn chain(&self, top: Option<&str>) -> Result<Vec<(String, SnapshotRow)>, SolveError> {
         let mut chain = Vec::new();
         let mut cur = top.map(str::to_string);
         while let Some(id) = cur {
-            cur = self.state.db.snapshot_parent(&id)?;
-            chain.push(id);
+            let row = self.state.db.snapshot_row(&id)?.unwrap_or(SnapshotRow { parent: None, empty: false, created: 0 });
+            cur = row.parent.clone();
+            chain.push((id, row));
         }
         chain.reverse();
         Ok(chain)
@@ -147,9 +149,9 @@ impl Engine {
         let mut diff_ids: Vec<Digest> = Vec::new();
         let mut empties: Vec<(bool, Option<String>)> = Vec::new();
         let mut chain_id: Option<String> = None;
-        for snap in &chain {
-            let empty = self.state.db.snapshot_is_empty(snap)?;
-            let created = self.state.db.snapshot_created(snap)?.map(rbuild_oci::config::rfc3339_utc);
+        for (snap, row) in &chain {
+            let empty = row.empty;
+            let created = (row.created > 0).then(|| rbuild_oci::config::rfc3339_utc(row.created));
             empties.push((empty, created));
             if empty {
                 continue;

@@ -345,11 +345,11 @@ impl Engine {
         // exactly the filesystem it builds on.
         let manifest_digest = resolved.manifest_descriptor.digest.clone();
         let pinned = reference.with_digest(manifest_digest.clone());
-        let (_, config) = self.manifest_and_config(&pinned, platform).await?;
-        let config_bytes = serde_json::to_vec(&config).map_err(|e| image_err(crate::chain(&e)))?;
-        let rec = ImageRecord { manifest_digest: manifest_digest.to_string(), config: config_bytes };
+        // `resolve` has stored and parsed manifest and config already; keep
+        // the config's raw bytes (never re-serialised).
+        let rec = ImageRecord { manifest_digest: manifest_digest.to_string(), config: resolved.config_bytes };
         self.state.db.put_image(&db_name, &platform_key, &rec)?;
-        Ok((pinned, config))
+        Ok((pinned, resolved.config))
     }
 }
 
