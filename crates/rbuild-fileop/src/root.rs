@@ -17,6 +17,30 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
+/// `openat2` for scoped lookups, retrying the `EAGAIN` the kernel returns
+/// when a `..` step races any mount or rename on the machine (concurrent
+/// builds mount all the time); the kernel's advice is to try again.
+pub(crate) fn openat2_scoped<Fd: AsFd>(
+    dir: Fd,
+    path: &str,
+    flags: OFlags,
+    mode: Mode,
+    resolve: ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
+    let mut tries = 0u32;
+    loop {
+        match rustix::fs::openat2(dir.as_fd(), path, flags, mode, resolve) {
+            Err(rustix::io::Errno::AGAIN) if tries < 1000 => {
+                tries += 1;
+                if tries > 8 {
+                    std::thread::yield_now();
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Deepest directory a resolution may descend through (4 × [`crate::MAX_DEPTH`]).
 const MAX_RESOLVE_DEPTH: usize = 4 * crate::MAX_DEPTH;
 
@@ -374,7 +398,7 @@ mod tests {
                     p.insert(0, "");
                 }
                 let path = p.join("/");
-                let kernel = rustix::fs::openat2(
+                let kernel = openat2_scoped(
                     root.fd(),
                     if path.is_empty() { "." } else { path.as_str() },
                     OFlags::PATH | OFlags::CLOEXEC,

@@ -272,7 +272,7 @@ pub(crate) fn open_root(root: &Path) -> Result<OwnedFd, UserError> {
 fn read_db(root: BorrowedFd<'_>, file: &'static str) -> Result<Option<String>, UserError> {
     let rel = file.trim_start_matches('/');
     // O_NONBLOCK: opening a FIFO must not wait for a writer.
-    let fd = match rustix::fs::openat2(
+    let fd = match crate::root::openat2_scoped(
         root,
         rel,
         OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,

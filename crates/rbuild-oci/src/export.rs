@@ -444,7 +444,7 @@ fn open_in_layout(dir: &Path, rel: &str) -> Result<fs::File, ExportError> {
     let shown = dir.join(rel).display().to_string();
     let root = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| io_err(dir.display().to_string())(e.into()))?;
-    let fd = rustix::fs::openat2(
+    let fd = crate::layer::openat2_scoped(
         &root,
         rel,
         OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,

@@ -60,10 +60,34 @@ pub fn clean_components(path: &str) -> Vec<&str> {
 
 const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
 
+/// `openat2` for scoped lookups, retrying the `EAGAIN` the kernel returns
+/// when a `..` step races any mount or rename on the machine (concurrent
+/// builds mount all the time); the kernel's advice is to try again.
+fn openat2_scoped(
+    dir: BorrowedFd<'_>,
+    path: &str,
+    flags: OFlags,
+    mode: Mode,
+    resolve: ResolveFlags,
+) -> Result<OwnedFd, Errno> {
+    let mut tries = 0u32;
+    loop {
+        match rustix::fs::openat2(dir, path, flags, mode, resolve) {
+            Err(Errno::AGAIN) if tries < 1000 => {
+                tries += 1;
+                if tries > 8 {
+                    std::thread::yield_now();
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens `rel` inside `root` (symlinks resolved as if `root` were `/`).
 pub fn resolve_in(root: BorrowedFd<'_>, rel: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
     let rel = if rel.is_empty() { "." } else { rel };
-    rustix::fs::openat2(root, rel, flags | OFlags::CLOEXEC, Mode::empty(), IN_ROOT)
+    openat2_scoped(root, rel, flags | OFlags::CLOEXEC, Mode::empty(), IN_ROOT)
 }
 
 /// Whether the target of a mount is a directory or a file.
@@ -145,8 +169,8 @@ impl RootBuilder {
         let Some(upper) = &self.upper else {
             return true;
         };
-        rustix::fs::openat2(
-            upper,
+        openat2_scoped(
+            upper.as_fd(),
             if rel.is_empty() { "." } else { rel },
             OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
@@ -293,8 +317,8 @@ impl RootBuilder {
             is_dir: dir,
             copied_up,
         });
-        rustix::fs::openat2(
-            &pdir,
+        openat2_scoped(
+            pdir.as_fd(),
             name,
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
@@ -467,7 +491,7 @@ fn remove_if(root: BorrowedFd<'_>, rel: &str, expect: Expect) {
     if name.is_empty() || name == ".." || name == "." {
         return;
     }
-    let Ok(pfd) = rustix::fs::openat2(
+    let Ok(pfd) = openat2_scoped(
         root,
         if parent.is_empty() { "." } else { parent },
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,

@@ -83,7 +83,7 @@ fn resolve_source(root: &Path, source: &str, target: &str) -> Result<PathBuf, So
     let rel = source.trim_start_matches('/');
     let rel = if rel.is_empty() { "." } else { rel };
     let flags = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-    let fd = rustix::fs::openat2(&dir, rel, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), flags).map_err(err)?;
+    let fd = rbuild_oci::layer::openat2_scoped(&dir, rel, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), flags).map_err(err)?;
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map_err(|e| mount_err(target, format!("source `{source}`: {e}")))
 }

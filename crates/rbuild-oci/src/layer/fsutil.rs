@@ -53,13 +53,31 @@ fn in_root() -> ResolveFlags {
     ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
 }
 
-/// `openat2` inside `root`, retrying the EAGAIN the kernel returns when a
-/// concurrent rename races a `..` walk under RESOLVE_IN_ROOT.
+/// `openat2` inside `root`.
 fn openat2_in_root(root: BorrowedFd<'_>, path: &[u8], flags: OFlags) -> Result<OwnedFd, Errno> {
-    let mut tries = 0;
+    openat2_scoped(root, path, flags, Mode::empty(), in_root())
+}
+
+/// `openat2` for scoped lookups (`RESOLVE_IN_ROOT`, `RESOLVE_BENEATH`),
+/// retrying the `EAGAIN` the kernel returns when a `..` step races any
+/// mount or rename on the machine: with many builds mounting overlays at
+/// once that is not rare, and the kernel's advice is to try again.
+pub fn openat2_scoped<Fd: AsFd, P: rustix::path::Arg + Copy>(
+    dir: Fd,
+    path: P,
+    flags: OFlags,
+    mode: Mode,
+    resolve: ResolveFlags,
+) -> Result<OwnedFd, Errno> {
+    let mut tries = 0u32;
     loop {
-        match rustix::fs::openat2(root, path, flags, Mode::empty(), in_root()) {
-            Err(Errno::AGAIN) if tries < 16 => tries += 1,
+        match rustix::fs::openat2(dir.as_fd(), path, flags, mode, resolve) {
+            Err(Errno::AGAIN) if tries < 1000 => {
+                tries += 1;
+                if tries > 8 {
+                    std::thread::yield_now();
+                }
+            }
             other => return other,
         }
     }

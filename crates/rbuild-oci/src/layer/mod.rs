@@ -17,6 +17,7 @@ use std::path::Path;
 
 pub use apply::{ApplyOptions, ApplyStats, OPAQUE_XATTR, WhiteoutMode, apply_layer, decompress, uncompressed_digest};
 pub use create::{TarOptions, TarStats, write_layer_tar};
+pub use fsutil::openat2_scoped;
 pub use tarfmt::TarError;
 pub(crate) use tarfmt::{TarDirEntry, write_tar};
 
