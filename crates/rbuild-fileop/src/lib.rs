@@ -12,6 +12,8 @@
 //! - [`ops`]: `mkdir`, `mkfile`, `rm`.
 //! - [`hash`]: content hash of a selection (cache keys), with a stat cache.
 //! - [`walk`]: deterministic context walking with an exclusion predicate.
+//! - [`resolve_in_root`]: where a path inside a root really is, for APIs
+//!   that take a path (bind-mount sources).
 //!
 //! How the solver runs a Dockerfile `COPY --chown=app src/ /app/` from the
 //! context: hash the selection for the cache key, and on a miss copy into
@@ -58,3 +60,4 @@ pub mod walk;
 pub use copy::{CopyError, CopyOptions, CopyStats, copy};
 pub use hash::{MemoryStatCache, SelectionOptions, StatCache, StatKey, hash_selection};
 pub use meta::Chmod;
+pub use root::resolve_in_root;

@@ -11,34 +11,35 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
-/// `openat2` for scoped lookups, retrying the `EAGAIN` the kernel returns
-/// when a `..` step races any mount or rename on the machine (concurrent
-/// builds mount all the time); the kernel's advice is to try again.
-pub(crate) fn openat2_scoped<Fd: AsFd>(
-    dir: Fd,
-    path: &str,
-    flags: OFlags,
-    mode: Mode,
-    resolve: ResolveFlags,
-) -> rustix::io::Result<OwnedFd> {
-    let mut tries = 0u32;
-    loop {
-        match rustix::fs::openat2(dir.as_fd(), path, flags, mode, resolve) {
-            Err(rustix::io::Errno::AGAIN) if tries < 1000 => {
-                tries += 1;
-                if tries > 8 {
-                    std::thread::yield_now();
-                }
-            }
-            other => return other,
-        }
-    }
+/// Every scoped `openat2` lookup (`RESOLVE_IN_ROOT`) goes through this
+/// one helper, shared with the layer code: it retries the `EAGAIN` the
+/// kernel returns when a `..` step races a mount or rename anywhere on the
+/// machine, which concurrent builds cause all the time.
+pub(crate) use rbuild_oci::layer::openat2_scoped;
+
+/// Flags of a lookup that treats the root as `/`: symlinks (absolute ones
+/// included) and `..` stay inside it, and `/proc/self/fd/N`-style magic
+/// links are refused, since they could lead anywhere.
+const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+
+/// Where `path` really is when looked up inside the directory `root` as if
+/// `root` were `/`: symlinks are followed (the last one too) but cannot lead
+/// out of `root`, and `..` stops at it. The answer is the host path of what
+/// was found, with every symlink resolved, for APIs that want a path (a bind
+/// mount's source) rather than an fd.
+///
+/// The kernel does the resolution (`openat2(RESOLVE_IN_ROOT)`), so the whole
+/// path must exist; [`crate::ops`] and [`mod@crate::copy`] handle missing
+/// tails themselves.
+pub fn resolve_in_root(root: &Path, path: &str) -> io::Result<PathBuf> {
+    let fd = Root::open(root)?.open_in(path, OFlags::PATH)?;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// Deepest directory a resolution may descend through (4 × [`crate::MAX_DEPTH`]).
@@ -235,14 +236,29 @@ impl Root {
         Ok((stack, true))
     }
 
+    /// Open `path` with the kernel resolving it inside the root (see
+    /// [`resolve_in_root`]). Absolute and relative paths both start at the
+    /// root; `/` and the empty path name the root itself.
+    pub(crate) fn open_in(&self, path: &str, flags: OFlags) -> io::Result<OwnedFd> {
+        let rel = path.trim_start_matches('/');
+        let rel = if rel.is_empty() { "." } else { rel };
+        Ok(openat2_scoped(
+            self.fd.as_fd(),
+            rel,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            IN_ROOT,
+        )?)
+    }
+
     /// Open a canonical (symlink-free) path; fails if a symlink appeared.
     pub(crate) fn open_canonical(&self, comps: &[OsString], flags: OFlags) -> io::Result<OwnedFd> {
-        Ok(rustix::fs::openat2(
+        Ok(openat2_scoped(
             self.fd.as_fd(),
-            join(comps),
+            join(comps).as_path(),
             flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            IN_ROOT | ResolveFlags::NO_SYMLINKS,
         )?)
     }
 
@@ -331,6 +347,37 @@ mod tests {
         assert_eq!(names(&got), "app");
         assert!(root.canonicalize(OsStr::new("/loop"), true).is_err());
     }
+    #[test]
+    fn resolve_in_root_stays_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("etc/conf")).unwrap();
+        std::fs::write(r.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+        symlink("/etc", r.join("abs")).unwrap();
+        symlink("../../../etc/passwd", r.join("climb")).unwrap();
+        symlink("/proc/self/root/etc", r.join("magic")).unwrap();
+        symlink("/nonexistent", r.join("dangling")).unwrap();
+        let real = std::fs::canonicalize(r).unwrap();
+        let cases: &[(&str, &str)] = &[
+            ("", ""),
+            ("/", ""),
+            ("etc", "etc"),
+            ("/abs/conf", "etc/conf"),
+            ("abs/../../..", ""),
+            ("climb", "etc/passwd"),
+            ("/etc/conf/../passwd", "etc/passwd"),
+        ];
+        for (input, want) in cases {
+            let got = resolve_in_root(r, input).unwrap();
+            assert_eq!(got, real.join(want), "{input:?}");
+        }
+        // The host's /proc/self/root/etc exists; inside the root it does not.
+        for bad in ["magic", "dangling", "missing/file", "etc/passwd/x"] {
+            assert!(resolve_in_root(r, bad).is_err(), "{bad:?} resolved");
+        }
+        assert!(resolve_in_root(&r.join("missing"), "etc").is_err());
+    }
+
     /// Differential test against the kernel: for random trees of directories
     /// and symlinks (absolute, relative, dangling, looping, climbing) and
     /// random paths, our resolution must land on the same inode as

@@ -76,16 +76,7 @@ fn input_root(
 /// `root` as `/` (a symlink to `/etc` means the root's `/etc`), so a
 /// symlink can never take a bind mount outside the context or the stage.
 fn resolve_source(root: &Path, source: &str, target: &str) -> Result<PathBuf, SolveError> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    use std::os::fd::AsRawFd;
-    let err = |e: rustix::io::Errno| mount_err(target, format!("source `{source}`: {}", std::io::Error::from(e)));
-    let dir = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(err)?;
-    let rel = source.trim_start_matches('/');
-    let rel = if rel.is_empty() { "." } else { rel };
-    let flags = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-    let fd = rbuild_oci::layer::openat2_scoped(&dir, rel, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), flags).map_err(err)?;
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .map_err(|e| mount_err(target, format!("source `{source}`: {e}")))
+    rbuild_fileop::resolve_in_root(root, source).map_err(|e| mount_err(target, format!("source `{source}`: {e}")))
 }
 
 fn lock(file: &File, op: FlockOperation) -> std::io::Result<()> {
