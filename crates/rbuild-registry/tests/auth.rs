@@ -7,13 +7,10 @@ mod support;
 use std::sync::Arc;
 
 use base64::Engine;
-use rbuild_oci::reference::Reference;
-use rbuild_registry::{
-    Credential, DockerConfigCredentials, PushOptions, RegistryError, StaticCredentials, no_progress,
-};
+use rbuild_registry::{Credential, DockerConfigCredentials, RegistryError};
 use support::fake::FakeRegistry;
 use support::image::{TempStore, build_image};
-use support::{client, fast_options};
+use support::{basic_auth_options, client, fast_options, image_ref, push, seed};
 
 fn basic(user: &str, pass: &str) -> String {
     format!(
@@ -38,16 +35,8 @@ async fn docker_config_credentials_reach_the_token_service() {
 
     let src = TempStore::new();
     let img = build_image(&src.store, &[b"private layer"]);
-    let reference = Reference::parse(&format!("{}/bob/app:1", fake.addr)).unwrap();
-    c.push(
-        &reference,
-        &img.top,
-        &src.store,
-        &PushOptions::default(),
-        &no_progress,
-    )
-    .await
-    .unwrap();
+    let reference = image_ref(&fake.addr, "bob/app:1");
+    push(&c, &reference, &img, &src).await.unwrap();
     let reqs = fake.token_requests();
     assert!(
         reqs.iter()
@@ -64,9 +53,7 @@ async fn docker_config_credentials_reach_the_token_service() {
 async fn refused_credentials_fail_login_with_the_realm_named() {
     let fake = FakeRegistry::start_bearer().await;
     fake.require_token_basic(&basic("bob", "pw"));
-    let mut opts = fast_options();
-    opts.credentials =
-        Arc::new(StaticCredentials::new().with(&fake.addr, Credential::basic("bob", "nope")));
+    let opts = basic_auth_options(&fake.addr, "bob", "nope");
     let err = client(opts).check_login(&fake.addr).await.unwrap_err();
     match &err {
         RegistryError::Token { realm, message } => {
@@ -92,10 +79,7 @@ async fn refused_credentials_fail_login_with_the_realm_named() {
 async fn identity_tokens_use_the_oauth2_refresh_grant() {
     let fake = FakeRegistry::start_bearer().await;
     fake.require_token_basic(&basic("never", "used"));
-    let mut opts = fast_options();
-    opts.credentials = Arc::new(
-        StaticCredentials::new().with(&fake.addr, Credential::basic("<token>", "good-refresh")),
-    );
+    let opts = basic_auth_options(&fake.addr, "<token>", "good-refresh");
     client(opts).check_login(&fake.addr).await.unwrap();
     let reqs = fake.token_requests();
     assert!(
@@ -107,20 +91,11 @@ async fn identity_tokens_use_the_oauth2_refresh_grant() {
 #[tokio::test]
 async fn anonymous_bearer_pull_needs_no_credentials() {
     let fake = FakeRegistry::start_bearer().await;
-    let src = TempStore::new();
-    let img = build_image(&src.store, &[b"public layer"]);
-    let reference = Reference::parse(&format!("{}/library/pub:1", fake.addr)).unwrap();
-    let c = client(fast_options());
-    c.push(
-        &reference,
-        &img.top,
-        &src.store,
-        &PushOptions::default(),
-        &no_progress,
-    )
-    .await
-    .unwrap();
-    let (desc, _) = c.fetch_manifest(&reference).await.unwrap();
+    let (reference, img, _src) = seed(&fake.addr, "library/pub:1", &[b"public layer"]).await;
+    let (desc, _) = client(fast_options())
+        .fetch_manifest(&reference)
+        .await
+        .unwrap();
     assert_eq!(desc.digest, img.top.digest);
     assert!(
         fake.token_requests()

@@ -13,35 +13,21 @@ use rbuild_registry::{
     HostConfig, ProgressKind, PushOptions, RegistryError, RetryPolicy, no_progress,
 };
 use support::fake::{Action, FakeRegistry};
-use support::image::{TempStore, build_image};
-use support::{Events, client, fast_options};
+use support::image::{TempStore, TestImage, build_image};
+use support::{Events, client, fast_options, host_options, image_ref, pull, push, seed};
 
 fn amd64() -> Platform {
-    Platform::parse("linux/amd64").unwrap()
+    support::platform("linux/amd64")
 }
 
-/// Push a small image to the fake and return (reference, image).
-async fn seeded(
-    fake: &FakeRegistry,
-    repo: &str,
-) -> (Reference, support::image::TestImage, TempStore) {
-    let src = TempStore::new();
-    let img = build_image(
-        &src.store,
+/// Push a small image to the fake and return (reference, image, source).
+async fn seeded(fake: &FakeRegistry, repo: &str) -> (Reference, TestImage, TempStore) {
+    seed(
+        &fake.addr,
+        &format!("{repo}:1"),
         &[b"layer payload that is long enough to cut in half"],
-    );
-    let reference = Reference::parse(&format!("{}/{repo}:1", fake.addr)).unwrap();
-    client(fast_options())
-        .push(
-            &reference,
-            &img.top,
-            &src.store,
-            &PushOptions::default(),
-            &no_progress,
-        )
-        .await
-        .unwrap();
-    (reference, img, src)
+    )
+    .await
 }
 
 fn ingest_leftovers(store: &TempStore) -> usize {
@@ -56,8 +42,7 @@ async fn server_errors_then_success_are_retried() {
     fake.fault("GET", "/manifests/", 2, Action::Status(500, vec![]));
     fake.fault("GET", "/blobs/sha256", 1, Action::Status(503, vec![]));
     let dst = TempStore::new();
-    let got = client(fast_options())
-        .pull(&reference, &amd64(), &dst.store, &no_progress)
+    let got = pull(&client(fast_options()), &reference, "linux/amd64", &dst)
         .await
         .unwrap();
     assert_eq!(got.manifest_descriptor.digest, img.top.digest);
@@ -123,10 +108,7 @@ async fn stream_cut_mid_blob_is_retried_and_stores_the_right_bytes() {
         .pull(&reference, &amd64(), &dst.store, &cb)
         .await
         .unwrap();
-    assert_eq!(
-        dst.store.read_all(&layer.digest).unwrap(),
-        src.store.read_all(&layer.digest).unwrap()
-    );
+    assert_eq!(dst.blob(&layer.digest), src.blob(&layer.digest));
     assert_eq!(fake.count("GET", layer.digest.as_str()), 3);
     let retries = events
         .all()
@@ -150,10 +132,7 @@ async fn a_cut_download_resumes_with_range_where_it_stopped() {
         .fetch_blob(&reference, layer, &dst.store, &cb)
         .await
         .unwrap();
-    assert_eq!(
-        dst.store.read_all(&layer.digest).unwrap(),
-        src.store.read_all(&layer.digest).unwrap()
-    );
+    assert_eq!(dst.blob(&layer.digest), src.blob(&layer.digest));
     let gets: Vec<String> = fake
         .log()
         .into_iter()
@@ -185,10 +164,7 @@ async fn a_registry_ignoring_ranges_gets_a_fresh_download() {
         .fetch_blob(&reference, layer, &dst.store, &no_progress)
         .await
         .unwrap();
-    assert_eq!(
-        dst.store.read_all(&layer.digest).unwrap(),
-        src.store.read_all(&layer.digest).unwrap()
-    );
+    assert_eq!(dst.blob(&layer.digest), src.blob(&layer.digest));
     assert_eq!(ingest_leftovers(&dst), 0);
 }
 
@@ -198,7 +174,7 @@ async fn public_futures_are_send() {
     let fake = FakeRegistry::start().await;
     let c = client(fast_options());
     let store = TempStore::new();
-    let reference = Reference::parse(&format!("{}/r/x:1", fake.addr)).unwrap();
+    let reference = image_ref(&fake.addr, "r/x:1");
     let desc = Descriptor::new(
         mt::OCI_LAYER_GZIP,
         rbuild_oci::digest::Digest::sha256(b""),
@@ -300,7 +276,7 @@ async fn oversized_or_overlong_content_is_refused() {
     // A 5 MiB "manifest".
     let huge = format!(r#"{{"schemaVersion":2,"x":"{}"}}"#, "a".repeat(5 << 20));
     fake.put_manifest("r/huge", "1", mt::OCI_MANIFEST, huge.as_bytes());
-    let reference = Reference::parse(&format!("{}/r/huge:1", fake.addr)).unwrap();
+    let reference = image_ref(&fake.addr, "r/huge:1");
     let err = client(fast_options())
         .fetch_manifest(&reference)
         .await
@@ -327,17 +303,10 @@ async fn push_retries_a_failed_upload_and_a_dropped_connection() {
     let fake = FakeRegistry::start().await;
     let src = TempStore::new();
     let img = build_image(&src.store, &[&vec![7u8; 300_000]]);
-    let reference = Reference::parse(&format!("{}/r/push:1", fake.addr)).unwrap();
+    let reference = image_ref(&fake.addr, "r/push:1");
     fake.fault("PUT", "/blobs/uploads/", 1, Action::Status(500, vec![]));
     fake.fault("PUT", "/blobs/uploads/", 1, Action::DropRequest(1000));
-    let s = client(fast_options())
-        .push(
-            &reference,
-            &img.top,
-            &src.store,
-            &PushOptions::default(),
-            &no_progress,
-        )
+    let s = push(&client(fast_options()), &reference, &img, &src)
         .await
         .unwrap();
     assert_eq!(s.uploaded, 2);
@@ -357,7 +326,7 @@ async fn push_never_puts_a_manifest_over_a_missing_blob() {
     let fake = FakeRegistry::start().await;
     let src = TempStore::new();
     let img = build_image(&src.store, &[b"one", b"two"]);
-    let reference = Reference::parse(&format!("{}/r/safe:1", fake.addr)).unwrap();
+    let reference = image_ref(&fake.addr, "r/safe:1");
     let layer = img.layers[1].digest.as_str().to_owned();
     // The second layer's upload always fails.
     fake.add_fault(support::fake::Fault {
@@ -366,14 +335,7 @@ async fn push_never_puts_a_manifest_over_a_missing_blob() {
         times: 100,
         action: Action::Status(500, vec![]),
     });
-    let err = client(fast_options())
-        .push(
-            &reference,
-            &img.top,
-            &src.store,
-            &PushOptions::default(),
-            &no_progress,
-        )
+    let err = push(&client(fast_options()), &reference, &img, &src)
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(500), "{err}");
@@ -386,15 +348,8 @@ async fn push_never_puts_a_manifest_over_a_missing_blob() {
     // Content missing locally: refused before anything is sent.
     let fake2 = FakeRegistry::start().await;
     src.store.remove(&img.layers[0].digest).unwrap();
-    let reference2 = Reference::parse(&format!("{}/r/safe:1", fake2.addr)).unwrap();
-    let err = client(fast_options())
-        .push(
-            &reference2,
-            &img.top,
-            &src.store,
-            &PushOptions::default(),
-            &no_progress,
-        )
+    let reference2 = image_ref(&fake2.addr, "r/safe:1");
+    let err = push(&client(fast_options()), &reference2, &img, &src)
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::MissingContent { .. }), "{err}");
@@ -408,19 +363,10 @@ async fn chunk_min_length_forces_chunked_upload() {
     let src = TempStore::new();
     let data: Vec<u8> = (0..250_000u32).map(|i| (i % 251) as u8).collect();
     let img = build_image(&src.store, &[&data]);
-    let reference = Reference::parse(&format!("{}/r/chunks:1", fake.addr)).unwrap();
+    let reference = image_ref(&fake.addr, "r/chunks:1");
     let mut opts = fast_options();
     opts.chunk_size = 1; // The registry's minimum wins.
-    client(opts)
-        .push(
-            &reference,
-            &img.top,
-            &src.store,
-            &PushOptions::default(),
-            &no_progress,
-        )
-        .await
-        .unwrap();
+    push(&client(opts), &reference, &img, &src).await.unwrap();
     let layer_size = img.layers[0].size;
     let expected_patches = layer_size.div_ceil(100_000) + 1; // + the config
     assert_eq!(
@@ -438,16 +384,8 @@ async fn bearer_tokens_are_fetched_cached_and_refreshed() {
     let src = TempStore::new();
     let img = build_image(&src.store, &[b"bearer layer"]);
     let c = client(fast_options());
-    let base = Reference::parse(&format!("{}/team/base:1", fake.addr)).unwrap();
-    c.push(
-        &base,
-        &img.top,
-        &src.store,
-        &PushOptions::default(),
-        &no_progress,
-    )
-    .await
-    .unwrap();
+    let base = image_ref(&fake.addr, "team/base:1");
+    push(&c, &base, &img, &src).await.unwrap();
     let first_tokens = fake.token_requests().len();
     assert_eq!(
         first_tokens,
@@ -461,9 +399,7 @@ async fn bearer_tokens_are_fetched_cached_and_refreshed() {
     // new one and carries on.
     fake.revoke_tokens();
     let dst = TempStore::new();
-    c.pull(&base, &amd64(), &dst.store, &no_progress)
-        .await
-        .unwrap();
+    pull(&c, &base, "linux/amd64", &dst).await.unwrap();
     assert_eq!(
         fake.token_requests().len(),
         2,
@@ -473,7 +409,7 @@ async fn bearer_tokens_are_fetched_cached_and_refreshed() {
 
     // Cross-repository mount: one token covers push on the target and pull
     // on the source.
-    let app = Reference::parse(&format!("{}/team/app:1", fake.addr)).unwrap();
+    let app = image_ref(&fake.addr, "team/app:1");
     let opts = PushOptions {
         mount_from: vec!["team/base".into()],
     };
@@ -495,21 +431,16 @@ async fn mirrors_are_tried_first_and_fall_through_to_the_origin() {
     let origin = FakeRegistry::start().await;
     let mirror = FakeRegistry::start().await;
     let (reference, img, _src) = seeded(&origin, "r/app").await;
-    let mut opts = fast_options();
-    opts.config.hosts.insert(
-        origin.addr.clone(),
+    let c = client(host_options(
+        &origin.addr,
         HostConfig {
             mirrors: vec![mirror.addr.clone()],
             ..HostConfig::default()
         },
-    );
-    let c = client(opts);
+    ));
     // The mirror has nothing: falls through to the origin.
     let dst = TempStore::new();
-    let got = c
-        .pull(&reference, &amd64(), &dst.store, &no_progress)
-        .await
-        .unwrap();
+    let got = pull(&c, &reference, "linux/amd64", &dst).await.unwrap();
     assert_eq!(got.manifest_descriptor.digest, img.top.digest);
     assert!(mirror.count("GET", "/manifests/") >= 1);
 
@@ -517,9 +448,7 @@ async fn mirrors_are_tried_first_and_fall_through_to_the_origin() {
     let before = origin.log().len();
     let (_r, _i, _s) = seeded(&mirror, "r/app").await;
     let dst2 = TempStore::new();
-    c.pull(&reference, &amd64(), &dst2.store, &no_progress)
-        .await
-        .unwrap();
+    pull(&c, &reference, "linux/amd64", &dst2).await.unwrap();
     assert_eq!(origin.log().len(), before, "{:?}", &origin.log()[before..]);
 }
 
@@ -541,7 +470,7 @@ async fn head_manifest_reports_the_digest_and_falls_back_to_get() {
     assert_eq!(d.digest, img.top.digest);
     assert_eq!(fake.count("GET", "/manifests/"), 1);
 
-    let missing = Reference::parse(&format!("{}/r/none:1", fake.addr)).unwrap();
+    let missing = image_ref(&fake.addr, "r/none:1");
     let err = c.head_manifest(&missing).await.unwrap_err();
     assert!(
         matches!(err, RegistryError::ManifestNotFound { .. }),
@@ -567,15 +496,8 @@ async fn a_registry_that_loses_chunk_data_is_caught() {
     );
     let src = TempStore::new();
     let img = build_image(&src.store, &[&vec![1u8; 5000]]);
-    let reference = Reference::parse(&format!("{}/r/lossy:1", fake.addr)).unwrap();
-    let err = client(fast_options())
-        .push(
-            &reference,
-            &img.top,
-            &src.store,
-            &PushOptions::default(),
-            &no_progress,
-        )
+    let reference = image_ref(&fake.addr, "r/lossy:1");
+    let err = push(&client(fast_options()), &reference, &img, &src)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("reports range `0-5`"), "{err}");
@@ -587,9 +509,8 @@ async fn docker_hub_pulls_go_through_a_configured_mirror() {
     // No network here: a Docker Hub pull can only succeed through the mirror.
     let mirror = FakeRegistry::start().await;
     let (_r, img, _s) = seeded(&mirror, "library/busybox").await;
-    let mut opts = fast_options();
-    opts.config.hosts.insert(
-        "docker.io".into(),
+    let opts = host_options(
+        "docker.io",
         HostConfig {
             mirrors: vec![format!("http://{}", mirror.addr)],
             ..HostConfig::default()
@@ -598,8 +519,7 @@ async fn docker_hub_pulls_go_through_a_configured_mirror() {
     let reference = Reference::parse("busybox:1").unwrap();
     assert_eq!(reference.registry, "docker.io");
     let dst = TempStore::new();
-    let got = client(opts)
-        .pull(&reference, &amd64(), &dst.store, &no_progress)
+    let got = pull(&client(opts), &reference, "linux/amd64", &dst)
         .await
         .unwrap();
     assert_eq!(got.manifest_descriptor.digest, img.top.digest);
@@ -617,31 +537,19 @@ async fn parallel_transfers_stay_within_the_limit() {
     let contents: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
     let refs: Vec<&[u8]> = contents.iter().map(Vec::as_slice).collect();
     let img = build_image(&src.store, &refs);
-    let reference = Reference::parse(&format!("{}/r/many:1", fake.addr)).unwrap();
+    let reference = image_ref(&fake.addr, "r/many:1");
     let mut opts = fast_options();
     opts.max_concurrent_blobs = 2;
     let c = client(opts);
     // Slow answers so that transfers overlap as much as the client allows.
     fake.fault("HEAD", "/blobs/", 100, Action::Delay(50));
-    let s = c
-        .push(
-            &reference,
-            &img.top,
-            &src.store,
-            &PushOptions::default(),
-            &no_progress,
-        )
-        .await
-        .unwrap();
+    let s = push(&c, &reference, &img, &src).await.unwrap();
     assert_eq!(s.uploaded, 9);
     assert!(fake.max_inflight() <= 2, "{}", fake.max_inflight());
 
     fake.fault("GET", "/blobs/", 100, Action::Delay(50));
     let dst = TempStore::new();
-    let got = c
-        .pull(&reference, &amd64(), &dst.store, &no_progress)
-        .await
-        .unwrap();
+    let got = pull(&c, &reference, "linux/amd64", &dst).await.unwrap();
     assert_eq!(got.layers.len(), 8);
     assert!(fake.max_inflight() <= 2, "{}", fake.max_inflight());
     for l in &img.layers {
@@ -658,8 +566,7 @@ async fn ipv6_loopback_registry_is_plain_http_and_works() {
     let (reference, img, _src) = seeded(&fake, "v6/app").await;
     assert_eq!(reference.registry, fake.addr);
     let dst = TempStore::new();
-    let got = client(fast_options())
-        .pull(&reference, &amd64(), &dst.store, &no_progress)
+    let got = pull(&client(fast_options()), &reference, "linux/amd64", &dst)
         .await
         .unwrap();
     assert_eq!(got.manifest_descriptor.digest, img.top.digest);

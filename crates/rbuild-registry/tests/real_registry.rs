@@ -3,40 +3,13 @@
 
 mod support;
 
-use std::process::Command;
-
 use rbuild_oci::manifest::ManifestFormat;
 use rbuild_oci::media_types as mt;
-use rbuild_oci::platform::Platform;
-use rbuild_oci::reference::Reference;
-use rbuild_registry::{
-    Credential, ProgressKind, PushOptions, RegistryError, StaticCredentials, no_progress,
-};
+use rbuild_registry::{ProgressKind, PushOptions, RegistryError, no_progress};
 use support::image::{TempStore, build_image, build_multi_platform, build_multi_platform_as};
 use support::registry::{Htpasswd, TestRegistry};
-use support::{Events, client, fast_options};
-
-fn skopeo_inspect(reference: &str, creds: Option<&str>) -> Option<serde_json::Value> {
-    if Command::new("skopeo").arg("--version").output().is_err() {
-        eprintln!("note: skopeo not installed; skipping its check");
-        return None;
-    }
-    let mut cmd = Command::new("skopeo");
-    cmd.args(["inspect", "--tls-verify=false", "--raw"]);
-    if let Some(c) = creds {
-        cmd.arg("--creds").arg(c);
-    }
-    let out = cmd
-        .arg(format!("docker://{reference}"))
-        .output()
-        .expect("skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo inspect {reference} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).expect("skopeo JSON"))
-}
+use support::skopeo;
+use support::{Events, basic_auth_options, client, fast_options, image_ref, platform, pull, push};
 
 #[tokio::test]
 async fn push_then_pull_round_trip_and_second_push_uploads_nothing() {
@@ -45,7 +18,7 @@ async fn push_then_pull_round_trip_and_second_push_uploads_nothing() {
     };
     let src = TempStore::new();
     let img = build_image(&src.store, &[b"hello from layer one", b"and layer two"]);
-    let reference = Reference::parse(&format!("{}/rbuild/test:v1", reg.addr)).unwrap();
+    let reference = image_ref(&reg.addr, "rbuild/test:v1");
     let c = client(fast_options());
 
     let events = Events::default();
@@ -73,9 +46,8 @@ async fn push_then_pull_round_trip_and_second_push_uploads_nothing() {
     assert!(done.iter().all(|e| e.done == e.total));
 
     // A tool we did not write reads what we pushed, byte for byte.
-    if let Some(raw) = skopeo_inspect(&reference.to_string(), None) {
-        let ours: serde_json::Value =
-            serde_json::from_slice(&src.store.read_all(&img.top.digest).unwrap()).unwrap();
+    if let Some(raw) = skopeo::inspect(&reference.to_string(), None) {
+        let ours: serde_json::Value = serde_json::from_slice(&src.blob(&img.top.digest)).unwrap();
         assert_eq!(raw, ours);
     }
 
@@ -84,15 +56,7 @@ async fn push_then_pull_round_trip_and_second_push_uploads_nothing() {
 
     // Pull into another store.
     let dst = TempStore::new();
-    let pulled = c
-        .pull(
-            &reference,
-            &Platform::parse("linux/amd64").unwrap(),
-            &dst.store,
-            &no_progress,
-        )
-        .await
-        .unwrap();
+    let pulled = pull(&c, &reference, "linux/amd64", &dst).await.unwrap();
     assert_eq!(pulled.manifest_descriptor.digest, img.top.digest);
     assert_eq!(pulled.config_descriptor.digest, img.configs[0].digest);
     assert_eq!(pulled.layers, img.layers);
@@ -103,25 +67,11 @@ async fn push_then_pull_round_trip_and_second_push_uploads_nothing() {
         .chain(&img.configs)
         .chain(std::iter::once(&img.top))
     {
-        assert_eq!(
-            dst.store.read_all(&d.digest).unwrap(),
-            src.store.read_all(&d.digest).unwrap(),
-            "{}",
-            d.digest
-        );
+        assert_eq!(dst.blob(&d.digest), src.blob(&d.digest), "{}", d.digest);
     }
 
     // Pushing again: every blob is found by HEAD, nothing is uploaded.
-    let again = c
-        .push(
-            &reference,
-            &img.top,
-            &src.store,
-            &PushOptions::default(),
-            &no_progress,
-        )
-        .await
-        .unwrap();
+    let again = push(&c, &reference, &img, &src).await.unwrap();
     assert_eq!(
         (again.uploaded, again.existed, again.bytes_uploaded),
         (0, 3, 0)
@@ -135,46 +85,25 @@ async fn multi_platform_index_push_and_platform_selection() {
     };
     let src = TempStore::new();
     let img = build_multi_platform(&src.store);
-    let reference = Reference::parse(&format!("{}/rbuild/multi:latest", reg.addr)).unwrap();
+    let reference = image_ref(&reg.addr, "rbuild/multi:latest");
     let c = client(fast_options());
-    let s = c
-        .push(
-            &reference,
-            &img.top,
-            &src.store,
-            &PushOptions::default(),
-            &no_progress,
-        )
-        .await
-        .unwrap();
+    let s = push(&c, &reference, &img, &src).await.unwrap();
     assert_eq!(s.manifests, 3, "two manifests then the index");
     assert_eq!(s.uploaded, 2 + 3, "two configs, three distinct layers");
 
-    if let Some(raw) = skopeo_inspect(&reference.to_string(), None) {
+    if let Some(raw) = skopeo::inspect(&reference.to_string(), None) {
         assert_eq!(raw["manifests"].as_array().map(Vec::len), Some(2));
     }
 
     let dst = TempStore::new();
-    let arm = c
-        .pull(
-            &reference,
-            &Platform::parse("linux/arm64/v8").unwrap(),
-            &dst.store,
-            &no_progress,
-        )
-        .await
-        .unwrap();
+    let arm = pull(&c, &reference, "linux/arm64/v8", &dst).await.unwrap();
     assert_eq!(arm.manifest_descriptor.digest, img.manifests[1].digest);
     assert_eq!(arm.config.architecture, "arm64");
     assert_eq!(arm.top_digest(), &img.top.digest);
     assert!(dst.store.contains(&img.top.digest), "index stored");
 
     let err = c
-        .resolve(
-            &reference,
-            &Platform::parse("linux/s390x").unwrap(),
-            &dst.store,
-        )
+        .resolve(&reference, &platform("linux/s390x"), &dst.store)
         .await
         .unwrap_err();
     assert!(
@@ -186,11 +115,7 @@ async fn multi_platform_index_push_and_platform_selection() {
     // Pull by digest of a child manifest.
     let by_digest = reference.with_digest(img.manifests[0].digest.clone());
     let amd = c
-        .resolve(
-            &by_digest,
-            &Platform::parse("linux/arm64").unwrap(),
-            &dst.store,
-        )
+        .resolve(&by_digest, &platform("linux/arm64"), &dst.store)
         .await
         .unwrap();
     assert_eq!(
@@ -207,17 +132,9 @@ async fn cross_repository_mount_uploads_nothing() {
     let src = TempStore::new();
     let img = build_image(&src.store, &[b"base layer for mounting"]);
     let c = client(fast_options());
-    let base = Reference::parse(&format!("{}/team/base:1", reg.addr)).unwrap();
-    c.push(
-        &base,
-        &img.top,
-        &src.store,
-        &PushOptions::default(),
-        &no_progress,
-    )
-    .await
-    .unwrap();
-    let app = Reference::parse(&format!("{}/team/app:1", reg.addr)).unwrap();
+    let base = image_ref(&reg.addr, "team/base:1");
+    push(&c, &base, &img, &src).await.unwrap();
+    let app = image_ref(&reg.addr, "team/app:1");
     let opts = PushOptions {
         mount_from: vec!["team/nothing-here".into(), "team/base".into()],
     };
@@ -227,14 +144,7 @@ async fn cross_repository_mount_uploads_nothing() {
         .unwrap();
     assert_eq!((s.uploaded, s.mounted), (0, 2), "{s:?}");
     let dst = TempStore::new();
-    c.pull(
-        &app,
-        &Platform::parse("linux/amd64").unwrap(),
-        &dst.store,
-        &no_progress,
-    )
-    .await
-    .unwrap();
+    pull(&c, &app, "linux/amd64", &dst).await.unwrap();
     assert!(dst.store.contains(&img.layers[0].digest));
 }
 
@@ -250,28 +160,15 @@ async fn chunked_upload_to_real_registry() {
     opts.chunk_threshold = Some(0);
     opts.chunk_size = 64 << 10;
     let c = client(opts);
-    let reference = Reference::parse(&format!("{}/rbuild/chunked:1", reg.addr)).unwrap();
-    c.push(
-        &reference,
-        &img.top,
-        &src.store,
-        &PushOptions::default(),
-        &no_progress,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", reg.log()));
+    let reference = image_ref(&reg.addr, "rbuild/chunked:1");
+    push(&c, &reference, &img, &src)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", reg.log()));
     let dst = TempStore::new();
-    c.pull(
-        &reference,
-        &Platform::parse("linux/amd64").unwrap(),
-        &dst.store,
-        &no_progress,
-    )
-    .await
-    .unwrap();
+    pull(&c, &reference, "linux/amd64", &dst).await.unwrap();
     assert_eq!(
-        dst.store.read_all(&img.layers[0].digest).unwrap(),
-        src.store.read_all(&img.layers[0].digest).unwrap()
+        dst.blob(&img.layers[0].digest),
+        src.blob(&img.layers[0].digest)
     );
 }
 
@@ -289,36 +186,18 @@ async fn basic_auth_registry() {
     };
     let src = TempStore::new();
     let img = build_image(&src.store, &[b"secret layer"]);
-    let reference = Reference::parse(&format!("{}/private/app:1", reg.addr)).unwrap();
+    let reference = image_ref(&reg.addr, "private/app:1");
 
     // Anonymous: refused with a hint.
-    let anon = client(fast_options());
-    let err = anon
-        .push(
-            &reference,
-            &img.top,
-            &src.store,
-            &PushOptions::default(),
-            &no_progress,
-        )
+    let err = push(&client(fast_options()), &reference, &img, &src)
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
     assert!(err.to_string().contains("log in"), "{err}");
 
     // Wrong password: refused, naming the credentials.
-    let mut opts = fast_options();
-    opts.credentials = std::sync::Arc::new(
-        StaticCredentials::new().with(&reg.addr, Credential::basic("alice", "wrong")),
-    );
-    let err = client(opts.clone())
-        .push(
-            &reference,
-            &img.top,
-            &src.store,
-            &PushOptions::default(),
-            &no_progress,
-        )
+    let opts = basic_auth_options(&reg.addr, "alice", "wrong");
+    let err = push(&client(opts.clone()), &reference, &img, &src)
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
@@ -327,31 +206,11 @@ async fn basic_auth_registry() {
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
 
     // Right password: push and pull work.
-    let mut opts = fast_options();
-    opts.credentials = std::sync::Arc::new(
-        StaticCredentials::new().with(&reg.addr, Credential::basic("alice", "s3cret")),
-    );
-    let c = client(opts);
-    c.push(
-        &reference,
-        &img.top,
-        &src.store,
-        &PushOptions::default(),
-        &no_progress,
-    )
-    .await
-    .unwrap();
-    skopeo_inspect(&reference.to_string(), Some("alice:s3cret"));
+    let c = client(basic_auth_options(&reg.addr, "alice", "s3cret"));
+    push(&c, &reference, &img, &src).await.unwrap();
+    skopeo::inspect(&reference.to_string(), Some("alice:s3cret"));
     let dst = TempStore::new();
-    let pulled = c
-        .pull(
-            &reference,
-            &Platform::parse("linux/amd64").unwrap(),
-            &dst.store,
-            &no_progress,
-        )
-        .await
-        .unwrap();
+    let pulled = pull(&c, &reference, "linux/amd64", &dst).await.unwrap();
     assert_eq!(pulled.manifest_descriptor.digest, img.top.digest);
 }
 
@@ -363,39 +222,22 @@ async fn docker_manifest_list_round_trip_keeps_media_types_and_bytes() {
     let src = TempStore::new();
     let img = build_multi_platform_as(&src.store, ManifestFormat::DockerV2S2);
     assert_eq!(img.top.media_type, mt::DOCKER_MANIFEST_LIST);
-    let reference = Reference::parse(&format!("{}/rbuild/docker:1", reg.addr)).unwrap();
+    let reference = image_ref(&reg.addr, "rbuild/docker:1");
     let c = client(fast_options());
-    c.push(
-        &reference,
-        &img.top,
-        &src.store,
-        &PushOptions::default(),
-        &no_progress,
-    )
-    .await
-    .unwrap();
-    if let Some(raw) = skopeo_inspect(&reference.to_string(), None) {
+    push(&c, &reference, &img, &src).await.unwrap();
+    if let Some(raw) = skopeo::inspect(&reference.to_string(), None) {
         assert_eq!(raw["mediaType"], mt::DOCKER_MANIFEST_LIST);
     }
     let dst = TempStore::new();
     let events = Events::default();
     let cb = events.callback();
     let got = c
-        .pull(
-            &reference,
-            &Platform::parse("linux/arm64").unwrap(),
-            &dst.store,
-            &cb,
-        )
+        .pull(&reference, &platform("linux/arm64"), &dst.store, &cb)
         .await
         .unwrap();
     let (index_desc, index_bytes) = got.index.clone().expect("a manifest list");
     assert_eq!(index_desc.media_type, mt::DOCKER_MANIFEST_LIST);
-    assert_eq!(
-        index_bytes,
-        src.store.read_all(&img.top.digest).unwrap(),
-        "raw bytes kept"
-    );
+    assert_eq!(index_bytes, src.blob(&img.top.digest), "raw bytes kept");
     assert_eq!(got.manifest_descriptor.media_type, mt::DOCKER_MANIFEST);
     assert_eq!(got.manifest_descriptor.digest, img.manifests[1].digest);
     assert_eq!(got.config_descriptor.media_type, mt::DOCKER_CONFIG);
@@ -423,39 +265,10 @@ async fn docker_manifest_list_round_trip_keeps_media_types_and_bytes() {
     // Pulling again downloads nothing.
     let events = Events::default();
     let cb = events.callback();
-    c.pull(
-        &reference,
-        &Platform::parse("linux/arm64").unwrap(),
-        &dst.store,
-        &cb,
-    )
-    .await
-    .unwrap();
+    c.pull(&reference, &platform("linux/arm64"), &dst.store, &cb)
+        .await
+        .unwrap();
     assert!(events.all().iter().all(|e| e.kind == ProgressKind::Cached));
-}
-
-fn skopeo_copy(from: &str, to: &str) -> bool {
-    if Command::new("skopeo").arg("--version").output().is_err() {
-        eprintln!("note: skopeo not installed; skipping");
-        return false;
-    }
-    let out = Command::new("skopeo")
-        .args([
-            "copy",
-            "--quiet",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            from,
-            to,
-        ])
-        .output()
-        .expect("skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo copy {from} {to}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    true
 }
 
 #[tokio::test]
@@ -465,23 +278,15 @@ async fn skopeo_copies_what_we_push_and_we_pull_what_skopeo_pushes() {
     };
     let src = TempStore::new();
     let img = build_image(&src.store, &[b"interop layer one", b"interop layer two"]);
-    let ours = Reference::parse(&format!("{}/interop/ours:1", reg.addr)).unwrap();
+    let ours = image_ref(&reg.addr, "interop/ours:1");
     let c = client(fast_options());
-    c.push(
-        &ours,
-        &img.top,
-        &src.store,
-        &PushOptions::default(),
-        &no_progress,
-    )
-    .await
-    .unwrap();
+    push(&c, &ours, &img, &src).await.unwrap();
 
     // skopeo downloads every blob we pushed (and verifies digests) into an
     // OCI layout...
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
-    if !skopeo_copy(
+    if !skopeo::copy(
         &format!("docker://{ours}"),
         &format!("oci:{}:x", layout.display()),
     ) {
@@ -489,25 +294,17 @@ async fn skopeo_copies_what_we_push_and_we_pull_what_skopeo_pushes() {
     }
     for d in img.layers.iter().chain(&img.configs) {
         let blob = std::fs::read(layout.join("blobs/sha256").join(d.digest.hex())).unwrap();
-        assert_eq!(blob, src.store.read_all(&d.digest).unwrap(), "{}", d.digest);
+        assert_eq!(blob, src.blob(&d.digest), "{}", d.digest);
     }
     // ...and pushes it to another repository with its own client...
-    let theirs = Reference::parse(&format!("{}/interop/theirs:1", reg.addr)).unwrap();
-    assert!(skopeo_copy(
+    let theirs = image_ref(&reg.addr, "interop/theirs:1");
+    assert!(skopeo::copy(
         &format!("oci:{}:x", layout.display()),
         &format!("docker://{theirs}")
     ));
     // ...which we pull back: same config, same layers.
     let dst = TempStore::new();
-    let got = c
-        .pull(
-            &theirs,
-            &Platform::parse("linux/amd64").unwrap(),
-            &dst.store,
-            &no_progress,
-        )
-        .await
-        .unwrap();
+    let got = pull(&c, &theirs, "linux/amd64", &dst).await.unwrap();
     assert_eq!(got.config_descriptor.digest, img.configs[0].digest);
     let digests: Vec<_> = got.layers.iter().map(|l| &l.digest).collect();
     let want: Vec<_> = img.layers.iter().map(|l| &l.digest).collect();

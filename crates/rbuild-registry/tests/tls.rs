@@ -7,11 +7,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rbuild_oci::reference::Reference;
-use rbuild_registry::{HostConfig, PushOptions, RegistryClient, RegistryError, no_progress};
+use rbuild_registry::{HostConfig, RegistryClient, RegistryError};
 use support::image::{TempStore, build_image};
 use support::registry::{Options, TestRegistry};
-use support::{client, fast_options};
+use support::{client, host_options, image_ref, push};
 
 /// A self-signed certificate for 127.0.0.1 (cert, key), or `None` without
 /// the openssl tool.
@@ -47,9 +46,7 @@ fn self_signed(dir: &Path, name: &str) -> Option<(PathBuf, PathBuf)> {
 }
 
 fn with_host(addr: &str, host: HostConfig) -> RegistryClient {
-    let mut opts = fast_options();
-    opts.config.hosts.insert(addr.to_owned(), host);
-    client(opts)
+    client(host_options(addr, host))
 }
 
 #[tokio::test]
@@ -69,7 +66,7 @@ async fn self_signed_registry_with_ca_or_insecure_and_refused_otherwise() {
     };
     let src = TempStore::new();
     let img = build_image(&src.store, &[b"tls layer"]);
-    let reference = Reference::parse(&format!("{}/tls/app:1", reg.addr)).unwrap();
+    let reference = image_ref(&reg.addr, "tls/app:1");
 
     // Trusted through an extra CA file.
     let c = with_host(
@@ -79,15 +76,9 @@ async fn self_signed_registry_with_ca_or_insecure_and_refused_otherwise() {
             ..HostConfig::default()
         },
     );
-    c.push(
-        &reference,
-        &img.top,
-        &src.store,
-        &PushOptions::default(),
-        &no_progress,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", reg.log()));
+    push(&c, &reference, &img, &src)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", reg.log()));
 
     // `insecure`: any certificate.
     let c = with_host(
@@ -119,9 +110,8 @@ async fn self_signed_registry_with_ca_or_insecure_and_refused_otherwise() {
     // A CA file that is not a certificate: the client is not built.
     let bogus = dir.path().join("bogus.pem");
     std::fs::write(&bogus, "not a certificate").unwrap();
-    let mut opts = fast_options();
-    opts.config.hosts.insert(
-        reg.addr.clone(),
+    let opts = host_options(
+        &reg.addr,
         HostConfig {
             ca: vec![bogus],
             ..HostConfig::default()

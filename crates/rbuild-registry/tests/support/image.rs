@@ -20,6 +20,13 @@ impl TempStore {
         let store = ContentStore::open(&dir.path().join("content")).expect("store");
         TempStore { store, _dir: dir }
     }
+
+    /// The bytes of blob `digest`, which the test expects to be there.
+    pub fn blob(&self, digest: &Digest) -> Vec<u8> {
+        self.store
+            .read_all(digest)
+            .unwrap_or_else(|e| panic!("blob {digest}: {e}"))
+    }
 }
 
 /// What [`build_image`] made.
