@@ -3,13 +3,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rbuild_dockerfile::IgnoreMatcher;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let (path, patterns) = text.split_once('\n').unwrap_or((text, ""));
-    if let Ok(m) = IgnoreMatcher::from_dockerignore(patterns) {
-        let _ = m.matches(path, false);
-        let _ = m.can_skip_dir(path);
-    }
-});
+fuzz_target!(|data: &[u8]| rbuild_dockerfile::fuzzing::dockerignore(data));

@@ -85,6 +85,8 @@ pub mod stages;
 mod shell_pattern;
 pub mod syntax;
 pub mod convert;
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use ast::*;
 pub use error::{ParseError, Span};

@@ -3,10 +3,7 @@
 
 use proptest::prelude::*;
 
-use rbuild_dockerfile::stages::{Platform, ResolveOptions, resolve};
-use rbuild_dockerfile::{
-    IgnoreMatcher, MountSpec, ShellLexer, expand_word, expand_words, parse, parse_nodes,
-};
+use rbuild_dockerfile::{ShellLexer, expand_word, expand_words, parse};
 
 /// Bytes biased towards Dockerfile syntax so the fuzzing reaches deep.
 fn dockerfile_bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -86,27 +83,7 @@ proptest! {
 
     #[test]
     fn parser_never_panics(src in dockerfile_bytes()) {
-        let _ = parse_nodes(&src, "Dockerfile");
-        if let Ok(df) = parse(&src, "Dockerfile") {
-            let args = Default::default();
-            let named = Default::default();
-            let opts = ResolveOptions {
-                build_args: &args,
-                target: None,
-                build_platform: Platform::parse("linux/amd64").unwrap(),
-                target_platform: Platform::parse("linux/amd64").unwrap(),
-                named_contexts: &named,
-            };
-            let _ = resolve(&df, &opts);
-            for stage in &df.stages {
-                for inst in &stage.instructions {
-                    if let rbuild_dockerfile::InstructionKind::Run(r) = &inst.kind {
-                        let _ = r.resolve_mounts(&lookup, df.escape);
-                        let _ = r.script();
-                    }
-                }
-            }
-        }
+        rbuild_dockerfile::fuzzing::dockerfile(&src);
     }
 
     #[test]
@@ -120,15 +97,11 @@ proptest! {
         let _ = expand_words(&w, &lookup, '`');
         let raw = ShellLexer { raw_quotes: true, raw_escapes: true, skip_unset_env: true, ..ShellLexer::new('\\') };
         let _ = raw.process(&w, &lookup);
-        let _ = MountSpec::parse(&w, None);
-        let _ = MountSpec::parse_deferred(&w);
+        rbuild_dockerfile::fuzzing::shell_word(w.as_bytes());
     }
 
     #[test]
     fn matcher_never_panics(patterns in prop::collection::vec("[a-c*?!/\\[\\]^\\\\. -]{0,8}", 0..6), path in "[a-c*/. ]{0,12}") {
-        if let Ok(m) = IgnoreMatcher::from_dockerignore(&patterns.join("\n")) {
-            let _ = m.matches(&path, false);
-            let _ = m.can_skip_dir(&path);
-        }
+        rbuild_dockerfile::fuzzing::dockerignore(format!("{path}\n{}", patterns.join("\n")).as_bytes());
     }
 }
