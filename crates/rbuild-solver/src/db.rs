@@ -44,15 +44,29 @@ pub struct SnapshotRow {
     pub created: i64,
 }
 
-/// An entry of `rbuild du`.
+/// A recorded snapshot as the DB knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotUsage {
     pub id: String,
     pub parent: Option<String>,
-    pub size: u64,
+    /// Allocated bytes of its own layer; `None` until garbage collection or
+    /// `du` first measures it (see [`UNSIZED`]).
+    pub size: Option<u64>,
     pub last_used: i64,
     pub description: String,
 }
+
+/// The `snapshots.size` of a snapshot nobody has measured yet. Recording a
+/// snapshot does not walk it (after a large `COPY` that walk was a `stat` per
+/// file on every build's critical path); only GC and `du` need sizes, and
+/// they measure the unsized ones once and store the result, which stays
+/// valid because a committed snapshot never changes.
+///
+/// A sentinel rather than NULL keeps the column `NOT NULL`, so state dirs
+/// made before lazy sizes need no migration (all their rows hold measured
+/// sizes) and an older rbuild sharing the state dir reads a -1 as an empty
+/// snapshot instead of failing on a NULL.
+pub const UNSIZED: i64 = -1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS cache (
@@ -161,16 +175,15 @@ impl Db {
         Ok(snap)
     }
 
-    /// Records a committed snapshot and the key that produced it. Returns the
-    /// snapshot that is recorded for the key afterwards: `snapshot` itself, or
-    /// the one a concurrent build recorded first (the caller then removes its
-    /// own).
+    /// Records a committed snapshot (its size [`UNSIZED`]) and the key that
+    /// produced it. Returns the snapshot that is recorded for the key
+    /// afterwards: `snapshot` itself, or the one a concurrent build recorded
+    /// first (the caller then removes its own).
     pub fn record(
         &self,
         key: &str,
         snapshot: &str,
         parent: Option<&str>,
-        size: u64,
         empty: bool,
         description: &str,
         replace: bool,
@@ -187,7 +200,7 @@ impl Db {
             tx.execute(
                 "INSERT OR IGNORE INTO snapshots (id, parent, size, empty, description, created, last_used)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                params![snapshot, parent, size as i64, empty, description, t],
+                params![snapshot, parent, UNSIZED, empty, description, t],
             )?;
             tx.execute("UPDATE cache SET snapshot = ?2, last_used = ?3 WHERE key = ?1", params![key, snapshot, t])?;
             tx.commit()?;
@@ -204,7 +217,7 @@ impl Db {
         tx.execute(
             "INSERT OR IGNORE INTO snapshots (id, parent, size, empty, description, created, last_used)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            params![snapshot, parent, size as i64, empty, description, t],
+            params![snapshot, parent, UNSIZED, empty, description, t],
         )?;
         tx.execute(
             "INSERT INTO cache (key, snapshot, created, last_used) VALUES (?1, ?2, ?3, ?3)",
@@ -300,13 +313,45 @@ impl Db {
             Ok(SnapshotUsage {
                 id: r.get(0)?,
                 parent: r.get(1)?,
-                size: r.get::<_, i64>(2)? as u64,
+                size: u64::try_from(r.get::<_, i64>(2)?).ok(),
                 last_used: r.get(3)?,
                 description: r.get(4)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// The recorded snapshots whose size is not measured yet.
+    pub fn unsized_snapshots(&self) -> Result<Vec<String>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM snapshots WHERE size < 0 ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Stores measured sizes in one transaction. A size already stored is
+    /// kept (a concurrent measurement found the same), and a snapshot pruned
+    /// meanwhile stays gone.
+    pub fn set_snapshot_sizes(&self, sizes: &[(String, u64)]) -> Result<(), DbError> {
+        if sizes.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        store_sizes(&tx, sizes)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Stores measured sizes inside the caller's transaction (see
+/// [`Db::set_snapshot_sizes`]).
+pub(crate) fn store_sizes(conn: &Connection, sizes: &[(String, u64)]) -> Result<(), rusqlite::Error> {
+    let mut stmt = conn.prepare("UPDATE snapshots SET size = ?2 WHERE id = ?1 AND size < 0")?;
+    for (id, size) in sizes {
+        stmt.execute(params![id, i64::try_from(*size).unwrap_or(i64::MAX)])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -318,8 +363,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("m.db")).unwrap();
         assert_eq!(db.lookup("k").unwrap(), None);
-        assert_eq!(db.record("k", "s1", None, 1, false, "", false).unwrap(), "s1");
-        assert_eq!(db.record("k", "s2", None, 1, false, "", false).unwrap(), "s1");
+        assert_eq!(db.record("k", "s1", None, false, "", false).unwrap(), "s1");
+        assert_eq!(db.record("k", "s2", None, false, "", false).unwrap(), "s1");
         assert_eq!(db.lookup("k").unwrap().as_deref(), Some("s1"));
     }
 
@@ -329,7 +374,7 @@ mod tests {
         let path = dir.path().join("m.db");
         {
             let db = Db::open(&path).unwrap();
-            db.record("k", "s1", Some("p"), 10, true, "RUN x", false).unwrap();
+            db.record("k", "s1", Some("p"), true, "RUN x", false).unwrap();
             let layer = LayerRecord {
                 diff_id: "sha256:a".into(),
                 digest: "sha256:b".into(),
@@ -347,6 +392,43 @@ mod tests {
     }
 
     #[test]
+    fn sizes_are_unknown_until_stored_and_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("m.db")).unwrap();
+        db.record("k1", "s1", None, false, "", false).unwrap();
+        db.record("k2", "s2", Some("s1"), false, "", true).unwrap();
+        assert_eq!(db.unsized_snapshots().unwrap(), vec!["s1".to_string(), "s2".to_string()]);
+        assert!(db.snapshots().unwrap().iter().all(|s| s.size.is_none()));
+        db.set_snapshot_sizes(&[("s1".into(), 4096), ("gone".into(), 1)]).unwrap();
+        assert_eq!(db.unsized_snapshots().unwrap(), vec!["s2".to_string()]);
+        // A second measurement does not overwrite the first.
+        db.set_snapshot_sizes(&[("s1".into(), 8192)]).unwrap();
+        let sizes: Vec<_> = db.snapshots().unwrap().into_iter().map(|s| (s.id, s.size)).collect();
+        assert!(sizes.contains(&("s1".to_string(), Some(4096))), "{sizes:?}");
+        assert!(sizes.contains(&("s2".to_string(), None)), "{sizes:?}");
+    }
+
+    #[test]
+    fn rows_of_a_db_written_with_eager_sizes_keep_their_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        {
+            // What an rbuild before lazy sizes wrote: the measured size.
+            let db = Db::open(&path).unwrap();
+            db.conn()
+                .execute(
+                    "INSERT INTO snapshots (id, parent, size, empty, description, created, last_used)
+                     VALUES ('old', NULL, 12288, 0, 'RUN x', 1, 1)",
+                    [],
+                )
+                .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        assert!(db.unsized_snapshots().unwrap().is_empty());
+        assert_eq!(db.snapshots().unwrap()[0].size, Some(12288));
+    }
+
+    #[test]
     fn concurrent_connections_on_one_file_agree() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
@@ -354,7 +436,7 @@ mod tests {
         let b = Db::open(&path).unwrap();
         let handles: Vec<_> = [(a, "sa"), (b, "sb")]
             .into_iter()
-            .map(|(db, s)| std::thread::spawn(move || db.record("same", s, None, 0, false, "", false).unwrap()))
+            .map(|(db, s)| std::thread::spawn(move || db.record("same", s, None, false, "", false).unwrap()))
             .collect();
         let winners: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         assert_eq!(winners[0], winners[1]);

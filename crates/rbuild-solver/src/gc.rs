@@ -15,6 +15,11 @@
 //! Everything else goes, least recently used first when there is a cap
 //! (`--keep-storage`, or the config's `gc-keep-storage` after each build),
 //! children before parents (see [`select`]).
+//!
+//! Snapshot sizes are measured here, not when a build records a snapshot:
+//! each entry point first walks the snapshots recorded since the last
+//! measurement ([`crate::db::UNSIZED`]) and stores their sizes, which stay
+//! valid since a committed snapshot never changes.
 
 mod select;
 pub mod units;
@@ -41,6 +46,8 @@ pub const DEFAULT_KEEP_DURATION: i64 = 48 * 3600;
 pub enum GcError {
     #[error("metadata database: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
     #[error(transparent)]
     Lease(#[from] LeaseError),
     #[error("snapshots: {0}")]
@@ -220,6 +227,7 @@ impl Engine {
         let since = live.iter().map(|l| l.since).min();
         let leased = |t: i64| since.is_some_and(|s| t >= s);
         let mut snapshots = Vec::new();
+        let mut late_sizes = Vec::new();
         let mut on_disk = disk.snapshots;
         {
             let mut stmt = conn.prepare(
@@ -242,19 +250,33 @@ impl Engine {
                 let exists =
                     disk_entry.is_some() || sid(&id).is_ok_and(|s| self.state.snapshots.exists(&s));
                 let parent = disk_entry.and_then(|(p, _)| p).or(db_parent);
+                let size = if !exists {
+                    0
+                } else if let Ok(known) = u64::try_from(size) {
+                    known
+                } else {
+                    // Recorded after `measure_unsized` ran (rare): walk it
+                    // now, inside the transaction.
+                    let measured = self.measure(&id);
+                    if let Some(n) = measured {
+                        late_sizes.push((id.clone(), n));
+                    }
+                    measured.unwrap_or(0)
+                };
                 snapshots.push(SnapshotEntry {
                     cache_keys: keys.get(&id).copied().unwrap_or(0),
                     in_use: leased(last_used) || leased(created),
                     recorded: true,
                     id,
                     parent,
-                    size: if exists { size.max(0) as u64 } else { 0 },
+                    size,
                     created,
                     last_used,
                     description,
                 });
             }
         }
+        crate::db::store_sizes(conn, &late_sizes)?;
         for (id, (parent, at)) in on_disk {
             let size = sid(&id)
                 .ok()
@@ -349,8 +371,34 @@ impl Engine {
         Ok(out)
     }
 
+    /// Measures the recorded snapshots whose size is not known yet and
+    /// stores their sizes. Snapshots measured before are not walked again;
+    /// the walks run without holding the DB (they can take a while).
+    fn measure_unsized(&self) -> Result<(), GcError> {
+        let ids = self.state.db.unsized_snapshots()?;
+        let sizes: Vec<(String, u64)> =
+            ids.into_iter().filter_map(|id| self.measure(&id).map(|n| (id, n))).collect();
+        self.state.db.set_snapshot_sizes(&sizes)?;
+        Ok(())
+    }
+
+    /// The allocated bytes of a recorded snapshot's own layer; `None` when
+    /// it cannot be measured (gone, or an id that is not one), which GC
+    /// then counts as empty, as it did before sizes were lazy.
+    fn measure(&self, id: &str) -> Option<u64> {
+        let valid = sid(id).ok()?;
+        match self.state.snapshots.usage(&valid) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::debug!(snapshot = %id, error = %e, "cannot measure snapshot");
+                None
+            }
+        }
+    }
+
     /// What uses space in the state dir.
     pub fn disk_usage(&self) -> Result<DiskUsage, GcError> {
+        self.measure_unsized()?;
         let disk = self.disk_facts()?;
         let (inv, plan) = {
             let mut conn = self.state.db.conn();
@@ -420,6 +468,7 @@ impl Engine {
     /// Removes what `opts` selects; safe while other builds run on the same
     /// state dir (the lease protocol: `lease.rs`, `docs/architecture.md`).
     pub fn prune(&self, opts: &PruneOptions) -> Result<PruneReport, GcError> {
+        self.measure_unsized()?;
         let disk = self.disk_facts()?;
         let own = self.lease.id().to_string();
         let mut report = PruneReport::default();
@@ -549,6 +598,7 @@ impl Engine {
     /// process or another uses, nor local images) until usage is under it.
     /// Returns `None` when usage was already under the cap.
     pub fn gc_to_cap(&self, cap: u64) -> Result<Option<PruneReport>, GcError> {
+        self.measure_unsized()?;
         let used = self.usage_estimate()?;
         if used <= cap {
             return Ok(None);
@@ -561,10 +611,11 @@ impl Engine {
         self.prune(&opts).map(Some)
     }
 
-    /// Recorded snapshot sizes plus blob sizes (cheap: no tree walks).
+    /// Stored snapshot sizes plus blob sizes (cheap: no tree walks; the
+    /// caller has measured what was unsized, and what still is counts as 0).
     fn usage_estimate(&self) -> Result<u64, GcError> {
         let snapshots: i64 = self.state.db.conn().query_row(
-            "SELECT COALESCE(SUM(size), 0) FROM snapshots",
+            "SELECT COALESCE(SUM(size), 0) FROM snapshots WHERE size > 0",
             [],
             |r| r.get(0),
         )?;

@@ -25,7 +25,7 @@ mod solve;
 mod state;
 mod statcache;
 
-pub use db::{Db, DbError, ImageRecord, LayerRecord, SnapshotUsage};
+pub use db::{Db, DbError, ImageRecord, LayerRecord, SnapshotUsage, UNSIZED};
 pub use export::{ExportOptions, ExportedImage};
 pub use gc::{
     BlobEntry, CacheMountEntry, DiskUsage, GcError, PruneOptions, PruneReport, SnapshotEntry, UnitError,
@@ -234,7 +234,9 @@ impl Engine {
     }
 
     /// Records a committed snapshot under `key`; when another build recorded
-    /// the key first, removes ours and returns theirs.
+    /// the key first, removes ours and returns theirs. The snapshot's size is
+    /// not measured here (a walk of every file it holds, on the critical path
+    /// of every build): GC and `du` measure it when they first need it.
     pub(crate) fn record(
         &self,
         key: &str,
@@ -245,8 +247,7 @@ impl Engine {
         replace: bool,
     ) -> Result<String, SolveError> {
         let id = sid(snapshot)?;
-        let size = self.state.snapshots.usage(&id).unwrap_or(0);
-        let winner = self.state.db.record(key, snapshot, parent, size, empty, description, replace)?;
+        let winner = self.state.db.record(key, snapshot, parent, empty, description, replace)?;
         if winner != snapshot {
             self.state.snapshots.remove(&id)?;
         }

@@ -425,3 +425,62 @@ fn resolved_base_images_keep_manifest_and_config_but_not_pruned_layers() {
     assert_eq!(report.blobs.len(), 2);
     assert!(e.state.content.list().unwrap().is_empty());
 }
+
+/// The stored size of a recorded snapshot (`None`: not measured yet).
+fn stored_size(e: &Engine, id: &str) -> Option<u64> {
+    e.state
+        .db
+        .snapshots()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == id)
+        .and_then(|s| s.size)
+}
+
+#[test]
+fn recording_does_not_measure_and_du_measures_each_snapshot_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let a = snapshot(&e, "a", None, 8192);
+    assert_eq!(stored_size(&e, &a), None, "the commit path walks nothing");
+    let du = e.disk_usage().unwrap();
+    let measured = stored_size(&e, &a).expect("du stores what it measured");
+    assert!(measured >= 8192);
+    assert_eq!(du.snapshots[0].size, measured);
+    // A committed snapshot never changes, so its stored size is not
+    // measured again: bytes that appear behind rbuild's back stay uncounted.
+    let fs = e.state.snapshots.fs_dir(&sid(&a).unwrap()).unwrap();
+    std::fs::write(fs.join("sneaked-in"), vec![1u8; 64 * 1024]).unwrap();
+    assert_eq!(e.disk_usage().unwrap().snapshots[0].size, measured);
+    let report = e.prune(&ALL).unwrap();
+    assert_eq!(report.reclaimed, measured);
+}
+
+#[test]
+fn the_cap_check_walks_only_snapshots_not_measured_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let old = snapshot(&e, "old", None, 10);
+    // A size stored earlier (or by an rbuild from before lazy sizes): if
+    // the cap check walked `old` again, this figure would be replaced.
+    let fake = 1u64 << 40;
+    e.state
+        .db
+        .conn()
+        .execute(
+            "UPDATE snapshots SET size = ?2 WHERE id = ?1",
+            rusqlite::params![old, fake as i64],
+        )
+        .unwrap();
+    let new = snapshot(&e, "new", Some(&old), 64 * 1024);
+    assert_eq!(stored_size(&e, &new), None);
+    assert!(e.gc_to_cap(u64::MAX).unwrap().is_none());
+    assert_eq!(stored_size(&e, &old), Some(fake));
+    let new_size = stored_size(&e, &new).expect("measured by the cap check");
+    assert!(new_size >= 64 * 1024);
+    assert!(e.state.db.unsized_snapshots().unwrap().is_empty());
+    // The cap check counts the measured snapshot: just under the total is
+    // over the cap (the own lease keeps both, so nothing goes).
+    let report = e.gc_to_cap(fake + new_size - 1).unwrap();
+    assert!(report.is_some_and(|r| r.snapshots.is_empty()));
+}
