@@ -95,11 +95,24 @@ fn local_output_writes_the_root_filesystem_into_the_directory() {
     assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "nothing may be written outside dest");
     let ev = events(&res.stderr);
     assert!(ev.iter().any(|e| e["event"] == "started" && e["name"] == "exporting to client directory"));
-    assert!(ev.iter().any(|e| e["event"] == "done" && e["name"] == "exporting to image"));
+    // As with buildx, files only: no image is made, no layer blob written.
+    assert!(!ev.iter().any(|e| e["name"] == "exporting to image"), "a local-only build made an image");
+    assert_eq!(blobs(&f.state), Vec::<PathBuf>::new(), "a local-only build must not write blobs");
     // The short form `-o DIR` is the same output.
     let short = f.dir.join("short");
     f.build(&["-o", &short.display().to_string()]);
     assert_eq!(std::fs::read_to_string(short.join("greeting")).unwrap(), "hello\n");
+}
+
+/// The blobs in a state dir's content store.
+fn blobs(state: &Path) -> Vec<PathBuf> {
+    support::tree(&state.join("content/blobs")).into_iter().filter(|p| p.is_file()).collect()
+}
+
+/// `sha256:<hex>` of a file, by coreutils.
+fn sha256_file(path: &Path) -> String {
+    let out = ok(Command::new("sha256sum").arg(path));
+    format!("sha256:{}", String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default())
 }
 
 /// `tar -tv` of a tar file: (entry, owner `uid/gid`).
@@ -127,8 +140,10 @@ fn tar_output_to_a_file_and_to_standard_output() {
     assert!(entries.iter().any(|(p, _)| p == "greeting"), "{entries:?}");
     assert!(entries.iter().any(|(p, o)| p == "data/f" && o == "1000/1000"), "{entries:?}");
     assert!(!entries.iter().any(|(p, _)| p == "gone" || p.contains(".wh.")), "{entries:?}");
-    // The digest goes to stdout when stdout is free.
-    assert!(String::from_utf8_lossy(&res.stdout).trim().starts_with("sha256:"));
+    // No image was made: the digest on stdout (when stdout is free) is the
+    // tar's own, and no blob was written.
+    assert_eq!(String::from_utf8_lossy(&res.stdout).trim(), sha256_file(&file));
+    assert_eq!(blobs(&f.state), Vec::<PathBuf>::new(), "a tar-only build must not write blobs");
     assert!(events(&res.stderr).iter().any(|e| e["name"] == "exporting to client tarball"));
 
     // dest=- : the tar is standard output, and nothing else is.
@@ -386,4 +401,85 @@ fn local_output_as_an_unprivileged_user_gives_the_user_the_files() {
     // The tar still records the image's owners.
     let entries = tar_entries(&tar.join("rootfs.tar"));
     assert!(entries.iter().any(|(p, o)| p == "data/f" && o == "1000/1000"), "{entries:?}");
+}
+
+/// Per path under `root` (the root itself left out): type, mode, owner,
+/// contents or link target, and the mtime of non-directories.
+fn listing(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in support::tree(root) {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let what = if m.is_dir() {
+            "dir".to_string()
+        } else if m.file_type().is_symlink() {
+            format!("-> {} mtime {}", std::fs::read_link(&p).unwrap().display(), m.mtime())
+        } else {
+            format!("{:?} mtime {}", String::from_utf8_lossy(&std::fs::read(&p).unwrap()), m.mtime())
+        };
+        let rel = p.strip_prefix(root).unwrap().display().to_string();
+        out.insert(rel, format!("{what} mode {:o} owner {}:{}", m.mode() & 0o7777, m.uid(), m.gid()));
+    }
+    out
+}
+
+/// Files deleted, a directory emptied and one replaced (opaque) in later
+/// layers: `type=local` and `type=tar`, written from the snapshots, give
+/// the tree an independent tool (umoci) unpacks from the image's OCI
+/// export, with both snapshotters, and write no blob.
+#[test]
+fn rootfs_outputs_match_the_image_across_deleting_layers() {
+    if !ready() {
+        return;
+    }
+    if !support::have("umoci") {
+        skip("umoci is not installed");
+        return;
+    }
+    let work = support::open_tempdir();
+    let ctx = work.path().join("ctx");
+    support::busybox_context(
+        &ctx,
+        "FROM base\n\
+         RUN mkdir -p /emptied /opaque/sub /d && echo a > /emptied/a && echo b > /emptied/b \
+             && echo o > /opaque/sub/o && echo gone > /gone && echo x > /d/x && ln /d/x /d/x-link \
+             && chown 1000:1000 /d/x /d && chmod 4750 /d/x && ln -s ../d/x /opaque/sub/link\n\
+         RUN rm /gone /emptied/a /emptied/b && rm -rf /opaque && mkdir /opaque && echo new > /opaque/new && chmod 700 /opaque\n",
+    );
+    for backend in ["overlay", "copy"] {
+        let state = work.path().join(format!("state-{backend}"));
+        let build = |args: &[&str]| {
+            let mut c = rbuild(&state, &["build", "--progress=plain"]);
+            c.args(args).arg(&ctx).env("RBUILD_SNAPSHOTTER", backend);
+            ok(&mut c)
+        };
+        let local = work.path().join(format!("local-{backend}"));
+        let tar = work.path().join(format!("rootfs-{backend}.tar"));
+        build(&["-o", &format!("type=local,dest={}", local.display()), "-o", &format!("type=tar,dest={}", tar.display())]);
+        assert_eq!(blobs(&state), Vec::<PathBuf>::new(), "{backend}: a rootfs-only build must not write blobs");
+        let got = listing(&local);
+        for gone in ["gone", "emptied/a", "opaque/sub"] {
+            assert!(!got.contains_key(gone), "{backend}: `{gone}` was deleted in a later layer");
+        }
+        assert!(got["emptied"].starts_with("dir"), "{backend}: {got:?}");
+        assert!(got["opaque/new"].contains("new"), "{backend}");
+        assert!(got["d/x"].contains("mode 4750 owner 1000:1000"), "{backend}: {}", got["d/x"]);
+        let x = std::fs::metadata(local.join("d/x")).unwrap();
+        assert_eq!(x.ino(), std::fs::metadata(local.join("d/x-link")).unwrap().ino(), "{backend}: hard link kept");
+
+        // The tar holds the same tree.
+        let from_tar = work.path().join(format!("from-tar-{backend}"));
+        std::fs::create_dir_all(&from_tar).unwrap();
+        ok(Command::new("tar").arg("-xpf").arg(&tar).arg("-C").arg(&from_tar).arg("--numeric-owner"));
+        assert_eq!(listing(&from_tar), got, "{backend}: type=tar and type=local differ");
+
+        // The image path, unpacked by umoci, agrees.
+        let oci = work.path().join(format!("image-{backend}.tar"));
+        build(&["-o", &format!("type=oci,dest={},name=rootfs-check:latest", oci.display())]);
+        let layout = work.path().join(format!("layout-{backend}"));
+        std::fs::create_dir_all(&layout).unwrap();
+        ok(Command::new("tar").arg("-xf").arg(&oci).arg("-C").arg(&layout));
+        let bundle = work.path().join(format!("umoci-{backend}"));
+        ok(Command::new("umoci").args(["raw", "unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(&bundle));
+        assert_eq!(listing(&bundle), got, "{backend}: the image unpacked by umoci differs");
+    }
 }

@@ -90,23 +90,23 @@ impl Engine {
         }
         let wanted = compression_name(compression_of(&opts.compression));
         let db = &self.state.db;
-        if let Some(rec) = db.layer(snapshot, wanted)? {
-            if self.state.content.contains(&parse_digest(&rec.digest)?) {
-                return Ok(rec);
-            }
+        if let Some(rec) = db.layer(snapshot, wanted)?
+            && self.state.content.contains(&parse_digest(&rec.digest)?)
+        {
+            return Ok(rec);
         }
         if !opts.force_compression {
             for other in ["gzip", "zstd", "none"] {
-                if let Some(rec) = db.layer(snapshot, other)? {
-                    if self.state.content.contains(&parse_digest(&rec.digest)?) {
-                        return Ok(rec);
-                    }
+                if let Some(rec) = db.layer(snapshot, other)?
+                    && self.state.content.contains(&parse_digest(&rec.digest)?)
+                {
+                    return Ok(rec);
                 }
             }
         }
         let upper = self.state.snapshots.diff_dir(&crate::sid(snapshot)?)?;
         let create = CreateOptions {
-            compression: opts.compression.clone(),
+            compression: opts.compression,
             source_date_epoch: opts.source_date_epoch,
             docker_media_types: !opts.oci_mediatypes,
         };
@@ -228,3 +228,7 @@ fn fill_history(config: &mut ImageConfig, chain: &[(bool, Option<String>)]) {
         }
     }
 }
+
+// Root filesystem outputs made from the snapshot chain rather than an image.
+#[path = "rootfs.rs"]
+mod rootfs;

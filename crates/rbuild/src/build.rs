@@ -115,10 +115,20 @@ pub fn unpack_context(mut tar: impl std::io::Read) -> Result<tempfile::TempDir, 
 /// What a build produced.
 #[derive(Clone, Debug)]
 pub struct BuildResult {
-    /// The image manifest (in the state dir's content store).
+    /// The image manifest (in the state dir's content store). Without an
+    /// image (`image` false) this is the descriptor of the root filesystem
+    /// as one uncompressed tar (media type
+    /// `application/vnd.oci.image.layer.v1.tar`, not in the content store):
+    /// the digest of the `type=tar` output, or of what `type=local` wrote.
     pub manifest: Descriptor,
-    /// The image config.
+    /// The image config; without an image, the same root filesystem
+    /// descriptor as `manifest`.
     pub config: Descriptor,
+    /// Whether the build made an image. It makes none when every output
+    /// takes only the root filesystem (`type=local`, `type=tar`) and no
+    /// tag was given, as buildx: those outputs are written straight from
+    /// the build's snapshots, with no layer blob made.
+    pub image: bool,
     /// The names the image was pushed or saved as.
     pub names: Vec<String>,
     /// Warnings from the frontend (unused build args, …).
@@ -244,16 +254,28 @@ impl Builder {
         };
         let solved = engine.solve(Arc::new(plan.graph), &[plan.target], solve_opts).await?;
         let top = solved[0].snapshot().map(str::to_string);
+        let bases: Vec<rbuild_oci::reference::Reference> =
+            images.values().filter_map(|b| rbuild_oci::reference::Reference::parse(&b.reference).ok()).collect();
+        if !crate::outputs::needs_image(&req) {
+            let written = crate::outputs::write(&engine, &req, top.as_deref(), None, &bases, progress).await?;
+            let rootfs = written.rootfs.ok_or_else(|| Error::Invalid("no root filesystem output was written".into()))?;
+            return Ok(BuildResult {
+                manifest: rootfs.clone(),
+                config: rootfs,
+                image: false,
+                names: written.names,
+                warnings: plan.warnings,
+            });
+        }
         let step = crate::outputs::ExportStep::start(progress, "exporting to image");
         step.item_begin("exporting layers");
-        let image = match engine.export_image(top, plan.config, req.export.clone()).await {
+        let image = match engine.export_image(top.clone(), plan.config, req.export.clone()).await {
             Ok(image) => image,
             Err(e) => return step.finish(Err(e.into())),
         };
         step.item("exporting layers");
-        let bases: Vec<rbuild_oci::reference::Reference> =
-            images.values().filter_map(|b| rbuild_oci::reference::Reference::parse(&b.reference).ok()).collect();
-        let names = crate::outputs::write(&engine, &req, &image, &bases, progress, step).await?;
-        Ok(BuildResult { manifest: image.manifest, config: image.config, names, warnings: plan.warnings })
+        let written = crate::outputs::write(&engine, &req, top.as_deref(), Some((&image, step)), &bases, progress).await?;
+        let names = written.names;
+        Ok(BuildResult { manifest: image.manifest, config: image.config, image: true, names, warnings: plan.warnings })
     }
 }

@@ -8,7 +8,8 @@ use crate::Error;
 use crate::build::{BuildRequest, Output};
 use rbuild_oci::export::ExportImage;
 use rbuild_oci::reference::Reference;
-use rbuild_solver::{Engine, Event, ExportedImage, ProgressSink, now_ms};
+use rbuild_oci::descriptor::Descriptor;
+use rbuild_solver::{Engine, Event, ExportOptions, ExportedImage, ProgressSink, now_ms};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -92,14 +93,14 @@ fn write_dest(dest: &Path, write: impl FnOnce(&mut dyn Write) -> Result<(), Stri
     Ok(())
 }
 
-/// Layers are applied as root would (owners kept, device nodes made;
-/// where the kernel refuses, the entry is counted, not fatal). Rootless,
-/// the files are the invoking user's (as a buildx client writes them):
-/// owners from subordinate ranges would leave files the user cannot
-/// remove. `type=tar` keeps the image's owners either way (they are only
-/// recorded in the tar, from the unpacked tree's namespace view).
-fn apply_options(for_tar: bool) -> rbuild_oci::layer::ApplyOptions {
-    let preserve_owners = for_tar || in_initial_user_namespace();
+/// `type=local` writes files as root would (owners kept, device nodes
+/// made; where the kernel refuses, the entry is counted, not fatal).
+/// Rootless, the files are the invoking user's (as a buildx client writes
+/// them): owners from subordinate ranges would leave files the user cannot
+/// remove. `type=tar` keeps the image's owners either way: they are only
+/// recorded in the tar, as this process's namespace sees the snapshots.
+fn local_apply_options() -> rbuild_oci::layer::ApplyOptions {
+    let preserve_owners = in_initial_user_namespace();
     rbuild_oci::layer::ApplyOptions { can_mknod: true, preserve_owners, ..Default::default() }
 }
 
@@ -116,37 +117,36 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::Invalid(format!("export task failed: {e}")))?
 }
 
-/// `type=local`: the image's root filesystem written into `dest`, which
-/// may already hold files (as buildx, they are overwritten or kept). Paths
-/// are resolved inside `dest`, so a symlink in the image or already in
-/// `dest` cannot send a write outside it.
-async fn write_local(engine: &Arc<Engine>, image: &ExportedImage, dest: &Path) -> Result<(), Error> {
+/// `type=local`: the root filesystem written into `dest`, which may
+/// already hold files (as buildx, they are overwritten or kept). Made from
+/// the build's snapshots, not from an image: no layer is compressed and
+/// decompressed again. Paths are resolved inside `dest`, so a symlink in
+/// the image or already in `dest` cannot send a write outside it.
+async fn write_local(engine: &Arc<Engine>, top: Option<&str>, dest: &Path, opts: &ExportOptions) -> Result<Descriptor, Error> {
     if is_stdout(dest) {
         return Err(Error::Invalid("--output type=local needs a directory as dest (`-` is only for tar outputs)".into()));
     }
-    let (engine, manifest, dest) = (engine.clone(), image.manifest.clone(), dest.to_path_buf());
+    let (engine, top, dest, opts) = (engine.clone(), top.map(str::to_string), dest.to_path_buf(), opts.clone());
     blocking(move || {
-        rbuild_oci::export::unpack_image(&engine.state.content, &manifest, None, &dest, &apply_options(false))
-            .map(drop)
+        engine
+            .unpack_rootfs(top.as_deref(), &dest, &opts, &local_apply_options())
             .map_err(|e| Error::Invalid(format!("{}: {}", dest.display(), rbuild_solver::chain(&e))))
     })
     .await
 }
 
-/// `type=tar`: the root filesystem as one tar, built in a scratch
-/// directory of the state dir.
-async fn write_rootfs(engine: &Arc<Engine>, image: &ExportedImage, dest: &Path) -> Result<(), Error> {
-    let (engine, manifest, dest) = (engine.clone(), image.manifest.clone(), dest.to_path_buf());
+/// `type=tar`: the root filesystem as one tar, streamed from the build's
+/// snapshots (no scratch tree, no layer blobs).
+async fn write_rootfs(engine: &Arc<Engine>, top: Option<&str>, dest: &Path, opts: &ExportOptions) -> Result<Descriptor, Error> {
+    let (engine, top, dest, opts) = (engine.clone(), top.map(str::to_string), dest.to_path_buf(), opts.clone());
     blocking(move || {
-        let tmp = &engine.state.tmp;
-        let scratch =
-            tempfile::Builder::new().prefix("rootfs-").tempdir_in(tmp).map_err(|e| Error::io(tmp, e))?;
+        let mut described = None;
         write_dest(&dest, |out| {
-            let store = &engine.state.content;
-            rbuild_oci::export::write_rootfs_tar(store, &manifest, None, scratch.path(), out, &apply_options(true))
-                .map(drop)
-                .map_err(|e| rbuild_solver::chain(&e))
-        })
+            let (_, d) = engine.write_rootfs_tar(top.as_deref(), out, &opts).map_err(|e| rbuild_solver::chain(&e))?;
+            described = Some(d);
+            Ok(())
+        })?;
+        described.ok_or_else(|| Error::Invalid(format!("{}: no tar was written", dest.display())))
     })
     .await
 }
@@ -202,25 +202,52 @@ fn step_name(output: &Output) -> Option<&'static str> {
     }
 }
 
-/// Writes every requested output; returns the image names used.
-/// `image_step` (`exporting to image`, begun before the layers were made)
-/// gets the local store's sub-steps and ends before the other outputs.
+/// Whether the request's outputs need an image. Not when every output
+/// takes only the root filesystem (`type=local`, `type=tar`) and no name
+/// was given: as with buildx, such a build makes no image, and its files
+/// come straight from the snapshots. A build without any output still
+/// makes one (its digest is what the build reports).
+pub(crate) fn needs_image(req: &BuildRequest) -> bool {
+    let rootfs_only = |o: &Output| matches!(o, Output::Local { .. } | Output::Tar { .. });
+    req.outputs.is_empty() || !req.tags.is_empty() || !req.outputs.iter().all(rootfs_only)
+}
+
+/// What the outputs wrote.
+pub(crate) struct Written {
+    /// The image names used (local store, registry).
+    pub names: Vec<String>,
+    /// The root filesystem tar the first `type=local`/`type=tar` output
+    /// was written from.
+    pub rootfs: Option<Descriptor>,
+}
+
+/// Writes every requested output. `top` is the build's top snapshot (the
+/// root filesystem outputs are made from it); `image` is the image made
+/// of it, if [`needs_image`] asked for one, with its `exporting to image`
+/// step (begun before the layers were made), which gets the local store's
+/// sub-steps and ends before the other outputs.
 pub(crate) async fn write(
     engine: &Arc<Engine>,
     req: &BuildRequest,
-    image: &ExportedImage,
+    top: Option<&str>,
+    image: Option<(&ExportedImage, ExportStep)>,
     bases: &[Reference],
     progress: &ProgressSink,
-    image_step: ExportStep,
-) -> Result<Vec<String>, Error> {
+) -> Result<Written, Error> {
     let references: Vec<Reference> = req
         .tags
         .iter()
         .map(|t| Reference::parse(t).map_err(|e| Error::Invalid(format!("invalid tag: {e}"))))
         .collect::<Result<_, _>>()?;
-    let stored = store_images(engine, req, image, &references, &image_step);
-    let mut names = image_step.finish(stored)?;
+    let (image, mut names) = match image {
+        Some((image, step)) => {
+            let stored = store_images(engine, req, image, &references, &step);
+            (Some(image), step.finish(stored)?)
+        }
+        None => (None, Vec::new()),
+    };
     let full_names: Vec<String> = references.iter().map(|r| r.to_string()).collect();
+    let mut rootfs = None;
     for output in &req.outputs {
         let step = step_name(output).map(|n| ExportStep::start(progress, n));
         let note = |id: &str| {
@@ -228,9 +255,22 @@ pub(crate) async fn write(
                 s.item(id)
             }
         };
-        let result = match output {
-            Output::Image { .. } => Ok(()),
-            Output::Registry => {
+        let result = match (output, image) {
+            (Output::Local { dest }, _) => {
+                note("copying files");
+                write_local(engine, top, dest, &req.export).await.map(|d| {
+                    rootfs.get_or_insert(d);
+                })
+            }
+            (Output::Tar { dest }, _) => {
+                note("sending tarball");
+                write_rootfs(engine, top, dest, &req.export).await.map(|d| {
+                    rootfs.get_or_insert(d);
+                })
+            }
+            (Output::Image { .. }, _) => Ok(()),
+            (_, None) => Err(Error::Invalid(format!("output {output:?} needs an image, and none was made"))),
+            (Output::Registry, Some(image)) => {
                 if references.is_empty() {
                     return Err(Error::Invalid("--push needs an image name (hint: add -t NAME)".into()));
                 }
@@ -240,7 +280,7 @@ pub(crate) async fn write(
                 }
                 Ok(())
             }
-            Output::OciTar { dest, names: given } => {
+            (Output::OciTar { dest, names: given }, Some(image)) => {
                 let store = &engine.state.content;
                 let images = [ExportImage { descriptor: image.manifest.clone(), names: tar_names(given, &full_names)? }];
                 note("sending tarball");
@@ -248,7 +288,7 @@ pub(crate) async fn write(
                     rbuild_oci::export::write_oci_tar(store, f, &images).map(drop).map_err(|e| e.to_string())
                 })
             }
-            Output::DockerTar { dest, names: given } => {
+            (Output::DockerTar { dest, names: given }, Some(image)) => {
                 let store = &engine.state.content;
                 let images = [ExportImage { descriptor: image.manifest.clone(), names: tar_names(given, &full_names)? }];
                 note("sending tarball");
@@ -256,21 +296,13 @@ pub(crate) async fn write(
                     rbuild_oci::export::write_docker_tar(store, f, &images, None).map(drop).map_err(|e| e.to_string())
                 })
             }
-            Output::Local { dest } => {
-                note("copying files");
-                write_local(engine, image, dest).await
-            }
-            Output::Tar { dest } => {
-                note("sending tarball");
-                write_rootfs(engine, image, dest).await
-            }
         };
         match step {
             Some(s) => s.finish(result)?,
             None => result?,
         }
     }
-    Ok(names)
+    Ok(Written { names, rootfs })
 }
 
 /// The names to record in an archive: `name=` of the output (normalised
