@@ -82,24 +82,58 @@ pub fn parse_duration(input: &str) -> Result<i64, UnitError> {
     Ok(total as i64)
 }
 
-/// A size for people: `1.5GB` (binary units, like `docker system df`).
-pub fn format_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+/// How a size is printed for people. Both styles print `kB`/`MB`/`GB` the
+/// way Docker does, and differ where Docker's own commands differ: image
+/// and transfer sizes (`docker images`, BuildKit's progress) count in
+/// thousands, disk usage (`buildctl du`, and our `--keep-storage` parser)
+/// in 1024s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SizeUnits {
+    /// Powers of 1000 with three significant digits: `95B`, `1.05kB`,
+    /// `12.3MB`, `123MB`.
+    Decimal,
+    /// Powers of 1024 with up to three decimals: `1.5kB`, `2.004MB`.
+    Binary,
+}
+
+/// A size for people in the given style (trailing zeros and a bare `.` are
+/// dropped: `2GB`, not `2.000GB`).
+pub fn format_size_in(bytes: u64, units: SizeUnits) -> String {
+    const NAMES: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    // Decimal moves to the next unit as soon as three digits would round
+    // to 1000 (`999.5kB` is `1MB`); binary only at a full 1024.
+    let (base, next_at, largest) = match units {
+        SizeUnits::Decimal => (1000.0, 999.5, 6),
+        SizeUnits::Binary => (1024.0, 1024.0, 5),
+    };
     let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
+    while value >= next_at && unit < largest {
+        value /= base;
         unit += 1;
     }
     if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-            + UNITS[unit]
+        return format!("{bytes}B");
     }
+    let decimals = match units {
+        SizeUnits::Decimal if value < 9.995 => 2,
+        SizeUnits::Decimal if value < 99.95 => 1,
+        SizeUnits::Decimal => 0,
+        SizeUnits::Binary => 3,
+    };
+    let number = format!("{value:.decimals$}");
+    let number = if decimals > 0 {
+        number.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &number
+    };
+    format!("{number}{}", NAMES[unit])
+}
+
+/// A size for people in binary units (see [`SizeUnits::Binary`]): how
+/// `du` and `prune` report cache usage.
+pub fn format_size(bytes: u64) -> String {
+    format_size_in(bytes, SizeUnits::Binary)
 }
 
 #[cfg(test)]
@@ -136,5 +170,23 @@ mod tests {
         assert_eq!(format_size(512), "512B");
         assert_eq!(format_size(1536), "1.5kB");
         assert_eq!(format_size(10 << 30), "10GB");
+        assert_eq!(format_size(1_234_567), "1.177MB");
+        assert_eq!(format_size(3 << 50), "3PB");
+        assert_eq!(format_size(u64::MAX), "16384PB");
+    }
+
+    #[test]
+    fn decimal_sizes_read_like_docker() {
+        let d = |n| format_size_in(n, SizeUnits::Decimal);
+        assert_eq!(d(0), "0B");
+        assert_eq!(d(999), "999B");
+        assert_eq!(d(1000), "1kB");
+        assert_eq!(d(1050), "1.05kB");
+        assert_eq!(d(15_500), "15.5kB");
+        assert_eq!(d(999_999), "1MB");
+        assert_eq!(d(12_345_678), "12.3MB");
+        assert_eq!(d(123_456_789), "123MB");
+        assert_eq!(d(2_000_000_000), "2GB");
+        assert_eq!(d(u64::MAX), "18.4EB");
     }
 }
