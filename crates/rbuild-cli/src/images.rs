@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::render::text;
+
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum ListFormat {
     #[default]
@@ -123,22 +125,6 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-/// `1.5kB`, `12.3MB`: decimal units, as docker prints sizes.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        return format!("{bytes}B");
-    }
-    let n = format!("{value:.1}");
-    format!("{}{}", n.strip_suffix(".0").unwrap_or(&n), UNITS[unit])
-}
-
 /// `5 minutes ago`, as docker prints ages.
 pub fn human_age(seconds: i64) -> String {
     let s = seconds.max(0);
@@ -174,7 +160,7 @@ pub fn table(images: &[LocalImage], now: i64) -> String {
                 short_id(i),
                 i.manifest.digest.short().to_string(),
                 created.unwrap_or_else(|| "N/A".into()),
-                human_size(i.size),
+                text::size(i.size),
             ]
         })
         .collect();
@@ -289,7 +275,7 @@ pub async fn push(opts: BuilderOptions, args: PushArgs) -> anyhow::Result<ExitCo
             && current >= total
             && done.lock().is_ok_and(|mut d| d.insert(id.clone()))
         {
-            let _ = writeln!(std::io::stderr(), "{id}: done ({})", human_size(total));
+            let _ = writeln!(std::io::stderr(), "{id}: done ({})", text::size(total));
         }
     });
     let (image, target) = builder.push_image(&args.name, None, sink).await?;
@@ -434,14 +420,6 @@ mod libc_signal {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_are_decimal_like_docker() {
-        assert_eq!(human_size(999), "999B");
-        assert_eq!(human_size(1500), "1.5kB");
-        assert_eq!(human_size(12_345_678), "12.3MB");
-        assert_eq!(human_size(2_000_000_000), "2GB");
-    }
 
     #[test]
     fn ages_read_like_docker() {

@@ -13,7 +13,7 @@ mod report;
 mod state;
 #[cfg(test)]
 mod tests;
-mod text;
+pub(crate) mod text;
 mod tty;
 
 pub use report::DockerfileSource;

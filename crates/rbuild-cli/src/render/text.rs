@@ -130,7 +130,8 @@ pub fn secs3(ms: u64) -> String {
 }
 
 /// A byte count in decimal units with three significant digits (`95B`,
-/// `1.05kB`, `2.81MB`), the way docker and BuildKit print transfer sizes.
+/// `1.05kB`, `2.81MB`, `123MB`), the way docker prints image sizes
+/// (`docker images`) and BuildKit prints transfers.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
     if bytes < 1000 {
@@ -207,6 +208,10 @@ mod tests {
         assert_eq!(size(15_500), "15.5kB");
         assert_eq!(size(999_999), "1MB");
         assert_eq!(size(123_456_789), "123MB");
+        assert_eq!(size(999), "999B");
+        assert_eq!(size(1500), "1.5kB");
+        assert_eq!(size(12_345_678), "12.3MB");
+        assert_eq!(size(2_000_000_000), "2GB");
     }
 
     #[test]
