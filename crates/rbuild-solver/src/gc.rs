@@ -596,7 +596,9 @@ impl Engine {
     /// Automatic GC: when snapshots and blobs use more than `cap` bytes,
     /// prunes least recently used records (never what a build of this
     /// process or another uses, nor local images) until usage is under it.
-    /// Returns `None` when usage was already under the cap.
+    /// Returns `None` when usage was already under the cap. Runs after every
+    /// build, so it walks only the snapshots not measured before (those the
+    /// build made) and sums stored sizes for the rest.
     pub fn gc_to_cap(&self, cap: u64) -> Result<Option<PruneReport>, GcError> {
         self.measure_unsized()?;
         let used = self.usage_estimate()?;
