@@ -116,10 +116,11 @@ pub fn unpack_context(mut tar: impl std::io::Read) -> Result<tempfile::TempDir, 
 #[derive(Clone, Debug)]
 pub struct BuildResult {
     /// The image manifest (in the state dir's content store). Without an
-    /// image (`image` false) this is the descriptor of the root filesystem
-    /// as one uncompressed tar (media type
-    /// `application/vnd.oci.image.layer.v1.tar`, not in the content store):
-    /// the digest of the `type=tar` output, or of what `type=local` wrote.
+    /// image (`image` false) it describes the root filesystem that was
+    /// written (media type `application/vnd.oci.image.layer.v1.tar`, not in
+    /// the content store): the `type=tar` output's digest and size, or,
+    /// with only `type=local`, the OCI ChainID of the layers it applied
+    /// (the image's ChainID, for layers built here) and their size.
     pub manifest: Descriptor,
     /// The image config; without an image, the same root filesystem
     /// descriptor as `manifest`.

@@ -216,8 +216,8 @@ pub(crate) fn needs_image(req: &BuildRequest) -> bool {
 pub(crate) struct Written {
     /// The image names used (local store, registry).
     pub names: Vec<String>,
-    /// The root filesystem tar the first `type=local`/`type=tar` output
-    /// was written from.
+    /// What the root filesystem outputs wrote: the first `type=tar`'s
+    /// tar, else the layers the first `type=local` applied (their ChainID).
     pub rootfs: Option<Descriptor>,
 }
 
@@ -247,7 +247,7 @@ pub(crate) async fn write(
         None => (None, Vec::new()),
     };
     let full_names: Vec<String> = references.iter().map(|r| r.to_string()).collect();
-    let mut rootfs = None;
+    let (mut tar, mut local) = (None, None);
     for output in &req.outputs {
         let step = step_name(output).map(|n| ExportStep::start(progress, n));
         let note = |id: &str| {
@@ -259,13 +259,13 @@ pub(crate) async fn write(
             (Output::Local { dest }, _) => {
                 note("copying files");
                 write_local(engine, top, dest, &req.export).await.map(|d| {
-                    rootfs.get_or_insert(d);
+                    local.get_or_insert(d);
                 })
             }
             (Output::Tar { dest }, _) => {
                 note("sending tarball");
                 write_rootfs(engine, top, dest, &req.export).await.map(|d| {
-                    rootfs.get_or_insert(d);
+                    tar.get_or_insert(d);
                 })
             }
             (Output::Image { .. }, _) => Ok(()),
@@ -302,7 +302,7 @@ pub(crate) async fn write(
             None => result?,
         }
     }
-    Ok(Written { names, rootfs })
+    Ok(Written { names, rootfs: tar.or(local) })
 }
 
 /// The names to record in an archive: `name=` of the output (normalised
