@@ -36,7 +36,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-pub use units::{UnitError, format_size, parse_duration, parse_size};
+pub use units::{SizeUnits, UnitError, format_size, format_size_in, parse_duration, parse_size};
 
 /// How long cache records stay without `--all`, `--filter until=` or a cap.
 pub const DEFAULT_KEEP_DURATION: i64 = 48 * 3600;

@@ -138,7 +138,7 @@ async fn unpack_layer(
         let snapshot = state.snapshots.commit(active)?;
         let recorded = engine.record(&key, snapshot.as_str(), parent.as_deref(), false, &format!("layer {}", layer.digest), false)?;
         let compression = media_types::layer_compression(&layer.media_type)
-            .map(|c| crate::export::compression_name(c))
+            .map(crate::export::compression_name)
             .unwrap_or("gzip");
         let rec = LayerRecord {
             diff_id,

@@ -28,8 +28,8 @@ mod statcache;
 pub use db::{Db, DbError, ImageRecord, LayerRecord, SnapshotUsage, UNSIZED};
 pub use export::{ExportOptions, ExportedImage};
 pub use gc::{
-    BlobEntry, CacheMountEntry, DiskUsage, GcError, PruneOptions, PruneReport, SnapshotEntry, UnitError,
-    format_size, parse_duration, parse_size,
+    BlobEntry, CacheMountEntry, DiskUsage, GcError, PruneOptions, PruneReport, SizeUnits, SnapshotEntry,
+    UnitError, format_size, format_size_in, parse_duration, parse_size,
 };
 pub use images::{ImageStoreError, LocalImage, normalise_name};
 pub use lease::{BuildGuard, Lease, LeaseError, LiveLease};
@@ -327,14 +327,15 @@ impl Engine {
         if !pull && let Some(local) = self.local_base_image(&reference, platform).map_err(|e| image_err(crate::chain(&e)))? {
             return Ok(local);
         }
-        if reference.digest.is_none() && !pull {
-            if let Some(rec) = self.state.db.image(&db_name, &platform_key)? {
-                let digest = rbuild_oci::digest::Digest::parse(&rec.manifest_digest).map_err(|e| image_err(crate::chain(&e)))?;
-                if self.state.content.contains(&digest) {
-                    let config: ImageConfig =
-                        serde_json::from_slice(&rec.config).map_err(|e| image_err(crate::chain(&e)))?;
-                    return Ok((reference.with_digest(digest), config));
-                }
+        if reference.digest.is_none()
+            && !pull
+            && let Some(rec) = self.state.db.image(&db_name, &platform_key)?
+        {
+            let digest = rbuild_oci::digest::Digest::parse(&rec.manifest_digest).map_err(|e| image_err(crate::chain(&e)))?;
+            if self.state.content.contains(&digest) {
+                let config: ImageConfig =
+                    serde_json::from_slice(&rec.config).map_err(|e| image_err(crate::chain(&e)))?;
+                return Ok((reference.with_digest(digest), config));
             }
         }
         let resolved = self

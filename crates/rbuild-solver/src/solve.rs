@@ -106,7 +106,7 @@ pub(crate) async fn solve(ctx: Arc<Ctx>, roots: &[VertexId]) -> Result<Vec<Arc<S
         futures[id.0] = Some(fut);
     }
     let wanted = roots.iter().map(|r| futures[r.0].clone().expect("roots are needed"));
-    try_join_all(wanted).await.map_err(|e| SolveError::Shared(e))
+    try_join_all(wanted).await.map_err(SolveError::Shared)
 }
 
 /// The cache key of a vertex: its digest plus its inputs' keys, where a
@@ -153,11 +153,11 @@ async fn run_vertex(ctx: &Arc<Ctx>, id: VertexId, inputs: Vec<Arc<Solved>>) -> R
         Op::Image(_) => digest.clone(),
         _ => cache_key(vertex, &inputs, &selections),
     };
-    if !vertex.meta.ignore_cache {
-        if let Some(snapshot) = ctx.engine.cached(&key)? {
-            ctx.progress().emit(Event::Cached { vertex: digest, name, time_ms: now_ms() });
-            return Ok(Solved { key, output: Output::Snapshot(Some(snapshot)) });
-        }
+    if !vertex.meta.ignore_cache
+        && let Some(snapshot) = ctx.engine.cached(&key)?
+    {
+        ctx.progress().emit(Event::Cached { vertex: digest, name, time_ms: now_ms() });
+        return Ok(Solved { key, output: Output::Snapshot(Some(snapshot)) });
     }
     let _permit = ctx.limit.acquire().await.map_err(|_| SolveError::Cancelled)?;
     let work = async {

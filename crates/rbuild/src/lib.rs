@@ -27,8 +27,8 @@ mod outputs;
 pub use build::{BuildRequest, BuildResult, Output, unpack_context};
 pub use config::{Config, ConfigError};
 pub use rbuild_solver::{
-    BlobEntry, CacheMountEntry, DiskUsage, GcError, PruneOptions, PruneReport, SnapshotEntry, format_size,
-    parse_duration, parse_size,
+    BlobEntry, CacheMountEntry, DiskUsage, GcError, PruneOptions, PruneReport, SizeUnits, SnapshotEntry,
+    format_size, format_size_in, parse_duration, parse_size,
 };
 pub use images::{LoadReport, RunNetwork, RunRequest, SaveFormat};
 pub use rbuild_sandbox::OutputStream;
@@ -39,7 +39,7 @@ pub use rbuild_graph::Network;
 pub use rbuild_oci::platform::Platform;
 pub use rbuild_oci::reference::Reference;
 pub use rbuild_sandbox::NamespaceInfo;
-pub use rbuild_solver::{Engine, Entitlements, Event, ExportOptions, ProgressSink, Stream};
+pub use rbuild_solver::{Engine, Entitlements, Event, ExportOptions, ProgressSink, Stream, now_ms};
 
 use rbuild_registry::{ClientOptions, RegistryClient};
 use rbuild_sandbox::{Executor, HelperCommand};

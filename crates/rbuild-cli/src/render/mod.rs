@@ -18,12 +18,12 @@ mod tty;
 
 pub use report::DockerfileSource;
 
-use rbuild::ProgressSink;
+use rbuild::{ProgressSink, now_ms};
 use state::BuildState;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How often the live view is redrawn.
 const TICK: Duration = Duration::from_millis(100);
@@ -71,10 +71,6 @@ impl Mode {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid --progress `{0}`: expected auto, tty, plain, rawjson or quiet")]
 pub struct ModeError(String);
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 /// The renderer behind a [`Progress`].
 enum Renderer {

@@ -133,25 +133,7 @@ pub fn secs3(ms: u64) -> String {
 /// `1.05kB`, `2.81MB`, `123MB`), the way docker prints image sizes
 /// (`docker images`) and BuildKit prints transfers.
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
-    if bytes < 1000 {
-        return format!("{bytes}B");
-    }
-    let mut value = bytes as f64 / 1000.0;
-    let mut unit = 0;
-    while value >= 999.5 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    let text = if value < 9.995 {
-        format!("{value:.2}")
-    } else if value < 99.95 {
-        format!("{value:.1}")
-    } else {
-        format!("{value:.0}")
-    };
-    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
-    format!("{text}{}", UNITS[unit])
+    rbuild::format_size_in(bytes, rbuild::SizeUnits::Decimal)
 }
 
 /// Shortens `sha256:<64 hex>` digests inside `s` to 12 hex digits, for the

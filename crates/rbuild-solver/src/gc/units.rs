@@ -91,13 +91,6 @@ pub fn parse_duration(input: &str) -> Result<i64, UnitError> {
 pub enum SizeUnits {
     /// Powers of 1000 with three significant digits: `95B`, `1.05kB`,
     /// `12.3MB`, `123MB`.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "used by the CLI once the crate root and `rbuild` re-export `SizeUnits`"
-        )
-    )]
     Decimal,
     /// Powers of 1024 with up to three decimals: `1.5kB`, `2.004MB`.
     Binary,
