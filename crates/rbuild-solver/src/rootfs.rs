@@ -175,7 +175,7 @@ fn stream_into(dir: &Path, dest: &Path, tar_opts: &TarOptions, apply: &ApplyOpti
     });
     // The writer's error explains the reader's (a cut-off stream), and
     // the reader's explains the writer's broken pipe: report the cause.
-    let dest_err = |e: LayerError| export_err(&dest.display().to_string(), e);
+    let dest_err = |e: LayerError| export_err(&format!("writing {}", dest.display()), e);
     match (produced, applied) {
         (Err(_), _) => Err(SolveError::Export { message: format!("tar of {}: writer panicked", dir.display()) }),
         (Ok(Err(e)), Err(applied)) if is_broken_pipe(&e) => Err(dest_err(applied)),

@@ -215,6 +215,31 @@ fn check_backend(work: &Path, copy_backend: bool) {
     assert_eq!(fs::symlink_metadata(dir.join("keep")).unwrap().mtime(), 1_500_000_000, "{label}: older times stay");
 }
 
+/// A destination the applier cannot write (a read-only tmpfs): the export
+/// fails with the applier's error, naming the entry, and does not hang on
+/// the tar writer blocked on a full pipe.
+fn unwritable_dest_fails_cleanly(work: &Path) {
+    use rbuild_snapshot::mount;
+    use std::os::fd::AsFd;
+    let e = engine(&work.join("state-readonly"), false);
+    let top = layer(&e, None, |r| {
+        for i in 0..2000 {
+            write(r, &format!("f{i}"), &"x".repeat(1000), 0o644);
+        }
+    });
+    let dest = work.join("readonly-dest");
+    fs::create_dir(&dest).unwrap();
+    let fd = mount::tmpfs_mount_fd(&[("size", "1m")]).unwrap();
+    mount::set_readonly(fd.as_fd(), false).unwrap();
+    mount::attach_path(fd.as_fd(), &dest).unwrap();
+    drop(fd);
+    let err = e.unpack_rootfs(Some(&top), &dest, &ExportOptions::default(), &apply_opts()).unwrap_err();
+    rustix::mount::unmount(&dest, rustix::mount::UnmountFlags::empty()).unwrap();
+    let msg = crate::chain(&err);
+    assert!(msg.contains("writing") && msg.contains("readonly-dest") && msg.contains("f0"), "{msg}");
+    assert!(!msg.contains("Broken pipe"), "the cause, not the writer's broken pipe: {msg}");
+}
+
 /// The child half: runs only inside the private mount namespace the
 /// parent test made (the env var names its work dir).
 #[test]
@@ -223,6 +248,7 @@ fn child_rootfs_export_matches_the_image_path() {
     let work = PathBuf::from(work);
     check_backend(&work, false);
     check_backend(&work, true);
+    unwritable_dest_fails_cleanly(&work);
     fs::write(work.join("ok"), b"ok").unwrap();
 }
 

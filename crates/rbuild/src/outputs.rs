@@ -130,7 +130,7 @@ async fn write_local(engine: &Arc<Engine>, top: Option<&str>, dest: &Path, opts:
     blocking(move || {
         engine
             .unpack_rootfs(top.as_deref(), &dest, &opts, &local_apply_options())
-            .map_err(|e| Error::Invalid(format!("{}: {}", dest.display(), rbuild_solver::chain(&e))))
+            .map_err(|e| Error::Invalid(format!("--output type=local: {}", rbuild_solver::chain(&e))))
     })
     .await
 }
