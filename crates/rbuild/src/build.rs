@@ -257,26 +257,33 @@ impl Builder {
         let top = solved[0].snapshot().map(str::to_string);
         let bases: Vec<rbuild_oci::reference::Reference> =
             images.values().filter_map(|b| rbuild_oci::reference::Reference::parse(&b.reference).ok()).collect();
-        if !crate::outputs::needs_image(&req) {
-            let written = crate::outputs::write(&engine, &req, top.as_deref(), None, &bases, progress).await?;
-            let rootfs = written.rootfs.ok_or_else(|| Error::Invalid("no root filesystem output was written".into()))?;
-            return Ok(BuildResult {
-                manifest: rootfs.clone(),
-                config: rootfs,
-                image: false,
-                names: written.names,
-                warnings: plan.warnings,
-            });
-        }
-        let step = crate::outputs::ExportStep::start(progress, "exporting to image");
-        step.item_begin("exporting layers");
-        let image = match engine.export_image(top.clone(), plan.config, req.export.clone()).await {
-            Ok(image) => image,
-            Err(e) => return step.finish(Err(e.into())),
-        };
-        step.item("exporting layers");
-        let written = crate::outputs::write(&engine, &req, top.as_deref(), Some((&image, step)), &bases, progress).await?;
-        let names = written.names;
-        Ok(BuildResult { manifest: image.manifest, config: image.config, image: true, names, warnings: plan.warnings })
+        let result = export(&engine, &req, top.as_deref(), plan.config, &bases, progress).await?;
+        Ok(BuildResult { warnings: plan.warnings, ..result })
     }
+}
+
+/// Makes the image (unless the outputs need none) and writes every output.
+async fn export(
+    engine: &Arc<rbuild_solver::Engine>,
+    req: &BuildRequest,
+    top: Option<&str>,
+    config: rbuild_oci::config::ImageConfig,
+    bases: &[rbuild_oci::reference::Reference],
+    progress: &ProgressSink,
+) -> Result<BuildResult, Error> {
+    if !crate::outputs::needs_image(req) {
+        let written = crate::outputs::write(engine, req, top, None, bases, progress).await?;
+        let rootfs = written.rootfs.ok_or_else(|| Error::Invalid("no root filesystem output was written".into()))?;
+        let (manifest, config) = (rootfs.clone(), rootfs);
+        return Ok(BuildResult { manifest, config, image: false, names: written.names, warnings: Vec::new() });
+    }
+    let step = crate::outputs::ExportStep::start(progress, "exporting to image");
+    step.item_begin("exporting layers");
+    let image = match engine.export_image(top.map(str::to_string), config, req.export.clone()).await {
+        Ok(image) => image,
+        Err(e) => return step.finish(Err(e.into())),
+    };
+    step.item("exporting layers");
+    let written = crate::outputs::write(engine, req, top, Some((&image, step)), bases, progress).await?;
+    Ok(BuildResult { manifest: image.manifest, config: image.config, image: true, names: written.names, warnings: Vec::new() })
 }
