@@ -1,9 +1,8 @@
 //! The async side: starts the helper for one RUN, feeds it the spec, attaches
 //! the user-mode network, streams output, and cleans up.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -13,6 +12,7 @@ use crate::helper::HELPER_ARG;
 use crate::proto::{Event, STATUS_FD, Stub, take_message, write_message};
 use crate::qemu::{self, EmulationError};
 use crate::spec::{Network, OutputStream, Rootfs, RunResult, RunSpec};
+use crate::stdio::{EXTRA_FD, Stdio, StdioPlan};
 
 /// Errors of a sandboxed run (not the RUN's own failure, which is a
 /// non-zero [`RunResult`]).
@@ -92,6 +92,71 @@ struct RequestOut<'a> {
     mountpoint: &'a Path,
     wait_for_network: bool,
     pids_cgroup: Option<PathBuf>,
+    stdio: StdioPlan,
+}
+
+/// The executor's side of a run's streams (see [`Stdio`]).
+#[derive(Default)]
+struct Streams {
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    /// Becomes the helper's [`EXTRA_FD`]: the caller's stdin or the
+    /// sandbox's end of the pty socket.
+    extra: Option<OwnedFd>,
+    /// Our end of the pty socket, and where its master goes.
+    tty: Option<(OwnedFd, tokio::sync::oneshot::Sender<OwnedFd>)>,
+}
+
+impl Streams {
+    fn new(stdio: Stdio) -> Result<(StdioPlan, Self), SandboxError> {
+        Ok(match stdio {
+            Stdio::Captured => (StdioPlan::Null, Self::default()),
+            Stdio::Fds {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                let plan = if stdin.is_some() {
+                    StdioPlan::StdinFd
+                } else {
+                    StdioPlan::Null
+                };
+                (
+                    plan,
+                    Self {
+                        stdout,
+                        stderr,
+                        extra: stdin,
+                        tty: None,
+                    },
+                )
+            }
+            Stdio::Tty { size, master } => {
+                use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+                let (ours, theirs) = socketpair(
+                    AddressFamily::Unix,
+                    SockType::Stream,
+                    None,
+                    SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                )
+                .map_err(|e| SandboxError::Io(e.into()))?;
+                // The init sends on a blocking socket.
+                nix::fcntl::fcntl(
+                    &theirs,
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+                )
+                .map_err(|e| SandboxError::Io(e.into()))?;
+                (
+                    StdioPlan::Tty(size),
+                    Self {
+                        extra: Some(theirs),
+                        tty: Some((ours, master)),
+                        ..Self::default()
+                    },
+                )
+            }
+        })
+    }
 }
 
 impl Executor {
@@ -140,6 +205,19 @@ impl Executor {
         spec: &RunSpec,
         output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
     ) -> Result<RunResult, SandboxError> {
+        self.run_with(spec, Stdio::Captured, output).await
+    }
+
+    /// [`Executor::run`] with the streams connected as `stdio` says (the
+    /// caller's fds, or a pty for `rbuild run -t`); `output` gets what
+    /// still goes through pipes. The run ends when the sandbox is gone, not
+    /// when the caller's fds close.
+    pub async fn run_with(
+        &self,
+        spec: &RunSpec,
+        stdio: Stdio,
+        output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
+    ) -> Result<RunResult, SandboxError> {
         if let Some(arch) = &spec.platform_arch {
             qemu::check_arch(arch, &self.binfmt_dir)?;
         }
@@ -167,6 +245,7 @@ impl Executor {
                 source,
             })?;
         let n = RUN_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let (plan, streams) = Streams::new(stdio)?;
         let req = RequestOut {
             spec,
             mountpoint: mountpoint.path(),
@@ -175,13 +254,14 @@ impl Executor {
                 .pids_cgroup
                 .as_ref()
                 .map(|p| p.join(format!("rbuild-{}-{n}", std::process::id()))),
+            stdio: plan,
         };
         let mut msg = Vec::new();
         write_message(&mut msg, &req).map_err(SandboxError::Io)?;
         let cgroup_guard = CgroupGuard(req.pids_cgroup.clone());
         let mut stubs = Vec::new();
         let res = self
-            .run_helper(&mut msg, slirp.as_deref(), output, &mut stubs)
+            .run_helper(&mut msg, slirp.as_deref(), streams, output, &mut stubs)
             .await;
         drop(cgroup_guard);
         // Also after a failed setup (say, a command not found): the stubs
@@ -203,19 +283,31 @@ impl Executor {
         &self,
         msg: &mut [u8],
         slirp: Option<&Path>,
+        streams: Streams,
         output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
         stubs: &mut Vec<Stub>,
     ) -> Result<RunResult, SandboxError> {
+        use std::process::Stdio as P;
         let (status_r, status_w) = cloexec_pipe()?;
         let mut cmd = tokio::process::Command::new(&self.helper.program);
+        let (out_open, err_open) = (streams.stdout.is_none(), streams.stderr.is_none());
         cmd.args(&self.helper.args_prefix)
             .arg(HELPER_ARG)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdin(P::piped())
+            .stdout(streams.stdout.map_or_else(P::piped, P::from))
+            .stderr(streams.stderr.map_or_else(P::piped, P::from))
             .kill_on_drop(true);
-        pass_fds(&mut cmd, &[(&status_w, STATUS_FD)]);
-        let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
+        let mut fds = vec![(&status_w, STATUS_FD)];
+        if let Some(extra) = &streams.extra {
+            fds.push((extra, EXTRA_FD));
+        }
+        pass_fds(&mut cmd, &fds);
+        let spawned = cmd.spawn();
+        // Our copies must go, or the caller's stdin and the pty socket
+        // would not see the sandbox's end close.
+        drop(cmd);
+        drop(streams.extra);
+        let mut child = spawned.map_err(|source| SandboxError::Spawn {
             program: self.helper.program.clone(),
             source,
         })?;
@@ -224,21 +316,23 @@ impl Executor {
             .stdin
             .take()
             .ok_or_else(|| SandboxError::Setup("no helper stdin".into()))?;
-        let mut stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| SandboxError::Setup("no helper stdout".into()))?;
-        let mut stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| SandboxError::Setup("no helper stderr".into()))?;
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let (mut tty_sock, mut tty_master) = match streams.tty {
+            Some((sock, tx)) => (
+                Some(tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(sock))
+                    .map_err(SandboxError::Io)?),
+                Some(tx),
+            ),
+            None => (None, None),
+        };
         let write_res = stdin.write_all(msg).await;
         // The request may hold secret bytes: do not keep them around.
         msg.fill(0);
         let mut status =
             tokio::net::unix::pipe::Receiver::from_owned_fd(status_r).map_err(SandboxError::Io)?;
 
-        let (mut out_open, mut err_open, mut st_open) = (true, true, true);
+        let (mut out_open, mut err_open, mut st_open) = (out_open, err_open, true);
         let mut out_buf = vec![0u8; 32 * 1024];
         let mut err_buf = vec![0u8; 32 * 1024];
         let mut st_buf = vec![0u8; 4096];
@@ -249,13 +343,26 @@ impl Executor {
         // then the overlay is unmounted and the upper dir may be reused.
         while out_open || err_open || st_open {
             tokio::select! {
-                r = stdout.read(&mut out_buf), if out_open => match r {
+                r = read_some(&mut stdout, &mut out_buf), if out_open => match r {
                     Ok(0) | Err(_) => out_open = false,
                     Ok(n) => output(OutputStream::Stdout, &out_buf[..n]),
                 },
-                r = stderr.read(&mut err_buf), if err_open => match r {
+                r = read_some(&mut stderr, &mut err_buf), if err_open => match r {
                     Ok(0) | Err(_) => err_open = false,
                     Ok(n) => output(OutputStream::Stderr, &err_buf[..n]),
+                },
+                r = recv_master(tty_sock.as_ref()), if tty_sock.is_some() => {
+                    // One fd, then the init closes its end.
+                    tty_sock = None;
+                    match (r, tty_master.take()) {
+                        (Ok(Some(fd)), Some(tx)) => {
+                            let _ = tx.send(fd);
+                        }
+                        (Ok(_), _) => {}
+                        (Err(e), _) => {
+                            error.get_or_insert(format!("receiving the pty: {e}"));
+                        }
+                    }
                 },
                 r = status.read(&mut st_buf), if st_open => match r {
                     Ok(0) | Err(_) => st_open = false,
@@ -308,6 +415,35 @@ impl Executor {
                 "writing the request: {e}; helper {exit}"
             ))),
             Ok(()) => Err(SandboxError::NoResult(exit.to_string())),
+        }
+    }
+}
+
+/// Reads from an optional helper pipe (`None`: the stream is not ours).
+async fn read_some<R: AsyncReadExt + Unpin>(
+    r: &mut Option<R>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match r {
+        Some(r) => r.read(buf).await,
+        None => Ok(0),
+    }
+}
+
+/// Waits for the pty master the init sends (`None` if it closed first).
+async fn recv_master(
+    sock: Option<&tokio::net::UnixStream>,
+) -> std::io::Result<Option<OwnedFd>> {
+    let Some(sock) = sock else {
+        return Ok(None);
+    };
+    loop {
+        sock.readable().await?;
+        match sock.try_io(tokio::io::Interest::READABLE, || {
+            crate::stdio::recv_fd(sock.as_fd())
+        }) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => return other,
         }
     }
 }
@@ -405,9 +541,9 @@ async fn start_slirp(path: &Path, pid: i32) -> Result<Slirp, String> {
     ])
     .arg(pid.to_string())
     .arg("tap0")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
     .kill_on_drop(true);
     pass_fds(&mut cmd, &[(&ready_w, 3), (&exit_r, 4)]);
     let mut child = cmd

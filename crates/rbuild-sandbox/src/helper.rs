@@ -120,6 +120,11 @@ fn run(req: &HelperRequest, status: &mut File, input: &mut File) -> Result<(), S
     // Only init and the RUN write the output pipes; their EOF then means
     // "the RUN's processes are gone", not "the helper is gone".
     redirect_to_null(&[1, 2]);
+    if req.stdio.uses_extra_fd() {
+        // The caller's stdin or the pty socket: the init has its copy.
+        // SAFETY: closing an fd the executor set up for us alone.
+        unsafe { libc::close(crate::stdio::EXTRA_FD) };
+    }
     let outcome = supervise(init, &set, input);
     drop(life_w);
     let outcome = outcome?;

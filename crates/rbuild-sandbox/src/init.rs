@@ -21,6 +21,7 @@ use rustix::thread::CapabilitySet;
 use crate::proto::{Event, HelperRequest, write_message};
 use crate::rootfs::{Kind, RootBuilder, memory_file};
 use crate::spec::{DEFAULT_PATH_ENV, MountKind, Rootfs, RunResult, RunSpec, Security};
+use crate::stdio::{EXTRA_FD, StdioPlan};
 
 /// Docker's default capability set.
 pub const DEFAULT_CAPS: CapabilitySet = CapabilitySet::CHOWN
@@ -122,6 +123,7 @@ fn setup_and_start(req: &HelperRequest, status: &mut File) -> Result<Pid, String
     let cwd = rb.workdir(&spec.cwd).map_err(|e| e.to_string())?;
     write_message(status, &Event::Stubs(rb.take_stubs()))
         .map_err(|e| format!("reporting stubs: {e}"))?;
+    let stdio = child_stdio(req.stdio, rb.root())?;
 
     // The helper made a new UTS namespace: the host's name is never changed.
     let hostname = if spec.hostname.is_empty() {
@@ -140,11 +142,18 @@ fn setup_and_start(req: &HelperRequest, status: &mut File) -> Result<Pid, String
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
             drop(err_r);
-            main_child(spec, &user, cwd, &exec, err_w)
+            main_child(spec, &user, cwd, &exec, &stdio, err_w)
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(err_w);
             drop(cwd);
+            // Only the process holds its terminal: when it and its children
+            // are gone the caller's reads of the master end.
+            drop(stdio);
+            if req.stdio.uses_extra_fd() {
+                // SAFETY: closing the fd the helper passed down for the child.
+                unsafe { libc::close(EXTRA_FD) };
+            }
             crate::helper::redirect_to_null(&[1, 2]);
             let mut msg = String::new();
             use std::io::Read;
@@ -155,6 +164,40 @@ fn setup_and_start(req: &HelperRequest, status: &mut File) -> Result<Pid, String
                 let _ = nix::sys::wait::waitpid(child, None);
                 Err(msg)
             }
+        }
+    }
+}
+
+/// The main process's standard streams, prepared in the init.
+enum ChildStdio {
+    /// stdin from `/dev/null`, stdout/stderr as inherited.
+    Null,
+    /// stdin from [`EXTRA_FD`].
+    StdinFd,
+    /// The terminal side of the sandbox's pty.
+    Tty(OwnedFd),
+}
+
+/// Prepares the streams of `plan`. For a pty: opens it from the sandbox's
+/// own devpts (never a host terminal) and sends the master to the caller.
+fn child_stdio(plan: StdioPlan, root: BorrowedFd<'_>) -> Result<ChildStdio, String> {
+    match plan {
+        StdioPlan::Null => Ok(ChildStdio::Null),
+        StdioPlan::StdinFd => Ok(ChildStdio::StdinFd),
+        StdioPlan::Tty(size) => {
+            let ptmx = crate::rootfs::resolve_in(
+                root,
+                "dev/pts/ptmx",
+                rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY,
+            )
+            .map_err(|e| format!("opening the sandbox's /dev/pts/ptmx: {e}"))?;
+            let pty = crate::stdio::open_pty(ptmx, size)?;
+            // SAFETY: EXTRA_FD is the socket the helper passed down to us.
+            let sock = unsafe { BorrowedFd::borrow_raw(EXTRA_FD) };
+            crate::stdio::send_fd(sock, pty.master.as_fd())
+                .map_err(|e| format!("handing the pty to the caller: {e}"))?;
+            drop(pty.master);
+            Ok(ChildStdio::Tty(pty.slave))
         }
     }
 }
@@ -330,6 +373,7 @@ fn main_child(
     user: &rbuild_fileop::users::ResolvedUser,
     cwd: OwnedFd,
     exec: &ExecPlan,
+    stdio: &ChildStdio,
     err: OwnedFd,
 ) -> ! {
     let fail = |msg: String| -> ! {
@@ -337,7 +381,7 @@ fn main_child(
         // SAFETY: _exit is always safe.
         unsafe { libc::_exit(127) }
     };
-    if let Err(e) = drop_privileges_and_enter(spec, user, cwd.as_fd()) {
+    if let Err(e) = drop_privileges_and_enter(spec, user, cwd.as_fd(), stdio) {
         fail(e);
     }
     drop(cwd);
@@ -373,6 +417,7 @@ fn drop_privileges_and_enter(
     spec: &RunSpec,
     user: &rbuild_fileop::users::ResolvedUser,
     cwd: BorrowedFd<'_>,
+    stdio: &ChildStdio,
 ) -> Result<(), String> {
     let _ = nix::unistd::setsid();
     for sig in 1..32 {
@@ -387,17 +432,7 @@ fn drop_privileges_and_enter(
         None,
     )
     .map_err(|e| format!("sigprocmask: {e}"))?;
-    let null = nix::fcntl::open(
-        "/dev/null",
-        nix::fcntl::OFlag::O_RDWR,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| format!("open /dev/null: {e}"))?;
-    // SAFETY: dup2 onto fd 0 of this process.
-    if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
-        return Err("dup2 stdin".into());
-    }
-    drop(null);
+    connect_stdio(stdio)?;
     if let Some(n) = crate::helper::nproc_limit(spec) {
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NPROC, n, n);
     }
@@ -463,6 +498,37 @@ fn drop_privileges_and_enter(
             "working directory `{}` is outside the root",
             spec.cwd
         )),
+    }
+}
+
+/// Points fds 0-2 where [`ChildStdio`] says (after `setsid`, so that a pty
+/// can become the controlling terminal).
+fn connect_stdio(stdio: &ChildStdio) -> Result<(), String> {
+    let dup_to = |from: i32, to: &[i32]| -> Result<(), String> {
+        for fd in to {
+            // SAFETY: dup2 onto one of this process's standard fds.
+            if unsafe { libc::dup2(from, *fd) } < 0 {
+                return Err(format!("dup2 onto fd {fd}: {}", nix::Error::last()));
+            }
+        }
+        Ok(())
+    };
+    match stdio {
+        ChildStdio::Null => {
+            let null = nix::fcntl::open(
+                "/dev/null",
+                nix::fcntl::OFlag::O_RDWR,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| format!("open /dev/null: {e}"))?;
+            dup_to(null.as_raw_fd(), &[0])
+        }
+        ChildStdio::StdinFd => dup_to(EXTRA_FD, &[0]),
+        ChildStdio::Tty(slave) => {
+            rustix::process::ioctl_tiocsctty(slave)
+                .map_err(|e| format!("making the pty the controlling terminal: {e}"))?;
+            dup_to(slave.as_raw_fd(), &[0, 1, 2])
+        }
     }
 }
 

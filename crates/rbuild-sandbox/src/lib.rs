@@ -32,7 +32,9 @@ mod rootfs;
 mod seccomp;
 pub mod spec;
 mod ssh;
+pub mod stdio;
 
 pub use executor::{Executor, HelperCommand, SandboxError};
 pub use process::{NamespaceInfo, NamespaceMode, enter_build_namespace};
 pub use spec::{Mount, MountKind, Network, OutputStream, Rootfs, RunResult, RunSpec, Security};
+pub use stdio::{Stdio, WindowSize};

@@ -5,6 +5,8 @@
 //! [`HelperRequest`], then (network sandbox only) one byte `g` once the
 //! user-mode network is attached. Helper/init → executor, on fd 3: a
 //! sequence of length-prefixed JSON [`Event`]s. Lengths are big-endian u32.
+//! With a [`StdioPlan`] other than `Null`, fd 4 carries the caller's stdin
+//! or a unix socket on which the init sends the pty master back.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{RunResult, RunSpec};
+use crate::stdio::StdioPlan;
 
 /// The fd on which the helper reports events.
 pub const STATUS_FD: i32 = 3;
@@ -31,6 +34,9 @@ pub struct HelperRequest {
     pub wait_for_network: bool,
     /// A cgroup-v1 `pids` directory to create and join, when writable.
     pub pids_cgroup: Option<PathBuf>,
+    /// How the user's process gets its standard streams.
+    #[serde(default)]
+    pub stdio: StdioPlan,
 }
 
 /// A path the sandbox created in the rootfs only to mount on, relative to

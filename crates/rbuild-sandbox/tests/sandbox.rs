@@ -50,6 +50,8 @@ const CASES: &[&str] = &[
     "dangling_symlink_mount_target",
     "parallel_runs_do_not_interfere",
     "network_host_shares_the_host_network",
+    "stdio_fds_pass_through",
+    "stdio_pty_is_the_sandboxs_own",
 ];
 
 fn main() {
@@ -198,6 +200,8 @@ async fn run_case(name: &str, c: &Ctx) -> R {
         "seccomp_refuses_namespaces" => cases::process::seccomp_filter(c).await,
         "umoci_applies_run_layer" => cases::layers::umoci_applies_run_layer(c).await,
         "build_process_death_kills_sandbox" => cases::process::build_process_death(c).await,
+        "stdio_fds_pass_through" => cases::stdio::fds_pass_through(c).await,
+        "stdio_pty_is_the_sandboxs_own" => cases::stdio::pty(c).await,
         other => Err(format!("unknown case {other}")),
     }
 }

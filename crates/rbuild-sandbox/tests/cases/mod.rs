@@ -3,3 +3,4 @@
 pub(crate) mod io;
 pub(crate) mod layers;
 pub(crate) mod process;
+pub(crate) mod stdio;
