@@ -44,6 +44,8 @@ pub enum ExpandError {
     },
     #[error("failed to expand `{word}`: substitutions nested deeper than {limit} levels")]
     TooDeep { word: String, limit: usize },
+    #[error("failed to expand `{word}`: a substitution's result is longer than {limit} bytes")]
+    TooLong { word: String, limit: usize },
 }
 
 /// The result of expanding one word.
@@ -80,6 +82,13 @@ pub struct ShellLexer {
 /// Deepest `${…${…}…}` / quote nesting we follow before giving up; hostile
 /// input must not be able to overflow the stack.
 pub const MAX_NESTING: usize = 64;
+
+/// Longest result of one `${v/p/r}` substitution: far above any real word
+/// (a CA bundle in a build arg is a few hundred kB), and low enough that
+/// nested `${v///r${v///r…}}` (an empty pattern puts `r` between every
+/// character of `v`, so each level multiplies the length) fails in
+/// milliseconds instead of eating the machine.
+pub const MAX_EXPANSION: usize = 8 << 20;
 
 impl ShellLexer {
     /// A lexer with BuildKit's default behaviour for the given escape char.
@@ -596,7 +605,10 @@ impl State<'_> {
                 source,
             }
         })?;
-        Ok(compiled.replace(&value, replacement, all))
+        compiled.replace(&value, replacement, all, MAX_EXPANSION).ok_or_else(|| ExpandError::TooLong {
+            word: self.word(),
+            limit: MAX_EXPANSION,
+        })
     }
 }
 
@@ -625,6 +637,18 @@ mod tests {
             "/X/b.tXr.gz"
         );
         assert!(expand_word("${}", &env, '\\').is_err());
+    }
+
+    #[test]
+    fn exponential_substitution_is_an_error_not_a_hang() {
+        let lookup = |name: &str| (name == "v").then(|| "0123456789".to_string());
+        let word = format!("{}x{}", "${v///ab".repeat(12), "}".repeat(12));
+        assert!(matches!(
+            expand_word(&word, &lookup, '\\'),
+            Err(ExpandError::TooLong { limit: MAX_EXPANSION, .. })
+        ));
+        let ok = format!("{}x{}", "${v///a".repeat(3), "}".repeat(3));
+        assert!(expand_word(&ok, &lookup, '\\').is_ok());
     }
 
     #[test]

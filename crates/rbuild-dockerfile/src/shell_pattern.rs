@@ -196,11 +196,14 @@ impl Pattern {
 
     /// `${v/p/r}` and `${v//p/r}`: leftmost-longest replacement, once or
     /// for every non-overlapping match (empty matches right after a match
-    /// are skipped, as in Go's `ReplaceAllString`).
-    pub(crate) fn replace(&self, value: &str, replacement: &str, all: bool) -> String {
+    /// are skipped, as in Go's `ReplaceAllString`). `None` when the result
+    /// would be longer than `limit` bytes: an empty pattern puts the
+    /// replacement between every character, so nested substitutions grow
+    /// exponentially.
+    pub(crate) fn replace(&self, value: &str, replacement: &str, all: bool, limit: usize) -> Option<String> {
         let s: Vec<char> = value.chars().collect();
         if !all {
-            return match self.find(&s, 0) {
+            let out = match self.find(&s, 0) {
                 Some((a, b)) => {
                     let mut out: String = s[..a].iter().collect();
                     out.push_str(replacement);
@@ -209,6 +212,7 @@ impl Pattern {
                 }
                 None => value.to_string(),
             };
+            return (out.len() <= limit).then_some(out);
         }
         let mut out = String::new();
         let mut last_end = 0;
@@ -221,11 +225,14 @@ impl Pattern {
             if b > last_end || a == 0 {
                 out.push_str(replacement);
             }
+            if out.len() > limit {
+                return None;
+            }
             last_end = b;
             search = b.max(search + 1);
         }
         out.extend(&s[last_end..]);
-        out
+        (out.len() <= limit).then_some(out)
     }
 }
 
@@ -250,13 +257,13 @@ mod tests {
 
     #[test]
     fn replacement() {
-        assert_eq!(p("o").replace("foo", "0", false), "f0o");
-        assert_eq!(p("o").replace("foo", "0", true), "f00");
-        assert_eq!(p("").replace("ab", "-", true), "-a-b-");
-        assert_eq!(p("x*").replace("abc", "-", true), "abc");
-        assert_eq!(p("b*").replace("abbc", "-", true), "a-");
-        assert_eq!(p("b?").replace("abbcbd", "-", true), "a-c-");
-        assert_eq!(p("*").replace("", "r", false), "r");
+        assert_eq!(p("o").replace("foo", "0", false, usize::MAX).unwrap(), "f0o");
+        assert_eq!(p("o").replace("foo", "0", true, usize::MAX).unwrap(), "f00");
+        assert_eq!(p("").replace("ab", "-", true, usize::MAX).unwrap(), "-a-b-");
+        assert_eq!(p("x*").replace("abc", "-", true, usize::MAX).unwrap(), "abc");
+        assert_eq!(p("b*").replace("abbc", "-", true, usize::MAX).unwrap(), "a-");
+        assert_eq!(p("b?").replace("abbcbd", "-", true, usize::MAX).unwrap(), "a-c-");
+        assert_eq!(p("*").replace("", "r", false, usize::MAX).unwrap(), "r");
     }
 
     proptest::proptest! {
