@@ -28,16 +28,20 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::SystemTime;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
-use crate::meta::{Chmod, MetaPlan};
+use crate::meta::{Chmod, ContentCopier, MetaPlan};
 use crate::pattern::PatternError;
-use crate::root::{Root, clean, join, open_subdir};
+use crate::root::{Root, clean, join};
 use crate::select::{Filter, SelectSpec, Selected, expand_sources};
+
+mod tree;
+use tree::{DestDir, open_dir};
+pub(crate) use tree::{read_dir_sorted, read_dir_typed};
 
 /// Options of one copy, mirroring BuildKit's `FileActionCopy`.
 #[derive(Debug, Clone, Default)]
@@ -240,6 +244,13 @@ pub fn copy(
         links: HashMap::new(),
         created: Vec::new(),
         stats: CopyStats::default(),
+        contents: ContentCopier::default(),
+        src_dir: None,
+        dest_dir: None,
+        creds: (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        ),
     };
 
     // Several sources need a directory: checked before anything is created.
@@ -263,9 +274,12 @@ pub fn copy(
     let (ensure_canon, exists) = dst
         .canonicalize(join(ensure).as_os_str(), true)
         .map_err(io_err("resolve", dest))?;
-    if opts.create_dest_path {
-        cx.mkdir_parents(&ensure_canon, dest)?;
-    } else if !exists {
+    let ensured = if opts.create_dest_path {
+        Some(cx.mkdir_parents(&ensure_canon, dest)?)
+    } else {
+        None
+    };
+    if !opts.create_dest_path && !exists {
         return Err(CopyError::DestParentMissing {
             dest: dest.to_string(),
         });
@@ -274,6 +288,11 @@ pub fn copy(
     let (dest_canon, _) = dst
         .canonicalize(join(&dest_comps).as_os_str(), true)
         .map_err(io_err("resolve", dest))?;
+    if let Some(fd) = ensured
+        && dest_canon == ensure_canon
+    {
+        cx.remember_dest_dir(ensure_canon, fd);
+    }
     for sel in &selected {
         cx.copy_selected(sel, &dest_canon, opts)?;
     }
@@ -303,6 +322,25 @@ struct Ctx<'a> {
     /// Parent directories this copy created (their times are fixed last).
     created: Vec<Vec<OsString>>,
     stats: CopyStats,
+    /// `copy_file_range` or its fallback, with what this copy learned.
+    contents: ContentCopier,
+    /// Our effective uid and gid: the owner of what we create.
+    creds: (u32, u32),
+    /// The last source directory a selection was read from. Wildcard
+    /// matches mostly share their parent: it is opened once, not once per
+    /// match.
+    src_dir: Option<(Vec<OsString>, Rc<OwnedFd>)>,
+    /// The last destination directory made sure of (it exists and is a
+    /// directory: this copy created or checked it, and a copy never
+    /// removes a directory), with [`DestDir::new_owner`] for it.
+    dest_dir: Option<CachedDir>,
+}
+
+/// An open destination directory, by canonical path.
+struct CachedDir {
+    path: Vec<OsString>,
+    fd: Rc<OwnedFd>,
+    new_owner: Option<(u32, u32)>,
 }
 
 impl Ctx<'_> {
@@ -367,8 +405,9 @@ impl Ctx<'_> {
             join(&sel.canon).to_string_lossy().into_owned()
         };
         let (src_dir, src_name) = self.src_parent(&sel.canon, &shown)?;
+        let src_dir = src_dir.as_fd();
         let st =
-            rustix::fs::statat(&src_dir, &src_name, AtFlags::SYMLINK_NOFOLLOW).map_err(|_| {
+            rustix::fs::statat(src_dir, &src_name, AtFlags::SYMLINK_NOFOLLOW).map_err(|_| {
                 CopyError::NotFound {
                     path: shown.clone(),
                 }
@@ -376,7 +415,7 @@ impl Ctx<'_> {
         let src_is_dir = is_dir(&st);
         if opts.unpack_archives && FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
             let fd = rustix::fs::openat(
-                &src_dir,
+                src_dir,
                 &src_name,
                 OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
                 Mode::empty(),
@@ -404,14 +443,19 @@ impl Ctx<'_> {
                 self.make_parent_dirs(sel, &mut target, rel)?;
             }
         } else {
-            let dest_st = stat_in(self.dst, dest_canon);
+            // `Some(is a directory)` when the destination exists.
+            let dest_st = if self.dest_dir.as_ref().is_some_and(|c| c.path == dest_canon) {
+                Some(true)
+            } else {
+                stat_in(self.dst, dest_canon).map(|st| is_dir(&st))
+            };
             let base = sel
                 .named
                 .last()
                 .cloned()
                 .unwrap_or_else(|| OsString::from("."));
             if ((!opts.dir_contents_only && src_is_dir && dest_st.is_some())
-                || (!src_is_dir && dest_st.as_ref().is_some_and(is_dir)))
+                || (!src_is_dir && dest_st == Some(true)))
                 && base != "."
             {
                 target.push(base);
@@ -423,23 +467,54 @@ impl Ctx<'_> {
                 &target[..]
             };
             let ensure = ensure.to_vec();
-            self.mkdir_parents(&ensure, &shown)?;
+            if self.dest_dir.as_ref().is_none_or(|c| c.path != ensure) {
+                let fd = self.mkdir_parents(&ensure, &shown)?;
+                self.remember_dest_dir(ensure, fd);
+            }
         }
         let Some(name) = target.last().cloned() else {
             // The destination is the root itself: merge a directory into it.
             if !src_is_dir {
                 return Err(CopyError::ReplaceDirWithFile { path: "/".into() });
             }
-            let sfd = open_dir(&src_dir, &src_name, &shown)?;
+            let sfd = open_dir(src_dir, &src_name, &shown)?;
             let dfd = open_dir(self.dst.fd(), OsStr::new("."), "/")?;
-            return self.copy_dir_children(&sfd, &dfd, &[], "", &shown);
+            let dst = DestDir {
+                fd: dfd.as_fd(),
+                path: &[],
+                new_owner: self.new_owner_in(dfd.as_fd()),
+            };
+            return self.copy_dir_children(sfd.as_fd(), &dst, "", &shown);
         };
         let parent = &target[..target.len() - 1];
-        let dparent = self
-            .dst
-            .open_dir(parent)
-            .map_err(io_err("open directory", join(parent)))?;
-        self.copy_entry(&src_dir, &src_name, &st, &dparent, parent, &name, "", false)
+        let (dparent, new_owner) = match &self.dest_dir {
+            Some(c) if c.path == parent => (c.fd.clone(), c.new_owner),
+            _ => {
+                let fd = self
+                    .dst
+                    .open_dir(parent)
+                    .map_err(io_err("open directory", join(parent)))?;
+                let new_owner = self.new_owner_in(fd.as_fd());
+                (Rc::new(fd), new_owner)
+            }
+        };
+        let dst = DestDir {
+            fd: dparent.as_fd(),
+            path: parent,
+            new_owner,
+        };
+        self.copy_entry(src_dir, &src_name, &st, &dst, &name, "", false)
+    }
+
+    /// Keep `fd`, the directory at canonical `path` that this copy made
+    /// sure of, for the selections that follow.
+    fn remember_dest_dir(&mut self, path: Vec<OsString>, fd: OwnedFd) {
+        let new_owner = self.new_owner_in(fd.as_fd());
+        self.dest_dir = Some(CachedDir {
+            path,
+            fd: Rc::new(fd),
+            new_owner,
+        });
     }
 
     /// `--parents`: create `target/rel[..-1]` from the source's own parent
@@ -494,248 +569,34 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Open the parent of a canonical source path; returns it and the name.
+    /// Open the parent of a canonical source path (or reuse the last one
+    /// opened); returns it and the name.
     fn src_parent(
-        &self,
+        &mut self,
         canon: &[OsString],
         shown: &str,
-    ) -> Result<(OwnedFd, OsString), CopyError> {
-        match canon.split_last() {
-            Some((name, parent)) => {
-                let fd = self.src.open_dir(parent).map_err(|_| CopyError::NotFound {
-                    path: shown.to_string(),
-                })?;
-                Ok((fd, name.clone()))
-            }
-            None => {
-                // The source root itself: use `.` relative to the root.
-                let fd = self.src.open_dir(&[]).map_err(io_err("open", shown))?;
-                Ok((fd, OsString::from(".")))
-            }
-        }
-    }
-
-    /// Copy one entry `sdir/sname` (lstat `st`) to `ddir/dname`.
-    #[allow(clippy::too_many_arguments)]
-    fn copy_entry(
-        &mut self,
-        sdir: &OwnedFd,
-        sname: &OsStr,
-        st: &Stat,
-        ddir: &OwnedFd,
-        dparent: &[OsString],
-        dname: &OsStr,
-        rel: &str,
-        overwrite_meta: bool,
-    ) -> Result<(), CopyError> {
-        let shown_dst = join(dparent).join(dname).to_string_lossy().into_owned();
-        let ft = FileType::from_raw_mode(st.st_mode);
-        if ft == FileType::Directory {
-            return self.copy_dir(sdir, sname, st, ddir, dparent, dname, rel, overwrite_meta);
-        }
-        if ft == FileType::Socket {
-            tracing::debug!(path = rel, "socket not copied");
-            return Ok(());
-        }
-        // Replace whatever non-directory is there.
-        match rustix::fs::statat(ddir, dname, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(d) if is_dir(&d) => return Err(CopyError::ReplaceDirWithFile { path: shown_dst }),
-            Ok(_) => rustix::fs::unlinkat(ddir, dname, AtFlags::empty())
-                .map_err(errno("remove", &shown_dst))?,
-            Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(errno("stat", &shown_dst)(e)),
-        }
-        match ft {
-            FileType::RegularFile => {
-                self.copy_file(sdir, sname, st, ddir, dparent, dname, &shown_dst)
-            }
-            FileType::Symlink => {
-                let target = rustix::fs::readlinkat(sdir, sname, Vec::new())
-                    .map_err(errno("read link", rel))?;
-                rustix::fs::symlinkat(target.as_c_str(), ddir, dname)
-                    .map_err(errno("create symlink", &shown_dst))?;
-                self.plan
-                    .apply_symlink(ddir.as_fd(), dname, st)
-                    .map_err(io_err("set metadata", &shown_dst))?;
-                self.stats.symlinks += 1;
-                Ok(())
-            }
-            _ => {
-                let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-                rustix::fs::mknodat(
-                    ddir,
-                    dname,
-                    kind,
-                    Mode::from_raw_mode(st.st_mode & 0o7777),
-                    st.st_rdev,
-                )
-                .map_err(errno("create node", &shown_dst))?;
-                self.plan
-                    .apply_node(ddir.as_fd(), dname, st)
-                    .map_err(io_err("set metadata", &shown_dst))?;
-                self.stats.special += 1;
-                Ok(())
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn copy_file(
-        &mut self,
-        sdir: &OwnedFd,
-        sname: &OsStr,
-        st: &Stat,
-        ddir: &OwnedFd,
-        dparent: &[OsString],
-        dname: &OsStr,
-        shown_dst: &str,
-    ) -> Result<(), CopyError> {
-        let key = (st.st_dev, st.st_ino);
-        if st.st_nlink > 1
-            && let Some((fname, fparent)) = self.links.get(&key).and_then(|p| p.split_last())
-        {
-            let fdir = self
-                .dst
-                .open_dir(fparent)
-                .map_err(io_err("open directory", join(fparent)))?;
-            rustix::fs::linkat(&fdir, fname, ddir, dname, AtFlags::empty())
-                .map_err(errno("create hard link", shown_dst))?;
-            self.stats.hardlinks += 1;
-            return Ok(());
-        }
-        let sfd = rustix::fs::openat(
-            sdir,
-            sname,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(errno("open", sname))?;
-        let fst = rustix::fs::fstat(&sfd).map_err(errno("stat", sname))?;
-        if fst.st_ino != st.st_ino || FileType::from_raw_mode(fst.st_mode) != FileType::RegularFile
-        {
-            return Err(io_err("source changed while copying", sname)(
-                io::Error::from_raw_os_error(libc::ESTALE),
-            ));
-        }
-        let dfd = rustix::fs::openat(
-            ddir,
-            dname,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(errno("create", shown_dst))?;
-        let n = crate::meta::copy_contents(sfd.as_fd(), dfd.as_fd(), fst.st_size as u64)
-            .map_err(io_err("copy", shown_dst))?;
-        // Owner and mode first: chown drops `security.capability`, so the
-        // xattrs (file capabilities among them) come after it.
-        self.plan
-            .apply_fd(dfd.as_fd(), &fst, false)
-            .map_err(io_err("set metadata", shown_dst))?;
-        crate::meta::copy_xattrs(sfd.as_fd(), dfd.as_fd())
-            .map_err(io_err("copy xattrs", shown_dst))?;
-        if st.st_nlink > 1 {
-            let mut p = dparent.to_vec();
-            p.push(dname.to_os_string());
-            self.links.insert(key, p);
-        }
-        self.stats.files += 1;
-        self.stats.bytes += n;
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn copy_dir(
-        &mut self,
-        sdir: &OwnedFd,
-        sname: &OsStr,
-        st: &Stat,
-        ddir: &OwnedFd,
-        dparent: &[OsString],
-        dname: &OsStr,
-        rel: &str,
-        overwrite_meta: bool,
-    ) -> Result<(), CopyError> {
-        let shown_dst = join(dparent).join(dname).to_string_lossy().into_owned();
-        let created = match rustix::fs::statat(ddir, dname, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(d) if is_dir(&d) => false,
-            Ok(_) => return Err(CopyError::CopyDirToNonDir { path: shown_dst }),
-            Err(rustix::io::Errno::NOENT) => {
-                rustix::fs::mkdirat(ddir, dname, Mode::from_raw_mode(0o700))
-                    .map_err(errno("create directory", &shown_dst))?;
-                self.stats.dirs += 1;
-                true
-            }
-            Err(e) => return Err(errno("stat", &shown_dst)(e)),
+    ) -> Result<(Rc<OwnedFd>, OsString), CopyError> {
+        let (parent, name) = match canon.split_last() {
+            Some((name, parent)) => (parent, name.clone()),
+            // The source root itself: use `.` relative to the root.
+            None => (canon, OsString::from(".")),
         };
-        let sfd = open_dir(sdir, sname, rel)?;
-        let dfd = open_dir(ddir.as_fd(), dname, &shown_dst)?;
-        let mut here = dparent.to_vec();
-        here.push(dname.to_os_string());
-        if here.len() > crate::MAX_DEPTH {
-            return Err(CopyError::TooDeep { path: shown_dst });
+        if let Some((path, fd)) = &self.src_dir
+            && path == parent
+        {
+            return Ok((fd.clone(), name));
         }
-        self.copy_dir_children(&sfd, &dfd, &here, rel, &shown_dst)?;
-        // Times last: adding children changed the directory's mtime.
-        if created || overwrite_meta {
-            self.plan
-                .apply_fd(dfd.as_fd(), st, true)
-                .map_err(io_err("set metadata", &shown_dst))?;
-            crate::meta::copy_xattrs(sfd.as_fd(), dfd.as_fd())
-                .map_err(io_err("copy xattrs", &shown_dst))?;
-        }
-        Ok(())
-    }
-
-    fn copy_dir_children(
-        &mut self,
-        sfd: &OwnedFd,
-        dfd: &OwnedFd,
-        here: &[OsString],
-        rel: &str,
-        shown: &str,
-    ) -> Result<(), CopyError> {
-        for name in read_dir_sorted(sfd).map_err(io_err("read directory", shown))? {
-            let child_rel = if rel.is_empty() {
-                name.to_string_lossy().into_owned()
+        let fd = self.src.open_dir(parent).map_err(|e| {
+            if parent.is_empty() {
+                io_err("open", shown)(e)
             } else {
-                format!("{rel}/{}", name.to_string_lossy())
-            };
-            let cst = rustix::fs::statat(sfd, &name, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(errno("stat", &child_rel))?;
-            if self.filter.skip(&self.base, &child_rel, is_dir(&cst)) {
-                continue;
+                CopyError::NotFound {
+                    path: shown.to_string(),
+                }
             }
-            self.copy_entry(sfd, &name, &cst, dfd, here, &name, &child_rel, true)?;
-        }
-        Ok(())
+        })?;
+        let fd = Rc::new(fd);
+        self.src_dir = Some((parent.to_vec(), fd.clone()));
+        Ok((fd, name))
     }
-}
-
-/// Open a source directory for reading, or a destination directory for
-/// metadata changes, refusing symlinks.
-fn open_dir(dir: impl AsFd, name: &OsStr, shown: &str) -> Result<OwnedFd, CopyError> {
-    open_subdir(dir, name).map_err(errno("open directory", shown))
-}
-
-/// Directory entries (without `.`/`..`) sorted bytewise: the copy order, and
-/// thus which of several hard links is "first", is deterministic.
-pub(crate) fn read_dir_sorted(fd: &impl AsFd) -> io::Result<Vec<OsString>> {
-    let dup = rustix::fs::openat(
-        fd,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut dir = rustix::fs::Dir::new(dup)?; // owns the fresh fd: no second reopen
-    let mut names = Vec::new();
-    while let Some(ent) = dir.read() {
-        let ent = ent?;
-        let n = ent.file_name().to_bytes();
-        if n == b"." || n == b".." {
-            continue;
-        }
-        names.push(OsStr::from_bytes(n).to_os_string());
-    }
-    names.sort();
-    Ok(names)
 }

@@ -15,7 +15,8 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -171,6 +172,8 @@ pub fn hash_selection(
         cache,
         root: &root,
         include_owner: opts.include_owner,
+        buf: Vec::new(),
+        last_dir: None,
     };
     h.sha.update(b"rbuild-selection-v1\0");
     for raw in sources {
@@ -201,7 +204,16 @@ struct Hasher<'a> {
     cache: Option<&'a dyn StatCache>,
     root: &'a Root,
     include_owner: bool,
+    /// The read buffer, allocated once per hash: a fresh 128 KiB buffer
+    /// per file was an `mmap` + `munmap` (and page faults) per file.
+    buf: Vec<u8>,
+    /// The parent directory of the last selected source, kept open: the
+    /// matches of a wildcard mostly share it.
+    last_dir: Option<(Vec<OsString>, Rc<OwnedFd>)>,
 }
+
+/// Size of [`Hasher::buf`].
+const READ_BUF: usize = 128 * 1024;
 
 impl Hasher<'_> {
     fn selected(
@@ -222,7 +234,14 @@ impl Hasher<'_> {
             Some((n, p)) => (p, n.clone()),
             None => (&canon[..0], OsString::from(".")),
         };
-        let pfd = self.root.open_dir(parent).map_err(io("open directory"))?;
+        let pfd = match &self.last_dir {
+            Some((path, fd)) if path == parent => fd.clone(),
+            _ => {
+                let fd = Rc::new(self.root.open_dir(parent).map_err(io("open directory"))?);
+                self.last_dir = Some((parent.to_vec(), fd.clone()));
+                fd
+            }
+        };
         let st = rustix::fs::statat(&pfd, &name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| io("stat")(e.into()))?;
         let target = if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
@@ -314,7 +333,7 @@ impl Hasher<'_> {
     }
 
     fn file_digest(
-        &self,
+        &mut self,
         e: &WalkEntry,
         dir: BorrowedFd<'_>,
         name: &OsStr,
@@ -368,17 +387,28 @@ impl Hasher<'_> {
         })?;
         let mut content = Sha256::new();
         let mut f = std::fs::File::from(fd);
-        let mut buf = vec![0u8; 128 * 1024];
-        loop {
-            let n = f.read(&mut buf).map_err(|source| HashError::Io {
-                op: "read",
-                path: shown.clone(),
-                source,
-            })?;
-            if n == 0 {
-                break;
-            }
-            content.update(&buf[..n]);
+        if self.buf.len() < READ_BUF {
+            self.buf.resize(READ_BUF, 0);
+        }
+        // Up to the size the open file has, as the copy does (it copies
+        // `st_size` bytes): no extra `read` per file to see the end.
+        let mut left = st.st_size as u64;
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(READ_BUF);
+            let n = match f.read(&mut self.buf[..want]) {
+                Ok(0) => break, // shrank under us
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(HashError::Io {
+                        op: "read",
+                        path: shown,
+                        source,
+                    });
+                }
+            };
+            content.update(&self.buf[..n]);
+            left -= n as u64;
         }
         let mut d = Sha256::new();
         d.update(content.finalize());

@@ -190,8 +190,27 @@ impl MetaPlan<'_> {
 
     /// Apply owner, mode and times to an open (non-`O_PATH`) file or directory.
     pub(crate) fn apply_fd(&self, fd: BorrowedFd<'_>, st: &Stat, is_dir: bool) -> io::Result<()> {
+        self.apply_new_fd(fd, st, is_dir, None)
+    }
+
+    /// [`MetaPlan::apply_fd`] for an entry we just created, which the kernel
+    /// gave the owner `owned_by` (when the caller knows it): the `fchown`
+    /// is skipped when that is already the wanted owner — the common case
+    /// of a context copied by (namespaced) root to `0:0`, one syscall per
+    /// file. The mode is set either way: a fresh file has the umask's (or a
+    /// default ACL's) idea of it.
+    pub(crate) fn apply_new_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        st: &Stat,
+        is_dir: bool,
+        owned_by: Option<(u32, u32)>,
+    ) -> io::Result<()> {
         let (u, g) = self.owner(st);
-        rustix::fs::fchown(fd, u, g).map_err(|e| chown_error(e, u, g))?;
+        let wanted = (u.map_or(0, Uid::as_raw), g.map_or(0, Gid::as_raw));
+        if owned_by != Some(wanted) {
+            rustix::fs::fchown(fd, u, g).map_err(|e| chown_error(e, u, g))?;
+        }
         // chown clears set-id bits, so the mode comes after it.
         rustix::fs::fchmod(fd, self.mode(st, is_dir))?;
         if let Some(ts) = self.times(st) {
@@ -326,13 +345,51 @@ impl FromBytesHelper for OsStr {
     }
 }
 
-/// Copy a regular file's contents between open fds, with `copy_file_range`
-/// (reflinks on filesystems that support them) and a read/write fallback.
-pub(crate) fn copy_contents(
-    src: BorrowedFd<'_>,
-    dst: BorrowedFd<'_>,
-    size: u64,
-) -> io::Result<u64> {
+/// Copies regular files' contents between open fds for one copy operation:
+/// `copy_file_range` (a reflink or an in-kernel copy where the filesystems
+/// allow it), else `sendfile`, else read/write.
+///
+/// `copy_file_range` refuses whole pairs of filesystems (`EXDEV` onto an
+/// overlay mount, as every COPY's destination is), so a refusal is
+/// remembered per source device: after the first file, the rest of the
+/// copy goes straight to `sendfile` instead of paying a doomed syscall per
+/// file. A wrong memo would only cost speed, never correctness.
+#[derive(Debug, Default)]
+pub(crate) struct ContentCopier {
+    /// Source devices `copy_file_range` refused for this destination.
+    refused: Vec<u64>,
+}
+
+impl ContentCopier {
+    /// Copy up to `size` bytes (the size the source had when opened; a file
+    /// that shrank copies what is there) from `src` (on device `src_dev`)
+    /// to `dst`; returns the bytes copied.
+    pub(crate) fn copy(
+        &mut self,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        src_dev: u64,
+        size: u64,
+    ) -> io::Result<u64> {
+        if size == 0 {
+            return Ok(0);
+        }
+        if self.refused.contains(&src_dev) {
+            return sendfile_copy(src, dst, size);
+        }
+        match copy_range(src, dst, size)? {
+            Some(n) => Ok(n),
+            None => {
+                self.refused.push(src_dev);
+                sendfile_copy(src, dst, size)
+            }
+        }
+    }
+}
+
+/// `copy_file_range` up to `size`; `None` when the kernel refuses the pair
+/// of files before anything was copied (the caller falls back).
+fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> io::Result<Option<u64>> {
     let mut copied = 0u64;
     while copied < size {
         let want = usize::try_from(size - copied)
@@ -347,11 +404,11 @@ pub(crate) fn copy_contents(
                 | rustix::io::Errno::OPNOTSUPP
                 | rustix::io::Errno::INVAL
                 | rustix::io::Errno::PERM,
-            ) if copied == 0 => return sendfile_copy(src, dst, size),
+            ) if copied == 0 => return Ok(None),
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(copied)
+    Ok(Some(copied))
 }
 
 /// The fallback when `copy_file_range` refuses (always the case when the

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use rbuild_dockerfile::{IgnoreError, IgnoreMatcher};
 use rustix::fs::{AtFlags, FileType, OFlags};
 
-use crate::copy::{CopyError, io_err, read_dir_sorted};
+use crate::copy::{CopyError, io_err, read_dir_typed};
 use crate::pattern::{glob_match, has_wildcard, match_path};
 use crate::root::{Root, clean, join, open_subdir};
 
@@ -74,15 +74,17 @@ impl Filter {
         }
     }
 
-    /// Is a source path (relative to the source root) ignored by `.dockerignore`?
-    fn ignored(&self, src: &Root, canon: &[OsString]) -> bool {
+    /// Is a source path (relative to the source root) ignored by
+    /// `.dockerignore`? `is_dir` when the caller knows it.
+    fn ignored(&self, src: &Root, canon: &[OsString], is_dir: Option<bool>) -> bool {
         if self.ignore.is_empty() || canon.is_empty() {
             return false;
         }
-        let is_dir = src
-            .open_canonical(canon, OFlags::PATH)
-            .and_then(|fd| Ok(rustix::fs::fstat(&fd)?))
-            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+        let is_dir = is_dir.unwrap_or_else(|| {
+            src.open_canonical(canon, OFlags::PATH)
+                .and_then(|fd| Ok(rustix::fs::fstat(&fd)?))
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+        });
         left_out(&self.ignore, &join(canon).to_string_lossy(), is_dir)
     }
 }
@@ -133,7 +135,7 @@ pub(crate) fn expand_sources(
                 let (canon, exists) = src
                     .canonicalize(join(&named).as_os_str(), spec.follow)
                     .map_err(|_| not_found(raw))?;
-                if !exists || spec.filter.ignored(src, &canon) {
+                if !exists || spec.filter.ignored(src, &canon, None) {
                     return Err(not_found(raw));
                 }
                 out.push(Selected {
@@ -190,9 +192,9 @@ fn expand_wildcard(
     let Ok(base_fd) = src.open_canonical(&base_canon, OFlags::RDONLY | OFlags::DIRECTORY) else {
         return Ok(()); // not a directory: nothing below it can match
     };
-    let mut rels: Vec<Vec<OsString>> = Vec::new();
+    let mut rels: Vec<(Vec<OsString>, Option<FileType>)> = Vec::new();
     walk_match(&base_fd, &pattern, spec.parents, &mut Vec::new(), &mut rels)?;
-    for rel in rels {
+    for (rel, kind) in rels {
         let rel_str = join(&rel).to_string_lossy().into_owned();
         let mut full = base.to_vec();
         full.extend(rel.iter().cloned());
@@ -203,10 +205,23 @@ fn expand_wildcard(
                 continue;
             }
         }
-        let (canon, exists) = src
-            .canonicalize(join(&full).as_os_str(), spec.follow)
-            .map_err(io_err("resolve", join(&full)))?;
-        if exists && !spec.filter.ignored(src, &canon) {
+        let (canon, exists) = match kind {
+            // Every directory on the way was entered without following a
+            // symlink, so a match that is no symlink itself is already
+            // canonical: no second resolution, component by component.
+            Some(t) if t != FileType::Symlink => {
+                let mut c = base_canon.clone();
+                c.extend(rel.iter().cloned());
+                (c, true)
+            }
+            _ => src
+                .canonicalize(join(&full).as_os_str(), spec.follow)
+                .map_err(io_err("resolve", join(&full)))?,
+        };
+        let is_dir = kind
+            .filter(|t| *t != FileType::Symlink)
+            .map(|t| t == FileType::Directory);
+        if exists && !spec.filter.ignored(src, &canon, is_dir) {
             out.push(Selected {
                 named: full,
                 canon,
@@ -222,11 +237,11 @@ fn walk_match(
     pattern: &[String],
     doublestar: bool,
     prefix: &mut Vec<OsString>,
-    out: &mut Vec<Vec<OsString>>,
+    out: &mut Vec<(Vec<OsString>, Option<FileType>)>,
 ) -> Result<(), CopyError> {
     let depth = prefix.len();
     let shown = join(prefix);
-    for name in read_dir_sorted(dir).map_err(io_err("read directory", &shown))? {
+    for (name, kind) in read_dir_typed(dir).map_err(io_err("read directory", &shown))? {
         let name_str = name.to_string_lossy().into_owned();
         let (matched, enter) = if doublestar {
             let mut comps: Vec<String> = prefix
@@ -245,7 +260,7 @@ fn walk_match(
         };
         prefix.push(name.clone());
         if matched {
-            out.push(prefix.clone());
+            out.push((prefix.clone(), kind));
         } else if enter {
             let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| io_err("stat", &shown)(e.into()))?;
