@@ -9,6 +9,7 @@ mod language;
 mod mounts;
 mod outputs;
 mod platform;
+mod run;
 mod parity;
 mod sources;
 mod support;

@@ -14,6 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::render::text;
 
+mod terminal;
+
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum ListFormat {
     #[default]
@@ -112,6 +114,13 @@ pub struct RunArgs {
     /// Replace the image's entrypoint (`""` clears it).
     #[arg(long)]
     pub entrypoint: Option<String>,
+    /// Keep standard input open: the process reads ours (`docker run -i`).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal for the process (`docker run -t`; with
+    /// `-i`, our terminal is in raw mode for the run and keys go to the process).
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// Run as this user (`name`, `uid`, `uid:gid`).
     #[arg(short, long)]
     pub user: Option<String>,
@@ -355,6 +364,10 @@ pub fn load(opts: BuilderOptions, args: LoadArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn run(opts: BuilderOptions, args: RunArgs) -> anyhow::Result<ExitCode> {
+    // docker's check (and message): a terminal session needs a terminal.
+    if args.tty && args.interactive && !std::io::stdin().is_terminal() {
+        bail!("the input device is not a TTY");
+    }
     let builder = rbuild::Builder::open(opts)?;
     let workdir = match &args.workdir {
         Some(w) => Some(w.to_str().context("--workdir is not UTF-8")?.to_string()),
@@ -380,7 +393,48 @@ pub async fn run(opts: BuilderOptions, args: RunArgs) -> anyhow::Result<ExitCode
             NetworkArg::None => RunNetwork::None,
             NetworkArg::Host => RunNetwork::Host,
         },
+        stdin: args.interactive,
+        tty: args.tty,
     };
+    let code = if req.tty { run_tty(&builder, &req).await? } else { run_plain(&builder, &req).await? };
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}
+
+/// Ctrl-C, SIGTERM or SIGHUP end the run: dropping it kills the sandbox
+/// (its helper is killed on drop; the sandbox's init dies with it), and we
+/// exit as a shell would (128 + signal).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing a SIGTERM handler")?,
+            hup: signal(SignalKind::hangup()).context("installing a SIGHUP handler")?,
+            int: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
+            quit: signal(SignalKind::quit()).context("installing a SIGQUIT handler")?,
+        })
+    }
+
+    /// The exit code for the first stop signal that arrives.
+    async fn recv(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.int.recv() => 128 + libc_signal::SIGINT,
+            _ = self.term.recv() => 128 + libc_signal::SIGTERM,
+            _ = self.hup.recv() => 128 + libc_signal::SIGHUP,
+            _ = self.quit.recv() => 128 + libc_signal::SIGQUIT,
+        }
+    }
+}
+
+/// Without `-t`: the process writes to our stdout/stderr itself unless they
+/// are terminals; then its output comes here and we write it.
+async fn run_plain(builder: &rbuild::Builder, req: &RunRequest) -> anyhow::Result<i32> {
     let mut output = |stream: OutputStream, data: &[u8]| {
         // A closed stdout (`| head`) must not stop the container early.
         let _ = match stream {
@@ -394,26 +448,67 @@ pub async fn run(opts: BuilderOptions, args: RunArgs) -> anyhow::Result<ExitCode
             }
         };
     };
-    // Ctrl-C, SIGTERM or SIGHUP end the run: dropping it kills the sandbox
-    // (its helper is killed on drop; the sandbox's init dies with it), and
-    // we exit as a shell would (128 + signal).
+    let mut stop = StopSignals::new()?;
+    Ok(tokio::select! {
+        code = builder.run_image(req, ProgressSink::discard(), &mut output, None) => code?,
+        code = stop.recv() => code,
+    })
+}
+
+/// With `-t`: the process's terminal is a pty in the sandbox; we relay it
+/// to ours (raw with `-i`, restored on every way out: return, error, signal
+/// or panic) and pass on window-size changes.
+async fn run_tty(builder: &rbuild::Builder, req: &RunRequest) -> anyhow::Result<i32> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    let code = tokio::select! {
-        code = builder.run_image(&req, ProgressSink::discard(), &mut output) => code?,
-        _ = int.recv() => 128 + libc_signal::SIGINT,
-        _ = term.recv() => 128 + libc_signal::SIGTERM,
-        _ = hup.recv() => 128 + libc_signal::SIGHUP,
+    let raw = if req.stdin { Some(terminal::RawMode::enter()?) } else { None };
+    let mut stop = StopSignals::new()?;
+    let mut winch = signal(SignalKind::window_change()).context("installing a SIGWINCH handler")?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut rx = Some(rx);
+    // Nothing comes through pipes: the pty carries stdout and stderr.
+    let mut output = |_: OutputStream, _: &[u8]| {};
+    let mut run = Box::pin(builder.run_image(req, ProgressSink::discard(), &mut output, Some(tx)));
+    let mut relay: Option<terminal::Relay> = None;
+    let code = loop {
+        tokio::select! {
+            code = &mut run => break code.map_err(anyhow::Error::from),
+            master = async {
+                match rx.as_mut() {
+                    Some(rx) => rx.await,
+                    None => std::future::pending().await,
+                }
+            }, if rx.is_some() => {
+                rx = None;
+                // No master: setup failed, and the run says why.
+                if let Ok(master) = master {
+                    match terminal::Relay::start(master, req.stdin) {
+                        Ok(r) => relay = Some(r),
+                        Err(e) => break Err(e),
+                    }
+                }
+            },
+            _ = winch.recv() => {
+                if let Some(r) = &relay {
+                    r.resize();
+                }
+            },
+            code = stop.recv() => break Ok(code),
+        }
     };
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+    // Ends the sandbox if still running, so the relay sees the end.
+    drop(run);
+    if let Some(r) = relay {
+        r.finish().await;
+    }
+    drop(raw);
+    code
 }
 
 /// Signal numbers on Linux (the CLI does not depend on libc).
 mod libc_signal {
     pub const SIGHUP: i32 = 1;
     pub const SIGINT: i32 = 2;
+    pub const SIGQUIT: i32 = 3;
     pub const SIGTERM: i32 = 15;
 }
 

@@ -10,9 +10,11 @@ use rbuild_oci::config::ImageConfig;
 use rbuild_oci::export::ExportImage;
 use rbuild_oci::platform::Platform;
 use rbuild_oci::reference::Reference;
-use rbuild_sandbox::{OutputStream, Rootfs, RunSpec};
+use rbuild_sandbox::stdio::window_size;
+use rbuild_sandbox::{OutputStream, Rootfs, RunSpec, Stdio};
 use rbuild_solver::{Event, LocalImage, ProgressSink, SolveOptions};
 use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// What [`Builder::load_images`] did.
 #[derive(Clone, Debug, Default)]
@@ -62,7 +64,22 @@ pub struct RunRequest {
     /// Replaces the image's `WorkingDir`.
     pub workdir: Option<String>,
     pub network: RunNetwork,
+    /// `docker run -i`: the process reads this process's standard input
+    /// (otherwise `/dev/null`). A terminal is relayed through a pipe, never
+    /// handed to the sandbox, which could change its modes or keep reading
+    /// it after the run.
+    pub stdin: bool,
+    /// `docker run -t`: the process's stdin, stdout, stderr and controlling
+    /// terminal are a pseudo-terminal made inside the sandbox, sized like
+    /// ours; its master goes to the `terminal` sender of
+    /// [`Builder::run_image`], whose caller relays it (with `stdin`, what
+    /// the user types; always, what the process writes). Sets `TERM=xterm`
+    /// unless the image or `env` set `TERM`, as docker does.
+    pub tty: bool,
 }
+
+/// Where [`Builder::run_image`] hands the master of a `tty` run's terminal.
+pub type TerminalSender = tokio::sync::oneshot::Sender<OwnedFd>;
 
 impl Builder {
     /// Every image of the local store, by name.
@@ -238,14 +255,24 @@ impl Builder {
     /// Runs a local image in the sandbox, the way `docker run --rm` would:
     /// the image's rootfs as an overlay over its layer snapshots (unpacked
     /// from the content store when needed), its Entrypoint/Cmd/Env/User/
-    /// WorkingDir, writes discarded afterwards. Output goes to `output` as
-    /// it comes; returns the exit code (128 + signal when killed).
+    /// WorkingDir, writes discarded afterwards. Returns the exit code
+    /// (128 + signal when killed).
+    ///
+    /// Streams, as `docker run` connects them: without `tty`, the process
+    /// writes straight to this process's stdout and stderr (binary-safe, no
+    /// copy), except where one is a terminal: that output comes to `output`
+    /// instead, so the sandbox never holds the user's terminal. With `tty`,
+    /// everything goes through the pty whose master is sent to `terminal`
+    /// (required then).
     pub async fn run_image(
         &self,
         req: &RunRequest,
         progress: ProgressSink,
         output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
+        terminal: Option<TerminalSender>,
     ) -> Result<i32, Error> {
+        let stdio = run_stdio(req, terminal)
+            .map_err(|e| Error::Invalid(format!("run {}: {e}", req.image)))?;
         let engine = self.engine();
         // For the lease protocol: what this run uses is kept from GC.
         let _guard = engine.begin_build().map_err(rbuild_solver::SolveError::from)?;
@@ -273,10 +300,95 @@ impl Builder {
         };
         spec.platform_arch = Some(Platform::parse(&image.platform).map(|p| p.architecture).unwrap_or_default())
             .filter(|a| !a.is_empty());
-        let result = engine.executor.run(&spec, output).await;
+        let result = engine.executor.run_with(&spec, stdio.stdio, output).await;
+        drop(stdio.relay);
         drop(active);
         let result = result.map_err(|e| Error::Invalid(format!("run {}: sandbox: {}", image.familiar_name(), rbuild_solver::chain(&e))))?;
         Ok(result.code())
+    }
+}
+
+/// The sandbox streams of a run, and the stdin relay to stop when it ends.
+struct RunStdio {
+    stdio: Stdio,
+    relay: Option<StdinRelay>,
+}
+
+/// How `req` connects the process's streams to ours (see [`RunRequest`]).
+fn run_stdio(req: &RunRequest, terminal: Option<TerminalSender>) -> std::io::Result<RunStdio> {
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    if req.tty {
+        let master = terminal.ok_or_else(|| std::io::Error::other("a tty run needs a terminal receiver"))?;
+        let size = window_size(stdout.as_fd()).or_else(|| window_size(stdin.as_fd()));
+        return Ok(RunStdio { stdio: Stdio::Tty { size, master }, relay: None });
+    }
+    // Output to a terminal stays on the callback path; anything else is
+    // handed over as is.
+    let pass = |fd: BorrowedFd<'_>| -> std::io::Result<Option<OwnedFd>> {
+        if is_terminal(fd) { Ok(None) } else { fd.try_clone_to_owned().map(Some) }
+    };
+    let (stdin_fd, relay) = if !req.stdin {
+        (None, None)
+    } else if is_terminal(stdin.as_fd()) {
+        let (fd, relay) = StdinRelay::start()?;
+        (Some(fd), Some(relay))
+    } else {
+        (Some(stdin.as_fd().try_clone_to_owned()?), None)
+    };
+    let stdio = Stdio::Fds { stdin: stdin_fd, stdout: pass(stdout.as_fd())?, stderr: pass(stderr.as_fd())? };
+    Ok(RunStdio { stdio, relay })
+}
+
+fn is_terminal(fd: BorrowedFd<'_>) -> bool {
+    std::io::IsTerminal::is_terminal(&fd)
+}
+
+/// Copies a terminal stdin into a pipe for the sandbox, in a thread that
+/// polls so that it stops (dropping this) without waiting for a keystroke.
+/// The terminal stays in its own mode: lines arrive as the user ends them.
+struct StdinRelay {
+    _stop: OwnedFd,
+}
+
+impl StdinRelay {
+    fn start() -> std::io::Result<(OwnedFd, Self)> {
+        let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+        let (read_end, write_end) = nix::unistd::pipe2(cloexec)?;
+        let (stop_r, stop_w) = nix::unistd::pipe2(cloexec)?;
+        std::thread::Builder::new().name("rbuild-stdin".into()).spawn(move || relay_stdin(&write_end, &stop_r))?;
+        Ok((read_end, Self { _stop: stop_w }))
+    }
+}
+
+fn relay_stdin(to: &OwnedFd, stop: &OwnedFd) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let stdin = std::io::stdin();
+    let mut buf = [0u8; 8192];
+    loop {
+        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN), PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(_) => return,
+        }
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            return;
+        }
+        if fds[0].revents().is_none_or(|r| r.is_empty()) {
+            continue;
+        }
+        let n = match nix::unistd::read(stdin.as_fd(), &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            match nix::unistd::write(to, rest) {
+                Ok(w) => rest = &rest[w..],
+                Err(nix::Error::EINTR) => {}
+                // The process closed its stdin or is gone.
+                Err(_) => return,
+            }
+        }
     }
 }
 
@@ -307,6 +419,9 @@ pub(crate) fn run_spec(config: &ImageConfig, req: &RunRequest) -> Result<RunSpec
         };
         env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
         env.push(kv.clone());
+    }
+    if req.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
     }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, rbuild_sandbox::spec::DEFAULT_PATH_ENV.to_string());
@@ -384,5 +499,16 @@ mod tests {
         assert!(run_spec(&none, &RunRequest::default()).unwrap_err().contains("hint:"));
         let req = RunRequest { workdir: Some("rel".into()), ..RunRequest::default() };
         assert!(run_spec(&c, &req).is_err());
+    }
+
+    #[test]
+    fn a_tty_gets_term_unless_set() {
+        let c = config(None, Some(&["sh"]), &["PATH=/bin"]);
+        let tty = RunRequest { tty: true, ..RunRequest::default() };
+        assert!(run_spec(&c, &tty).unwrap().env.contains(&"TERM=xterm".to_string()));
+        assert!(!run_spec(&c, &RunRequest::default()).unwrap().env.iter().any(|e| e.starts_with("TERM=")));
+        let own = RunRequest { tty: true, env: vec!["TERM=vt100".into()], ..RunRequest::default() };
+        let env = run_spec(&c, &own).unwrap().env;
+        assert_eq!(env.iter().filter(|e| e.starts_with("TERM=")).collect::<Vec<_>>(), ["TERM=vt100"]);
     }
 }

@@ -1,0 +1,177 @@
+//! `rbuild run -i` and `-t` end to end: stdin piped into the sandbox,
+//! exit codes, and an interactive shell driven through a pty this test
+//! opens (as a terminal emulator would).
+
+use crate::support::{self, ok};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// A busybox image from scratch whose user is root (prompt `# `).
+fn built_image(work: &Path) -> PathBuf {
+    let state = work.join("state");
+    let ctx = work.join("ctx");
+    support::busybox_context(&ctx, "CMD [\"sh\"]\n");
+    ok(support::rbuild_at(&state).args(["build", "--progress=plain", "-t", "runio"]).arg(&ctx));
+    state
+}
+
+/// `rbuild run ARGS…` with `input` on its stdin; returns its output.
+fn run_with_input(state: &Path, args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = support::rbuild_at(state)
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rbuild");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    // A closed pipe (the process did not read it all) is not our failure.
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait for rbuild");
+    let _ = feeder.join();
+    out
+}
+
+#[test]
+fn run_i_pipes_stdin_and_returns_the_exit_code() {
+    if !support::busybox_ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let state = built_image(work.path());
+
+    let out = run_with_input(&state, &["-i", "runio", "cat"], b"data\n");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"data\n", "stdin reaches the process with -i");
+
+    // Binary-safe, and larger than a pipe buffer.
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i * 31 % 256) as u8).collect();
+    let out = run_with_input(&state, &["--interactive", "runio", "cat"], &blob);
+    assert!(out.status.success(), "{:?}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == blob, "{} bytes in, {} out, not the same", blob.len(), out.stdout.len());
+
+    // Without -i the process's stdin is empty, whatever ours holds.
+    let out = run_with_input(&state, &["runio", "sh", "-c", "wc -c; exit 4"], b"ignored");
+    assert_eq!(out.status.code(), Some(4), "the process's exit code is ours: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "no stdin without -i");
+
+    let out = run_with_input(&state, &["-i", "runio", "sh", "-c", "read l; echo \"<$l>\" >&2; exit 9"], b"line\n");
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("<line>"), "stderr: {out:?}");
+    let out = run_with_input(&state, &["runio", "sh", "-c", "kill -9 $$"], b"");
+    assert_eq!(out.status.code(), Some(137), "128 + SIGKILL: {out:?}");
+
+    // docker's refusal: a terminal session needs a terminal on stdin.
+    let out = run_with_input(&state, &["-it", "runio", "sh"], b"echo no\n");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the input device is not a TTY"),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Reads the pty master into a shared buffer until EIO (every holder of
+/// the terminal side closed it).
+fn read_terminal(master: OwnedFd) -> (std::sync::Arc<std::sync::Mutex<Vec<u8>>>, std::thread::JoinHandle<()>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let reader = std::thread::spawn(move || {
+        let mut f = std::fs::File::from(master);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    (seen, reader)
+}
+
+/// Waits until the terminal showed `needle` `times` times; false if
+/// `child` exited first or a minute passed (a hang, not a timing check).
+fn wait_for(seen: &std::sync::Mutex<Vec<u8>>, needle: &str, times: usize, child: &mut std::process::Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if String::from_utf8_lossy(&seen.lock().unwrap()).matches(needle).count() >= times {
+            return true;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn run_it_gives_an_interactive_shell_on_a_terminal() {
+    if !support::busybox_ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let state = built_image(work.path());
+    let pty = nix::pty::openpty(
+        Some(&nix::pty::Winsize { ws_row: 27, ws_col: 91, ws_xpixel: 0, ws_ypixel: 0 }),
+        None,
+    )
+    .expect("openpty");
+    let before = nix::sys::termios::tcgetattr(pty.slave.as_fd()).expect("tcgetattr");
+    let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup"));
+    let mut cmd = support::rbuild_at(&state);
+    cmd.args(["run", "-it", "runio", "sh"]).stdin(slave(&pty.slave)).stdout(slave(&pty.slave)).stderr(slave(&pty.slave));
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Our terminal, as a login shell would have it: its own session
+            // with the pty as controlling terminal (so Ctrl-C would be a
+            // SIGINT to rbuild if it forgot raw mode).
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn rbuild");
+    // The command holds copies of the terminal side: the master reads EIO
+    // only once every copy is closed.
+    drop(cmd);
+    let mut master = std::fs::File::from(pty.master.try_clone().expect("dup master"));
+    let (seen, reader) = read_terminal(pty.master);
+    let shown = |seen: &std::sync::Mutex<Vec<u8>>| String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+
+    // The shell's prompt: the relay runs and our terminal is raw by now.
+    if !wait_for(&seen, "# ", 1, &mut child) {
+        let _ = child.kill();
+        panic!("no prompt: {}", shown(&seen));
+    }
+    master.write_all(b"stty size\n").unwrap();
+    assert!(wait_for(&seen, "27 91", 1, &mut child), "the pty has our size: {}", shown(&seen));
+    // Ctrl-C goes to the shell in the sandbox (a new prompt), not to rbuild.
+    master.write_all(b"\x03").unwrap();
+    assert!(wait_for(&seen, "# ", 3, &mut child), "Ctrl-C did not reach the shell: {}", shown(&seen));
+    master.write_all(b"echo $((6*7)); exit 3\n").unwrap();
+    let status = child.wait().expect("wait");
+    // rbuild is gone: its terminal settings must be what they were.
+    let after = nix::sys::termios::tcgetattr(pty.slave.as_fd()).expect("tcgetattr");
+    drop(pty.slave);
+    drop(master);
+    reader.join().unwrap();
+    let text = shown(&seen);
+    assert_eq!(status.code(), Some(3), "the shell's exit code is ours: {text}");
+    assert!(text.lines().any(|l| l.trim_end() == "42"), "the command ran: {text}");
+    assert_eq!(
+        (after.local_flags, after.input_flags, after.output_flags),
+        (before.local_flags, before.input_flags, before.output_flags),
+        "the terminal was restored"
+    );
+}
