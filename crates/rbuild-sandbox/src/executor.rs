@@ -340,8 +340,9 @@ impl Executor {
         let mut slirp_child = None;
         let (mut result, mut error) = (None, None);
         // The status pipe closes when the helper (and so init) is gone: by
-        // then the overlay is unmounted and the upper dir may be reused.
-        while out_open || err_open || st_open {
+        // then the overlay is unmounted and the upper dir may be reused. A
+        // pty master sent just before that is still taken from the socket.
+        while out_open || err_open || st_open || tty_sock.is_some() {
             tokio::select! {
                 r = read_some(&mut stdout, &mut out_buf), if out_open => match r {
                     Ok(0) | Err(_) => out_open = false,

@@ -46,6 +46,18 @@ pub(crate) fn nproc_limit(spec: &RunSpec) -> Option<u64> {
 }
 
 fn helper_main() -> i32 {
+    // Only fds 0-4 are ours; anything else the build process leaked
+    // without CLOEXEC (a terminal, a socket) must not live on in the
+    // helper and the init for the whole run.
+    // SAFETY: plain syscall; no Rust object owns an fd above EXTRA_FD yet.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            (crate::stdio::EXTRA_FD + 1) as u32,
+            u32::MAX,
+            0u32,
+        )
+    };
     // SAFETY: fd 3 was set up by the executor for us alone.
     let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
     // SAFETY: fd 0 is our stdin pipe; ManuallyDrop keeps it open for init.

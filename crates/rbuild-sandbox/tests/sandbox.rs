@@ -52,6 +52,7 @@ const CASES: &[&str] = &[
     "network_host_shares_the_host_network",
     "stdio_fds_pass_through",
     "stdio_pty_is_the_sandboxs_own",
+    "stdio_pty_keeps_the_callers_terminal_out",
 ];
 
 fn main() {
@@ -202,6 +203,7 @@ async fn run_case(name: &str, c: &Ctx) -> R {
         "build_process_death_kills_sandbox" => cases::process::build_process_death(c).await,
         "stdio_fds_pass_through" => cases::stdio::fds_pass_through(c).await,
         "stdio_pty_is_the_sandboxs_own" => cases::stdio::pty(c).await,
+        "stdio_pty_keeps_the_callers_terminal_out" => cases::stdio::callers_terminal(c),
         other => Err(format!("unknown case {other}")),
     }
 }
@@ -253,6 +255,9 @@ fn test_runner_if_requested() {
         let helper = rbuild_sandbox::HelperCommand::current_exe().map_err(|e| e.to_string())?;
         let run_dir = std::env::var("RBUILD_TEST_RUN_DIR").map_err(|e| e.to_string())?;
         let ex = rbuild_sandbox::Executor::new(helper).with_run_dir(run_dir);
+        if std::env::var_os("RBUILD_TEST_TTY").is_some() {
+            return run_spec_on_a_pty(&rt, &ex, &spec);
+        }
         rt.block_on(ex.run(&spec, &mut |_, d| {
             let _ = std::io::stdout().write_all(d);
             let _ = std::io::stdout().flush();
@@ -261,4 +266,50 @@ fn test_runner_if_requested() {
         Ok(())
     })();
     std::process::exit(i32::from(code.is_err()));
+}
+
+/// The runner's `-t` mode: a pty in the sandbox, relayed to our stdin and
+/// stdout (as `rbuild run -it` does, without raw mode).
+fn run_spec_on_a_pty(
+    rt: &tokio::runtime::Runtime,
+    ex: &rbuild_sandbox::Executor,
+    spec: &rbuild_sandbox::RunSpec,
+) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let (tx, rx) = tokio::sync::oneshot::channel::<std::os::fd::OwnedFd>();
+    let relay = std::thread::spawn(move || {
+        let Ok(master) = rx.blocking_recv() else {
+            return;
+        };
+        if let Ok(input) = master.try_clone() {
+            // Ends with the process (exit), blocked on our stdin or not.
+            std::thread::spawn(move || {
+                let mut to = std::fs::File::from(input);
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = std::io::stdin().read(&mut buf) {
+                    if n == 0 || to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut from = std::fs::File::from(master);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = std::io::stdout().write_all(&buf[..n]);
+            let _ = std::io::stdout().flush();
+        }
+    });
+    let stdio = rbuild_sandbox::Stdio::Tty {
+        size: None,
+        master: tx,
+    };
+    let res = rt
+        .block_on(ex.run_with(spec, stdio, &mut |_, _| {}))
+        .map_err(|e| e.to_string());
+    let _ = relay.join();
+    res.map(drop)
 }

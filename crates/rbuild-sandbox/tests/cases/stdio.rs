@@ -192,3 +192,138 @@ pub(crate) async fn pty(c: &Ctx) -> R {
     );
     Ok(())
 }
+
+/// Pids of every process descended from `root` (not `root` itself).
+fn descendants(root: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// The fds of `pid` that are the file `(dev, ino)`.
+fn fds_on(pid: i32, file: (u64, u64)) -> Result<Vec<String>, String> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut hits = Vec::new();
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(hits),
+        Err(e) => return Err(format!("{dir}: {e}")),
+    };
+    for e in rd.flatten() {
+        if let Ok(m) = std::fs::metadata(e.path()) {
+            use std::os::unix::fs::MetadataExt;
+            if (m.dev(), m.ino()) == file {
+                hits.push(e.path().display().to_string());
+            }
+        }
+    }
+    Ok(hits)
+}
+
+/// With `-t`, the caller's own terminal (here a pty this test opened and
+/// made the runner's controlling terminal and stdio) is held by no process
+/// the run starts: not the helper, not the init, not the RUN's shell.
+pub(crate) fn callers_terminal(c: &Ctx) -> R {
+    use std::os::unix::process::CommandExt;
+    let a = c.layer();
+    let spec = c.spec(&a, "echo started; read x; echo bye-$x");
+    let pty = nix::pty::openpty(None, None).map_err(|e| format!("openpty: {e}"))?;
+    // openpty's fds are inheritable: only the runner's stdio may hold them.
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+            .map_err(|e| e.to_string())?;
+    }
+    let st = nix::sys::stat::fstat(pty.slave.as_fd()).map_err(|e| e.to_string())?;
+    let terminal = (st.st_dev, st.st_ino);
+    let dup = |fd: &OwnedFd| fd.try_clone().map(std::process::Stdio::from).map_err(|e| e.to_string());
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("__test-run-spec")
+        .env(
+            "RBUILD_TEST_SPEC",
+            serde_json::to_string(&spec).map_err(|e| e.to_string())?,
+        )
+        .env("RBUILD_TEST_RUN_DIR", c.dir.path().join("run"))
+        .env("RBUILD_TEST_TTY", "1")
+        .stdin(dup(&pty.slave)?)
+        .stdout(dup(&pty.slave)?)
+        .stderr(dup(&pty.slave)?);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    drop(cmd);
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        match master.read(&mut buf) {
+            Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let check = (|| -> R {
+        ensure!(
+            String::from_utf8_lossy(&seen).contains("started"),
+            "the run did not start: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        let procs = descendants(child.id() as i32);
+        // The helper, the init and the shell at least.
+        ensure!(procs.len() >= 3, "sandbox processes not found: {procs:?}");
+        for pid in procs {
+            let hits = fds_on(pid, terminal)?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ensure!(
+                hits.is_empty(),
+                "the caller's terminal is held by {hits:?} ({})",
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            );
+        }
+        Ok(())
+    })();
+    if check.is_err() {
+        let _ = child.kill();
+    } else {
+        master.write_all(b"x\n").map_err(|e| e.to_string())?;
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    drop(pty.slave);
+    let _ = master.read_to_end(&mut seen);
+    check?;
+    ensure!(
+        status.success() && String::from_utf8_lossy(&seen).contains("bye-x"),
+        "the run did not finish: {status}: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    Ok(())
+}
