@@ -113,6 +113,49 @@ fn wait_for(seen: &std::sync::Mutex<Vec<u8>>, needle: &str, times: usize, child:
     false
 }
 
+/// A command running on a pty this test opened, as on a user's terminal.
+struct Terminal {
+    child: std::process::Child,
+    /// For typing.
+    master: std::fs::File,
+    /// Everything shown, read by `reader` until EIO.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+    /// Kept to read the settings after the command; the master reads EIO
+    /// once this is dropped and the command is gone.
+    slave: OwnedFd,
+    before: nix::sys::termios::Termios,
+}
+
+impl Terminal {
+    fn start(mut cmd: std::process::Command, rows: u16, cols: u16) -> Self {
+        let size = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+        let before = nix::sys::termios::tcgetattr(pty.slave.as_fd()).expect("tcgetattr");
+        let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup"));
+        cmd.stdin(slave(&pty.slave)).stdout(slave(&pty.slave)).stderr(slave(&pty.slave));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // As a login shell has it: its own session with the pty as
+                // controlling terminal (so Ctrl-C would be a SIGINT to
+                // rbuild if it forgot raw mode).
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn rbuild");
+        // The command holds copies of the terminal side: the master reads
+        // EIO only once every copy is closed.
+        drop(cmd);
+        let master = std::fs::File::from(pty.master.try_clone().expect("dup master"));
+        let (seen, reader) = read_terminal(pty.master);
+        Terminal { child, master, seen, reader, slave: pty.slave, before }
+    }
+}
+
 #[test]
 fn run_it_gives_an_interactive_shell_on_a_terminal() {
     if !support::busybox_ready() {
@@ -120,33 +163,10 @@ fn run_it_gives_an_interactive_shell_on_a_terminal() {
     }
     let work = support::open_tempdir();
     let state = built_image(work.path());
-    let pty = nix::pty::openpty(
-        Some(&nix::pty::Winsize { ws_row: 27, ws_col: 91, ws_xpixel: 0, ws_ypixel: 0 }),
-        None,
-    )
-    .expect("openpty");
-    let before = nix::sys::termios::tcgetattr(pty.slave.as_fd()).expect("tcgetattr");
-    let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup"));
     let mut cmd = support::rbuild_at(&state);
-    cmd.args(["run", "-it", "runio", "sh"]).stdin(slave(&pty.slave)).stdout(slave(&pty.slave)).stderr(slave(&pty.slave));
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            // Our terminal, as a login shell would have it: its own session
-            // with the pty as controlling terminal (so Ctrl-C would be a
-            // SIGINT to rbuild if it forgot raw mode).
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("spawn rbuild");
-    // The command holds copies of the terminal side: the master reads EIO
-    // only once every copy is closed.
-    drop(cmd);
-    let mut master = std::fs::File::from(pty.master.try_clone().expect("dup master"));
-    let (seen, reader) = read_terminal(pty.master);
+    cmd.args(["run", "-it", "runio", "sh"]);
+    let term = Terminal::start(cmd, 27, 91);
+    let (mut child, mut master, seen) = (term.child, term.master, term.seen);
     let shown = |seen: &std::sync::Mutex<Vec<u8>>| String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
 
     // The shell's prompt: the relay runs and our terminal is raw by now.
@@ -162,10 +182,11 @@ fn run_it_gives_an_interactive_shell_on_a_terminal() {
     master.write_all(b"echo $((6*7)); exit 3\n").unwrap();
     let status = child.wait().expect("wait");
     // rbuild is gone: its terminal settings must be what they were.
-    let after = nix::sys::termios::tcgetattr(pty.slave.as_fd()).expect("tcgetattr");
-    drop(pty.slave);
+    let after = nix::sys::termios::tcgetattr(term.slave.as_fd()).expect("tcgetattr");
+    let before = term.before;
+    drop(term.slave);
     drop(master);
-    reader.join().unwrap();
+    term.reader.join().unwrap();
     let text = shown(&seen);
     assert_eq!(status.code(), Some(3), "the shell's exit code is ours: {text}");
     assert!(text.lines().any(|l| l.trim_end() == "42"), "the command ran: {text}");
@@ -174,4 +195,46 @@ fn run_it_gives_an_interactive_shell_on_a_terminal() {
         (before.local_flags, before.input_flags, before.output_flags),
         "the terminal was restored"
     );
+}
+
+#[test]
+fn an_unprivileged_user_runs_with_i_and_t() {
+    if !std::path::Path::new("/bin/busybox").exists() {
+        support::skip("needs busybox-static");
+        return;
+    }
+    let Some(user) = support::Runner::unprivileged() else { return };
+    let work = support::open_tempdir();
+    let state = work.path().join("state");
+    user.own(&state);
+    let ctx = work.path().join("ctx");
+    support::busybox_context(&ctx, "CMD [\"sh\"]\n");
+    let root_arg = format!("--root={}", state.display());
+    ok(user.rbuild().args([&root_arg, "build", "--progress=plain", "-t", "runio"]).arg(&ctx));
+
+    let mut child = user
+        .rbuild()
+        .args([&root_arg, "run", "-i", "runio", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn rbuild");
+    child.stdin.take().expect("stdin").write_all(b"as a user\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"as a user\n");
+
+    // Typed ahead: the line waits in our terminal until the relay reads it.
+    let mut cmd = user.rbuild();
+    cmd.args([&root_arg, "run", "-it", "runio", "sh", "-c", "read x; echo got-$x on $(tty); exit 5"]);
+    let mut term = Terminal::start(cmd, 24, 80);
+    term.master.write_all(b"y\n").unwrap();
+    let status = term.child.wait().expect("wait");
+    let after = nix::sys::termios::tcgetattr(term.slave.as_fd()).expect("tcgetattr");
+    drop(term.slave);
+    term.reader.join().unwrap();
+    let text = String::from_utf8_lossy(&term.seen.lock().unwrap()).into_owned();
+    assert_eq!(status.code(), Some(5), "{text}");
+    assert!(text.contains("got-y on /dev/pts/0"), "{text}");
+    assert_eq!(after.local_flags, term.before.local_flags, "the terminal was restored");
 }

@@ -471,7 +471,8 @@ async fn run_tty(builder: &rbuild::Builder, req: &RunRequest) -> anyhow::Result<
     let mut relay: Option<terminal::Relay> = None;
     let code = loop {
         tokio::select! {
-            code = &mut run => break code.map_err(anyhow::Error::from),
+            // The master first: a short run may end as it arrives.
+            biased;
             master = async {
                 match rx.as_mut() {
                     Some(rx) => rx.await,
@@ -487,6 +488,7 @@ async fn run_tty(builder: &rbuild::Builder, req: &RunRequest) -> anyhow::Result<
                     }
                 }
             },
+            code = &mut run => break code.map_err(anyhow::Error::from),
             _ = winch.recv() => {
                 if let Some(r) = &relay {
                     r.resize();
@@ -497,6 +499,12 @@ async fn run_tty(builder: &rbuild::Builder, req: &RunRequest) -> anyhow::Result<
     };
     // Ends the sandbox if still running, so the relay sees the end.
     drop(run);
+    // A master that came with the end: what it buffered is still shown.
+    if relay.is_none()
+        && let Some(master) = rx.and_then(|mut rx| rx.try_recv().ok())
+    {
+        relay = terminal::Relay::start(master, false).ok();
+    }
     if let Some(r) = relay {
         r.finish().await;
     }
