@@ -4,7 +4,7 @@
 
 use crate::support::{self, ok};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -179,6 +179,18 @@ fn run_it_gives_an_interactive_shell_on_a_terminal() {
     // Ctrl-C goes to the shell in the sandbox (a new prompt), not to rbuild.
     master.write_all(b"\x03").unwrap();
     assert!(wait_for(&seen, "# ", 3, &mut child), "Ctrl-C did not reach the shell: {}", shown(&seen));
+    // Our terminal is resized: rbuild gets SIGWINCH and resizes the pty.
+    let size = libc::winsize { ws_row: 30, ws_col: 100, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
+    assert_eq!(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) }, 0);
+    // The signal and the keys travel separately: ask until it shows.
+    let mut prompts = 3;
+    while !shown(&seen).contains("30 100") && prompts < 50 {
+        master.write_all(b"stty size\n").unwrap();
+        prompts += 1;
+        assert!(wait_for(&seen, "# ", prompts, &mut child), "the shell went away: {}", shown(&seen));
+    }
+    assert!(shown(&seen).contains("30 100"), "the new size never reached the pty: {}", shown(&seen));
     master.write_all(b"echo $((6*7)); exit 3\n").unwrap();
     let status = child.wait().expect("wait");
     // rbuild is gone: its terminal settings must be what they were.
@@ -237,4 +249,27 @@ fn an_unprivileged_user_runs_with_i_and_t() {
     assert_eq!(status.code(), Some(5), "{text}");
     assert!(text.contains("got-y on /dev/pts/0"), "{text}");
     assert_eq!(after.local_flags, term.before.local_flags, "the terminal was restored");
+}
+
+#[test]
+fn run_t_shows_all_a_short_command_wrote() {
+    if !support::busybox_ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let state = built_image(work.path());
+    // -t without -i: no raw mode, nothing typed is forwarded; the output of
+    // a command that ends at once must not be lost with the run's end.
+    for _ in 0..3 {
+        let mut cmd = support::rbuild_at(&state);
+        cmd.args(["run", "-t", "runio", "sh", "-c", "echo short; echo to-stderr >&2; exit 2"]);
+        let mut term = Terminal::start(cmd, 24, 80);
+        let status = term.child.wait().expect("wait");
+        drop(term.slave);
+        term.reader.join().unwrap();
+        let text = String::from_utf8_lossy(&term.seen.lock().unwrap()).into_owned();
+        assert_eq!(status.code(), Some(2), "{text}");
+        // Our terminal stays cooked as with docker: its ONLCR adds a `\r`.
+        assert!(text.contains("short\r") && text.contains("to-stderr\r"), "both streams on the terminal: {text:?}");
+    }
 }
