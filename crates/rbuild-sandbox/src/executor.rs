@@ -287,43 +287,21 @@ impl Executor {
         output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
         stubs: &mut Vec<Stub>,
     ) -> Result<RunResult, SandboxError> {
-        use std::process::Stdio as P;
-        let (status_r, status_w) = cloexec_pipe()?;
-        let mut cmd = tokio::process::Command::new(&self.helper.program);
-        let (out_open, err_open) = (streams.stdout.is_none(), streams.stderr.is_none());
-        cmd.args(&self.helper.args_prefix)
-            .arg(HELPER_ARG)
-            .stdin(P::piped())
-            .stdout(streams.stdout.map_or_else(P::piped, P::from))
-            .stderr(streams.stderr.map_or_else(P::piped, P::from))
-            .kill_on_drop(true);
-        let mut fds = vec![(&status_w, STATUS_FD)];
-        if let Some(extra) = &streams.extra {
-            fds.push((extra, EXTRA_FD));
-        }
-        pass_fds(&mut cmd, &fds);
-        let spawned = cmd.spawn();
-        // Our copies must go, or the caller's stdin and the pty socket
-        // would not see the sandbox's end close.
-        drop(cmd);
-        drop(streams.extra);
-        let mut child = spawned.map_err(|source| SandboxError::Spawn {
-            program: self.helper.program.clone(),
-            source,
-        })?;
-        drop(status_w);
+        let Helper {
+            mut child,
+            status: status_r,
+            tty,
+        } = self.spawn_helper(streams)?;
         let mut stdin = child
             .stdin
             .take()
             .ok_or_else(|| SandboxError::Setup("no helper stdin".into()))?;
+        // A stream given as an fd has no pipe here.
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
-        let (mut tty_sock, mut tty_master) = match streams.tty {
-            Some((sock, tx)) => (
-                Some(tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(sock))
-                    .map_err(SandboxError::Io)?),
-                Some(tx),
-            ),
+        let (out_open, err_open) = (stdout.is_some(), stderr.is_some());
+        let (mut tty_sock, mut tty_master) = match tty {
+            Some((sock, tx)) => (Some(sock), Some(tx)),
             None => (None, None),
         };
         let write_res = stdin.write_all(msg).await;
@@ -420,6 +398,64 @@ impl Executor {
     }
 }
 
+/// The helper process of a run and our ends of its channels.
+struct Helper {
+    child: tokio::process::Child,
+    /// The read end of the status pipe (fd 3 in the helper).
+    status: OwnedFd,
+    /// The socket the pty master comes back on, and where it goes.
+    tty: Option<(
+        tokio::net::UnixStream,
+        tokio::sync::oneshot::Sender<OwnedFd>,
+    )>,
+}
+
+impl Executor {
+    /// Starts the helper with its streams: pipes (or the caller's fds) on
+    /// 0-2, the status pipe on 3, the caller's stdin or the pty socket on 4.
+    fn spawn_helper(&self, streams: Streams) -> Result<Helper, SandboxError> {
+        use std::process::Stdio as P;
+        let (status_r, status_w) = cloexec_pipe()?;
+        let mut cmd = tokio::process::Command::new(&self.helper.program);
+        cmd.args(&self.helper.args_prefix)
+            .arg(HELPER_ARG)
+            .stdin(P::piped())
+            .stdout(streams.stdout.map_or_else(P::piped, P::from))
+            .stderr(streams.stderr.map_or_else(P::piped, P::from))
+            .kill_on_drop(true);
+        let mut fds = vec![(&status_w, STATUS_FD)];
+        if let Some(extra) = &streams.extra {
+            fds.push((extra, EXTRA_FD));
+        }
+        pass_fds(&mut cmd, &fds);
+        let spawned = cmd.spawn();
+        // Our copies must go, or the caller's stdin and the pty socket
+        // would not see the sandbox's end close.
+        drop(cmd);
+        drop(streams.extra);
+        let child = spawned.map_err(|source| SandboxError::Spawn {
+            program: self.helper.program.clone(),
+            source,
+        })?;
+        drop(status_w);
+        let tty = match streams.tty {
+            Some((sock, tx)) => {
+                let sock = std::os::unix::net::UnixStream::from(sock);
+                Some((
+                    tokio::net::UnixStream::from_std(sock).map_err(SandboxError::Io)?,
+                    tx,
+                ))
+            }
+            None => None,
+        };
+        Ok(Helper {
+            child,
+            status: status_r,
+            tty,
+        })
+    }
+}
+
 /// Reads from an optional helper pipe (`None`: the stream is not ours).
 async fn read_some<R: AsyncReadExt + Unpin>(
     r: &mut Option<R>,
@@ -432,9 +468,7 @@ async fn read_some<R: AsyncReadExt + Unpin>(
 }
 
 /// Waits for the pty master the init sends (`None` if it closed first).
-async fn recv_master(
-    sock: Option<&tokio::net::UnixStream>,
-) -> std::io::Result<Option<OwnedFd>> {
+async fn recv_master(sock: Option<&tokio::net::UnixStream>) -> std::io::Result<Option<OwnedFd>> {
     let Some(sock) = sock else {
         return Ok(None);
     };

@@ -6,7 +6,10 @@
 //! 2. [`process::enter_build_namespace`] before any thread: private mount
 //!    namespace as root, or a user namespace with the subordinate id range
 //!    when unprivileged;
-//! 3. [`Executor::run`] from async code, once per RUN.
+//! 3. [`Executor::run`] from async code, once per RUN; or
+//!    [`Executor::run_with`] to connect the process to the caller's fds or
+//!    to a pty made inside the sandbox (`rbuild run -i` / `-t`, see the
+//!    [`stdio`] module).
 //!
 //! Layout of a run: executor (tokio) → helper (single-threaded re-exec;
 //! unshares pid/uts/ipc/net) → init (PID 1; own mount namespace, overlay

@@ -56,7 +56,7 @@ pub enum Stdio {
 /// What the helper and init must do with the streams (the serialisable
 /// part of [`Stdio`]; the fds travel as fds 1, 2 and [`EXTRA_FD`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StdioPlan {
+pub(crate) enum StdioPlan {
     /// stdin `/dev/null`; stdout/stderr are whatever fds 1 and 2 are.
     #[default]
     Null,

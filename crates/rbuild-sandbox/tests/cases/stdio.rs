@@ -98,7 +98,11 @@ pub(crate) async fn fds_pass_through(c: &Ctx) -> R {
         .map_err(|e| e.to_string())?;
     let out = out.join().map_err(|_| "reader")?;
     ensure!(res.success(), "{res:?}");
-    ensure!(out == b"end\n", "stdin was not empty: {:?}", String::from_utf8_lossy(&out));
+    ensure!(
+        out == b"end\n",
+        "stdin was not empty: {:?}",
+        String::from_utf8_lossy(&out)
+    );
     ensure!(
         captured == b"to-callback\n",
         "stderr: {:?}",
@@ -124,14 +128,19 @@ fn drive_terminal(master: OwnedFd) -> Result<String, String> {
         let text = String::from_utf8_lossy(&seen);
         if !typed && text.contains("waiting") {
             typed = true;
-            let size = WindowSize { rows: 50, cols: 132 };
+            let size = WindowSize {
+                rows: 50,
+                cols: 132,
+            };
             rbuild_sandbox::stdio::set_window_size(term.as_fd(), size)
                 .map_err(|e| format!("resize: {e}"))?;
-            term.write_all(b"hello\n").map_err(|e| format!("typing: {e}"))?;
+            term.write_all(b"hello\n")
+                .map_err(|e| format!("typing: {e}"))?;
         }
         if !interrupted && text.contains("armed") {
             interrupted = true;
-            term.write_all(b"\x03").map_err(|e| format!("Ctrl-C: {e}"))?;
+            term.write_all(b"\x03")
+                .map_err(|e| format!("Ctrl-C: {e}"))?;
         }
     }
     Ok(String::from_utf8_lossy(&seen).into_owned())
@@ -146,7 +155,10 @@ pub(crate) async fn pty(c: &Ctx) -> R {
     let spec = c.spec(&a, script);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let stdio = Stdio::Tty {
-        size: Some(WindowSize { rows: 33, cols: 101 }),
+        size: Some(WindowSize {
+            rows: 33,
+            cols: 101,
+        }),
         master: tx,
     };
     let driver = std::thread::spawn(move || match rx.blocking_recv() {
@@ -178,7 +190,10 @@ pub(crate) async fn pty(c: &Ctx) -> R {
     ensure!(lines.contains(&"pts: 0 ptmx"), "/dev/pts: {shown}");
     ensure!(lines.contains(&"33 101"), "initial size not set: {shown}");
     ensure!(lines.contains(&"50 132"), "resize not seen: {shown}");
-    ensure!(lines.contains(&"got:hello"), "typed input not read: {shown}");
+    ensure!(
+        lines.contains(&"got:hello"),
+        "typed input not read: {shown}"
+    );
     // The terminal echoes the key as `^C` before the trap's output.
     ensure!(
         lines.iter().any(|l| l.ends_with("INT-caught")),
@@ -253,12 +268,19 @@ pub(crate) fn callers_terminal(c: &Ctx) -> R {
     let pty = nix::pty::openpty(None, None).map_err(|e| format!("openpty: {e}"))?;
     // openpty's fds are inheritable: only the runner's stdio may hold them.
     for fd in [&pty.master, &pty.slave] {
-        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-            .map_err(|e| e.to_string())?;
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| e.to_string())?;
     }
     let st = nix::sys::stat::fstat(pty.slave.as_fd()).map_err(|e| e.to_string())?;
     let terminal = (st.st_dev, st.st_ino);
-    let dup = |fd: &OwnedFd| fd.try_clone().map(std::process::Stdio::from).map_err(|e| e.to_string());
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map(std::process::Stdio::from)
+            .map_err(|e| e.to_string())
+    };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("__test-run-spec")
