@@ -348,3 +348,30 @@ fn store_images(
     }
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn req(outputs: Vec<Output>, tags: &[&str]) -> BuildRequest {
+        let mut r = BuildRequest::new("ctx");
+        r.outputs = outputs;
+        r.tags = tags.iter().map(|t| t.to_string()).collect();
+        r
+    }
+
+    #[test]
+    fn only_root_filesystem_outputs_without_a_tag_make_no_image() {
+        let local = || Output::Local { dest: PathBuf::from("out") };
+        let tar = || Output::Tar { dest: PathBuf::from("-") };
+        assert!(!needs_image(&req(vec![local()], &[])));
+        assert!(!needs_image(&req(vec![local(), tar()], &[])));
+        // A build with no output still reports an image digest.
+        assert!(needs_image(&req(vec![], &[])));
+        assert!(needs_image(&req(vec![local()], &["app"])));
+        assert!(needs_image(&req(vec![local(), Output::Image { names: vec![] }], &[])));
+        assert!(needs_image(&req(vec![tar(), Output::OciTar { dest: PathBuf::from("i.tar"), names: vec![] }], &[])));
+        assert!(needs_image(&req(vec![local(), Output::Registry], &[])));
+    }
+}
