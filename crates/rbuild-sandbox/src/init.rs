@@ -432,7 +432,7 @@ fn drop_privileges_and_enter(
         None,
     )
     .map_err(|e| format!("sigprocmask: {e}"))?;
-    connect_stdio(stdio)?;
+    connect_stdio(stdio, user.uid)?;
     if let Some(n) = crate::helper::nproc_limit(spec) {
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NPROC, n, n);
     }
@@ -502,8 +502,10 @@ fn drop_privileges_and_enter(
 }
 
 /// Points fds 0-2 where [`ChildStdio`] says (after `setsid`, so that a pty
-/// can become the controlling terminal).
-fn connect_stdio(stdio: &ChildStdio) -> Result<(), String> {
+/// can become the controlling terminal). A pty is given to the user who
+/// runs the process (as runc does), so that tools which reopen it by name
+/// can; with a single-id map that uid may not exist and the pty stays root's.
+fn connect_stdio(stdio: &ChildStdio, uid: u32) -> Result<(), String> {
     let dup_to = |from: i32, to: &[i32]| -> Result<(), String> {
         for fd in to {
             // SAFETY: dup2 onto one of this process's standard fds.
@@ -527,6 +529,7 @@ fn connect_stdio(stdio: &ChildStdio) -> Result<(), String> {
         ChildStdio::Tty(slave) => {
             rustix::process::ioctl_tiocsctty(slave)
                 .map_err(|e| format!("making the pty the controlling terminal: {e}"))?;
+            let _ = rustix::fs::fchown(slave, Some(rustix::fs::Uid::from_raw(uid)), None);
             dup_to(slave.as_raw_fd(), &[0, 1, 2])
         }
     }

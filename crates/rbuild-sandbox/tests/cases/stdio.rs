@@ -205,6 +205,46 @@ pub(crate) async fn pty(c: &Ctx) -> R {
         "output bypassed the pty: {}",
         String::from_utf8_lossy(&piped)
     );
+    if c.ranged {
+        pty_belongs_to_the_user(c).await?;
+    }
+    Ok(())
+}
+
+/// The process's user owns its terminal (it can reopen it by name).
+async fn pty_belongs_to_the_user(c: &Ctx) -> R {
+    let a = c.layer();
+    let mut spec = c.spec(
+        &a,
+        "id -u; stat -c owner=%u $(tty); : < $(tty) && echo reopened",
+    );
+    spec.user = "app".into();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stdio = Stdio::Tty {
+        size: None,
+        master: tx,
+    };
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        if let Ok(master) = rx.blocking_recv() {
+            let _ = std::fs::File::from(master).read_to_end(&mut seen);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let res = tokio::time::timeout(
+        HANG_GUARD,
+        c.executor.run_with(&spec, stdio, &mut |_, _| {}),
+    )
+    .await;
+    let shown = reader.join().map_err(|_| "reader panicked")?;
+    let res = res
+        .map_err(|_| format!("the run hung; terminal: {shown}"))?
+        .map_err(|e| format!("{e}; terminal: {shown}"))?;
+    ensure!(res.success(), "{res:?}: {shown}");
+    ensure!(
+        shown.contains("owner=1000") && shown.contains("reopened"),
+        "the pty is not the user's: {shown}"
+    );
     Ok(())
 }
 
