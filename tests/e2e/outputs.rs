@@ -98,10 +98,17 @@ fn local_output_writes_the_root_filesystem_into_the_directory() {
     // As with buildx, files only: no image is made, no layer blob written.
     assert!(!ev.iter().any(|e| e["name"] == "exporting to image"), "a local-only build made an image");
     assert_eq!(blobs(&f.state), Vec::<PathBuf>::new(), "a local-only build must not write blobs");
-    // The short form `-o DIR` is the same output.
+    // The short form `-o DIR` is the same output. No image, so (as buildx)
+    // an empty --iidfile and no `containerimage.*` metadata.
     let short = f.dir.join("short");
-    f.build(&["-o", &short.display().to_string()]);
+    let (iid, meta) = (f.dir.join("iid"), f.dir.join("meta.json"));
+    let iid_arg = iid.display().to_string();
+    let meta_arg = meta.display().to_string();
+    f.build(&["-o", &short.display().to_string(), "--iidfile", &iid_arg, "--metadata-file", &meta_arg]);
     assert_eq!(std::fs::read_to_string(short.join("greeting")).unwrap(), "hello\n");
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), "", "no image, no image ID");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(meta, serde_json::json!({}), "no image, no containerimage keys");
 }
 
 /// The blobs in a state dir's content store.

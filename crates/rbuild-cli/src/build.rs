@@ -262,16 +262,23 @@ pub async fn run(opts: BuilderOptions, args: BuildArgs) -> anyhow::Result<ExitCo
             return Ok(ExitCode::from(1));
         }
     };
+    // A build with only root filesystem outputs makes no image: like
+    // buildx, an empty --iidfile and no `containerimage.*` metadata.
     if let Some(path) = &args.iidfile {
-        std::fs::write(path, result.config.digest.to_string()).with_context(|| format!("writing {}", path.display()))?;
+        let id = if result.image { result.config.digest.to_string() } else { String::new() };
+        std::fs::write(path, id).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        let meta = serde_json::json!({
-            "containerimage.digest": result.manifest.digest.to_string(),
-            "containerimage.config.digest": result.config.digest.to_string(),
-            "containerimage.descriptor": result.manifest,
-            "image.name": result.names.join(","),
-        });
+        let meta = if result.image {
+            serde_json::json!({
+                "containerimage.digest": result.manifest.digest.to_string(),
+                "containerimage.config.digest": result.config.digest.to_string(),
+                "containerimage.descriptor": result.manifest,
+                "image.name": result.names.join(","),
+            })
+        } else {
+            serde_json::json!({})
+        };
         std::fs::write(path, serde_json::to_vec_pretty(&meta)?).with_context(|| format!("writing {}", path.display()))?;
     }
     if !stdout_taken {
