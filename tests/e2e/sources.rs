@@ -305,7 +305,7 @@ fn git_cmd(dir: &Path, args: &[&str]) {
 }
 
 #[test]
-fn add_git_repository_with_ref_subdir_and_kept_git_dir() {
+fn add_git_repository_with_ref_subdir_submodules_and_kept_git_dir() {
     if !ready() {
         return;
     }
@@ -314,6 +314,18 @@ fn add_git_repository_with_ref_subdir_and_kept_git_dir() {
         return;
     }
     let work = support::open_tempdir();
+    let srv = work.path().join("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    let server = Server::serving(Some(srv.clone()));
+    // A repository used as a submodule, served over (dumb) HTTP too.
+    let lib = work.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::write(lib.join("lib.txt"), "from the submodule").unwrap();
+    git_cmd(&lib, &["init", "-q"]);
+    git_cmd(&lib, &["add", "."]);
+    git_cmd(&lib, &["commit", "-qm", "lib"]);
+    git_cmd(work.path(), &["clone", "-q", "--bare", "lib", "srv/lib.git"]);
+    git_cmd(&srv.join("lib.git"), &["update-server-info"]);
     let src = work.path().join("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
     std::fs::write(src.join("sub/hello.txt"), "from git").unwrap();
@@ -323,12 +335,10 @@ fn add_git_repository_with_ref_subdir_and_kept_git_dir() {
     git_cmd(&src, &["commit", "-qm", "one"]);
     git_cmd(&src, &["tag", "v1"]);
     std::fs::write(src.join("sub/hello.txt"), "changed later").unwrap();
+    git_cmd(&src, &["submodule", "--quiet", "add", &server.url("/lib.git"), "libdir"]);
     git_cmd(&src, &["commit", "-qam", "two"]);
-    let srv = work.path().join("srv");
-    std::fs::create_dir_all(&srv).unwrap();
     git_cmd(work.path(), &["clone", "-q", "--bare", "src", "srv/repo.git"]);
     git_cmd(&srv.join("repo.git"), &["update-server-info"]);
-    let server = Server::serving(Some(srv));
     let repo = server.url("/repo.git");
     let with_credentials = repo.replace("http://", &format!("http://someone:{PASSWORD}@"));
     let ctx = work.path().join("ctx");
@@ -338,9 +348,12 @@ fn add_git_repository_with_ref_subdir_and_kept_git_dir() {
         ctx.join("Dockerfile"),
         format!(
             "{BASE}FROM base\nADD {repo}#v1:sub /from-tag/\nADD --keep-git-dir=true {with_credentials} /full\n\
+             ADD {repo} /plain\n\
              RUN test \"$(cat /from-tag/hello.txt)\" = \"from git\" && test ! -e /from-tag/.git \
              && test \"$(cat /full/sub/hello.txt)\" = \"changed later\" && test -f /full/top.txt && test -d /full/.git \
-             && ! grep -r \"{}\"\"{}\" /full/.git\n",
+             && test \"$(cat /full/libdir/lib.txt)\" = \"from the submodule\" && test -f /full/libdir/.git \
+             && test \"$(cat /plain/libdir/lib.txt)\" = \"from the submodule\" && test ! -e /plain/libdir/.git \
+             && test ! -e /plain/.git && ! grep -r \"{}\"\"{}\" /full/.git\n",
             &PASSWORD[..3],
             &PASSWORD[3..]
         ),
@@ -354,4 +367,44 @@ fn add_git_repository_with_ref_subdir_and_kept_git_dir() {
     let second = ok(rbuild(&state).arg(&ctx));
     let ran = started(&events(&second.stderr));
     assert!(ran.iter().all(|n| !n.contains("RUN") && !n.contains("ADD")), "unchanged commits re-ran steps: {ran:?}");
+}
+
+/// A submodule URL comes from the repository, so it is hostile input: a
+/// `file://` submodule (which would copy a directory of the build machine
+/// into the image) fails the build.
+#[test]
+fn add_git_refuses_a_file_submodule() {
+    if !ready() {
+        return;
+    }
+    if !support::have("git") {
+        support::skip("git is not installed");
+        return;
+    }
+    let work = support::open_tempdir();
+    let srv = work.path().join("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    let server = Server::serving(Some(srv.clone()));
+    let host_secret = work.path().join("host-secret");
+    std::fs::create_dir_all(&host_secret).unwrap();
+    std::fs::write(host_secret.join("key"), "machine secret").unwrap();
+    git_cmd(&host_secret, &["init", "-q"]);
+    git_cmd(&host_secret, &["add", "."]);
+    git_cmd(&host_secret, &["commit", "-qm", "secret"]);
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), "a").unwrap();
+    git_cmd(&src, &["init", "-q"]);
+    let url = format!("file://{}", host_secret.display());
+    git_cmd(&src, &["-c", "protocol.file.allow=always", "submodule", "--quiet", "add", &url, "stolen"]);
+    git_cmd(&src, &["add", "."]);
+    git_cmd(&src, &["commit", "-qm", "one"]);
+    git_cmd(work.path(), &["clone", "-q", "--bare", "src", "srv/repo.git"]);
+    git_cmd(&srv.join("repo.git"), &["update-server-info"]);
+    let ctx = work.path().join("ctx");
+    add_context(&ctx, &format!("ADD {} /repo", server.url("/repo.git")));
+    let out = rbuild(&work.path().join("state")).arg(&ctx).output().unwrap();
+    assert!(!out.status.success(), "a file:// submodule was checked out");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("submodule") && stderr.contains("file"), "{stderr}");
 }

@@ -4,8 +4,9 @@
 //! The repository is cloned on every build and the vertex's cache key is
 //! the commit checked out (plus the options), so an unchanged commit keeps
 //! everything after it cached. Only network protocols are allowed (no
-//! `file://`, no `ext::`), as BuildKit; `.git` is kept only on request and
-//! then without the remote's credentials.
+//! `file://`, no `ext::`), as BuildKit, also for submodules, which are
+//! checked out recursively (as BuildKit does); `.git` is kept only on
+//! request and then without the remote's credentials.
 
 use crate::solve::{Ctx, Output, Solved};
 use crate::SolveError;
@@ -87,6 +88,22 @@ async fn checkout_into_snapshot(ctx: &Arc<Ctx>, vertex: &Vertex, src: &GitSource
     };
     git(src, &repo, &home, &["checkout", "--quiet", "--detach", &target, "--"]).await?;
     let commit = git(src, &repo, &home, &["rev-parse", "HEAD"]).await?;
+    // Submodules are pinned by the commit, so the cache key below still
+    // names the whole tree. Their URLs come from the repository: the same
+    // protocol allow-list applies (no `file://`, no `ext::`).
+    git(src, &repo, &home, &["submodule", "--quiet", "update", "--init", "--recursive"]).await?;
+    let submodules = if src.keep_git_dir {
+        Vec::new()
+    } else {
+        let listed = git(
+            src,
+            &repo,
+            &home,
+            &["submodule", "--quiet", "foreach", "--recursive", "printf '%s\\0' \"$displaypath\""],
+        )
+        .await?;
+        listed.split('\0').filter(|p| !p.is_empty()).map(str::to_string).collect()
+    };
     // `.git/config` names the remote it was cloned from: never with secrets.
     git(src, &repo, &home, &["remote", "set-url", "origin", &src.remote]).await?;
     let key = Digest::of_json(&("git", &src.remote, &commit, &src.subdir, src.keep_git_dir)).to_string();
@@ -96,6 +113,18 @@ async fn checkout_into_snapshot(ctx: &Arc<Ctx>, vertex: &Vertex, src: &GitSource
         return Ok(Solved { key, output: Output::Snapshot(Some(snapshot)) });
     }
     if !src.keep_git_dir {
+        // A submodule's `.git` is a file naming the superproject's
+        // `.git/modules/…`, which goes too.
+        for path in &submodules {
+            let Some(dir) = real_dir_inside(&repo, path) else { continue };
+            let dot_git = dir.join(".git");
+            let removed = match std::fs::symlink_metadata(&dot_git) {
+                Ok(m) if m.is_dir() => rbuild_snapshot::remove_tree(&dot_git),
+                Ok(_) => std::fs::remove_file(&dot_git),
+                Err(_) => Ok(()),
+            };
+            removed.map_err(|e| SolveError::io(&dot_git, e))?;
+        }
         let dot_git = repo.join(".git");
         rbuild_snapshot::remove_tree(&dot_git).map_err(|e| SolveError::io(&dot_git, e))?;
     }
@@ -127,4 +156,20 @@ async fn checkout_into_snapshot(ctx: &Arc<Ctx>, vertex: &Vertex, src: &GitSource
     }
     let snapshot = engine.commit_snapshot(active, &key, None, &vertex.meta.name, vertex.meta.ignore_cache).await?;
     Ok(Solved { key, output: Output::Snapshot(Some(snapshot)) })
+}
+
+/// `root/rel` when every component of `rel` is a real directory (no `..`,
+/// no symlink) inside `root`.
+fn real_dir_inside(root: &Path, rel: &str) -> Option<std::path::PathBuf> {
+    let mut cur = root.to_path_buf();
+    for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if part == ".." {
+            return None;
+        }
+        cur.push(part);
+        if !std::fs::symlink_metadata(&cur).ok()?.is_dir() {
+            return None;
+        }
+    }
+    Some(cur)
 }
