@@ -81,7 +81,7 @@ fn edits_rerun_exactly_the_steps_after_them_and_ignored_files_or_mtimes_nothing(
 }
 
 #[test]
-fn two_builds_on_one_state_dir_at_once_both_succeed() {
+fn two_builds_on_one_state_dir_at_once_both_succeed_and_share_steps() {
     if !ready() {
         return;
     }
@@ -91,10 +91,14 @@ fn two_builds_on_one_state_dir_at_once_both_succeed() {
         .map(|i| {
             let ctx = work.path().join(format!("ctx{i}"));
             // The same base (shared vertices) and one step of their own.
-            context(&ctx, &format!("FROM base\nRUN echo shared > /shared\nRUN echo {i} > /own\n"));
+            // The shared step is slow, so both builds want it at once.
+            context(
+                &ctx,
+                &format!("FROM base\nRUN sleep 1; cat /proc/sys/kernel/random/uuid > /shared\nRUN echo {i} > /own\n"),
+            );
             Command::new(env!("CARGO_BIN_EXE_rbuild"))
                 .arg(format!("--root={}", state.display()))
-                .args(["build", "--progress=plain"])
+                .args(["build", "--progress=rawjson"])
                 .arg(&ctx)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -102,13 +106,21 @@ fn two_builds_on_one_state_dir_at_once_both_succeed() {
                 .unwrap()
         })
         .collect();
+    let mut shared_runs = 0;
     for c in children {
         let out = c.wait_with_output().unwrap();
         assert!(out.status.success(), "a concurrent build failed: {}", String::from_utf8_lossy(&out.stderr));
+        let ran = started(&events(&out.stderr));
+        shared_runs += ran.iter().filter(|n| n.contains("random/uuid")).count();
+        assert!(ran.iter().any(|n| n.contains("> /own")), "each build runs its own step: {ran:?}");
     }
+    // One build ran the shared step; the other waited for it and used its
+    // result (never both: the result would differ, the uuid is random).
+    assert_eq!(shared_runs, 1, "the shared step ran in both builds");
     // Afterwards the shared steps are cached for a third build.
     let ctx = work.path().join("ctx0");
     assert!(started(&build(&state, &ctx)).is_empty());
+    assert_eq!(std::fs::read_dir(state.join("locks")).unwrap().count(), 0, "lock files left behind");
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod git;
 mod http;
 mod image;
 mod images;
+mod keylock;
 mod lease;
 mod merge;
 mod mounts;

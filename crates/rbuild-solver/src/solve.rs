@@ -160,6 +160,18 @@ async fn run_vertex(ctx: &Arc<Ctx>, id: VertexId, inputs: Vec<Arc<Solved>>) -> R
         return Ok(Solved { key, output: Output::Snapshot(Some(snapshot)) });
     }
     let _permit = ctx.limit.acquire().await.map_err(|_| SolveError::Cancelled)?;
+    // Another build (in this engine or another process) may be making the
+    // same result right now: wait for it rather than doing the work twice.
+    let _key_lock = if vertex.meta.ignore_cache || matches!(vertex.op, Op::Image(_)) {
+        None
+    } else {
+        let lock = crate::keylock::lock(&ctx.engine.state.root.join("locks"), &key).await;
+        if let Some(snapshot) = ctx.engine.cached(&key)? {
+            ctx.progress().emit(Event::Cached { vertex: digest, name, time_ms: now_ms() });
+            return Ok(Solved { key, output: Output::Snapshot(Some(snapshot)) });
+        }
+        lock
+    };
     let work = async {
         match &vertex.op {
             Op::Image(src) => crate::image::solve_image(ctx, &digest, &name, src).await,
