@@ -162,7 +162,7 @@ async fn run_vertex(ctx: &Arc<Ctx>, id: VertexId, inputs: Vec<Arc<Solved>>) -> R
     let _permit = ctx.limit.acquire().await.map_err(|_| SolveError::Cancelled)?;
     // Another build (in this engine or another process) may be making the
     // same result right now: wait for it rather than doing the work twice.
-    let _key_lock = if vertex.meta.ignore_cache || matches!(vertex.op, Op::Image(_)) {
+    let _key_lock = if vertex.meta.ignore_cache {
         None
     } else {
         let lock = crate::keylock::lock(&ctx.engine.state.root.join("locks"), &key).await;
