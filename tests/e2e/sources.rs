@@ -408,3 +408,147 @@ fn add_git_refuses_a_file_submodule() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("submodule") && stderr.contains("file"), "{stderr}");
 }
+
+/// A dropbear ssh server on 127.0.0.1, run by the test in the foreground
+/// with its own host key. Dropbear reads `~/.ssh/authorized_keys` of the
+/// login user only, so it runs in a private mount namespace where the
+/// user's home is a directory of the test (the real one is never touched).
+struct SshServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl SshServer {
+    fn start(dir: &Path, authorized_key: &str) -> Option<SshServer> {
+        let passwd = ok(Command::new("getent").args(["passwd", "0"]));
+        let line = String::from_utf8_lossy(&passwd.stdout).trim().to_string();
+        let real_home = line.split(':').nth(5).filter(|h| h.starts_with('/'))?.to_string();
+        let home = dir.join("home");
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        std::fs::write(home.join(".ssh/authorized_keys"), authorized_key).unwrap();
+        let host_key = dir.join("host_key");
+        ok(Command::new("dropbearkey").args(["-t", "ed25519", "-f"]).arg(&host_key));
+        // A port that was free a moment ago; another try when it was taken.
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut child = Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg("mount --bind \"$0\" \"$1\" && exec dropbear -F -E -e -s -m -j -k -r \"$2\" -p \"$3\" -P \"$4\"")
+                .arg(&home)
+                .arg(&real_home)
+                .arg(&host_key)
+                .arg(format!("127.0.0.1:{port}"))
+                .arg(dir.join("dropbear.pid"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(SshServer { child, port });
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        None
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An `ssh-agent` of the test, holding one new key.
+struct Agent {
+    pid: String,
+    socket: std::path::PathBuf,
+    public_key: String,
+}
+
+impl Agent {
+    fn start(dir: &Path) -> Agent {
+        let socket = dir.join("agent.sock");
+        let out = ok(Command::new("ssh-agent").arg("-a").arg(&socket).arg("-s"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pid = text
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("SSH_AGENT_PID="))
+            .expect("ssh-agent prints its pid")
+            .to_string();
+        let key = dir.join("id_ed25519");
+        ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "rbuild-test", "-f"]).arg(&key));
+        ok(Command::new("ssh-add").arg("-q").arg(&key).env("SSH_AUTH_SOCK", &socket));
+        // Only the agent holds the key now.
+        std::fs::remove_file(&key).unwrap();
+        let public_key = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        Agent { pid, socket, public_key }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.pid).status();
+    }
+}
+
+/// `ADD ssh://…` clones with the build's `default` ssh agent (as BuildKit
+/// does) and without it fails at once with the fix, never prompting. No
+/// known hosts are given on the command line, so the server's unknown host
+/// key is accepted, as BuildKit's Dockerfile frontend does; the agent's
+/// socket reaches neither the image nor the output.
+#[test]
+fn add_git_over_ssh_with_the_builds_agent() {
+    if !support::is_root() {
+        support::skip("the ssh server runs in a private mount namespace: needs root");
+        return;
+    }
+    for tool in ["git", "dropbear", "dropbearkey", "ssh", "ssh-agent", "ssh-add", "ssh-keygen", "unshare", "getent"] {
+        if !support::have(tool) {
+            support::skip(&format!("{tool} is not installed (dropbear-bin, openssh-client)"));
+            return;
+        }
+    }
+    let work = support::open_tempdir();
+    let agent = Agent::start(work.path());
+    let Some(server) = SshServer::start(work.path(), &agent.public_key) else {
+        support::skip("dropbear did not start");
+        return;
+    };
+    let src = work.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/hello.txt"), "over ssh").unwrap();
+    git_cmd(&src, &["init", "-q"]);
+    git_cmd(&src, &["add", "."]);
+    git_cmd(&src, &["commit", "-qm", "one"]);
+    git_cmd(&src, &["tag", "v1"]);
+    git_cmd(work.path(), &["clone", "-q", "--bare", "src", "repo.git"]);
+    let remote = format!("ssh://root@127.0.0.1:{}{}/repo.git", server.port, work.path().display());
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM scratch\nADD {remote}#v1:sub /src\n")).unwrap();
+    let state = work.path().join("state");
+    let out_dir = work.path().join("out");
+
+    let without = rbuild(&state).arg(&ctx).env_remove("SSH_AUTH_SOCK").output().unwrap();
+    assert!(!without.status.success(), "an ssh remote was cloned without an agent");
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(stderr.contains(&remote) && stderr.contains("--ssh default"), "{stderr}");
+
+    let with = ok(rbuild(&state)
+        .arg(format!("--ssh=default={}", agent.socket.display()))
+        .arg(format!("--output=type=local,dest={}", out_dir.display()))
+        .arg(&ctx)
+        .env_remove("SSH_AUTH_SOCK"));
+    assert_eq!(std::fs::read_to_string(out_dir.join("src/hello.txt")).unwrap(), "over ssh");
+    assert!(!out_dir.join("src/.git").exists());
+    let output = String::from_utf8_lossy(&with.stderr);
+    assert!(!output.contains("agent.sock"), "the agent's socket is in rbuild's output: {output}");
+}

@@ -11,7 +11,7 @@
 use crate::solve::{Ctx, Output, Solved};
 use crate::SolveError;
 use rbuild_graph::{Digest, GitSource, Vertex};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -37,22 +37,100 @@ fn remote_with_credentials(src: &GitSource) -> String {
     url.to_string()
 }
 
+/// The ssh agent id git uses: BuildKit mounts the `default` agent for the
+/// ssh remotes of a Dockerfile's `ADD`.
+const SSH_AGENT_ID: &str = "default";
+
+/// What every git process of one checkout is given: a private `HOME` and
+/// the ssh policy. The agent socket only ever goes into `SSH_AUTH_SOCK`
+/// (never into a name, a cache key or a message).
+struct GitEnv {
+    home: PathBuf,
+    ssh_command: String,
+    agent: Option<PathBuf>,
+}
+
+/// Whether git would reach `remote` over ssh: `ssh://` (and git's
+/// `git+ssh://` / `ssh+git://` spellings) or the scp-like `[user@]host:path`.
+fn is_ssh_remote(remote: &str) -> bool {
+    if let Some((scheme, _)) = remote.split_once("://") {
+        return matches!(scheme.to_ascii_lowercase().as_str(), "ssh" | "git+ssh" | "ssh+git");
+    }
+    // scp-like: a colon before any slash (git's own rule for local paths).
+    remote.split_once(':').is_some_and(|(host, _)| !host.is_empty() && !host.contains('/'))
+}
+
+/// `s` as one word for the shell git runs `GIT_SSH_COMMAND` with.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The ssh command git runs: no configuration, identity or known-hosts
+/// file of the user running the build is read (ssh finds `~/.ssh` through
+/// the password database, not `HOME`), no prompt can block the build
+/// (`BatchMode`), and keys come from the agent only. With `known_hosts`
+/// the server's key must be in it; without, any key is accepted and
+/// nothing is recorded, as BuildKit does when no known hosts are given.
+fn ssh_command(dir: &Path, known_hosts: Option<&Path>) -> String {
+    let q = |p: &Path| shell_quote(&p.to_string_lossy());
+    // An explicit identity file (which does not exist) keeps ssh from
+    // trying the default `~/.ssh/id_*` files.
+    let mut cmd = format!(
+        "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=no -o IdentityFile={} -o ControlPath=none \
+         -o UpdateHostKeys=no -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        q(&dir.join("no-identity"))
+    );
+    match known_hosts {
+        Some(file) => cmd.push_str(&format!(" -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes", q(file))),
+        None => cmd.push_str(" -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no"),
+    }
+    cmd
+}
+
+/// The environment of a checkout made in `dir`. An ssh remote without
+/// the `default` agent fails here, with the fix, instead of in ssh.
+fn git_env(ctx: &Ctx, src: &GitSource, dir: &Path) -> Result<GitEnv, SolveError> {
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).map_err(|e| SolveError::io(&home, e))?;
+    let agent = ctx.opts.ssh.get(SSH_AGENT_ID).cloned();
+    if agent.is_none() && is_ssh_remote(&src.remote) {
+        return Err(git_err(
+            src,
+            format!(
+                "an ssh remote needs the build's ssh agent `{SSH_AGENT_ID}`, which was not given\n\
+                 hint: --ssh {SSH_AGENT_ID} (the agent of $SSH_AUTH_SOCK) or --ssh {SSH_AGENT_ID}=SOCKET"
+            ),
+        ));
+    }
+    let known_hosts = match &ctx.opts.ssh_known_hosts {
+        None => None,
+        Some(lines) => {
+            let file = dir.join("known_hosts");
+            std::fs::write(&file, lines).map_err(|e| SolveError::io(&file, e))?;
+            Some(file)
+        }
+    };
+    Ok(GitEnv { home, ssh_command: ssh_command(dir, known_hosts.as_deref()), agent })
+}
+
 /// Runs git in `dir` with a clean, prompt-free environment.
-async fn git(src: &GitSource, dir: &Path, home: &Path, args: &[&str]) -> Result<String, SolveError> {
-    let out = tokio::process::Command::new("git")
-        .args(args)
+async fn git(src: &GitSource, dir: &Path, env: &GitEnv, args: &[&str]) -> Result<String, SolveError> {
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.args(args)
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
-        .env("HOME", home)
+        .env("HOME", &env.home)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_ALLOW_PROTOCOL", "http:https:git:ssh")
+        .env("GIT_SSH_COMMAND", &env.ssh_command)
         .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| git_err(src, format!("running git: {e}")))?;
+        .kill_on_drop(true);
+    if let Some(agent) = &env.agent {
+        cmd.env("SSH_AUTH_SOCK", agent);
+    }
+    let out = cmd.output().await.map_err(|e| git_err(src, format!("running git: {e}")))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         // git may quote the remote it was given, credentials included.
@@ -60,6 +138,9 @@ async fn git(src: &GitSource, dir: &Path, home: &Path, args: &[&str]) -> Result<
         let mut shown = stderr.trim().to_string();
         if !secret.is_empty() {
             shown = shown.replace(&secret, "***");
+        }
+        if shown.contains("Host key verification failed") {
+            shown.push_str("\nhint: the server's host key is not in the known hosts given to the build");
         }
         return Err(git_err(src, format!("git {} failed: {shown}", args.first().unwrap_or(&""))));
     }
@@ -69,9 +150,8 @@ async fn git(src: &GitSource, dir: &Path, home: &Path, args: &[&str]) -> Result<
 async fn checkout_into_snapshot(ctx: &Arc<Ctx>, vertex: &Vertex, src: &GitSource) -> Result<Solved, SolveError> {
     let engine = &ctx.engine;
     let work = tempfile::tempdir_in(&engine.tmp).map_err(|e| SolveError::io(&engine.tmp, e))?;
-    let home = work.path().join("home");
     let repo = work.path().join("repo");
-    std::fs::create_dir_all(&home).map_err(|e| SolveError::io(&home, e))?;
+    let env = &git_env(ctx, src, work.path())?;
     let remote = remote_with_credentials(src);
     let repo_arg = repo.to_string_lossy().into_owned();
     let reference = src.reference.as_deref();
@@ -81,31 +161,31 @@ async fn checkout_into_snapshot(ctx: &Arc<Ctx>, vertex: &Vertex, src: &GitSource
         args.extend(["--branch", r]);
     }
     args.extend(["--", remote.as_str(), repo_arg.as_str()]);
-    git(src, work.path(), &home, &args).await?;
+    git(src, work.path(), env, &args).await?;
     let target = match reference.filter(|_| is_commit) {
         Some(commit) => commit.to_string(),
         None => "HEAD".to_string(),
     };
-    git(src, &repo, &home, &["checkout", "--quiet", "--detach", &target, "--"]).await?;
-    let commit = git(src, &repo, &home, &["rev-parse", "HEAD"]).await?;
+    git(src, &repo, env, &["checkout", "--quiet", "--detach", &target, "--"]).await?;
+    let commit = git(src, &repo, env, &["rev-parse", "HEAD"]).await?;
     // Submodules are pinned by the commit, so the cache key below still
     // names the whole tree. Their URLs come from the repository: the same
     // protocol allow-list applies (no `file://`, no `ext::`).
-    git(src, &repo, &home, &["submodule", "--quiet", "update", "--init", "--recursive"]).await?;
+    git(src, &repo, env, &["submodule", "--quiet", "update", "--init", "--recursive"]).await?;
     let submodules = if src.keep_git_dir {
         Vec::new()
     } else {
         let listed = git(
             src,
             &repo,
-            &home,
+            env,
             &["submodule", "--quiet", "foreach", "--recursive", "printf '%s\\0' \"$displaypath\""],
         )
         .await?;
         listed.split('\0').filter(|p| !p.is_empty()).map(str::to_string).collect()
     };
     // `.git/config` names the remote it was cloned from: never with secrets.
-    git(src, &repo, &home, &["remote", "set-url", "origin", &src.remote]).await?;
+    git(src, &repo, env, &["remote", "set-url", "origin", &src.remote]).await?;
     let key = Digest::of_json(&("git", &src.remote, &commit, &src.subdir, src.keep_git_dir)).to_string();
     if !vertex.meta.ignore_cache
         && let Some(snapshot) = engine.cached(&key)?
@@ -172,4 +252,30 @@ fn real_dir_inside(root: &Path, rel: &str) -> Option<std::path::PathBuf> {
         }
     }
     Some(cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_remotes_are_recognised() {
+        for r in ["ssh://git@host/org/repo.git", "SSH://host:2222/r", "git+ssh://h/r", "git@github.com:org/repo.git", "host:repo"] {
+            assert!(is_ssh_remote(r), "{r}");
+        }
+        for r in ["https://host/org/repo.git", "git://host/r", "http://h:80/r", "./dir:x", "/abs/path:x", ":x"] {
+            assert!(!is_ssh_remote(r), "{r}");
+        }
+    }
+
+    #[test]
+    fn ssh_command_checks_known_hosts_only_when_given_and_quotes_paths() {
+        let dir = Path::new("/tmp/it's here");
+        let open = ssh_command(dir, None);
+        assert!(open.contains("-F /dev/null") && open.contains("BatchMode=yes"), "{open}");
+        assert!(open.contains("UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no"), "{open}");
+        assert!(open.contains(r"IdentityFile='/tmp/it'\''s here/no-identity'"), "{open}");
+        let strict = ssh_command(dir, Some(&dir.join("known_hosts")));
+        assert!(strict.ends_with(r"UserKnownHostsFile='/tmp/it'\''s here/known_hosts' -o StrictHostKeyChecking=yes"), "{strict}");
+    }
 }

@@ -158,6 +158,9 @@ pub struct SolveOptions {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// ssh agent sockets by id.
     pub ssh: BTreeMap<String, PathBuf>,
+    /// `known_hosts` lines the servers of ssh git remotes must match; when
+    /// `None` any host key is accepted (as BuildKit's Dockerfile `ADD`).
+    pub ssh_known_hosts: Option<String>,
     pub entitlements: Entitlements,
     pub max_parallelism: usize,
     pub progress: ProgressSink,
@@ -169,6 +172,7 @@ impl Default for SolveOptions {
             contexts: BTreeMap::new(),
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
+            ssh_known_hosts: None,
             entitlements: Entitlements::default(),
             // Most steps wait on I/O or a single core; BuildKit sets no cap at all.
             max_parallelism: std::thread::available_parallelism().map(|n| n.get() * 4).unwrap_or(8).max(16),

@@ -60,6 +60,10 @@ pub struct BuildRequest {
     pub max_parallelism: Option<usize>,
     /// ssh agent sockets by id (`--ssh default=$SSH_AUTH_SOCK`).
     pub ssh: BTreeMap<String, PathBuf>,
+    /// `known_hosts` lines that the servers of `ADD` ssh git remotes must
+    /// match (checked strictly when given; any host key otherwise, as
+    /// BuildKit's Dockerfile frontend, which passes none).
+    pub ssh_known_hosts: Option<String>,
     /// Ask registries again for base image tags.
     pub pull: bool,
     pub outputs: Vec<Output>,
@@ -86,6 +90,7 @@ impl BuildRequest {
             max_parallelism: None,
             network: None,
             ssh: BTreeMap::new(),
+            ssh_known_hosts: None,
             pull: false,
             outputs: Vec::new(),
             secrets: BTreeMap::new(),
@@ -241,7 +246,7 @@ impl Builder {
         for w in &plan.warnings {
             progress.warn(w.clone());
         }
-        let solve_opts = SolveOptions {
+        let mut solve_opts = SolveOptions {
             contexts,
             secrets: req.secrets.clone(),
             ssh: req.ssh.clone(),
@@ -253,6 +258,7 @@ impl Builder {
                 .unwrap_or(SolveOptions::default().max_parallelism),
             ..SolveOptions::default()
         };
+        solve_opts.ssh_known_hosts.clone_from(&req.ssh_known_hosts);
         let solved = engine.solve(Arc::new(plan.graph), &[plan.target], solve_opts).await?;
         let top = solved[0].snapshot().map(str::to_string);
         let bases: Vec<rbuild_oci::reference::Reference> =
