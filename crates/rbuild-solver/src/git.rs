@@ -90,9 +90,13 @@ fn ssh_command(dir: &Path, known_hosts: Option<&Path>) -> String {
 /// The environment of a checkout made in `dir`. An ssh remote without
 /// the `default` agent fails here, with the fix, instead of in ssh.
 fn git_env(ctx: &Ctx, src: &GitSource, dir: &Path) -> Result<GitEnv, SolveError> {
+    let agent = ctx.opts.ssh.get(SSH_AGENT_ID).cloned();
+    git_env_with(src, dir, agent, ctx.opts.ssh_known_hosts.as_deref())
+}
+
+fn git_env_with(src: &GitSource, dir: &Path, agent: Option<PathBuf>, known_hosts: Option<&str>) -> Result<GitEnv, SolveError> {
     let home = dir.join("home");
     std::fs::create_dir_all(&home).map_err(|e| SolveError::io(&home, e))?;
-    let agent = ctx.opts.ssh.get(SSH_AGENT_ID).cloned();
     if agent.is_none() && is_ssh_remote(&src.remote) {
         return Err(git_err(
             src,
@@ -102,7 +106,7 @@ fn git_env(ctx: &Ctx, src: &GitSource, dir: &Path) -> Result<GitEnv, SolveError>
             ),
         ));
     }
-    let known_hosts = match &ctx.opts.ssh_known_hosts {
+    let known_hosts = match known_hosts {
         None => None,
         Some(lines) => {
             let file = dir.join("known_hosts");
@@ -277,5 +281,111 @@ mod tests {
         assert!(open.contains(r"IdentityFile='/tmp/it'\''s here/no-identity'"), "{open}");
         let strict = ssh_command(dir, Some(&dir.join("known_hosts")));
         assert!(strict.ends_with(r"UserKnownHostsFile='/tmp/it'\''s here/known_hosts' -o StrictHostKeyChecking=yes"), "{strict}");
+    }
+
+    /// A dropbear server on a free port of 127.0.0.1 with a new host key
+    /// (no login is needed: host keys are checked before authentication).
+    struct Dropbear {
+        child: std::process::Child,
+        port: u16,
+        host_key: String,
+    }
+
+    impl Drop for Dropbear {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn have(tool: &str) -> bool {
+        std::process::Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success())
+    }
+
+    fn public_key(dir: &Path, name: &str) -> String {
+        let key = dir.join(name);
+        let made = std::process::Command::new("dropbearkey").args(["-t", "ed25519", "-f"]).arg(&key).output().unwrap();
+        assert!(made.status.success());
+        let out = std::process::Command::new("dropbearkey").arg("-y").arg("-f").arg(&key).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text.lines().find(|l| l.starts_with("ssh-ed25519 ")).expect("dropbearkey -y prints the public key");
+        line.split(' ').take(2).collect::<Vec<_>>().join(" ")
+    }
+
+    fn dropbear(dir: &Path) -> Option<Dropbear> {
+        let host_key = public_key(dir, "host_key");
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut child = std::process::Command::new("dropbear")
+                .args(["-F", "-E", "-s", "-r"])
+                .arg(dir.join("host_key"))
+                .arg("-p")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("-P")
+                .arg(dir.join("dropbear.pid"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()?;
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(Dropbear { child, port, host_key });
+                }
+                if child.try_wait().ok()?.is_some() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        None
+    }
+
+    /// Known hosts given: a server whose key is not in them is refused
+    /// before any key is offered; its own key gets past the check (and then
+    /// fails to log in, with no agent). Without known hosts any key passes.
+    #[tokio::test]
+    #[allow(clippy::print_stderr)] // the test prints a note when it skips
+    async fn known_hosts_are_checked_strictly_when_given() {
+        if !["git", "ssh", "dropbear", "dropbearkey"].iter().all(|t| have(t)) {
+            eprintln!("skipped: git, ssh or dropbear (dropbear-bin) is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let Some(server) = dropbear(dir.path()) else {
+            eprintln!("skipped: dropbear did not start");
+            return;
+        };
+        let other = public_key(dir.path(), "other_key");
+        let remote = format!("ssh://nobody@127.0.0.1:{}/repo.git", server.port);
+        let src = GitSource { remote: remote.clone(), reference: None, subdir: None, keep_git_dir: false, credentials: None };
+        let attempt = |known: Option<String>| {
+            let (src, dir) = (src.clone(), dir.path().to_path_buf());
+            async move {
+                let work = tempfile::tempdir_in(&dir).unwrap();
+                // An agent that is not there: ssh gets past it to the host key.
+                let env = git_env_with(&src, work.path(), Some(dir.join("no-agent.sock")), known.as_deref()).unwrap();
+                let err = git(&src, work.path(), &env, &["ls-remote", "--", &src.remote]).await.unwrap_err();
+                err.to_string()
+            }
+        };
+        let wrong = attempt(Some(format!("[127.0.0.1]:{} {other}\n", server.port))).await;
+        assert!(wrong.contains("Host key verification failed") && wrong.contains("hint:"), "{wrong}");
+        let right = attempt(Some(format!("[127.0.0.1]:{} {}\n", server.port, server.host_key))).await;
+        assert!(!right.contains("Host key verification failed") && right.contains("Permission denied"), "{right}");
+        let none = attempt(None).await;
+        assert!(!none.contains("Host key verification failed") && none.contains("Permission denied"), "{none}");
+    }
+
+    #[test]
+    fn an_ssh_remote_without_an_agent_names_the_remote_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = GitSource { remote: "git@example.com:org/repo.git".into(), reference: None, subdir: None, keep_git_dir: false, credentials: None };
+        let Err(e) = git_env_with(&src, dir.path(), None, None) else { panic!("no error") };
+        let e = e.to_string();
+        assert!(e.contains("git@example.com:org/repo.git") && e.contains("--ssh default"), "{e}");
+        let https = GitSource { remote: "https://example.com/r.git".into(), ..src };
+        assert!(git_env_with(&https, dir.path(), None, None).is_ok());
     }
 }
