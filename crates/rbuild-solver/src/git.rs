@@ -7,6 +7,15 @@
 //! `file://`, no `ext::`), as BuildKit, also for submodules, which are
 //! checked out recursively (as BuildKit does); `.git` is kept only on
 //! request and then without the remote's credentials.
+//!
+//! ssh remotes (`ssh://`, `git@host:path`) are cloned with the build's
+//! `default` ssh agent, the id BuildKit gives git sources of a Dockerfile.
+//! ssh runs in batch mode without the building user's ssh config,
+//! identities or known hosts. Host keys: BuildKit checks them only when
+//! its git source is given known hosts, which the Dockerfile frontend never
+//! does, so by default any host key is accepted (and nothing recorded);
+//! [`SolveOptions::ssh_known_hosts`](crate::SolveOptions::ssh_known_hosts)
+//! turns on the strict check.
 
 use crate::solve::{Ctx, Output, Solved};
 use crate::SolveError;
@@ -105,6 +114,19 @@ fn git_env_with(src: &GitSource, dir: &Path, agent: Option<PathBuf>, known_hosts
                  hint: --ssh {SSH_AGENT_ID} (the agent of $SSH_AUTH_SOCK) or --ssh {SSH_AGENT_ID}=SOCKET"
             ),
         ));
+    }
+    if let Some(socket) = &agent
+        && is_ssh_remote(&src.remote)
+    {
+        use std::os::unix::fs::FileTypeExt;
+        // Said here: ssh would only report a failed login. The path is
+        // not shown (the agent stays out of messages and logs).
+        if !std::fs::metadata(socket).is_ok_and(|m| m.file_type().is_socket()) {
+            return Err(git_err(
+                src,
+                format!("the ssh agent `{SSH_AGENT_ID}` given with --ssh is not a socket (is the agent running?)"),
+            ));
+        }
     }
     let known_hosts = match known_hosts {
         None => None,
@@ -357,6 +379,7 @@ mod tests {
             eprintln!("skipped: dropbear did not start");
             return;
         };
+        drop(std::os::unix::net::UnixListener::bind(dir.path().join("agent.sock")).unwrap());
         let other = public_key(dir.path(), "other_key");
         let remote = format!("ssh://nobody@127.0.0.1:{}/repo.git", server.port);
         let src = GitSource { remote: remote.clone(), reference: None, subdir: None, keep_git_dir: false, credentials: None };
@@ -364,8 +387,8 @@ mod tests {
             let (src, dir) = (src.clone(), dir.path().to_path_buf());
             async move {
                 let work = tempfile::tempdir_in(&dir).unwrap();
-                // An agent that is not there: ssh gets past it to the host key.
-                let env = git_env_with(&src, work.path(), Some(dir.join("no-agent.sock")), known.as_deref()).unwrap();
+                // An agent socket nobody listens on: ssh gets past it to the host key.
+                let env = git_env_with(&src, work.path(), Some(dir.join("agent.sock")), known.as_deref()).unwrap();
                 let err = git(&src, work.path(), &env, &["ls-remote", "--", &src.remote]).await.unwrap_err();
                 err.to_string()
             }
@@ -379,13 +402,19 @@ mod tests {
     }
 
     #[test]
-    fn an_ssh_remote_without_an_agent_names_the_remote_and_the_fix() {
+    fn an_ssh_remote_without_an_agent_socket_names_the_remote_and_the_fix() {
         let dir = tempfile::tempdir().unwrap();
         let src = GitSource { remote: "git@example.com:org/repo.git".into(), reference: None, subdir: None, keep_git_dir: false, credentials: None };
         let Err(e) = git_env_with(&src, dir.path(), None, None) else { panic!("no error") };
         let e = e.to_string();
         assert!(e.contains("git@example.com:org/repo.git") && e.contains("--ssh default"), "{e}");
+        let file = dir.path().join("not-a-socket");
+        std::fs::write(&file, "").unwrap();
+        let Err(e) = git_env_with(&src, dir.path(), Some(file.clone()), None) else { panic!("no error") };
+        let e = e.to_string();
+        assert!(e.contains("is not a socket") && !e.contains("not-a-socket"), "{e}");
         let https = GitSource { remote: "https://example.com/r.git".into(), ..src };
+        assert!(git_env_with(&https, dir.path(), Some(file), None).is_ok());
         assert!(git_env_with(&https, dir.path(), None, None).is_ok());
     }
 }
