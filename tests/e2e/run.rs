@@ -273,3 +273,212 @@ fn run_t_shows_all_a_short_command_wrote() {
         assert!(text.contains("short\r") && text.contains("to-stderr\r"), "both streams on the terminal: {text:?}");
     }
 }
+
+/// A busybox image with a web root, and two symlinks that point at
+/// `escape` (absolute and through `..`): a bind target under them must stay
+/// inside the image's root, never reach the host's `escape`.
+fn volume_image(runner: &support::Runner, work: &Path) -> String {
+    let state = work.join("state");
+    runner.own(&state);
+    let ctx = work.join("ctx");
+    let escape = work.join("escape");
+    let up = format!("../../../../../../../../../..{}", work.join("escape-up").display());
+    support::busybox_context(
+        &ctx,
+        &format!(
+            "RUN mkdir /www && echo served-by-rbuild > /www/index.html && ln -s {} /abs && ln -s {up} /up\nCMD [\"sh\"]\n",
+            escape.display()
+        ),
+    );
+    let root_arg = format!("--root={}", state.display());
+    ok(runner.rbuild().args([&root_arg, "build", "--progress=plain", "-t", "runpv"]).arg(&ctx));
+    root_arg
+}
+
+/// `-v` and `--mount` as `runner`: writes reach the host, `:ro` refuses
+/// them, a file binds as a file, a target through the image's symlinks
+/// stays in the root, a missing host path is an error naming it.
+fn check_volumes(runner: &support::Runner, work: &Path, root_arg: &str) {
+    let host = work.join("host");
+    runner.own(&host);
+    std::fs::write(host.join("in"), "from-host\n").unwrap();
+    let hv = |target: &str| format!("{}:{target}", host.display());
+    let run = |args: &[&str]| runner.rbuild().arg(root_arg).arg("run").args(args).output().expect("run rbuild");
+
+    let out = run(&["-v", &hv("/data"), "runpv", "sh", "-c", "cat /data/in && echo written > /data/out"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"from-host\n");
+    assert_eq!(std::fs::read_to_string(host.join("out")).unwrap(), "written\n", "the write reached the host");
+
+    let out = run(&["-v", &hv("/data:ro"), "runpv", "sh", "-c", "echo no > /data/ro"]);
+    assert!(!out.status.success(), "a write to a :ro bind failed: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"), "{out:?}");
+    assert!(!host.join("ro").exists());
+    let mount = format!("type=bind,source={},target=/m,readonly", host.display());
+    let out = run(&["--mount", &mount, "runpv", "sh", "-c", "cat /m/in; echo no > /m/ro"]);
+    assert!(!out.status.success() && out.stdout == b"from-host\n", "{out:?}");
+    assert!(!host.join("ro").exists());
+
+    let file = format!("{}:/etc/motd:ro", host.join("in").display());
+    let out = run(&["-v", &file, "runpv", "cat", "/etc/motd"]);
+    assert!(out.status.success() && out.stdout == b"from-host\n", "a file binds as a file: {out:?}");
+
+    for link in ["/abs", "/up"] {
+        let target = hv(&format!("{link}/inside"));
+        let script = format!("echo through > {link}/inside/t && cat {link}/inside/in");
+        let out = run(&["-v", &target, "runpv", "sh", "-c", &script]);
+        assert!(out.status.success() && out.stdout == b"from-host\n", "{link}: {out:?}");
+        assert_eq!(std::fs::read_to_string(host.join("t")).unwrap(), "through\n");
+        std::fs::remove_file(host.join("t")).unwrap();
+    }
+    assert!(!work.join("escape").exists(), "the bind target followed /abs out of the root");
+    assert!(!work.join("escape-up").exists(), "the bind target followed /up out of the root");
+
+    let out = run(&["-v", "/nonexistent-rbuild-e2e:/x", "runpv", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`/nonexistent-rbuild-e2e`"), "{out:?}");
+}
+
+/// Every process descended from `pid` (by /proc's parent links), with its
+/// command line.
+fn descendants(pid: u32) -> Vec<(u32, String)> {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() == Some(&"Z") {
+            continue;
+        }
+        if let Some(pp) = fields.get(1).and_then(|f| f.parse::<u32>().ok()) {
+            parents.push((p, pp));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let cur = found[i];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == cur).map(|(p, _)| *p));
+        i += 1;
+    }
+    found[1..]
+        .iter()
+        .map(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            (*p, String::from_utf8_lossy(&cmd).replace('\0', " ").trim().to_string())
+        })
+        .collect()
+}
+
+/// Whether `pid` still runs (a zombie waiting for its reaper does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.split_whitespace().next() != Some("Z")))
+        .unwrap_or(false)
+}
+
+/// One HTTP/1.0 GET of `path` from 127.0.0.1:`port`; the whole reply.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).ok()?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).ok()?;
+    Some(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// `-p 127.0.0.1:PORT:8000` as `runner`: busybox httpd in the sandbox
+/// serves the test's GET; killing rbuild takes the sandbox (and
+/// slirp4netns) with it.
+fn check_publish(runner: &support::Runner, root_arg: &str) {
+    if !support::have("slirp4netns") {
+        support::skip("slirp4netns is not installed");
+        return;
+    }
+    // A free port (the kernel's pick; released for slirp4netns to take).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let publish = format!("127.0.0.1:{port}:8000");
+    let mut child = runner
+        .rbuild()
+        .args([root_arg, "run", "-p", &publish, "runpv", "httpd", "-f", "-p", "8000", "-h", "/www"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rbuild run");
+    // Until httpd listens, slirp4netns accepts and closes at once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut reply = None;
+    while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+        if let Some(r) = http_get(port, "/index.html").filter(|r| !r.is_empty()) {
+            reply = Some(r);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let procs = descendants(child.id());
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let out = child.wait_with_output().expect("wait for rbuild");
+    let reply = reply.unwrap_or_else(|| panic!("no reply on port {port}: {out:?}"));
+    assert!(reply.starts_with("HTTP/1.") && reply.contains("served-by-rbuild"), "{reply}");
+    assert!(procs.iter().any(|(_, c)| c.starts_with("httpd -f -p 8000")), "{procs:?}");
+    assert!(procs.iter().any(|(_, c)| c.contains("slirp4netns") && c.contains("--api-socket")), "{procs:?}");
+    // The kernel tears the pid namespace down after rbuild exits: wait for
+    // that (bounded), then nothing of the run may be left.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && procs.iter().any(|(p, _)| alive(*p)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<_> = procs.iter().filter(|(p, _)| alive(*p)).collect();
+    assert!(left.is_empty(), "left running after rbuild was killed: {left:?}");
+    assert!(http_get(port, "/index.html").is_none_or(|r| r.is_empty()), "the port is still served");
+}
+
+#[test]
+fn run_v_binds_host_paths_inside_the_root() {
+    if !support::busybox_ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let root_arg = volume_image(&support::Runner::Root, work.path());
+    check_volumes(&support::Runner::Root, work.path(), &root_arg);
+}
+
+#[test]
+fn run_p_forwards_a_host_port_and_dies_with_rbuild() {
+    if !support::busybox_ready() {
+        return;
+    }
+    let work = support::open_tempdir();
+    let root_arg = volume_image(&support::Runner::Root, work.path());
+    check_publish(&support::Runner::Root, &root_arg);
+    // With the host network -p means nothing (docker's warning); with none
+    // it is an error.
+    let run = |net: &str| {
+        let mut c = support::Runner::Root.rbuild();
+        c.args([&root_arg, "run", "--network", net, "-p", "1234:80", "runpv", "true"]);
+        c.output().unwrap()
+    };
+    let out = run("host");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("discarded"), "{out:?}");
+    let out = run("none");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--network none"), "{out:?}");
+}
+
+#[test]
+fn an_unprivileged_user_runs_with_v_and_p() {
+    if !std::path::Path::new("/bin/busybox").exists() {
+        support::skip("needs busybox-static");
+        return;
+    }
+    let Some(user) = support::Runner::unprivileged() else { return };
+    let work = support::open_tempdir();
+    let root_arg = volume_image(&user, work.path());
+    check_volumes(&user, work.path(), &root_arg);
+    check_publish(&user, &root_arg);
+}

@@ -127,6 +127,17 @@ pub struct RunArgs {
     /// Working directory inside the container.
     #[arg(short, long)]
     pub workdir: Option<PathBuf>,
+    /// Bind a host file or directory (`HOST_PATH:CONTAINER_PATH[:ro|rw]`;
+    /// a relative host path is taken from the current directory).
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// Bind a host path, docker's long form (`type=bind,source=HOST_PATH,target=CONTAINER_PATH[,readonly]`).
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
+    /// Forward a host port to the container (`[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`).
+    /// The host address defaults to 127.0.0.1 (docker's is 0.0.0.0).
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
     /// The image (name or ID prefix).
     pub image: String,
     /// The command (replaces the image's Cmd).
@@ -395,9 +406,33 @@ pub async fn run(opts: BuilderOptions, args: RunArgs) -> anyhow::Result<ExitCode
         },
         stdin: args.interactive,
         tty: args.tty,
+        ..RunRequest::default()
     };
+    let req = with_binds_and_ports(req, &args)?;
     let code = if req.tty { run_tty(&builder, &req).await? } else { run_plain(&builder, &req).await? };
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}
+
+/// Adds `-v`, `--mount` and `-p` to `req` (checked by the library: host
+/// paths must exist, ports must parse). `-p` with the host network is
+/// ignored with a warning, as docker does.
+fn with_binds_and_ports(mut req: RunRequest, args: &RunArgs) -> anyhow::Result<RunRequest> {
+    let cwd = std::env::current_dir().context("the current directory")?;
+    for v in &args.volumes {
+        req.add_volume(v, &cwd)?;
+    }
+    for m in &args.mounts {
+        req.add_mount(m, &cwd)?;
+    }
+    if matches!(args.network, NetworkArg::Host) && !args.publish.is_empty() {
+        // docker's words.
+        let _ = writeln!(std::io::stderr(), "warning: published ports are discarded when using host network mode");
+        return Ok(req);
+    }
+    for p in &args.publish {
+        req.add_port(p)?;
+    }
+    Ok(req)
 }
 
 /// Ctrl-C, SIGTERM or SIGHUP end the run: dropping it kills the sandbox

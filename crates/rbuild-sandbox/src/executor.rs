@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::helper::HELPER_ARG;
 use crate::proto::{Event, STATUS_FD, Stub, take_message, write_message};
 use crate::qemu::{self, EmulationError};
-use crate::spec::{Network, OutputStream, Rootfs, RunResult, RunSpec};
+use crate::spec::{Network, OutputStream, PortForward, Rootfs, RunResult, RunSpec};
 use crate::stdio::{EXTRA_FD, Stdio, StdioPlan};
 
 /// Errors of a sandboxed run (not the RUN's own failure, which is a
@@ -225,6 +225,11 @@ impl Executor {
             Network::Sandbox => {
                 Some(find_in_path("slirp4netns").ok_or(SandboxError::SlirpMissing)?)
             }
+            _ if !spec.port_forwards.is_empty() => {
+                return Err(SandboxError::Slirp(
+                    "port forwards need the default (slirp4netns) network".into(),
+                ));
+            }
             _ => None,
         };
         std::fs::create_dir_all(&self.run_dir).map_err(|source| SandboxError::RunDir {
@@ -261,7 +266,13 @@ impl Executor {
         let cgroup_guard = CgroupGuard(req.pids_cgroup.clone());
         let mut stubs = Vec::new();
         let res = self
-            .run_helper(&mut msg, slirp.as_deref(), streams, output, &mut stubs)
+            .run_helper(
+                &mut msg,
+                slirp.as_deref().map(|p| (p, spec.port_forwards.as_slice())),
+                streams,
+                output,
+                &mut stubs,
+            )
             .await;
         drop(cgroup_guard);
         // Also after a failed setup (say, a command not found): the stubs
@@ -282,7 +293,7 @@ impl Executor {
     async fn run_helper(
         &self,
         msg: &mut [u8],
-        slirp: Option<&Path>,
+        slirp: Option<(&Path, &[PortForward])>,
         streams: Streams,
         output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
         stubs: &mut Vec<Stub>,
@@ -350,8 +361,8 @@ impl Executor {
                         while let Some(ev) = take_message::<Event>(&mut pending).map_err(SandboxError::Io)? {
                             match ev {
                                 Event::NetnsReady { pid } => {
-                                    let Some(path) = slirp else { continue };
-                                    match start_slirp(path, pid).await {
+                                    let Some((path, forwards)) = slirp else { continue };
+                                    match start_slirp(path, pid, forwards).await {
                                         Ok(c) => {
                                             slirp_child = Some(c);
                                             if let Err(e) = stdin.write_all(b"g").await {
@@ -560,9 +571,26 @@ fn pass_fds(cmd: &mut tokio::process::Command, fds: &[(&OwnedFd, i32)]) {
 struct Slirp {
     child: tokio::process::Child,
     _exit_w: OwnedFd,
+    /// Holds the API socket while port forwards are in use.
+    _api_dir: Option<tempfile::TempDir>,
 }
 
-async fn start_slirp(path: &Path, pid: i32) -> Result<Slirp, String> {
+/// Starts slirp4netns for the netns of `pid`. With `forwards`, it also gets
+/// an API socket (in a fresh 0700 directory: only we may talk to it) and
+/// each forward is added through it before the run is resumed, so a
+/// forward that fails (a port in use) fails the run before it starts.
+async fn start_slirp(path: &Path, pid: i32, forwards: &[PortForward]) -> Result<Slirp, String> {
+    let api_dir = if forwards.is_empty() {
+        None
+    } else {
+        Some(
+            tempfile::Builder::new()
+                .prefix("rbuild-slirp-")
+                .tempdir()
+                .map_err(|e| format!("creating the API socket directory: {e}"))?,
+        )
+    };
+    let api_sock = api_dir.as_ref().map(|d| d.path().join("api.sock"));
     let (ready_r, ready_w) = cloexec_pipe().map_err(|e| e.to_string())?;
     let (exit_r, exit_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
@@ -574,6 +602,11 @@ async fn start_slirp(path: &Path, pid: i32) -> Result<Slirp, String> {
         "--ready-fd=3",
         "--exit-fd=4",
     ])
+    .args(api_sock.iter().map(|p| {
+        let mut a = std::ffi::OsString::from("--api-socket=");
+        a.push(p);
+        a
+    }))
     .arg(pid.to_string())
     .arg("tap0")
     .stdin(std::process::Stdio::null())
@@ -590,10 +623,19 @@ async fn start_slirp(path: &Path, pid: i32) -> Result<Slirp, String> {
         tokio::net::unix::pipe::Receiver::from_owned_fd(ready_r).map_err(|e| e.to_string())?;
     let mut b = [0u8; 1];
     match ready.read(&mut b).await {
-        Ok(1) => Ok(Slirp {
-            child,
-            _exit_w: exit_w,
-        }),
+        Ok(1) => {
+            let slirp = Slirp {
+                child,
+                _exit_w: exit_w,
+                _api_dir: api_dir,
+            };
+            if let Some(sock) = &api_sock {
+                for fwd in forwards {
+                    add_hostfwd(sock, fwd).await?;
+                }
+            }
+            Ok(slirp)
+        }
         _ => {
             let _ = child.start_kill();
             let mut err = String::new();
@@ -603,6 +645,55 @@ async fn start_slirp(path: &Path, pid: i32) -> Result<Slirp, String> {
             Err(err.trim().to_string())
         }
     }
+}
+
+/// Asks slirp4netns (through its API socket, one request per connection)
+/// to forward `fwd`; its error reply (say, the port is in use) is ours.
+async fn add_hostfwd(sock: &Path, fwd: &PortForward) -> Result<(), String> {
+    let what = format!(
+        "forwarding {}:{} to port {}/{}",
+        fwd.host_addr,
+        fwd.host_port,
+        fwd.guest_port,
+        fwd.protocol.as_str()
+    );
+    let req = serde_json::json!({
+        "execute": "add_hostfwd",
+        "arguments": {
+            "proto": fwd.protocol.as_str(),
+            "host_addr": fwd.host_addr.to_string(),
+            "host_port": fwd.host_port,
+            "guest_port": fwd.guest_port,
+        }
+    });
+    let mut conn = tokio::net::UnixStream::connect(sock)
+        .await
+        .map_err(|e| format!("{what}: connecting to `{}`: {e}", sock.display()))?;
+    conn.write_all(req.to_string().as_bytes())
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    let _ = conn.shutdown().await;
+    let mut reply = Vec::new();
+    // A reply is a few dozen bytes; a bound keeps a broken peer harmless.
+    (&mut conn)
+        .take(64 * 1024)
+        .read_to_end(&mut reply)
+        .await
+        .map_err(|e| format!("{what}: reading the reply: {e}"))?;
+    let value: serde_json::Value = serde_json::from_slice(&reply).map_err(|e| {
+        format!(
+            "{what}: unexpected reply `{}`: {e}",
+            String::from_utf8_lossy(&reply)
+        )
+    })?;
+    if value.get("return").is_some() {
+        return Ok(());
+    }
+    let desc = value
+        .pointer("/error/desc")
+        .and_then(|d| d.as_str())
+        .map_or_else(|| value.to_string(), str::to_string);
+    Err(format!("{what}: {desc}"))
 }
 
 /// Our uid outside the user namespace (the first line of `uid_map`), so

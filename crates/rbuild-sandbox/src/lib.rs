@@ -39,5 +39,8 @@ pub mod stdio;
 
 pub use executor::{Executor, HelperCommand, SandboxError};
 pub use process::{NamespaceInfo, NamespaceMode, enter_build_namespace};
-pub use spec::{Mount, MountKind, Network, OutputStream, Rootfs, RunResult, RunSpec, Security};
+pub use spec::{
+    Mount, MountKind, Network, OutputStream, PortForward, Protocol, Rootfs, RunResult, RunSpec,
+    Security,
+};
 pub use stdio::{Stdio, WindowSize};

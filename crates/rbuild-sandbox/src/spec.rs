@@ -171,6 +171,40 @@ pub struct RunSpec {
     /// Extra `/etc/hosts` lines (`--add-host`): (name, address).
     #[serde(default)]
     pub extra_hosts: Vec<(String, String)>,
+    /// Host ports forwarded into the sandbox's network (`rbuild run -p`);
+    /// only with [`Network::Sandbox`], through slirp4netns's API socket.
+    /// Empty for RUN steps: slirp4netns then starts without the socket.
+    #[serde(default)]
+    pub port_forwards: Vec<PortForward>,
+}
+
+/// Transport protocol of a [`PortForward`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The name slirp4netns and docker use (`tcp`, `udp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// One `-p HOSTIP:HOSTPORT:PORT/PROTO`: connections to `host_addr:host_port`
+/// on the host reach `guest_port` of the sandbox (slirp4netns `add_hostfwd`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortForward {
+    pub protocol: Protocol,
+    /// The host address to listen on (an IP address; `0.0.0.0` for all).
+    pub host_addr: std::net::IpAddr,
+    pub host_port: u16,
+    pub guest_port: u16,
 }
 
 impl Default for RunSpec {
@@ -188,6 +222,7 @@ impl Default for RunSpec {
             platform_arch: None,
             pids_limit: None,
             extra_hosts: Vec::new(),
+            port_forwards: Vec::new(),
         }
     }
 }

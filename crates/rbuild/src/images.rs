@@ -15,6 +15,7 @@ use rbuild_sandbox::{OutputStream, Rootfs, RunSpec, Stdio};
 use rbuild_solver::{Event, LocalImage, ProgressSink, SolveOptions};
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 /// What [`Builder::load_images`] did.
 #[derive(Clone, Debug, Default)]
@@ -76,6 +77,140 @@ pub struct RunRequest {
     /// the user types; always, what the process writes). Sets `TERM=xterm`
     /// unless the image or `env` set `TERM`, as docker does.
     pub tty: bool,
+    /// Host paths bound into the container (`-v`, `--mount type=bind`);
+    /// see [`RunRequest::add_volume`].
+    pub volumes: Vec<RunVolume>,
+    /// Host ports forwarded to the container (`-p`); see
+    /// [`RunRequest::add_port`]. Ignored with [`RunNetwork::Host`] (the
+    /// container has the host's ports already; the CLI warns, as docker
+    /// does), refused with [`RunNetwork::None`].
+    pub ports: Vec<rbuild_sandbox::PortForward>,
+}
+
+/// A host file or directory bound into a [`RunRequest`]'s container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunVolume {
+    /// Absolute, canonical host path (it existed when the request was made).
+    pub source: std::path::PathBuf,
+    /// Absolute path in the container, resolved inside its root filesystem
+    /// by the sandbox (a symlink in the image cannot lead it out);
+    /// missing directories are created in the run's throwaway layer.
+    pub target: String,
+    pub readonly: bool,
+}
+
+impl RunRequest {
+    /// Adds a `-v HOST:CONTAINER[:ro|rw]` bind. `HOST` must exist; a
+    /// relative one is taken from `cwd` (docker 23+ does the same for
+    /// `./dir`; a bare name would be a named volume, which we do not have).
+    pub fn add_volume(&mut self, spec: &str, cwd: &Path) -> Result<(), Error> {
+        let bad = |why: &str| Error::Invalid(format!("invalid volume `{spec}`: {why}\nhint: -v HOST_PATH:CONTAINER_PATH[:ro]"));
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (host, target, opts) = match parts.as_slice() {
+            [host, target] => (*host, *target, ""),
+            [host, target, opts] => (*host, *target, *opts),
+            [_] => return Err(bad("anonymous volumes are not supported; bind a host path")),
+            _ => return Err(bad("too many `:`")),
+        };
+        let mut readonly = false;
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            match o {
+                "ro" | "readonly" => readonly = true,
+                "rw" => readonly = false,
+                other => return Err(bad(&format!("unknown option `{other}` (ro and rw are)"))),
+            }
+        }
+        if !host.starts_with(['/', '.', '~']) {
+            return Err(bad(&format!("`{host}` would be a named volume, which rbuild does not have; write `./{host}` for a relative path")));
+        }
+        self.push_volume(host, target, readonly, cwd).map_err(|why| bad(&why))
+    }
+
+    /// Adds a `--mount type=bind,source=HOST,target=PATH[,readonly]`, as
+    /// docker spells it (`src`, `dst`/`destination`, `ro`,
+    /// `readonly=true|false`). Only `type=bind` exists here.
+    pub fn add_mount(&mut self, spec: &str, cwd: &Path) -> Result<(), Error> {
+        let bad = |why: &str| Error::Invalid(format!("invalid mount `{spec}`: {why}\nhint: --mount type=bind,source=HOST_PATH,target=CONTAINER_PATH[,readonly]"));
+        let (mut kind, mut source, mut target, mut readonly) = (None, None, None, false);
+        for field in spec.split(',').filter(|f| !f.is_empty()) {
+            let (key, value) = match field.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (field, None),
+            };
+            match (key, value) {
+                ("type", Some(v)) => kind = Some(v),
+                ("source" | "src", Some(v)) => source = Some(v),
+                ("target" | "dst" | "destination", Some(v)) => target = Some(v),
+                ("readonly" | "ro", None | Some("true" | "1")) => readonly = true,
+                ("readonly" | "ro", Some("false" | "0")) => readonly = false,
+                _ => return Err(bad(&format!("unknown field `{field}`"))),
+            }
+        }
+        match kind {
+            Some("bind") => {}
+            Some(other) => return Err(bad(&format!("type `{other}` is not supported (bind is)"))),
+            None => return Err(bad("no `type=`")),
+        }
+        let (Some(source), Some(target)) = (source, target) else {
+            return Err(bad("a bind needs `source=` and `target=`"));
+        };
+        self.push_volume(source, target, readonly, cwd).map_err(|why| bad(&why))
+    }
+
+    fn push_volume(&mut self, host: &str, target: &str, readonly: bool, cwd: &Path) -> Result<(), String> {
+        if !target.starts_with('/') {
+            return Err(format!("the container path `{target}` is not absolute"));
+        }
+        if target.split('/').all(|c| c.is_empty() || c == "." || c == "..") {
+            return Err("the container path cannot be `/`".into());
+        }
+        let host_path = match host.strip_prefix("~/") {
+            Some(rest) => std::env::var_os("HOME").map(|h| Path::new(&h).join(rest)).ok_or("`~` needs $HOME")?,
+            None => cwd.join(host.strip_prefix("./").unwrap_or(host)),
+        };
+        let source = std::fs::canonicalize(&host_path)
+            .map_err(|e| format!("the host path `{}`: {e}", host_path.display()))?;
+        self.volumes.push(RunVolume { source, target: target.to_string(), readonly });
+        Ok(())
+    }
+
+    /// Adds a `-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]` forward.
+    /// The host address defaults to `127.0.0.1` (docker's is `0.0.0.0`:
+    /// reaching a test container from other machines should be asked
+    /// for). IPv4 only, no ranges, no random host port: what slirp4netns
+    /// forwards.
+    pub fn add_port(&mut self, spec: &str) -> Result<(), Error> {
+        let bad = |why: &str| Error::Invalid(format!("invalid port mapping `{spec}`: {why}\nhint: -p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]"));
+        let (rest, protocol) = match spec.rsplit_once('/') {
+            Some((r, "tcp")) => (r, rbuild_sandbox::Protocol::Tcp),
+            Some((r, "udp")) => (r, rbuild_sandbox::Protocol::Udp),
+            Some((_, p)) => return Err(bad(&format!("unknown protocol `{p}` (tcp and udp are)"))),
+            None => (spec, rbuild_sandbox::Protocol::Tcp),
+        };
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (addr, host_port, guest_port) = match parts.as_slice() {
+            [h, g] => ("127.0.0.1", *h, *g),
+            [a, h, g] => (*a, *h, *g),
+            [_] => return Err(bad("a host port is needed (rbuild picks none)")),
+            _ => return Err(bad("IPv6 host addresses are not supported")),
+        };
+        let port = |p: &str, what: &str| -> Result<u16, Error> {
+            match p.parse::<u16>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(bad(&format!("`{p}` is not a {what} port (1-65535; ranges are not supported)"))),
+            }
+        };
+        let host_addr: std::net::Ipv4Addr = if addr.is_empty() { std::net::Ipv4Addr::UNSPECIFIED } else {
+            addr.parse().map_err(|_| bad(&format!("`{addr}` is not an IPv4 address")))?
+        };
+        self.ports.push(rbuild_sandbox::PortForward {
+            protocol,
+            host_addr: host_addr.into(),
+            host_port: port(host_port, "host")?,
+            guest_port: port(guest_port, "container")?,
+        });
+        Ok(())
+    }
 }
 
 /// Where [`Builder::run_image`] hands the master of a `tty` run's terminal.
@@ -430,6 +565,22 @@ pub(crate) fn run_spec(config: &ImageConfig, req: &RunRequest) -> Result<RunSpec
     if !cwd.starts_with('/') {
         return Err(format!("working directory `{cwd}` is not absolute"));
     }
+    let port_forwards = match req.network {
+        RunNetwork::None if !req.ports.is_empty() => {
+            return Err("ports cannot be published with `--network none`".into());
+        }
+        // The host's ports are the container's already.
+        RunNetwork::Host => Vec::new(),
+        _ => req.ports.clone(),
+    };
+    let mounts = req
+        .volumes
+        .iter()
+        .map(|v| rbuild_sandbox::Mount {
+            target: v.target.clone(),
+            kind: rbuild_sandbox::MountKind::Bind { source: v.source.clone(), readonly: v.readonly },
+        })
+        .collect();
     Ok(RunSpec {
         args,
         env,
@@ -441,6 +592,8 @@ pub(crate) fn run_spec(config: &ImageConfig, req: &RunRequest) -> Result<RunSpec
             RunNetwork::None => rbuild_sandbox::Network::None,
             RunNetwork::Host => rbuild_sandbox::Network::Host,
         },
+        mounts,
+        port_forwards,
         ..RunSpec::default()
     })
 }
@@ -499,6 +652,94 @@ mod tests {
         assert!(run_spec(&none, &RunRequest::default()).unwrap_err().contains("hint:"));
         let req = RunRequest { workdir: Some("rel".into()), ..RunRequest::default() };
         assert!(run_spec(&c, &req).is_err());
+    }
+
+    #[test]
+    fn volumes_parse_as_docker_spells_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let canon = std::fs::canonicalize(dir.path()).unwrap();
+        let mut req = RunRequest::default();
+        req.add_volume("./data:/srv/data", dir.path()).unwrap();
+        req.add_volume(&format!("{}:/f:ro", dir.path().join("file").display()), Path::new("/")).unwrap();
+        req.add_mount("type=bind,src=data,dst=/m,readonly", dir.path()).unwrap();
+        req.add_mount("type=bind,source=./file,target=/g,readonly=false", dir.path()).unwrap();
+        let got: Vec<_> = req.volumes.iter().map(|v| (v.source.clone(), v.target.as_str(), v.readonly)).collect();
+        assert_eq!(
+            got,
+            [
+                (canon.join("data"), "/srv/data", false),
+                (canon.join("file"), "/f", true),
+                (canon.join("data"), "/m", true),
+                (canon.join("file"), "/g", false),
+            ]
+        );
+        let spec = run_spec(&config(None, Some(&["sh"]), &[]), &req).unwrap();
+        assert_eq!(spec.mounts.len(), 4);
+        assert_eq!(spec.mounts[1].kind, rbuild_sandbox::MountKind::Bind { source: canon.join("file"), readonly: true });
+    }
+
+    #[test]
+    fn bad_volumes_are_refused_naming_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut req = RunRequest::default();
+        for (bad, says) in [
+            ("./missing:/x", "missing"),
+            ("named:/x", "named volume"),
+            ("/anon", "anonymous"),
+            ("./:relative", "not absolute"),
+            ("./:/", "cannot be `/`"),
+            ("./:/x:z", "`z`"),
+            ("./:/x:ro:extra", "too many"),
+        ] {
+            let e = req.add_volume(bad, dir.path()).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{bad}`")) && e.contains(says), "{bad}: {e}");
+        }
+        for (bad, says) in [
+            ("type=volume,src=v,dst=/x", "`volume`"),
+            ("type=bind,dst=/x", "source="),
+            ("src=.,dst=/x", "type="),
+            ("type=bind,src=.,dst=/x,bogus=1", "`bogus=1`"),
+        ] {
+            let e = req.add_mount(bad, dir.path()).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(req.volumes.is_empty());
+    }
+
+    #[test]
+    fn ports_default_to_loopback_and_tcp() {
+        use rbuild_sandbox::{PortForward, Protocol};
+        let mut req = RunRequest::default();
+        req.add_port("8080:80").unwrap();
+        req.add_port("0.0.0.0:5353:53/udp").unwrap();
+        req.add_port(":9000:9000/tcp").unwrap();
+        let fwd = |protocol, addr: [u8; 4], host_port, guest_port| PortForward {
+            protocol,
+            host_addr: std::net::Ipv4Addr::from(addr).into(),
+            host_port,
+            guest_port,
+        };
+        assert_eq!(
+            req.ports,
+            [
+                fwd(Protocol::Tcp, [127, 0, 0, 1], 8080, 80),
+                fwd(Protocol::Udp, [0, 0, 0, 0], 5353, 53),
+                fwd(Protocol::Tcp, [0, 0, 0, 0], 9000, 9000),
+            ]
+        );
+        for bad in ["80", "0:80", "8080:70000", "8080-8081:80", "x:1:2", "1:2/sctp", "[::1]:1:2", "a:b:c:d"] {
+            let e = req.add_port(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{bad}`")) && e.contains("hint:"), "{bad}: {e}");
+        }
+        assert_eq!(req.ports.len(), 3);
+        let c = config(None, Some(&["sh"]), &[]);
+        assert_eq!(run_spec(&c, &req).unwrap().port_forwards, req.ports);
+        let host = RunRequest { network: RunNetwork::Host, ..req.clone() };
+        assert!(run_spec(&c, &host).unwrap().port_forwards.is_empty(), "the host network has its ports");
+        let none = RunRequest { network: RunNetwork::None, ..req };
+        assert!(run_spec(&c, &none).unwrap_err().contains("--network none"));
     }
 
     #[test]
