@@ -425,7 +425,12 @@ fn check_publish(runner: &support::Runner, root_arg: &str) {
     let reply = reply.unwrap_or_else(|| panic!("no reply on port {port}: {out:?}"));
     assert!(reply.starts_with("HTTP/1.") && reply.contains("served-by-rbuild"), "{reply}");
     assert!(procs.iter().any(|(_, c)| c.starts_with("httpd -f -p 8000")), "{procs:?}");
-    assert!(procs.iter().any(|(_, c)| c.contains("slirp4netns") && c.contains("--api-socket")), "{procs:?}");
+    let api = procs
+        .iter()
+        .find_map(|(_, c)| c.split(' ').find_map(|a| a.strip_prefix("--api-socket=")))
+        .unwrap_or_else(|| panic!("no slirp4netns with an API socket: {procs:?}"));
+    let api_dir = Path::new(api).parent().expect("socket dir");
+    assert!(!api_dir.exists(), "the API socket outlived the forwards' setup: {}", api_dir.display());
     // The kernel tears the pid namespace down after rbuild exits: wait for
     // that (bounded), then nothing of the run may be left.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -571,14 +571,14 @@ fn pass_fds(cmd: &mut tokio::process::Command, fds: &[(&OwnedFd, i32)]) {
 struct Slirp {
     child: tokio::process::Child,
     _exit_w: OwnedFd,
-    /// Holds the API socket while port forwards are in use.
-    _api_dir: Option<tempfile::TempDir>,
 }
 
 /// Starts slirp4netns for the netns of `pid`. With `forwards`, it also gets
 /// an API socket (in a fresh 0700 directory: only we may talk to it) and
 /// each forward is added through it before the run is resumed, so a
-/// forward that fails (a port in use) fails the run before it starts.
+/// forward that fails (a port in use) fails the run before it starts. The
+/// socket is removed right after: nothing is left in the temp dir even if
+/// we are killed, and nobody can change the forwards later.
 async fn start_slirp(path: &Path, pid: i32, forwards: &[PortForward]) -> Result<Slirp, String> {
     let api_dir = if forwards.is_empty() {
         None
@@ -627,13 +627,13 @@ async fn start_slirp(path: &Path, pid: i32, forwards: &[PortForward]) -> Result<
             let slirp = Slirp {
                 child,
                 _exit_w: exit_w,
-                _api_dir: api_dir,
             };
             if let Some(sock) = &api_sock {
                 for fwd in forwards {
                     add_hostfwd(sock, fwd).await?;
                 }
             }
+            drop(api_dir);
             Ok(slirp)
         }
         _ => {
