@@ -30,8 +30,8 @@ pub use rbuild_solver::{
     BlobEntry, CacheMountEntry, DiskUsage, GcError, PruneOptions, PruneReport, SizeUnits, SnapshotEntry,
     format_size, format_size_in, parse_duration, parse_size,
 };
-pub use images::{LoadReport, RunNetwork, RunRequest, SaveFormat, TerminalSender};
-pub use rbuild_sandbox::{OutputStream, WindowSize};
+pub use images::{LoadReport, RunNetwork, RunRequest, RunVolume, SaveFormat, TerminalSender};
+pub use rbuild_sandbox::{OutputStream, PortForward, Protocol, WindowSize};
 pub use rbuild_solver::{ImageStoreError, LocalImage};
 pub use rbuild_oci::config::parse_rfc3339;
 pub use rbuild_oci::layer::Compression;
