@@ -304,13 +304,41 @@ fn git_cmd(dir: &Path, args: &[&str]) {
         .current_dir(dir));
 }
 
-#[test]
-fn add_git_repository_with_ref_subdir_submodules_and_kept_git_dir() {
+/// Whether the git tests can run here (they skip cleanly otherwise).
+fn git_ready() -> bool {
     if !ready() {
-        return;
+        return false;
     }
     if !support::have("git") {
         support::skip("git is not installed");
+        return false;
+    }
+    true
+}
+
+/// A new repository at `dir` with `files` (path, content) in its first
+/// commit.
+fn git_repo(dir: &Path, files: &[(&str, &str)], message: &str) {
+    for (path, content) in files {
+        let file = dir.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, content).unwrap();
+    }
+    git_cmd(dir, &["init", "-q"]);
+    git_cmd(dir, &["add", "."]);
+    git_cmd(dir, &["commit", "-qm", message]);
+}
+
+/// Publishes the repository `work/name` as `work/srv/bare` for a dumb-HTTP
+/// server of `work/srv`.
+fn publish(work: &Path, name: &str, bare: &str) {
+    git_cmd(work, &["clone", "-q", "--bare", name, &format!("srv/{bare}")]);
+    git_cmd(&work.join("srv").join(bare), &["update-server-info"]);
+}
+
+#[test]
+fn add_git_repository_with_ref_subdir_submodules_and_kept_git_dir() {
+    if !git_ready() {
         return;
     }
     let work = support::open_tempdir();
@@ -318,27 +346,15 @@ fn add_git_repository_with_ref_subdir_submodules_and_kept_git_dir() {
     std::fs::create_dir_all(&srv).unwrap();
     let server = Server::serving(Some(srv.clone()));
     // A repository used as a submodule, served over (dumb) HTTP too.
-    let lib = work.path().join("lib");
-    std::fs::create_dir_all(&lib).unwrap();
-    std::fs::write(lib.join("lib.txt"), "from the submodule").unwrap();
-    git_cmd(&lib, &["init", "-q"]);
-    git_cmd(&lib, &["add", "."]);
-    git_cmd(&lib, &["commit", "-qm", "lib"]);
-    git_cmd(work.path(), &["clone", "-q", "--bare", "lib", "srv/lib.git"]);
-    git_cmd(&srv.join("lib.git"), &["update-server-info"]);
+    git_repo(&work.path().join("lib"), &[("lib.txt", "from the submodule")], "lib");
+    publish(work.path(), "lib", "lib.git");
     let src = work.path().join("src");
-    std::fs::create_dir_all(src.join("sub")).unwrap();
-    std::fs::write(src.join("sub/hello.txt"), "from git").unwrap();
-    std::fs::write(src.join("top.txt"), "top").unwrap();
-    git_cmd(&src, &["init", "-q"]);
-    git_cmd(&src, &["add", "."]);
-    git_cmd(&src, &["commit", "-qm", "one"]);
+    git_repo(&src, &[("sub/hello.txt", "from git"), ("top.txt", "top")], "one");
     git_cmd(&src, &["tag", "v1"]);
     std::fs::write(src.join("sub/hello.txt"), "changed later").unwrap();
     git_cmd(&src, &["submodule", "--quiet", "add", &server.url("/lib.git"), "libdir"]);
     git_cmd(&src, &["commit", "-qam", "two"]);
-    git_cmd(work.path(), &["clone", "-q", "--bare", "src", "srv/repo.git"]);
-    git_cmd(&srv.join("repo.git"), &["update-server-info"]);
+    publish(work.path(), "src", "repo.git");
     let repo = server.url("/repo.git");
     let with_credentials = repo.replace("http://", &format!("http://someone:{PASSWORD}@"));
     let ctx = work.path().join("ctx");
@@ -374,11 +390,7 @@ fn add_git_repository_with_ref_subdir_submodules_and_kept_git_dir() {
 /// into the image) fails the build.
 #[test]
 fn add_git_refuses_a_file_submodule() {
-    if !ready() {
-        return;
-    }
-    if !support::have("git") {
-        support::skip("git is not installed");
+    if !git_ready() {
         return;
     }
     let work = support::open_tempdir();
@@ -386,21 +398,13 @@ fn add_git_refuses_a_file_submodule() {
     std::fs::create_dir_all(&srv).unwrap();
     let server = Server::serving(Some(srv.clone()));
     let host_secret = work.path().join("host-secret");
-    std::fs::create_dir_all(&host_secret).unwrap();
-    std::fs::write(host_secret.join("key"), "machine secret").unwrap();
-    git_cmd(&host_secret, &["init", "-q"]);
-    git_cmd(&host_secret, &["add", "."]);
-    git_cmd(&host_secret, &["commit", "-qm", "secret"]);
+    git_repo(&host_secret, &[("key", "machine secret")], "secret");
     let src = work.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("a.txt"), "a").unwrap();
-    git_cmd(&src, &["init", "-q"]);
+    git_repo(&src, &[("a.txt", "a")], "one");
     let url = format!("file://{}", host_secret.display());
     git_cmd(&src, &["-c", "protocol.file.allow=always", "submodule", "--quiet", "add", &url, "stolen"]);
-    git_cmd(&src, &["add", "."]);
-    git_cmd(&src, &["commit", "-qm", "one"]);
-    git_cmd(work.path(), &["clone", "-q", "--bare", "src", "srv/repo.git"]);
-    git_cmd(&srv.join("repo.git"), &["update-server-info"]);
+    git_cmd(&src, &["commit", "-qm", "two"]);
+    publish(work.path(), "src", "repo.git");
     let ctx = work.path().join("ctx");
     add_context(&ctx, &format!("ADD {} /repo", server.url("/repo.git")));
     let out = rbuild(&work.path().join("state")).arg(&ctx).output().unwrap();
