@@ -177,6 +177,9 @@ fn run_it_gives_an_interactive_shell_on_a_terminal() {
     master.write_all(b"stty size\n").unwrap();
     assert!(wait_for(&seen, "27 91", 1, &mut child), "the pty has our size: {}", shown(&seen));
     // Ctrl-C goes to the shell in the sandbox (a new prompt), not to rbuild.
+    // Sent at the next prompt: a Ctrl-C that arrives while the shell is
+    // still between commands gives one prompt for both.
+    assert!(wait_for(&seen, "# ", 2, &mut child), "no prompt after stty: {}", shown(&seen));
     master.write_all(b"\x03").unwrap();
     assert!(wait_for(&seen, "# ", 3, &mut child), "Ctrl-C did not reach the shell: {}", shown(&seen));
     // Our terminal is resized: rbuild gets SIGWINCH and resizes the pty.
