@@ -350,8 +350,10 @@ pub fn write_docker_tar<W: Write>(
 }
 
 /// Unpacks an image's layers, in order, into `dest` as one flattened root
-/// filesystem (`--output type=local`): whiteouts delete, opaque directories
-/// are cleared, and every layer's diffID is checked against the config.
+/// filesystem: whiteouts delete, opaque directories are cleared, and every
+/// layer's diffID is checked against the config. (A build's own
+/// `--output type=local|tar` is written from its snapshots instead, without
+/// making blobs; this is the image-side reference those are tested against.)
 /// Returns the per-layer statistics.
 pub fn unpack_image(
     store: &ContentStore,
@@ -459,24 +461,7 @@ fn open_in_layout(dir: &Path, rel: &str) -> Result<fs::File, ExportError> {
     Ok(fs::File::from(fd))
 }
 
-/// Writes an image's flattened root filesystem as one tar
-/// (`--output type=tar`). The layers are unpacked into `scratch` (a new or
-/// empty directory the caller removes afterwards) and tarred from there.
-pub fn write_rootfs_tar<W: Write>(
-    store: &ContentStore,
-    image: &Descriptor,
-    platform: Option<&Platform>,
-    scratch: &Path,
-    out: W,
-    opts: &crate::layer::ApplyOptions,
-) -> Result<W, UnpackError> {
-    unpack_image(store, image, platform, scratch, opts)?;
-    let (out, _) = crate::layer::write_layer_tar(scratch, out, &crate::layer::TarOptions::default())
-        .map_err(UnpackError::Tar)?;
-    Ok(out)
-}
-
-/// Errors from [`unpack_image`] and [`write_rootfs_tar`].
+/// Errors from [`unpack_image`].
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
     /// Reading the image from the store failed.
@@ -499,9 +484,6 @@ pub enum UnpackError {
         #[source]
         source: crate::layer::LayerError,
     },
-    /// Tarring the unpacked root filesystem failed.
-    #[error("cannot write the root filesystem tar")]
-    Tar(#[source] crate::layer::LayerError),
     /// A layer's uncompressed digest is not the one the config names.
     #[error("layer {digest}: uncompressed digest {actual} does not match the config's diff_id {expected}")]
     DiffId { digest: Digest, expected: Digest, actual: Digest },

@@ -182,8 +182,9 @@ fn compare(e: &Engine, top: &str, work: &Path, label: &str) {
     assert_eq!(old.len(), new.len(), "{label}: extra entries: {:?}", new.keys().filter(|k| !old.contains_key(*k)).collect::<Vec<_>>());
     let scratch = work.join(format!("{label}-scratch"));
     fs::create_dir(&scratch).unwrap();
-    let old_tar =
-        rbuild_oci::export::write_rootfs_tar(&e.state.content, &image.manifest, None, &scratch, Vec::new(), &apply_opts()).unwrap();
+    rbuild_oci::export::unpack_image(&e.state.content, &image.manifest, None, &scratch, &apply_opts()).unwrap();
+    let (old_tar, _) =
+        rbuild_oci::layer::write_layer_tar(&scratch, Vec::new(), &rbuild_oci::layer::TarOptions::default()).unwrap();
     assert!(old_tar == tar, "{label}: the tar output differs from the image path's");
 }
 

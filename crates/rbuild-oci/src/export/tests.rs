@@ -221,7 +221,8 @@ fn rootfs_tar_contains_the_flattened_tree() {
     let store = ContentStore::open(&t.path().join("store")).unwrap();
     let m = make_image(&store, t.path(), "linux/amd64", ManifestFormat::Oci);
     let scratch = t.path().join("scratch");
-    let tar = write_rootfs_tar(&store, &m, None, &scratch, Vec::new(), &crate::layer::ApplyOptions::default()).unwrap();
+    unpack_image(&store, &m, None, &scratch, &crate::layer::ApplyOptions::default()).unwrap();
+    let (tar, _) = crate::layer::write_layer_tar(&scratch, Vec::new(), &crate::layer::TarOptions::default()).unwrap();
     let files = crate::layer::tarfmt_reader_for_tests(&tar);
     assert_eq!(files.get("hello.txt").map(Vec::as_slice), Some(&b"hello\nlinux/amd64"[..]));
     assert_eq!(files.get("etc/motd").map(Vec::as_slice), Some(&b"welcome\nlinux/amd64"[..]));
