@@ -146,8 +146,13 @@ impl Builder {
 /// The uid that started us: inside the user namespace `init` made for an
 /// unprivileged user we look like root, but the state dir is the user's.
 fn real_uid() -> u32 {
-    let initial_namespace = std::fs::read_to_string("/proc/self/uid_map")
+    if in_initial_user_namespace() { nix::unistd::getuid().as_raw() } else { u32::MAX }
+}
+
+/// Whether we run in the host's user namespace, rather than in the one
+/// [`init`] made for an unprivileged user.
+pub(crate) fn in_initial_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
         .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
-        .unwrap_or(true);
-    if initial_namespace { nix::unistd::getuid().as_raw() } else { u32::MAX }
+        .unwrap_or(true)
 }

@@ -100,16 +100,8 @@ fn write_dest(dest: &Path, write: impl FnOnce(&mut dyn Write) -> Result<(), Stri
 /// remove. `type=tar` keeps the image's owners either way: they are only
 /// recorded in the tar, as this process's namespace sees the snapshots.
 fn local_apply_options() -> rbuild_oci::layer::ApplyOptions {
-    let preserve_owners = in_initial_user_namespace();
+    let preserve_owners = crate::in_initial_user_namespace();
     rbuild_oci::layer::ApplyOptions { can_mknod: true, preserve_owners, ..Default::default() }
-}
-
-/// Whether we run in the host's user namespace (real root), rather than
-/// in the namespace `rbuild::init` made for an unprivileged user.
-fn in_initial_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
-        .unwrap_or(true)
 }
 
 /// Runs blocking export work off the async threads.
