@@ -109,6 +109,13 @@ pub(crate) async fn solve(ctx: Arc<Ctx>, roots: &[VertexId]) -> Result<Vec<Arc<S
     try_join_all(wanted).await.map_err(SolveError::Shared)
 }
 
+/// The recorded result of `key`, reported as CACHED.
+fn cached(ctx: &Ctx, key: &str, digest: &str, name: &str) -> Result<Option<Solved>, SolveError> {
+    let Some(snapshot) = ctx.engine.cached(key)? else { return Ok(None) };
+    ctx.progress().emit(Event::Cached { vertex: digest.to_string(), name: name.to_string(), time_ms: now_ms() });
+    Ok(Some(Solved { key: key.to_string(), output: Output::Snapshot(Some(snapshot)) }))
+}
+
 /// The cache key of a vertex: its digest plus its inputs' keys, where a
 /// context input contributes the content hash of what this vertex selects.
 ///
@@ -154,10 +161,9 @@ async fn run_vertex(ctx: &Arc<Ctx>, id: VertexId, inputs: Vec<Arc<Solved>>) -> R
         _ => cache_key(vertex, &inputs, &selections),
     };
     if !vertex.meta.ignore_cache
-        && let Some(snapshot) = ctx.engine.cached(&key)?
+        && let Some(hit) = cached(ctx, &key, &digest, &name)?
     {
-        ctx.progress().emit(Event::Cached { vertex: digest, name, time_ms: now_ms() });
-        return Ok(Solved { key, output: Output::Snapshot(Some(snapshot)) });
+        return Ok(hit);
     }
     let _permit = ctx.limit.acquire().await.map_err(|_| SolveError::Cancelled)?;
     // Another build (in this engine or another process) may be making the
@@ -166,9 +172,8 @@ async fn run_vertex(ctx: &Arc<Ctx>, id: VertexId, inputs: Vec<Arc<Solved>>) -> R
         None
     } else {
         let lock = crate::keylock::lock(&ctx.engine.state.root.join("locks"), &key).await;
-        if let Some(snapshot) = ctx.engine.cached(&key)? {
-            ctx.progress().emit(Event::Cached { vertex: digest, name, time_ms: now_ms() });
-            return Ok(Solved { key, output: Output::Snapshot(Some(snapshot)) });
+        if let Some(hit) = cached(ctx, &key, &digest, &name)? {
+            return Ok(hit);
         }
         lock
     };
