@@ -85,7 +85,7 @@ pub struct BuildArgs {
     /// How many steps may run at once.
     #[arg(long = "max-parallelism")]
     pub max_parallelism: Option<usize>,
-    /// ssh agent socket to expose to RUN --mount=type=ssh (`default`, `ID=SOCKET`).
+    /// ssh agent socket for RUN --mount=type=ssh and ssh git remotes in ADD (`default`, `ID=SOCKET`).
     #[arg(long = "ssh")]
     pub ssh: Vec<String>,
     /// Ask registries again for the base images' tags.
