@@ -690,6 +690,13 @@ mod tests {
         assert_eq!(&"--from=a --chown=\"x y\" src dst"[off..], "src dst");
         let names: Vec<_> = flags.iter().map(|f| f.0.as_str()).collect();
         assert_eq!(names, ["--from=a", "--chown=x y"]);
+        // Backslashes take the next character, in a word and in a quote; a
+        // trailing one is dropped.
+        let (_, flags) = extract_flags(r#"--a=x\ y --b="q\"r" --c=z\"#);
+        let names: Vec<_> = flags.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(names, ["--a=x y", "--b=q\"r", "--c=z"]);
+        let (_, flags) = extract_flags(r#"--d="open\"#);
+        assert_eq!(flags.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(), ["--d=open"]);
     }
 
     #[test]

@@ -66,35 +66,24 @@ pub(super) fn extract_flags(line: &str) -> (usize, Vec<(String, usize, usize)>) 
                 i += 1;
                 continue;
             }
-            if ch == '\\' {
-                if i + 1 == chars.len() {
-                    i += 1;
-                    continue;
-                }
-                i += 1;
-                word.push(chars[i].1);
-                i += 1;
-                continue;
-            }
-            word.push(ch);
-            i += 1;
-            continue;
-        }
-        // in a quote
-        if ch == quote {
+        } else if ch == quote {
             phase = Phase::Word;
             i += 1;
             continue;
         }
+        // In a word or a quote, a backslash takes the next character as
+        // it is; a trailing one is dropped (and ends an open quote).
         if ch == '\\' {
-            if i + 1 == chars.len() {
-                phase = Phase::Word;
-                i += 1;
-                continue;
+            match chars.get(i + 1) {
+                Some(&(_, next)) => {
+                    word.push(next);
+                    i += 2;
+                }
+                None => {
+                    phase = Phase::Word;
+                    i += 1;
+                }
             }
-            i += 1;
-            word.push(chars[i].1);
-            i += 1;
             continue;
         }
         word.push(ch);
