@@ -10,12 +10,30 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 
 use common::{build, is_root, list, owner};
-use rbuild_fileop::{CopyOptions, copy};
+use rbuild_fileop::{CopyError, CopyOptions, CopyStats, copy};
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
+}
+
+/// Copies `sources` of `src_root` to `dest` under `dest_root` with the
+/// Dockerfile defaults.
+fn copy_dockerfile(
+    src_root: &Path,
+    sources: &[&str],
+    dest_root: &Path,
+    dest: &str,
+) -> Result<CopyStats, CopyError> {
+    copy(
+        src_root,
+        &s(sources),
+        dest_root,
+        dest,
+        &CopyOptions::dockerfile(),
+    )
 }
 
 #[test]
@@ -53,14 +71,7 @@ fn entries_in_the_way_inside_a_merged_directory_are_replaced() {
         nix::sys::stat::Mode::from_bits_truncate(0o644),
     )
     .unwrap();
-    let stats = copy(
-        ctx.path(),
-        &s(&["app"]),
-        dst.path(),
-        "/srv",
-        &CopyOptions::dockerfile(),
-    )
-    .unwrap();
+    let stats = copy_dockerfile(ctx.path(), &["app"], dst.path(), "/srv").unwrap();
     assert_eq!(
         list(&dst.path().join("srv")),
         [
@@ -88,28 +99,14 @@ fn directories_in_the_way_are_refused_deep_inside_a_copy() {
     build(ctx.path(), &["f app/sub/x new", "d app/sub/d"]);
     let dst = tempfile::tempdir().unwrap();
     build(dst.path(), &["d srv/sub/x"]);
-    let err = copy(
-        ctx.path(),
-        &s(&["app"]),
-        dst.path(),
-        "/srv",
-        &CopyOptions::dockerfile(),
-    )
-    .unwrap_err();
+    let err = copy_dockerfile(ctx.path(), &["app"], dst.path(), "/srv").unwrap_err();
     assert!(
         err.to_string().contains("cannot replace directory `srv/sub/x`"),
         "{err}"
     );
     let dst = tempfile::tempdir().unwrap();
     build(dst.path(), &["f srv/sub/d file"]);
-    let err = copy(
-        ctx.path(),
-        &s(&["app"]),
-        dst.path(),
-        "/srv",
-        &CopyOptions::dockerfile(),
-    )
-    .unwrap_err();
+    let err = copy_dockerfile(ctx.path(), &["app"], dst.path(), "/srv").unwrap_err();
     assert!(
         err.to_string().contains("non-directory `srv/sub/d`"),
         "{err}"
@@ -160,14 +157,7 @@ fn contents_arrive_whole_across_filesystems() {
         want.push((name, body));
     }
     for dest in [tempfile::tempdir_in(shm).unwrap(), tempfile::tempdir().unwrap()] {
-        let stats = copy(
-            ctx.path(),
-            &s(&["."]),
-            dest.path(),
-            "/out/",
-            &CopyOptions::dockerfile(),
-        )
-        .unwrap();
+        let stats = copy_dockerfile(ctx.path(), &["."], dest.path(), "/out/").unwrap();
         assert_eq!(stats.files, 40);
         for (name, body) in &want {
             let got = fs::read(dest.path().join("out").join(name)).unwrap();

@@ -6,13 +6,31 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use common::{build, is_root, list, mode, owner};
-use rbuild_fileop::{Chmod, CopyOptions, copy};
+use rbuild_fileop::{Chmod, CopyError, CopyOptions, CopyStats, copy};
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
+}
+
+/// Copies `sources` of `src_root` to `dest` under `dest_root` with the
+/// Dockerfile defaults.
+fn copy_dockerfile(
+    src_root: &Path,
+    sources: &[&str],
+    dest_root: &Path,
+    dest: &str,
+) -> Result<CopyStats, CopyError> {
+    copy(
+        src_root,
+        &s(sources),
+        dest_root,
+        dest,
+        &CopyOptions::dockerfile(),
+    )
 }
 
 #[test]
@@ -187,14 +205,7 @@ fn hardlinks_preserved_within_a_copy() {
         ],
     );
     let dst = tempfile::tempdir().unwrap();
-    let stats = copy(
-        ctx.path(),
-        &s(&["d"]),
-        dst.path(),
-        "/o",
-        &CopyOptions::dockerfile(),
-    )
-    .unwrap();
+    let stats = copy_dockerfile(ctx.path(), &["d"], dst.path(), "/o").unwrap();
     let ino = |p: &str| fs::metadata(dst.path().join(p)).unwrap().ino();
     assert_eq!(ino("o/a"), ino("o/b"));
     assert_eq!(ino("o/a"), ino("o/sub/c"));
@@ -221,14 +232,7 @@ fn xattrs_copied_but_not_overlay_ones() {
     )
     .unwrap();
     let dst = tempfile::tempdir().unwrap();
-    copy(
-        ctx.path(),
-        &s(&["f"]),
-        dst.path(),
-        "/f",
-        &CopyOptions::dockerfile(),
-    )
-    .unwrap();
+    copy_dockerfile(ctx.path(), &["f"], dst.path(), "/f").unwrap();
     let mut buf = [0u8; 16];
     let n = rustix::fs::getxattr(dst.path().join("f"), "user.note", &mut buf[..]).unwrap();
     assert_eq!(&buf[..n], b"hello");
@@ -258,14 +262,7 @@ fn special_files_copied_without_opening_them() {
     )
     .unwrap();
     let dst = tempfile::tempdir().unwrap();
-    let stats = copy(
-        ctx.path(),
-        &s(&["d"]),
-        dst.path(),
-        "/o",
-        &CopyOptions::dockerfile(),
-    )
-    .unwrap();
+    let stats = copy_dockerfile(ctx.path(), &["d"], dst.path(), "/o").unwrap();
     assert_eq!(stats.special, 2);
     let md = fs::symlink_metadata(dst.path().join("o/null")).unwrap();
     assert_eq!(md.rdev(), nix::sys::stat::makedev(1, 3));
@@ -285,14 +282,7 @@ fn large_and_non_utf8_files() {
     let odd = std::ffi::OsStr::from_bytes_helper(b"caf\xe9");
     fs::write(ctx.path().join("d").join(odd), "latin1").unwrap();
     let dst = tempfile::tempdir().unwrap();
-    let stats = copy(
-        ctx.path(),
-        &s(&["d"]),
-        dst.path(),
-        "/o",
-        &CopyOptions::dockerfile(),
-    )
-    .unwrap();
+    let stats = copy_dockerfile(ctx.path(), &["d"], dst.path(), "/o").unwrap();
     assert_eq!(fs::read(dst.path().join("o/big")).unwrap(), big);
     assert_eq!(fs::read(dst.path().join("o").join(odd)).unwrap(), b"latin1");
     assert_eq!(stats.bytes, 5_000_006);
@@ -319,14 +309,7 @@ fn context_symlink_to_host_passwd_is_copied_as_a_link() {
         ],
     );
     let dst = tempfile::tempdir().unwrap();
-    copy(
-        ctx.path(),
-        &s(&["d"]),
-        dst.path(),
-        "/o",
-        &CopyOptions::dockerfile(),
-    )
-    .unwrap();
+    copy_dockerfile(ctx.path(), &["d"], dst.path(), "/o").unwrap();
     assert_eq!(
         list(dst.path()),
         [
@@ -357,14 +340,7 @@ fn dest_subdir_swapped_for_symlink_is_refused() {
     let dst = tempfile::tempdir().unwrap();
     fs::create_dir(dst.path().join("o")).unwrap();
     symlink(outside.path(), dst.path().join("o/sub")).unwrap();
-    let err = copy(
-        ctx.path(),
-        &s(&["d"]),
-        dst.path(),
-        "/o",
-        &CopyOptions::dockerfile(),
-    )
-    .unwrap_err();
+    let err = copy_dockerfile(ctx.path(), &["d"], dst.path(), "/o").unwrap_err();
     assert!(err.to_string().contains("non-directory"), "{err}");
     assert!(
         fs::read_dir(outside.path()).unwrap().next().is_none(),
@@ -381,14 +357,7 @@ fn dest_symlink_to_host_path_writes_inside_root() {
     // An absolute link naming the real host directory: inside the root it is
     // just a path under the root.
     symlink(outside.path(), dst.path().join("app")).unwrap();
-    copy(
-        ctx.path(),
-        &s(&["a", "b"]),
-        dst.path(),
-        "/app/",
-        &CopyOptions::dockerfile(),
-    )
-    .unwrap();
+    copy_dockerfile(ctx.path(), &["a", "b"], dst.path(), "/app/").unwrap();
     assert!(
         fs::read_dir(outside.path()).unwrap().next().is_none(),
         "host directory untouched"
@@ -399,14 +368,7 @@ fn dest_symlink_to_host_path_writes_inside_root() {
     symlink("/etc/passwd", dst.path().join("pw")).unwrap();
     let before = fs::read(std::path::Path::new("/etc/passwd")).unwrap();
     fs::create_dir(dst.path().join("etc")).unwrap();
-    copy(
-        ctx.path(),
-        &s(&["a"]),
-        dst.path(),
-        "/pw",
-        &CopyOptions::dockerfile(),
-    )
-    .unwrap();
+    copy_dockerfile(ctx.path(), &["a"], dst.path(), "/pw").unwrap();
     assert_eq!(
         fs::read(std::path::Path::new("/etc/passwd")).unwrap(),
         before
@@ -451,14 +413,7 @@ fn overly_deep_trees_are_errors() {
     }
     drop(fd);
     let dst = tempfile::tempdir().unwrap();
-    let err = copy(
-        ctx.path(),
-        &s(&["top"]),
-        dst.path(),
-        "/o",
-        &CopyOptions::dockerfile(),
-    )
-    .unwrap_err();
+    let err = copy_dockerfile(ctx.path(), &["top"], dst.path(), "/o").unwrap_err();
     assert!(err.to_string().contains("nested"), "{err}");
     let err = rbuild_fileop::hash_selection(
         ctx.path(),
@@ -586,14 +541,7 @@ fn directory_copy_matches_cp_archive() {
             .unwrap();
     }
     let ours = tempfile::tempdir().unwrap();
-    copy(
-        ctx.path(),
-        &s(&["d"]),
-        ours.path(),
-        "/out",
-        &CopyOptions::dockerfile(),
-    )
-    .unwrap();
+    copy_dockerfile(ctx.path(), &["d"], ours.path(), "/out").unwrap();
     let theirs = tempfile::tempdir().unwrap();
     fs::create_dir(theirs.path().join("out")).unwrap();
     let st = Command::new("cp")

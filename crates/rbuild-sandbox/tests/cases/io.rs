@@ -4,7 +4,7 @@
 use rbuild_sandbox::{Mount, MountKind, Network, SandboxError};
 
 use crate::R;
-use crate::support::{Ctx, tree_contains};
+use crate::support::{self, Ctx, tree_contains};
 
 pub(crate) async fn network_none(c: &Ctx) -> R {
     let a = c.layer();
@@ -201,11 +201,7 @@ pub(crate) async fn mount_kinds(c: &Ctx) -> R {
         scratch.upper.join("bin/o").exists(),
         "overlay mount write not in its upper"
     );
-    let left: Vec<_> = std::fs::read_dir(&a.upper)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = support::entries(&a.upper)?;
     ensure!(left.is_empty(), "mounts leaked into the layer: {left:?}");
     Ok(())
 }
@@ -262,11 +258,7 @@ pub(crate) async fn ssh_agent(c: &Ctx) -> R {
         out.stdout == format!("600 {id} {id}\npong\n"),
         "agent proxy: {out:?}"
     );
-    let left: Vec<_> = std::fs::read_dir(&a.upper)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = support::entries(&a.upper)?;
     ensure!(
         left.is_empty(),
         "mount points leaked into the layer: {left:?}"

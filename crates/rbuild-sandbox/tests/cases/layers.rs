@@ -31,12 +31,11 @@ pub(crate) async fn files_owners_modes(c: &Ctx) -> R {
             other => Err(format!("USER app with a single-id map gave {other:?}")),
         };
     }
-    c.run(&c.spec(
+    c.run_script(
         &a,
         "mkdir -p /home/app && chown app:app /home/app && chmod 750 /home/app",
-    ))
-    .await
-    .ok()?;
+    )
+    .await?;
     let m = meta(&a.upper.join("home/app"))?;
     ensure!(
         m.uid() == 1000 && m.gid() == 1000,
@@ -85,9 +84,7 @@ pub(crate) async fn chown_to_other_id(c: &Ctx) -> R {
         );
         return Ok(());
     }
-    c.run(&c.spec(&a, "touch /x && chown 4242:4343 /x"))
-        .await
-        .ok()?;
+    c.run_script(&a, "touch /x && chown 4242:4343 /x").await?;
     let m = meta(&a.upper.join("x"))?;
     ensure!(
         m.uid() == 4242 && m.gid() == 4343,
@@ -100,12 +97,11 @@ pub(crate) async fn chown_to_other_id(c: &Ctx) -> R {
 
 pub(crate) async fn whiteouts(c: &Ctx) -> R {
     let a = c.layer();
-    c.run(&c.spec(
+    c.run_script(
         &a,
         "rm /data/del && rm -rf /dir && mkdir /dir && echo n > /dir/new",
-    ))
-    .await
-    .ok()?;
+    )
+    .await?;
     let wh = meta(&a.upper.join("data/del"))?;
     ensure!(
         wh.file_type().is_char_device() && wh.rdev() == 0,
@@ -120,11 +116,7 @@ pub(crate) async fn whiteouts(c: &Ctx) -> R {
     let n = rustix::fs::getxattr(&dir, "user.overlay.opaque", &mut buf)
         .map_err(|e| format!("opaque xattr: {e}"))?;
     ensure!(&buf[..n] == b"y", "opaque xattr value {:?}", &buf[..n]);
-    let names: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let names = support::entries(&dir)?;
     ensure!(names == ["new"], "opaque dir content {names:?}");
     Ok(())
 }
@@ -150,11 +142,7 @@ pub(crate) async fn no_stub_left(c: &Ctx) -> R {
         },
     ];
     c.run(&spec).await.ok()?;
-    let left: Vec<_> = std::fs::read_dir(&a.upper)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = support::entries(&a.upper)?;
     ensure!(left.is_empty(), "upper dir is not empty: {left:?}");
     // A failed setup (command not found) cleans up too.
     let b = c.layer();
@@ -173,11 +161,7 @@ pub(crate) async fn no_stub_left(c: &Ctx) -> R {
         matches!(c.run(&spec).await.result, Err(SandboxError::Setup(_))),
         "missing command did not fail"
     );
-    let left: Vec<_> = std::fs::read_dir(&b.upper)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = support::entries(&b.upper)?;
     ensure!(
         left.is_empty(),
         "upper dir not empty after a failed setup: {left:?}"
@@ -205,9 +189,8 @@ pub(crate) async fn workdir(c: &Ctx) -> R {
         "WORKDIR not kept in the layer"
     );
     // A symlinked WORKDIR resolves inside the root.
-    c.run(&c.spec(&a, "mkdir /hostdir && ln -s /../../../../hostdir /esc"))
-        .await
-        .ok()?;
+    c.run_script(&a, "mkdir /hostdir && ln -s /../../../../hostdir /esc")
+        .await?;
     let mut spec = c.spec(&a, "pwd; touch inside");
     spec.cwd = "/esc/x".into();
     let out = c.run(&spec).await;
@@ -298,11 +281,7 @@ pub(crate) async fn copy_backend(c: &Ctx) -> R {
         wh.file_type().is_char_device() && wh.rdev() == 0,
         "deletion is not a whiteout"
     );
-    let top: Vec<_> = std::fs::read_dir(&diff)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let top = support::entries(&diff)?;
     ensure!(
         top == ["data"],
         "stub mount points or untouched files in the diff: {top:?}"
@@ -391,7 +370,7 @@ pub(crate) async fn umoci_applies_run_layer(c: &Ctx) -> R {
     }
     let a = c.layer();
     let script = "rm /data/del && rm -rf /dir/* && rm -rf /home && mkdir /home && echo n > /home/new && echo c > /data/keep2";
-    c.run(&c.spec(&a, script)).await.ok()?;
+    c.run_script(&a, script).await?;
     let work = tempfile::tempdir_in(c.dir.path()).map_err(|e| e.to_string())?;
     let (base_tar, run_tar) = (work.path().join("base.tar"), work.path().join("run.tar"));
     layer_tar(

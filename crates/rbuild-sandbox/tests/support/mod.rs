@@ -116,6 +116,12 @@ impl Ctx {
         }
     }
 
+    /// Runs `script` on `active` with the default spec; fails unless it
+    /// succeeds.
+    pub async fn run_script(&self, active: &Active, script: &str) -> Result<(), String> {
+        self.run(&self.spec(active, script)).await.ok()
+    }
+
     pub async fn run(&self, spec: &RunSpec) -> Out {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
@@ -134,16 +140,29 @@ impl Ctx {
     }
 }
 
+/// Pids of all processes (as seen from here; none if /proc cannot be read).
+fn pids() -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .collect()
+}
+
+/// Names of the entries of `dir`, in the order the directory lists them.
+pub fn entries(dir: &Path) -> Result<Vec<std::ffi::OsString>, String> {
+    Ok(std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect())
+}
+
 /// Pids of processes whose command line contains `needle` (as seen from here).
 pub fn processes_with(needle: &str) -> Vec<i32> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
+    for pid in pids() {
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
             if cmd.contains(needle) {
@@ -339,13 +358,7 @@ pub fn has_slirp() -> bool {
 /// Pids of the children of `parent` whose command is `name`.
 pub fn children_named(parent: i32, name: &str) -> Vec<i32> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
+    for pid in pids() {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };

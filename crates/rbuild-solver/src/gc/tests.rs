@@ -82,6 +82,45 @@ const ALL: PruneOptions = PruneOptions {
     protect_own: false,
 };
 
+/// Ids of the snapshots a prune removed, in its order.
+fn removed(report: &PruneReport) -> Vec<String> {
+    report.snapshots.iter().map(|s| s.id.clone()).collect()
+}
+
+/// Size of the largest snapshot `du` lists.
+fn largest_snapshot(e: &Engine) -> u64 {
+    e.disk_usage()
+        .unwrap()
+        .snapshots
+        .iter()
+        .map(|s| s.size)
+        .max()
+        .unwrap()
+}
+
+/// A snapshot `key` with a layer blob, and an image manifest naming a
+/// config blob and that layer; the snapshot and all three blobs are ten
+/// days old. Returns the snapshot id and the config, layer and manifest
+/// digests.
+fn old_image(e: &Engine, key: &str, config: &[u8], layer_bytes: &[u8]) -> (String, [Digest; 3]) {
+    let s = snapshot(e, key, None, 10);
+    age(e, &s, 10 * 86400);
+    let (config_size, layer_size) = (config.len(), layer_bytes.len());
+    let config = put_blob(e, config);
+    let layer_blob = put_blob(e, layer_bytes);
+    layer(e, &s, &layer_blob);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},
+        "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_blob}","size":{layer_size}}}]}}"#
+    );
+    let m = put_blob(e, manifest.as_bytes());
+    for d in [&config, &layer_blob, &m] {
+        age_blob(e, d, 10 * 86400);
+    }
+    (s, [config, layer_blob, m])
+}
+
 #[test]
 fn prune_all_empties_snapshots_blobs_and_records() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,8 +159,7 @@ fn a_running_build_in_another_engine_keeps_what_it_uses() {
     assert_eq!(build.cached("b").unwrap().as_deref(), Some(b.as_str()));
     let fresh_blob = put_blob(&build, b"being pushed");
     let report = pruner.prune(&ALL).unwrap();
-    let removed: Vec<&str> = report.snapshots.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(removed, vec![c.as_str()]);
+    assert_eq!(removed(&report), vec![c.clone()]);
     let mut left = ids(&pruner);
     left.sort();
     let mut want = vec![a.clone(), b.clone()];
@@ -167,21 +205,13 @@ fn keep_storage_removes_least_recently_used_first() {
     age(&e, &old, 3 * 3600);
     age(&e, &mid, 2 * 3600);
     age(&e, &new, 3600);
-    let one = e
-        .disk_usage()
-        .unwrap()
-        .snapshots
-        .iter()
-        .map(|s| s.size)
-        .max()
-        .unwrap();
+    let one = largest_snapshot(&e);
     let opts = PruneOptions {
         keep_storage: Some(one + one / 2),
         ..PruneOptions::default()
     };
     let report = e.prune(&opts).unwrap();
-    let removed: Vec<&str> = report.snapshots.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(removed, vec![old.as_str(), mid.as_str()]);
+    assert_eq!(removed(&report), vec![old, mid]);
     assert_eq!(ids(&e), vec![new]);
 }
 
@@ -194,47 +224,20 @@ fn plain_prune_keeps_recent_cache_and_until_sets_the_age() {
     age(&e, &stale, 3 * 86400);
     age(&e, &recent, 3600);
     let report = e.prune(&PruneOptions::default()).unwrap();
-    assert_eq!(
-        report
-            .snapshots
-            .iter()
-            .map(|s| s.id.clone())
-            .collect::<Vec<_>>(),
-        vec![stale]
-    );
+    assert_eq!(removed(&report), vec![stale]);
     let opts = PruneOptions {
         until: Some(1800),
         ..PruneOptions::default()
     };
     let report = e.prune(&opts).unwrap();
-    assert_eq!(
-        report
-            .snapshots
-            .iter()
-            .map(|s| s.id.clone())
-            .collect::<Vec<_>>(),
-        vec![recent]
-    );
+    assert_eq!(removed(&report), vec![recent]);
 }
 
 #[test]
 fn local_images_keep_their_blobs_always_and_their_snapshots_without_all() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path());
-    let s = snapshot(&e, "s", None, 10);
-    age(&e, &s, 10 * 86400);
-    let config = put_blob(&e, b"{}");
-    let layer_blob = put_blob(&e, b"layer");
-    layer(&e, &s, &layer_blob);
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
-        "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},
-        "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_blob}","size":5}}]}}"#
-    );
-    let m = put_blob(&e, manifest.as_bytes());
-    for d in [&config, &layer_blob, &m] {
-        age_blob(&e, d, 10 * 86400);
-    }
+    let (_, [config, layer_blob, m]) = old_image(&e, "s", b"{}", b"layer");
     e.state
         .db
         .conn()
@@ -364,23 +367,9 @@ fn automatic_gc_acts_only_above_the_cap() {
     age(&e, &new, 3600);
     // Our own lease started now: the aged records are not protected by it.
     assert!(e.gc_to_cap(u64::MAX).unwrap().is_none());
-    let one = e
-        .disk_usage()
-        .unwrap()
-        .snapshots
-        .iter()
-        .map(|s| s.size)
-        .max()
-        .unwrap();
+    let one = largest_snapshot(&e);
     let report = e.gc_to_cap(one).unwrap().expect("over the cap");
-    assert_eq!(
-        report
-            .snapshots
-            .iter()
-            .map(|s| s.id.clone())
-            .collect::<Vec<_>>(),
-        vec![old]
-    );
+    assert_eq!(removed(&report), vec![old]);
     assert_eq!(ids(&e), vec![new]);
 }
 
@@ -388,20 +377,7 @@ fn automatic_gc_acts_only_above_the_cap() {
 fn resolved_base_images_keep_manifest_and_config_but_not_pruned_layers() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path());
-    let s = snapshot(&e, "layer:x", None, 10);
-    age(&e, &s, 10 * 86400);
-    let config = put_blob(&e, b"{\"c\":1}");
-    let layer_blob = put_blob(&e, b"base layer");
-    layer(&e, &s, &layer_blob);
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
-        "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":7}},
-        "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_blob}","size":10}}]}}"#
-    );
-    let m = put_blob(&e, manifest.as_bytes());
-    for d in [&config, &layer_blob, &m] {
-        age_blob(&e, d, 10 * 86400);
-    }
+    let (_, [config, layer_blob, m]) = old_image(&e, "layer:x", b"{\"c\":1}", b"base layer");
     let rec = crate::ImageRecord {
         manifest_digest: m.to_string(),
         config: b"{}".to_vec(),

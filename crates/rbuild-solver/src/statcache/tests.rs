@@ -50,14 +50,21 @@ fn hash(ctx: &Path, cache: Option<&dyn StatCache>) -> String {
     .unwrap()
 }
 
-#[test]
-#[allow(clippy::print_stderr)] // the skip note
-fn a_new_process_hashes_an_unchanged_file_without_reading_it() {
+/// A temporary directory with a context holding `data` (`contents`);
+/// returns it, the context and where the metadata DB goes.
+fn context(contents: &[u8]) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
-    std::fs::write(ctx.join("data"), b"contents that matter").unwrap();
+    std::fs::write(ctx.join("data"), contents).unwrap();
     let db = dir.path().join("metadata.db");
+    (dir, ctx, db)
+}
+
+#[test]
+#[allow(clippy::print_stderr)] // the skip note
+fn a_new_process_hashes_an_unchanged_file_without_reading_it() {
+    let (_dir, ctx, db) = context(b"contents that matter");
     let Some(watch) = ReadWatch::new(&ctx.join("data")) else {
         eprintln!("skipped: inotify is not available");
         return;
@@ -82,11 +89,7 @@ fn a_new_process_hashes_an_unchanged_file_without_reading_it() {
 
 #[test]
 fn a_changed_file_is_hashed_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let ctx = dir.path().join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
-    std::fs::write(ctx.join("data"), b"one").unwrap();
-    let db = dir.path().join("metadata.db");
+    let (_dir, ctx, db) = context(b"one");
     let before = {
         let cache = DbStatCache::open(&db).unwrap();
         hash(&ctx, Some(&cache))
