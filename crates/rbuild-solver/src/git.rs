@@ -194,13 +194,20 @@ async fn checkout_into_snapshot(ctx: &Arc<Ctx>, vertex: &Vertex, src: &GitSource
     };
     git(src, &repo, env, &["checkout", "--quiet", "--detach", &target, "--"]).await?;
     let commit = git(src, &repo, env, &["rev-parse", "HEAD"]).await?;
-    // Submodules are pinned by the commit, so the cache key below still
-    // names the whole tree. Their URLs come from the repository: the same
-    // protocol allow-list applies (no `file://`, no `ext::`).
-    git(src, &repo, env, &["submodule", "--quiet", "update", "--init", "--recursive"]).await?;
-    let submodules = if src.keep_git_dir {
-        Vec::new()
-    } else {
+    // Submodules are pinned by the commit, so the commit names the whole
+    // tree. ("submodules" in the key: results cached before submodules
+    // were checked out lack them.)
+    let key = Digest::of_json(&("git", &src.remote, &commit, &src.subdir, src.keep_git_dir, "submodules")).to_string();
+    if !vertex.meta.ignore_cache
+        && let Some(snapshot) = engine.cached(&key)?
+    {
+        return Ok(Solved { key, output: Output::Snapshot(Some(snapshot)) });
+    }
+    // Their URLs come from the repository: the same protocol allow-list
+    // applies (no `file://`, no `ext::`). No `.gitmodules`, no git runs.
+    let has_submodules = std::fs::symlink_metadata(repo.join(".gitmodules")).is_ok_and(|m| m.is_file());
+    let submodules: Vec<String> = if has_submodules {
+        git(src, &repo, env, &["submodule", "--quiet", "update", "--init", "--recursive"]).await?;
         let listed = git(
             src,
             &repo,
@@ -209,15 +216,11 @@ async fn checkout_into_snapshot(ctx: &Arc<Ctx>, vertex: &Vertex, src: &GitSource
         )
         .await?;
         listed.split('\0').filter(|p| !p.is_empty()).map(str::to_string).collect()
+    } else {
+        Vec::new()
     };
     // `.git/config` names the remote it was cloned from: never with secrets.
     git(src, &repo, env, &["remote", "set-url", "origin", &src.remote]).await?;
-    let key = Digest::of_json(&("git", &src.remote, &commit, &src.subdir, src.keep_git_dir)).to_string();
-    if !vertex.meta.ignore_cache
-        && let Some(snapshot) = engine.cached(&key)?
-    {
-        return Ok(Solved { key, output: Output::Snapshot(Some(snapshot)) });
-    }
     if !src.keep_git_dir {
         // A submodule's `.git` is a file naming the superproject's
         // `.git/modules/…`, which goes too.
