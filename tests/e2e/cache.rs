@@ -1,13 +1,13 @@
 //! Scheduling and caching end to end: parallel stages, unneeded stages,
 //! precise invalidation, `.dockerignore`, concurrent builds on one state dir.
 
-use crate::support::{self, busybox_context as context, busybox_ready as ready, events, ok, started};
+use crate::support::{self, Scratch, busybox_context as context, events, ok, started};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 
 fn build(state: &Path, ctx: &Path) -> Vec<serde_json::Value> {
-    let out = ok(support::rbuild_at(state).args(["build", "--progress=rawjson"]).arg(ctx));
+    let out = ok(support::rbuild_rawjson(state).arg(ctx));
     events(&out.stderr)
 }
 
@@ -26,11 +26,7 @@ fn interval(events: &[serde_json::Value], needle: &str) -> (u64, u64) {
 
 #[test]
 fn independent_stages_overlap_and_unneeded_stages_never_run() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let ctx = work.path().join("ctx");
+    let Some(Scratch { work: _work, state, ctx }) = support::busybox_scratch() else { return };
     let mut df = String::new();
     for s in ["a", "b", "c", "d"] {
         df.push_str(&format!("FROM base AS {s}\nRUN sleep 1 && echo {s} > /{s}\n"));
@@ -40,7 +36,7 @@ fn independent_stages_overlap_and_unneeded_stages_never_run() {
         df.push_str(&format!("COPY --from={s} /{s} /\n"));
     }
     context(&ctx, &df);
-    let ev = build(&work.path().join("state"), &ctx);
+    let ev = build(&state, &ctx);
     let spans: Vec<(u64, u64)> = ["a > /a", "b > /b", "c > /c", "d > /d"].iter().map(|n| interval(&ev, n)).collect();
     let last_start = spans.iter().map(|s| s.0).max().unwrap();
     let first_end = spans.iter().map(|s| s.1).min().unwrap();
@@ -50,11 +46,7 @@ fn independent_stages_overlap_and_unneeded_stages_never_run() {
 
 #[test]
 fn edits_rerun_exactly_the_steps_after_them_and_ignored_files_or_mtimes_nothing() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    let Some(Scratch { work: _work, state, ctx }) = support::busybox_scratch() else { return };
     context(
         &ctx,
         "FROM base\nCOPY early.txt /\nRUN cat /early.txt > /e\nCOPY late.txt /\nRUN cat /late.txt > /l\nCOPY . /all/\n",
@@ -82,11 +74,7 @@ fn edits_rerun_exactly_the_steps_after_them_and_ignored_files_or_mtimes_nothing(
 
 #[test]
 fn two_builds_on_one_state_dir_at_once_both_succeed_and_share_steps() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let state = work.path().join("state");
+    let Some(Scratch { work, state, .. }) = support::busybox_scratch() else { return };
     let children: Vec<_> = (0..2)
         .map(|i| {
             let ctx = work.path().join(format!("ctx{i}"));
@@ -125,11 +113,7 @@ fn two_builds_on_one_state_dir_at_once_both_succeed_and_share_steps() {
 
 #[test]
 fn no_cache_filter_reruns_a_stage_and_what_depends_on_it_and_the_result_is_cached() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    let Some(Scratch { work: _work, state, ctx }) = support::busybox_scratch() else { return };
     context(
         &ctx,
         "FROM base AS stamp\nRUN cat /proc/sys/kernel/random/uuid > /stamp\n\
@@ -158,23 +142,12 @@ fn no_cache_filter_reruns_a_stage_and_what_depends_on_it_and_the_result_is_cache
 
 #[test]
 fn ctrl_c_stops_the_build_and_leaves_no_process_mount_or_half_result() {
-    use std::io::{BufRead, BufReader};
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    use std::io::BufRead;
+    let Some(Scratch { work: _work, state, ctx }) = support::busybox_scratch() else { return };
     context(&ctx, "FROM base\nRUN echo started-31337 && sleep 31337\n");
-    let mut child = support::rbuild_at(&state)
-        .args(["build", "--progress=rawjson"])
-        .arg(&ctx)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let (mut child, stderr) = support::spawn_rawjson(&state, &ctx);
     let mut seen = false;
-    for line in BufReader::new(stderr).lines() {
+    for line in stderr.lines() {
         let line = line.unwrap();
         if line.contains("started-31337") && line.contains("\"log\"") {
             seen = true;

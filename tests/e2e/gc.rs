@@ -3,13 +3,13 @@
 //! the context file (observed with inotify, not with a hook in our code).
 
 use crate::support::{self, events, ok, started};
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::support::{BUSYBOX_BASE as BASE, busybox_context as context, busybox_ready as ready};
+use crate::support::{BUSYBOX_BASE as BASE, Scratch, busybox_context as context, busybox_ready as ready};
 
 fn rbuild(state: &Path) -> Command {
     support::rbuild_at(state)
@@ -17,7 +17,7 @@ fn rbuild(state: &Path) -> Command {
 
 /// Builds `ctx`; returns the names of the steps that ran.
 fn build(state: &Path, ctx: &Path) -> Vec<String> {
-    let out = ok(rbuild(state).args(["build", "--progress=rawjson"]).arg(ctx));
+    let out = ok(support::rbuild_rawjson(state).arg(ctx));
     started(&events(&out.stderr))
 }
 
@@ -48,11 +48,7 @@ fn count(v: &serde_json::Value, what: &str) -> usize {
 
 #[test]
 fn du_lists_a_build_and_prune_all_empties_the_cache_but_rebuilds_work() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    let Some(Scratch { work: _work, state, ctx }) = support::busybox_scratch() else { return };
     context(&ctx, "FROM base\nRUN echo hello > /hello\n");
     let first = build(&state, &ctx);
     assert!(first.iter().any(|n| n.contains("echo hello")), "{first:?}");
@@ -95,12 +91,8 @@ fn du_lists_a_build_and_prune_all_empties_the_cache_but_rebuilds_work() {
 
 #[test]
 fn prune_while_a_build_runs_does_not_break_it() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let state = work.path().join("state");
-    let (ctx, other) = (work.path().join("ctx"), work.path().join("other"));
+    let Some(Scratch { work, state, ctx }) = support::busybox_scratch() else { return };
+    let other = work.path().join("other");
     context(
         &ctx,
         "FROM base\nRUN sleep 3 && echo slept > /slept\nRUN cat /slept\n",
@@ -112,14 +104,7 @@ fn prune_while_a_build_runs_does_not_break_it() {
     // the next build's lease.
     std::thread::sleep(std::time::Duration::from_millis(1100));
 
-    let mut child = rbuild(&state)
-        .args(["build", "--progress=rawjson"])
-        .arg(&ctx)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (mut child, mut stderr) = support::spawn_rawjson(&state, &ctx);
     let seen = wait_for_step(&mut stderr, "sleep 3");
     // The build sits in its RUN on top of the base chain now.
     let report = prune(&state, &["--all"]);
@@ -153,11 +138,7 @@ fn prune_while_a_build_runs_does_not_break_it() {
 
 #[test]
 fn keep_storage_keeps_the_most_recently_used() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let state = work.path().join("state");
+    let Some(Scratch { work, state, .. }) = support::busybox_scratch() else { return };
     let (old, new) = (work.path().join("old"), work.path().join("new"));
     context(&old, "FROM base\nRUN head -c 1048576 /bin/busybox > /old\n");
     context(&new, "FROM base\nRUN head -c 1048576 /bin/busybox > /new\n");
@@ -192,11 +173,7 @@ fn keep_storage_keeps_the_most_recently_used() {
 
 #[test]
 fn automatic_gc_prunes_to_the_configured_cap_after_a_build() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let state = work.path().join("state");
+    let Some(Scratch { work, state, .. }) = support::busybox_scratch() else { return };
     let config_home = work.path().join("config");
     std::fs::create_dir_all(config_home.join("rbuild")).unwrap();
     std::fs::write(
@@ -259,11 +236,7 @@ impl ReadWatch {
 
 #[test]
 fn a_no_op_rebuild_in_a_new_process_reads_no_context_file() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    let Some(Scratch { work: _work, state, ctx }) = support::busybox_scratch() else { return };
     context(&ctx, "FROM base\nCOPY data /data\nRUN cat /data\n");
     let data: PathBuf = ctx.join("data");
     std::fs::write(&data, vec![b'd'; 100_000]).unwrap();
@@ -329,11 +302,7 @@ fn an_unprivileged_user_can_see_and_prune_its_cache() {
 
 #[test]
 fn local_images_survive_prune_all_until_rmi() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    let Some(Scratch { work: _work, state, ctx }) = support::busybox_scratch() else { return };
     context(&ctx, "FROM base\nRUN echo kept > /kept\n");
     ok(rbuild(&state)
         .args(["build", "--progress=plain", "-t", "gc-app:1"])
@@ -401,14 +370,7 @@ fn prune_all_during_a_build_on_a_pulled_base_and_pulling_again_afterwards() {
         format!("FROM {base_ref}\nRUN sleep 3 && echo pulled > /p\n"),
     )
     .unwrap();
-    let mut child = rbuild(&state)
-        .args(["build", "--progress=rawjson"])
-        .arg(&ctx)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let (mut child, mut stderr) = support::spawn_rawjson(&state, &ctx);
     let seen = wait_for_step(&mut stderr, "sleep 3");
     let during = prune(&state, &["--all"]);
     assert_eq!(
@@ -442,11 +404,7 @@ fn prune_all_during_a_build_on_a_pulled_base_and_pulling_again_afterwards() {
 
 #[test]
 fn prune_without_force_and_without_a_terminal_removes_nothing() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    let Some(Scratch { work: _work, state, ctx }) = support::busybox_scratch() else { return };
     context(&ctx, "FROM base\nRUN echo keep > /keep\n");
     build(&state, &ctx);
     let out = rbuild(&state)

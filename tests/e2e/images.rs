@@ -3,17 +3,9 @@
 //! writes archives skopeo reads, `tag`/`rmi` manage names, `push` sends a
 //! stored image to a registry.
 
-use crate::support::{self, Registry, ok, skip};
+use crate::support::{self, Registry, busybox_ready as ready, ok, skip};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn ready() -> bool {
-    if !support::is_root() || !Path::new("/bin/busybox").exists() {
-        skip("needs root and busybox-static");
-        return false;
-    }
-    true
-}
 
 /// `rbuild --root=STATE ARGS…`.
 fn rbuild(state: &Path, args: &[&str]) -> Command {

@@ -1,7 +1,7 @@
 //! Dockerfile features end to end, each checked by RUN steps that fail the
 //! build when the result is wrong.
 
-use crate::support::{self, busybox_context as context, busybox_ready as ready, ok};
+use crate::support::{self, Scratch, busybox_context as context, ok};
 use std::path::Path;
 use std::process::Command;
 
@@ -15,11 +15,7 @@ fn rbuild(state: &Path) -> Command {
 
 #[test]
 fn add_extracts_local_archives_and_copies_plain_files() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let ctx = work.path().join("ctx");
+    let Some(Scratch { work, state, ctx }) = support::busybox_scratch() else { return };
     context(
         &ctx,
         "FROM base\nADD files.tar.gz /opt/\nADD plain.txt /opt/plain.txt\n\
@@ -30,16 +26,12 @@ fn add_extracts_local_archives_and_copies_plain_files() {
     std::fs::write(src.join("pkg/hello.txt"), "hello").unwrap();
     ok(Command::new("tar").arg("-czf").arg(ctx.join("files.tar.gz")).arg("-C").arg(&src).arg("pkg"));
     std::fs::write(ctx.join("plain.txt"), "plain").unwrap();
-    ok(rbuild(&work.path().join("state")).arg(&ctx));
+    ok(rbuild(&state).arg(&ctx));
 }
 
 #[test]
 fn heredocs_in_copy_and_run() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let ctx = work.path().join("ctx");
+    let Some(Scratch { work: _work, state, ctx }) = support::busybox_scratch() else { return };
     context(
         &ctx,
         "FROM base\nARG WHO=world\nCOPY <<EOF /greeting.txt\nhello $WHO\nEOF\n\
@@ -48,16 +40,12 @@ fn heredocs_in_copy_and_run() {
          RUN <<EOT\n#!/bin/sh\necho from a script > /script-ran\nEOT\n\
          RUN test \"$(cat /script-ran)\" = \"from a script\"\n",
     );
-    ok(rbuild(&work.path().join("state")).arg(&ctx));
+    ok(rbuild(&state).arg(&ctx));
 }
 
 #[test]
 fn named_build_contexts_replace_stages_and_feed_copies() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let ctx = work.path().join("ctx");
+    let Some(Scratch { work, state, ctx }) = support::busybox_scratch() else { return };
     let extra = work.path().join("extra");
     std::fs::create_dir_all(&extra).unwrap();
     std::fs::write(extra.join("data.txt"), "from extra").unwrap();
@@ -66,18 +54,14 @@ fn named_build_contexts_replace_stages_and_feed_copies() {
         "FROM base AS extra\nRUN echo from the stage > /data.txt\n\
          FROM base\nCOPY --from=extra /data.txt /\nRUN test \"$(cat /data.txt)\" = \"from extra\"\n",
     );
-    ok(rbuild(&work.path().join("state")).arg(format!("--build-context=extra={}", extra.display())).arg(&ctx));
+    ok(rbuild(&state).arg(format!("--build-context=extra={}", extra.display())).arg(&ctx));
 }
 
 #[test]
 fn bad_dockerfiles_fail_with_file_line_and_hint() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let ctx = work.path().join("ctx");
+    let Some(Scratch { work: _work, state, ctx }) = support::busybox_scratch() else { return };
     context(&ctx, "FROM base\nRUNN echo hi\n");
-    let out = rbuild(&work.path().join("state")).arg(&ctx).output().unwrap();
+    let out = rbuild(&state).arg(&ctx).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Dockerfile:5"), "names file and line: {err}");
@@ -86,18 +70,13 @@ fn bad_dockerfiles_fail_with_file_line_and_hint() {
 
 #[test]
 fn the_copy_snapshotter_builds_what_overlay_builds() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let ctx = work.path().join("ctx");
+    let Some(Scratch { work, state, ctx }) = support::busybox_scratch() else { return };
     context(
         &ctx,
         "FROM base AS mid\nRUN mkdir -p /d && echo one > /d/a && echo two > /d/b && rm /bin/vi\n\
          FROM mid\nRUN rm /d/a && rm -rf /d && mkdir /d && echo three > /d/c\nCOPY Dockerfile /d/\n\
          RUN test ! -e /d/a && test ! -e /d/b && test \"$(cat /d/c)\" = three && test -f /d/Dockerfile && test ! -e /bin/vi\n",
     );
-    let state = work.path().join("state");
     let oci = work.path().join("img.tar");
     ok(rbuild(&state)
         .env("RBUILD_SNAPSHOTTER", "copy")
@@ -119,16 +98,11 @@ fn the_copy_snapshotter_builds_what_overlay_builds() {
 
 #[test]
 fn a_context_tar_on_standard_input_builds_and_cannot_escape() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let ctx = work.path().join("ctx");
+    let Some(Scratch { work, state, ctx }) = support::busybox_scratch() else { return };
     context(&ctx, "FROM base\nCOPY data.txt /\nRUN test \"$(cat /data.txt)\" = from-stdin\n");
     std::fs::write(ctx.join("data.txt"), "from-stdin").unwrap();
     let tar = work.path().join("ctx.tar.gz");
     ok(Command::new("tar").arg("-czf").arg(&tar).arg("-C").arg(&ctx).arg("."));
-    let state = work.path().join("state");
     ok(rbuild(&state).arg("-").stdin(std::fs::File::open(&tar).unwrap()));
     // A hostile context tar: an entry climbing out of the context.
     let evil = work.path().join("evil.tar");
@@ -149,23 +123,13 @@ fn a_context_tar_on_standard_input_builds_and_cannot_escape() {
 
 #[test]
 fn proxy_build_args_reach_run_without_declaration_and_stay_out_of_history_and_cache_keys() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let ctx = work.path().join("ctx");
+    let Some(Scratch { work, state, ctx }) = support::busybox_scratch() else { return };
     // The Dockerfile never spells the value out, so finding it in the image
     // means it leaked.
     context(&ctx, "FROM base\nRUN test \"${HTTP_PROXY#http://proxy}\" = .invalid:3128 && echo ok > /ok\n");
-    let state = work.path().join("state");
     let oci = work.path().join("img.tar");
-    let raw = |state: &Path| {
-        let mut c = support::rbuild_at(state);
-        c.args(["build", "--progress=rawjson"]);
-        c
-    };
     // NOT_DECLARED is reported unused; the proxy arg never is.
-    let first = ok(raw(&state)
+    let first = ok(support::rbuild_rawjson(&state)
         .args(["--build-arg", "HTTP_PROXY=http://proxy.invalid:3128", "--build-arg", "NOT_DECLARED=1"])
         .arg(format!("--output=type=oci,dest={}", oci.display()))
         .arg(&ctx));
@@ -179,20 +143,15 @@ fn proxy_build_args_reach_run_without_declaration_and_stay_out_of_history_and_ca
     let grep = Command::new("grep").args(["-c", "-a", "proxy.invalid"]).arg(&oci).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&grep.stdout).trim(), "0", "the proxy leaked into the image");
     // Another proxy value: the RUN is still cached (and would fail if rerun).
-    let second = ok(raw(&state).args(["--build-arg", "HTTP_PROXY=http://other.invalid"]).arg(&ctx));
+    let second = ok(support::rbuild_rawjson(&state).args(["--build-arg", "HTTP_PROXY=http://other.invalid"]).arg(&ctx));
     assert!(support::started(&support::events(&second.stderr)).is_empty(), "a proxy change invalidated the cache");
 }
 
 #[test]
 fn the_network_flag_sets_the_default_for_run_steps_and_host_needs_the_entitlement() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let ctx = work.path().join("ctx");
+    let Some(Scratch { work: _work, state, ctx }) = support::busybox_scratch() else { return };
     // With --network=none the RUN sees only a loopback interface.
     context(&ctx, "FROM base\nRUN test \"$(ls /sys/class/net | tr '\\n' ' ')\" = \"lo \"\n");
-    let state = work.path().join("state");
     ok(rbuild(&state).arg("--network=none").arg(&ctx));
     context(&ctx, "FROM base\nRUN true\n");
     let refused = rbuild(&state).arg("--network=host").arg("--no-cache").arg(&ctx).output().unwrap();
@@ -203,14 +162,10 @@ fn the_network_flag_sets_the_default_for_run_steps_and_host_needs_the_entitlemen
 
 #[test]
 fn iidfile_and_metadata_file_describe_the_image() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let ctx = work.path().join("ctx");
+    let Some(Scratch { work, state, ctx }) = support::busybox_scratch() else { return };
     context(&ctx, "FROM base\nRUN echo hi > /hi\n");
     let (iid, meta) = (work.path().join("iid"), work.path().join("meta.json"));
-    let out = ok(rbuild(&work.path().join("state"))
+    let out = ok(rbuild(&state)
         .args(["-t", "meta-test:1", "--load"])
         .arg(format!("--iidfile={}", iid.display()))
         .arg(format!("--metadata-file={}", meta.display()))

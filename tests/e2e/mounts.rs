@@ -1,20 +1,13 @@
 //! RUN --mount end to end: cache, secret, tmpfs, bind, and locked sharing
 //! between two builds on one state dir.
 
-use crate::support::{self, busybox_context, busybox_ready as ready, events, ok};
+use crate::support::{self, Scratch, busybox_context, events, ok, rbuild_rawjson as rbuild};
 use std::path::Path;
 use std::process::Command;
 
 /// A context whose Dockerfile builds FROM the busybox `base` stage.
 fn context(dir: &Path, rest: &str) {
     busybox_context(dir, &format!("FROM base\n{rest}"));
-}
-
-
-fn rbuild(state: &Path) -> Command {
-    let mut c = support::rbuild_at(state);
-    c.arg("build").arg("--progress=rawjson");
-    c
 }
 
 /// Everything a build's RUN steps printed.
@@ -25,11 +18,7 @@ fn logs(stderr: &[u8]) -> String {
 
 #[test]
 fn cache_mount_persists_across_builds_and_stays_out_of_the_image() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    let Some(Scratch { work, state, ctx }) = support::busybox_scratch() else { return };
     context(&ctx, "ARG N\nRUN --mount=type=cache,target=/cache echo \"run $N\" >> /cache/log && cat /cache/log && ls /cache > /listing\n");
     ok(rbuild(&state).args(["--build-arg", "N=1"]).arg(&ctx));
     let oci = work.path().join("img.tar");
@@ -50,11 +39,7 @@ fn cache_mount_persists_across_builds_and_stays_out_of_the_image() {
 
 #[test]
 fn secret_reaches_the_run_and_nothing_else() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    let Some(Scratch { work, state, ctx }) = support::busybox_scratch() else { return };
     let secret = "s3cr3t-7f1e9b2c-never-stored";
     let secret_file = work.path().join("token");
     std::fs::write(&secret_file, secret).unwrap();
@@ -88,11 +73,7 @@ fn secret_reaches_the_run_and_nothing_else() {
 
 #[test]
 fn tmpfs_and_bind_mounts_are_visible_and_leave_no_trace() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    let Some(Scratch { work: _work, state, ctx }) = support::busybox_scratch() else { return };
     context(
         &ctx,
         "RUN --mount=type=tmpfs,target=/scratch grep -q ' /scratch tmpfs' /proc/mounts && echo data > /scratch/x\n\
@@ -105,11 +86,7 @@ fn tmpfs_and_bind_mounts_are_visible_and_leave_no_trace() {
 
 #[test]
 fn locked_cache_mounts_serialize_two_concurrent_builds() {
-    if !ready() {
-        return;
-    }
-    let work = support::open_tempdir();
-    let state = work.path().join("state");
+    let Some(Scratch { work, state, .. }) = support::busybox_scratch() else { return };
     let run = "RUN --mount=type=cache,target=/c,sharing=locked \
                if [ -e /c/busy ]; then echo CONFLICT; exit 1; fi; touch /c/busy; sleep 1; rm /c/busy\n";
     let builds: Vec<_> = ["a", "b"]

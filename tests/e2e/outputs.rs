@@ -4,27 +4,16 @@
 //! tells uploaded blobs from ones the registry had, and `login`/`logout`
 //! against a registry that requires basic auth.
 
-use crate::support::{self, Registry, events, ok, skip};
+use crate::support::{self, Registry, busybox_ready as ready, events, ok, skip};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn ready() -> bool {
-    if !support::is_root() || !Path::new("/bin/busybox").exists() {
-        skip("needs root and busybox-static");
-        return false;
-    }
-    true
-}
-
 /// `rbuild --root=STATE ARGS…`, with no user config file and its own
 /// Docker config dir (so a login never touches the real one).
 fn rbuild(state: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
-    c.arg(format!("--root={}", state.display()))
-        .args(args)
-        .env("XDG_CONFIG_HOME", state.join("no-config"))
-        .env("DOCKER_CONFIG", state.join("docker-config"));
+    let mut c = support::rbuild_at(state);
+    c.args(args).env("DOCKER_CONFIG", state.join("docker-config"));
     c
 }
 

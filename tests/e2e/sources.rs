@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use crate::support::{BUSYBOX_BASE as BASE, busybox_ready as ready};
+use crate::support::{BUSYBOX_BASE as BASE, Scratch, busybox_ready as ready};
 
 /// The layer digests of the single image in an OCI archive.
 fn layers(oci_tar: &Path, scratch: &Path) -> Vec<String> {
@@ -221,15 +221,10 @@ fn rbuild(state: &Path) -> Command {
 
 #[test]
 fn add_url_with_checksum_and_credentials() {
-    if !ready() {
-        return;
-    }
+    let Some(Scratch { work, state, ctx }) = support::busybox_scratch() else { return };
     let server = Server::start();
-    let work = support::open_tempdir();
-    let ctx = work.path().join("ctx");
     let url = server.url("/file.txt").replace("http://", &format!("http://someone:{PASSWORD}@"));
     add_context(&ctx, &format!("ADD --checksum={} {url} /dl/", body_sha256()));
-    let state = work.path().join("state");
     let oci = work.path().join("image.tar");
     let first = ok(rbuild(&state).arg(format!("--output=type=oci,dest={}", oci.display())).arg(&ctx));
     assert_eq!(server.downloads(), 1);
@@ -254,18 +249,13 @@ fn add_url_with_checksum_and_credentials() {
 
 #[test]
 fn add_url_without_checksum_downloads_each_build_and_reuses_unchanged_content() {
-    if !ready() {
-        return;
-    }
+    let Some(Scratch { work: _work, state, ctx }) = support::busybox_scratch() else { return };
     let server = Server::start();
-    let work = support::open_tempdir();
-    let ctx = work.path().join("ctx");
     add_context_checking(
         &ctx,
         &format!("ADD --chown=1000:2000 {} /dl/file.txt", server.url("/to-file")),
         "test \"$(stat -c %u:%g /dl/file.txt)\" = 1000:2000",
     );
-    let state = work.path().join("state");
     ok(rbuild(&state).arg(&ctx));
     assert_eq!(server.downloads(), 1, "the redirect was followed");
     let second = ok(rbuild(&state).arg(&ctx));
@@ -276,12 +266,8 @@ fn add_url_without_checksum_downloads_each_build_and_reuses_unchanged_content() 
 
 #[test]
 fn add_url_checksum_mismatch_and_redirect_to_file_fail() {
-    if !ready() {
-        return;
-    }
+    let Some(Scratch { work, state, .. }) = support::busybox_scratch() else { return };
     let server = Server::start();
-    let work = support::open_tempdir();
-    let state = work.path().join("state");
     let bad = format!("sha256:{}", "0".repeat(64));
     let ctx = work.path().join("mismatch");
     add_context(&ctx, &format!("ADD --checksum={bad} {} /dl/", server.url("/file.txt")));

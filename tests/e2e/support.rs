@@ -247,3 +247,40 @@ pub fn rbuild_at(state: &Path) -> Command {
     c.env("XDG_CONFIG_HOME", state.join("no-config"));
     c
 }
+
+/// `rbuild --root=STATE build --progress=rawjson`, as [`rbuild_at`]: the
+/// start of every build whose steps a test reads from [`events`].
+pub fn rbuild_rawjson(state: &Path) -> Command {
+    let mut c = rbuild_at(state);
+    c.args(["build", "--progress=rawjson"]);
+    c
+}
+
+/// A busybox test's scratch space: a temp dir and the `state` and `ctx`
+/// paths in it (neither is made yet).
+pub struct Scratch {
+    pub work: tempfile::TempDir,
+    pub state: PathBuf,
+    pub ctx: PathBuf,
+}
+
+/// [`busybox_ready`], then a fresh [`Scratch`]; `None` (the test is
+/// skipped) otherwise. Bind `work` even when unused: dropping it removes
+/// the directory.
+pub fn busybox_scratch() -> Option<Scratch> {
+    if !busybox_ready() {
+        return None;
+    }
+    let work = open_tempdir();
+    let (state, ctx) = (work.path().join("state"), work.path().join("ctx"));
+    Some(Scratch { work, state, ctx })
+}
+
+/// Starts [`rbuild_rawjson`] on `ctx` in the background, stdout discarded;
+/// returns the child and its event stream (stderr).
+pub fn spawn_rawjson(state: &Path, ctx: &Path) -> (Child, std::io::BufReader<std::process::ChildStderr>) {
+    let mut child =
+        rbuild_rawjson(state).arg(ctx).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start rbuild build");
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("piped stderr"));
+    (child, stderr)
+}
