@@ -10,31 +10,9 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
 
-use common::{build, is_root, list, owner};
-use rbuild_fileop::{CopyError, CopyOptions, CopyStats, copy};
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
-/// Copies `sources` of `src_root` to `dest` under `dest_root` with the
-/// Dockerfile defaults.
-fn copy_dockerfile(
-    src_root: &Path,
-    sources: &[&str],
-    dest_root: &Path,
-    dest: &str,
-) -> Result<CopyStats, CopyError> {
-    copy(
-        src_root,
-        &s(sources),
-        dest_root,
-        dest,
-        &CopyOptions::dockerfile(),
-    )
-}
+use common::{build, copy_dockerfile, is_root, list, owner, s};
+use rbuild_fileop::{CopyOptions, copy};
 
 #[test]
 fn entries_in_the_way_inside_a_merged_directory_are_replaced() {

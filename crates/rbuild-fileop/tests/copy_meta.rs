@@ -6,32 +6,10 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::{build, is_root, list, mode, owner};
-use rbuild_fileop::{Chmod, CopyError, CopyOptions, CopyStats, copy};
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
-/// Copies `sources` of `src_root` to `dest` under `dest_root` with the
-/// Dockerfile defaults.
-fn copy_dockerfile(
-    src_root: &Path,
-    sources: &[&str],
-    dest_root: &Path,
-    dest: &str,
-) -> Result<CopyStats, CopyError> {
-    copy(
-        src_root,
-        &s(sources),
-        dest_root,
-        dest,
-        &CopyOptions::dockerfile(),
-    )
-}
+use common::{build, copy_dockerfile, is_root, list, mode, owner, s};
+use rbuild_fileop::{Chmod, CopyOptions, copy};
 
 #[test]
 fn chown_applies_to_everything_and_created_parents() {

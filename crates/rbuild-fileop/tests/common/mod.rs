@@ -5,6 +5,8 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 
+use rbuild_fileop::{CopyError, CopyOptions, CopyStats, copy};
+
 /// Apply spec lines to `root`:
 /// `d path [mode]`, `f path content [mode]`, `l path target`, `h path existing`.
 pub fn build(root: &Path, spec: &[&str]) {
@@ -85,4 +87,15 @@ pub fn owner(p: &Path) -> (u32, u32) {
 
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
+}
+
+/// Owned strings from string literals.
+pub fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// Copies `sources` of `src_root` to `dest` under `dest_root` with the
+/// Dockerfile defaults.
+pub fn copy_dockerfile(src_root: &Path, sources: &[&str], dest_root: &Path, dest: &str) -> Result<CopyStats, CopyError> {
+    copy(src_root, &s(sources), dest_root, dest, &CopyOptions::dockerfile())
 }
