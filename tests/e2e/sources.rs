@@ -366,9 +366,14 @@ fn add_git_repository_with_ref_subdir_submodules_and_kept_git_dir() {
     let output = String::from_utf8_lossy(&first.stderr);
     assert!(!output.contains(PASSWORD), "the password is in rbuild's output: {output}");
     // The same commits again: cloned, but nothing after the clones runs.
+    let lib_fetches = || server.requests.lock().unwrap().iter().filter(|(p, _)| p.starts_with("/lib.git")).count();
+    let fetched = lib_fetches();
+    assert!(fetched > 0, "the submodule was fetched by the first build");
     let second = ok(rbuild(&state).arg(&ctx));
     let ran = started(&events(&second.stderr));
     assert!(ran.iter().all(|n| !n.contains("RUN") && !n.contains("ADD")), "unchanged commits re-ran steps: {ran:?}");
+    // The commit is the key: a cache hit needs no submodule.
+    assert_eq!(lib_fetches(), fetched, "a cached rebuild fetched the submodule again");
 }
 
 /// A submodule URL comes from the repository, so it is hostile input: a
